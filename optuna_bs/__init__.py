@@ -1,0 +1,45 @@
+"""optuna-bs: tune batch size, learning rate and momentum together, through the SGD scaling rules.
+
+The public API; everything else is private.
+"""
+
+from __future__ import annotations
+
+from optuna_bs.config import StudyConfig, load_config
+from optuna_bs.data import DATASETS, Data, load_data
+from optuna_bs.errors import ConfigError, OptunaBSError, StorageError
+from optuna_bs.models import MODELS, build_model
+from optuna_bs.monitor import STOP_REASONS, TrialMonitor
+from optuna_bs.rules import RULES, Hyperparameters, lr_for_noise_scale, noise_scale, rescale
+from optuna_bs.space import PARAMETERISATIONS, BatchScalingSpace
+from optuna_bs.storage import make_storage, mask_url
+from optuna_bs.trainer import FitResult, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchScalingSpace",
+    "ConfigError",
+    "DATASETS",
+    "Data",
+    "FitResult",
+    "Hyperparameters",
+    "MODELS",
+    "OptunaBSError",
+    "PARAMETERISATIONS",
+    "RULES",
+    "STOP_REASONS",
+    "StorageError",
+    "StudyConfig",
+    "TrialMonitor",
+    "build_model",
+    "evaluate",
+    "fit",
+    "load_config",
+    "load_data",
+    "lr_for_noise_scale",
+    "make_storage",
+    "mask_url",
+    "noise_scale",
+    "rescale",
+]

@@ -1,0 +1,275 @@
+"""Study files: TOML in, a validated :class:`StudyConfig` out.
+
+A study file has five sections, each optional; a key left out takes the default shown here.
+The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spells them out)::
+
+    [study]   name, n_trials, timeout, sampler, pruner, seed, storage, n_startup_trials,
+              pruner_warmup_epochs
+    [data]    name, seed, val_fraction, and options of the data set (num_samples, ...)
+    [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
+    [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
+              alpha
+    [train]   max_epochs, patience, min_delta, device, metric, optimizer, weight_decay
+
+Every error names the file, the key, the value and what is allowed, and a misspelt key gets
+the closest valid one suggested. Values that need the data (a batch size against N, say) are
+checked when the study starts, before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna_bs.errors import ConfigError
+
+__all__ = [
+    "StudyConfig",
+    "StudySection",
+    "DataSection",
+    "ModelSection",
+    "SpaceSection",
+    "TrainSection",
+    "load_config",
+    "SAMPLERS",
+    "PRUNERS",
+]
+
+_logger = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class StudySection:
+    name: str = "mnist1d_mlp"
+    n_trials: int = 30
+    timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    storage: str | None = None
+    n_startup_trials: int = 10
+    pruner_warmup_epochs: int = 3
+
+
+@dataclass(frozen=True)
+class DataSection:
+    name: str = "mnist1d"
+    seed: int = 0
+    val_fraction: float = 0.2
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = "mlp"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpaceSection:
+    parameterisation: str = "noise-scale"
+    batch_size: tuple[int, int] | int = (16, 256)
+    noise_scale: tuple[float, float] = (1.0, 1000.0)
+    momentum: tuple[float, float] | float = 0.9
+    lr: tuple[float, float] = (1e-4, 1.0)
+    reference_batch_size: int = 128
+    alpha: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    max_epochs: int = 15
+    patience: int | None = 4
+    min_delta: float = 0.0
+    device: str = "auto"
+    metric: str = "error"
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file; ``StudyConfig()`` is the embedded MNIST-1D default."""
+
+    study: StudySection = field(default_factory=StudySection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    space: SpaceSection = field(default_factory=SpaceSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+
+_SECTIONS = {
+    "study": StudySection,
+    "data": DataSection,
+    "model": ModelSection,
+    "space": SpaceSection,
+    "train": TrainSection,
+}
+# Sections whose unknown keys are options passed on (to the data set or the model factory).
+_OPEN_SECTIONS = ("data", "model")
+
+_INT, _NUM, _STR = (int,), (int, float), (str,)
+_PAIR = (list,)
+_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "study": {
+        "name": _STR,
+        "n_trials": _INT,
+        "timeout": _NUM,
+        "sampler": _STR,
+        "pruner": _STR,
+        "seed": _INT,
+        "storage": _STR,
+        "n_startup_trials": _INT,
+        "pruner_warmup_epochs": _INT,
+    },
+    "data": {"name": _STR, "seed": _INT, "val_fraction": _NUM},
+    "model": {"name": _STR},
+    "space": {
+        "parameterisation": _STR,
+        "batch_size": _PAIR + _INT,
+        "noise_scale": _PAIR,
+        "momentum": _PAIR + _NUM,
+        "lr": _PAIR,
+        "reference_batch_size": _INT,
+        "alpha": _NUM,
+    },
+    "train": {
+        "max_epochs": _INT,
+        "patience": _INT,
+        "min_delta": _NUM,
+        "device": _STR,
+        "metric": _STR,
+        "optimizer": _STR,
+        "weight_decay": _NUM,
+    },
+}
+_CHOICES = {
+    ("study", "sampler"): SAMPLERS,
+    ("study", "pruner"): PRUNERS,
+    ("train", "metric"): ("error", "loss"),
+    ("train", "optimizer"): ("sgd", "adam", "adamw"),
+}
+_MINIMUM = {
+    ("study", "n_trials"): 1,
+    ("study", "timeout"): 0,
+    ("study", "n_startup_trials"): 0,
+    ("study", "pruner_warmup_epochs"): 0,
+    ("train", "max_epochs"): 1,
+    ("train", "patience"): 1,
+    ("train", "min_delta"): 0,
+    ("train", "weight_decay"): 0,
+}
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a TOML study file.
+
+    Args:
+        path: The study file.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: If the file is missing, is not TOML, or has an unknown section or key,
+            a value of the wrong type, or a value outside what is allowed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "s.toml"
+        >>> _ = f.write_text('[train]\\nmax_epochs = 5\\n')
+        >>> load_config(f).train.max_epochs
+        5
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"study file {str(path)!r} does not exist.") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"study file {str(path)!r} cannot be read: {err}.") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"study file {str(path)!r} is not valid TOML: {err}.") from err
+    return config_from_dict(raw, source=path.name)
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> StudyConfig:
+    """Validate a nested dict laid out like a study file (see :func:`load_config`)."""
+    sections = {}
+    for section, values in raw.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{section}]{_hint(section, _SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: `{section}` must be a [{section}] table.")
+        sections[section] = _section(section, values, source)
+    return StudyConfig(**sections)
+
+
+def _section(section: str, values: dict[str, Any], source: str) -> Any:
+    types = _TYPES[section]
+    kwargs: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{source}: `{section}.{key}`"
+        if key not in types:
+            if section in _OPEN_SECTIONS and key != "options":
+                options[key] = value
+                continue
+            raise ConfigError(f"{source}: unknown key `{section}.{key}`{_hint(key, types)}")
+        allowed = types[key]
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            names = " or ".join(_TYPE_NAMES[t] for t in allowed)
+            raise ConfigError(f"{where} must be {names}, but got {value!r}.")
+        if isinstance(value, list):
+            if len(value) != 2 or not all(_is_number(v) for v in value):
+                raise ConfigError(f"{where} must be a [low, high] pair of numbers, but got {value}.")
+            value = tuple(value)
+        choices = _CHOICES.get((section, key))
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(map(repr, choices))}, but got {value!r}"
+                f"{_hint(value, choices, full=False)}"
+            )
+        minimum = _MINIMUM.get((section, key))
+        if minimum is not None and not value >= minimum:
+            raise ConfigError(f"{where} must be >= {minimum}, but got {value!r}.")
+        kwargs[key] = value
+    if section == "data" and not 0 < kwargs.get("val_fraction", 0.2) < 1:
+        raise ConfigError(f"{source}: `data.val_fraction` must be in (0, 1), but got "
+                          f"{kwargs['val_fraction']!r}.")
+    if options:
+        kwargs["options"] = options
+    return _SECTIONS[section](**kwargs)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a [low, high] pair"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _hint(word: str, valid, *, full: bool = True) -> str:
+    close = difflib.get_close_matches(str(word), list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    if full:
+        hint += f" Allowed: {', '.join(valid)}."
+    return hint
+
+
+def config_to_dict(config: StudyConfig) -> dict[str, Any]:
+    """The plain nested dict of ``config``, options folded back into their sections."""
+    out = {}
+    for section in _SECTIONS:
+        values = dataclasses.asdict(getattr(config, section))
+        values.update(values.pop("options", {}))
+        out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    return out

@@ -1,0 +1,251 @@
+"""Built-in models, and user models named as ``"package.module:factory"``.
+
+Every model maps a batch of inputs of shape ``(batch, *input_shape)`` to ``(batch, n_outputs)``
+logits (or regression outputs). The models use torch only, never torchvision.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import inspect
+import logging
+import math
+import numbers
+from collections.abc import Sequence
+
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["MODELS", "build_model", "cnn1d", "mlp"]
+
+MODELS = ("mlp", "cnn1d")
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+def build_model(
+    name: str, input_shape: int | Sequence[int], n_outputs: int, **kwargs: object
+) -> nn.Module:
+    """Build a built-in model by name, or a user model from ``"package.module:factory"``.
+
+    A user factory is imported, then called as
+    ``factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)`` and must return a
+    :class:`torch.nn.Module`.
+
+    Args:
+        name: One of :data:`MODELS`, or ``"package.module:factory"``.
+        input_shape: Shape of one input sample, e.g. ``data.input_shape``.
+        n_outputs: Number of classes, or of regression targets.
+        **kwargs: Arguments of the model: see :func:`mlp` and :func:`cnn1d`.
+
+    Returns:
+        The model, with freshly initialised parameters.
+
+    Raises:
+        TypeError: If an argument has the wrong type, a keyword is unknown to a built-in
+            model, or a user factory returns something that is not a module.
+        ValueError: If an argument has a bad value, or a user model cannot be imported.
+
+    Example:
+        >>> model = build_model("mlp", (40,), 10)
+        >>> sum(p.numel() for p in model.parameters())
+        78858
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a str, but got {type(name).__name__}: {name!r}.")
+    input_shape = _check_shape(input_shape)
+    _check_int("n_outputs", n_outputs)
+    if ":" in name:
+        return _user_model(name, input_shape, n_outputs, kwargs)
+    if name not in MODELS:
+        choices = ", ".join(repr(m) for m in MODELS)
+        raise ValueError(
+            f"`name` must be one of {choices} or a user model 'package.module:factory', "
+            f"but got name={name!r}.{_hint(name, MODELS)}"
+        )
+    factory = _BUILTINS[name]
+    allowed = [p for p in inspect.signature(factory).parameters if p not in _SHAPE_ARGS]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"Model {name!r} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(map(repr, allowed))}.{_hint(unknown[0], allowed)}"
+        )
+    model = factory(input_shape, n_outputs, **kwargs)
+    _logger.debug("Built model %r with %d parameters.", name, _n_params(model))
+    return model
+
+
+def mlp(
+    input_shape: int | Sequence[int],
+    n_outputs: int,
+    *,
+    hidden: Sequence[int] = (256, 256),
+    activation: str = "relu",
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """A multilayer perceptron on flattened inputs; 40-256-256-10 for MNIST-1D.
+
+    Args:
+        input_shape: Shape of one input sample; it is flattened.
+        n_outputs: Number of outputs.
+        hidden: Widths of the hidden layers; empty gives a linear model.
+        activation: One of ``"relu"``, ``"gelu"``, ``"tanh"``.
+        dropout: Dropout probability after each hidden layer, in [0, 1).
+
+    Returns:
+        ``Flatten, (Linear, activation[, Dropout]) * len(hidden), Linear``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument has a bad value.
+    """
+    in_features = math.prod(_check_shape(input_shape))
+    _check_int("n_outputs", n_outputs)
+    if isinstance(hidden, str) or not isinstance(hidden, Sequence):
+        raise TypeError(f"`hidden` must be a sequence of ints, but got hidden={hidden!r}.")
+    for width in hidden:
+        _check_int("hidden", width, f"a sequence of ints >= 1, but got hidden={hidden!r}")
+    act = _activation(activation)
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        raise TypeError(f"`dropout` must be a float, but got dropout={dropout!r}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` must be in [0, 1), but got dropout={dropout}.")
+    layers: list[nn.Module] = [nn.Flatten()]
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), act()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_features = width
+    layers.append(nn.Linear(in_features, n_outputs))
+    return nn.Sequential(*layers)
+
+
+def cnn1d(
+    input_shape: int | Sequence[int],
+    n_outputs: int,
+    *,
+    channels: int = 32,
+    kernel_size: int = 5,
+    layers: int = 3,
+    activation: str = "relu",
+) -> nn.Sequential:
+    """A small 1-D convolutional network, after the MNIST-1D paper's CNN (Greydanus 2020).
+
+    Each convolution has ``channels`` channels and "same" padding, and halves the length while
+    it is at least 8 (stride 2); a linear layer reads the flattened features. For MNIST-1D the
+    defaults give 40 -> 20 -> 10 -> 5 samples and 12,106 parameters.
+
+    Args:
+        input_shape: ``(length,)`` (a channel dimension is added) or ``(channels, length)``.
+        n_outputs: Number of outputs.
+        channels: Channels of every convolution.
+        kernel_size: Kernel size of every convolution.
+        layers: Number of convolutions.
+        activation: One of ``"relu"``, ``"gelu"``, ``"tanh"``.
+
+    Returns:
+        The network as an :class:`torch.nn.Sequential`.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument has a bad value, e.g. an image shape.
+
+    Example:
+        >>> sum(p.numel() for p in cnn1d((40,), 10).parameters())
+        12106
+    """
+    shape = _check_shape(input_shape)
+    if len(shape) > 2:
+        raise ValueError(
+            f"`input_shape` must be (length,) or (channels, length) for 'cnn1d', "
+            f"but got input_shape={shape}."
+        )
+    _check_int("n_outputs", n_outputs)
+    for arg, value in (("channels", channels), ("kernel_size", kernel_size), ("layers", layers)):
+        _check_int(arg, value)
+    act = _activation(activation)
+    in_channels, length = (1, shape[0]) if len(shape) == 1 else shape
+    modules: list[nn.Module] = [nn.Unflatten(1, (1, length))] if len(shape) == 1 else []
+    padding = kernel_size // 2
+    for _ in range(layers):
+        stride = 2 if length >= 8 else 1
+        modules += [nn.Conv1d(in_channels, channels, kernel_size, stride, padding), act()]
+        length = (length + 2 * padding - kernel_size) // stride + 1
+        in_channels = channels
+    modules += [nn.Flatten(), nn.Linear(channels * length, n_outputs)]
+    return nn.Sequential(*modules)
+
+
+_BUILTINS = {"mlp": mlp, "cnn1d": cnn1d}
+_SHAPE_ARGS = ("input_shape", "n_outputs")
+
+
+def _user_model(
+    spec: str, input_shape: tuple[int, ...], n_outputs: int, kwargs: dict[str, object]
+) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise ValueError(
+            f"`name` must be a built-in model or 'package.module:factory', but got name={spec!r}."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # any failure inside the user's module
+        cause = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ValueError(f"Model {spec!r}: cannot import {module_name!r} ({cause}).") from err
+    try:
+        factory = functools.reduce(getattr, attr.split("."), module)
+    except AttributeError as err:
+        raise ValueError(f"Model {spec!r}: {module_name!r} has no attribute {attr!r}.") from err
+    if not callable(factory):
+        raise ValueError(
+            f"Model {spec!r}: {attr!r} must be callable, but it is a {type(factory).__name__}."
+        )
+    model = factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"Model {spec!r} must return a torch.nn.Module, "
+            f"but it returned an object of type {type(model).__name__!r}."
+        )
+    _logger.debug("Built user model %r with %d parameters.", spec, _n_params(model))
+    return model
+
+
+def _n_params(model: nn.Module) -> int:
+    # A lazy layer (nn.LazyLinear) has no size until its first forward pass.
+    params = model.parameters()
+    return sum(p.numel() for p in params if not isinstance(p, nn.UninitializedParameter))
+
+
+def _hint(value: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value.lower(), choices, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _check_int(arg: str, value: object, constraint: str = "") -> None:
+    message = f"`{arg}` must be " + (constraint or f"an int >= 1, but got {arg}={value!r}") + "."
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(message)
+    if value < 1:
+        raise ValueError(message)
+
+
+def _check_shape(input_shape: object) -> tuple[int, ...]:
+    shape = (input_shape,) if isinstance(input_shape, numbers.Integral) else input_shape
+    if isinstance(shape, str) or not isinstance(shape, Sequence) or not shape:
+        raise TypeError(f"`input_shape` must be a tuple of ints, but got {input_shape!r}.")
+    for size in shape:
+        _check_int("input_shape", size, f"a tuple of ints >= 1, but got {input_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def _activation(activation: object) -> type[nn.Module]:
+    if not isinstance(activation, str) or activation not in _ACTIVATIONS:
+        choices = ", ".join(map(repr, _ACTIVATIONS))
+        hint = _hint(activation, list(_ACTIVATIONS)) if isinstance(activation, str) else ""
+        error = ValueError if isinstance(activation, str) else TypeError
+        raise error(f"`activation` must be one of {choices}, but got {activation=}.{hint}")
+    return _ACTIVATIONS[activation]

@@ -1,0 +1,300 @@
+"""``fit()``: train a model on in-memory tensors, epoch by epoch, under an Optuna trial.
+
+Each epoch it shuffles the training tensors on the device, steps the optimizer over full
+batches of ``hparams.batch_size`` (slices of the shuffled tensors, no DataLoader), measures the
+validation value and hands it to :class:`~optuna_bs.monitor.TrialMonitor`, which reports it,
+prunes and early-stops. At the end the best epoch's weights are restored and the trial's user
+attrs record what happened (``best_epoch``, ``epochs_run``, ``n_updates``, ``train_seconds``,
+``samples_per_second``, ``stop_reason``, ``metric``).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import optuna
+import torch
+import torch.nn.functional as F
+
+from optuna_bs.monitor import TrialMonitor
+
+if TYPE_CHECKING:
+    from optuna.trial import BaseTrial
+
+    from optuna_bs.data import Data
+    from optuna_bs.rules import Hyperparameters
+
+__all__ = ["FitResult", "fit", "evaluate", "resolve_device", "METRICS", "OPTIMIZERS"]
+
+_logger = logging.getLogger(__name__)
+
+METRICS = ("error", "loss")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one call of :func:`fit` did.
+
+    ``best_value`` is the validation value (error or loss) of ``best_epoch``, whose weights
+    the model holds when ``fit`` returns. ``samples_per_second`` counts training samples over
+    the time spent in optimizer steps only; ``train_seconds`` is the whole fit, validation
+    included.
+    """
+
+    best_value: float
+    best_epoch: int
+    epochs_run: int
+    n_updates: int
+    train_seconds: float
+    samples_per_second: float
+    stop_reason: str
+    metric: str
+    history: tuple[float, ...]
+
+    def user_attrs(self) -> dict[str, float | int | str]:
+        """The trial user attrs of this fit, as the dashboard shows them."""
+        attrs = asdict(self)
+        del attrs["best_value"], attrs["history"]
+        return attrs
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA when it is there, else the CPU; check any other name.
+
+    Raises:
+        ValueError: If the device is unknown, or CUDA is asked for and is not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', but got device={device!r}."
+        ) from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` is {device!r}, but CUDA is not available on this machine.")
+    return resolved
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    metric: str = "error",
+    task: str = "classification",
+    batch_size: int = 4096,
+) -> float:
+    """Return the classification error or the mean loss of ``model`` on ``(x, y)``."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=x.device, dtype=torch.float64)
+    for start in range(0, len(x), batch_size):
+        out = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        if metric == "error":
+            total += (out.argmax(dim=1) != target).sum()
+        else:
+            total += _loss(out, target, task, reduction="sum")
+    model.train(was_training)
+    return total.item() / len(x)
+
+
+def fit(
+    model: torch.nn.Module,
+    data: Data,
+    hparams: Hyperparameters,
+    *,
+    trial: BaseTrial | None = None,
+    max_epochs: int = 20,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    device: str | torch.device = "auto",
+    metric: str = "error",
+    optimizer: str = "sgd",
+    weight_decay: float = 0.0,
+    seed: int | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
+
+    Args:
+        model: The network; it is moved to ``device`` and trained in place.
+        data: Train, validation and test tensors (:func:`optuna_bs.load_data`). Tensors already
+            on ``device`` are not copied again, so a worker can move them once.
+        hparams: Batch size, learning rate and momentum (β1 for Adam; ``beta2`` and ``eps``
+            are used when set).
+        trial: The Optuna trial to report to and record user attrs on, or ``None``.
+        max_epochs: The most epochs to train.
+        patience: Epochs without improvement before early stopping; ``None`` for never.
+        min_delta: The smallest decrease of the validation value that counts as improvement.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        metric: ``"error"`` (classification error) or ``"loss"`` (validation loss, for
+            regression or autoencoders).
+        optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"adamw"``.
+        weight_decay: L2 penalty (decoupled for AdamW).
+        seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
+
+    Returns:
+        A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
+
+    Raises:
+        optuna.TrialPruned: With a trial, when the pruner stops it, or when the loss is NaN
+            or inf (``stop_reason="diverged"``), or on a CUDA out-of-memory error
+            (``stop_reason="oom"``). Without a trial these end the fit and are returned as its
+            ``stop_reason``.
+        ValueError: For a bad argument.
+    """
+    _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay)
+    device = resolve_device(device)
+    data = data.to(device)
+    model.to(device)
+    opt = _make_optimizer(optimizer, model, hparams, weight_decay)
+    metric_name = f"val_{metric}"
+    monitor = TrialMonitor(trial, patience=patience, min_delta=min_delta, metric=metric_name)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+
+    batch_size = hparams.batch_size
+    steps_per_epoch = data.n_train // batch_size  # full batches only: B is what g assumes
+    best_state = None
+    n_updates, step_seconds = 0, 0.0
+    start = time.perf_counter()
+
+    def result(stop_reason: str) -> FitResult:
+        return FitResult(
+            best_value=monitor.best_value_,
+            best_epoch=monitor.best_epoch_,
+            epochs_run=monitor.epoch_,
+            n_updates=n_updates,
+            train_seconds=time.perf_counter() - start,
+            samples_per_second=n_updates * batch_size / step_seconds if step_seconds else 0.0,
+            stop_reason=stop_reason,
+            metric=metric_name,
+            history=tuple(monitor.history_),
+        )
+
+    try:
+        for _ in range(max_epochs):
+            tic = time.perf_counter()
+            try:
+                train_loss = _train_epoch(model, opt, data, batch_size, steps_per_epoch, gen)
+            except torch.cuda.OutOfMemoryError:
+                train_loss = None
+            step_seconds += time.perf_counter() - tic
+            if train_loss is None:
+                # Freed here, outside the except block whose traceback pins the batch.
+                _free_memory(device)
+                monitor.stop("oom", f"out of memory at batch_size={batch_size}")
+                break
+            n_updates += steps_per_epoch
+            # A non-finite training loss goes to the monitor as is: it ends the run "diverged".
+            val = train_loss
+            if math.isfinite(train_loss):
+                val = evaluate(model, data.x_val, data.y_val, metric=metric, task=data.task)
+            should_stop = monitor.step(val)
+            if monitor.improved_:
+                best_state = copy.deepcopy(model.state_dict())
+            if should_stop:
+                break
+    except optuna.TrialPruned:
+        _record(trial, result(monitor.stop_reason_ or "pruned"))
+        raise
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    outcome = result(monitor.stop_reason_ or "completed")
+    _record(trial, outcome)
+    _logger.debug("fit ended: %s", outcome)
+    return outcome
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    data: Data,
+    batch_size: int,
+    steps: int,
+    gen: torch.Generator,
+) -> float:
+    """One pass over shuffled full batches; the mean training loss (one device sync)."""
+    model.train()
+    perm = torch.randperm(data.n_train, generator=gen, device=data.x_train.device)
+    # One gather per epoch, then contiguous slices: cheaper than indexing every step.
+    xs, ys = data.x_train[perm], data.y_train[perm]
+    loss_sum = torch.zeros((), device=xs.device)
+    for i in range(0, steps * batch_size, batch_size):
+        loss = _loss(model(xs[i : i + batch_size]), ys[i : i + batch_size], data.task)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach()
+    return loss_sum.item() / steps
+
+
+def _loss(out: torch.Tensor, target: torch.Tensor, task: str, reduction: str = "mean"):
+    if task == "classification":
+        return F.cross_entropy(out, target, reduction=reduction)
+    return F.mse_loss(out, target, reduction=reduction)
+
+
+def _make_optimizer(
+    name: str, model: torch.nn.Module, hp: Hyperparameters, weight_decay: float
+) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=weight_decay)
+    adam_kwargs = {"betas": (hp.momentum, 0.999 if hp.beta2 is None else hp.beta2)}
+    if hp.eps is not None:
+        adam_kwargs["eps"] = hp.eps
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(params, lr=hp.lr, weight_decay=weight_decay, **adam_kwargs)
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _record(trial: BaseTrial | None, outcome: FitResult) -> None:
+    if trial is None:
+        return
+    for key, value in outcome.user_attrs().items():
+        trial.set_user_attr(key, value)
+
+
+def _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay) -> None:
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"`max_epochs` must be an integer >= 1, but got max_epochs={max_epochs!r}.")
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS}, but got metric={metric!r}.")
+    if metric == "error" and data.task != "classification":
+        raise ValueError(
+            f"`metric` is 'error', but the data set {data.name!r} is a {data.task} task: "
+            "use metric='loss'."
+        )
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, but got {optimizer!r}.")
+    if not weight_decay >= 0:
+        raise ValueError(f"`weight_decay` must be >= 0, but got weight_decay={weight_decay!r}.")
+    if hparams.batch_size > data.n_train:
+        raise ValueError(
+            f"`batch_size` must be at most the {data.n_train} training samples, "
+            f"but got batch_size={hparams.batch_size}."
+        )
+    if hparams.n_train != data.n_train:
+        _logger.warning(
+            "hparams.n_train=%d differs from the data's %d training samples: the noise scale "
+            "recorded for this run is not the one it trains at.",
+            hparams.n_train,
+            data.n_train,
+        )
