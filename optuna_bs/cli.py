@@ -52,10 +52,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
     run.add_argument("--seed", type=int, metavar="N", help="seed of sampler, splits and inits")
     run.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--top", type=_positive_int, default=5, metavar="K",
-                     help="rows of the best-trials table (default 5)")
-    run.add_argument("--no-test", action="store_true",
-                     help="skip re-running the best trial on the test split")
+    run.add_argument(
+        "--top",
+        type=_positive_int,
+        default=5,
+        metavar="K",
+        help="rows of the best-trials table (default 5)",
+    )
+    run.add_argument(
+        "--no-test", action="store_true", help="skip re-running the best trial on the test split"
+    )
     for p in (run,):
         p.add_argument("-v", "--verbose", action="store_true", help="log every trial; tracebacks")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
@@ -85,12 +91,18 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.study_file) if args.study_file else StudyConfig()
     prepared = prepare(
-        config, storage=args.storage, study_name=args.study_name, seed=args.seed,
+        config,
+        storage=args.storage,
+        study_name=args.study_name,
+        seed=args.seed,
         device=args.device,
     )
     url = args.storage or config.study.storage or DEFAULT_STORAGE
-    _say(args, f"study {prepared.study_name!r} in {mask_url(url)} on {prepared.device}: "
-               f"{prepared.space!r}")
+    _say(
+        args,
+        f"study {prepared.study_name!r} in {mask_url(url)} on {prepared.device}: "
+        f"{prepared.space!r}",
+    )
     study = run_study(
         prepared, n_trials=args.n_trials, timeout=args.timeout, show_progress_bar=not args.quiet
     )
@@ -112,8 +124,11 @@ def _report(args, study: optuna.Study, metric: str, test_value: float | None) ->
     if set(reasons) == {"pruned"}:
         detail = ""
     failed = sum(t.state == states.FAIL for t in trials)
-    print(f"{len(trials)} trials: {len(complete)} complete, {len(pruned)} pruned"
-          + (f" ({detail})" if detail else "") + (f", {failed} failed" if failed else ""))
+    print(
+        f"{len(trials)} trials: {len(complete)} complete, {len(pruned)} pruned"
+        + (f" ({detail})" if detail else "")
+        + (f", {failed} failed" if failed else "")
+    )
     if not complete:
         print("no complete trial yet.")
         return
@@ -132,12 +147,19 @@ def format_table(trials: Sequence[optuna.trial.FrozenTrial], metric: str = "erro
     rows = [head]
     for t in trials:
         a = t.user_attrs
-        rows.append((
-            f"#{t.number}", f"{t.value:.4f}", str(a.get("batch_size", "")),
-            f"{a.get('lr', float('nan')):.3g}", f"{a.get('momentum', float('nan')):.3g}",
-            f"{a.get('noise_scale', float('nan')):.3g}", str(a.get("best_epoch", "")),
-            str(a.get("epochs_run", "")), f"{a.get('train_seconds', float('nan')):.1f}",
-        ))
+        rows.append(
+            (
+                f"#{t.number}",
+                f"{t.value:.4f}",
+                str(a.get("batch_size", "")),
+                f"{a.get('lr', float('nan')):.3g}",
+                f"{a.get('momentum', float('nan')):.3g}",
+                f"{a.get('noise_scale', float('nan')):.3g}",
+                str(a.get("best_epoch", "")),
+                str(a.get("epochs_run", "")),
+                f"{a.get('train_seconds', float('nan')):.1f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -230,7 +230,9 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
             raise ConfigError(f"{where} must be {names}, but got {value!r}.")
         if isinstance(value, list):
             if len(value) != 2 or not all(_is_number(v) for v in value):
-                raise ConfigError(f"{where} must be a [low, high] pair of numbers, but got {value}.")
+                raise ConfigError(
+                    f"{where} must be a [low, high] pair of numbers, but got {value}."
+                )
             value = tuple(value)
         choices = _CHOICES.get((section, key))
         if choices and value not in choices:
@@ -243,8 +245,9 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
             raise ConfigError(f"{where} must be >= {minimum}, but got {value!r}.")
         kwargs[key] = value
     if section == "data" and not 0 < kwargs.get("val_fraction", 0.2) < 1:
-        raise ConfigError(f"{source}: `data.val_fraction` must be in (0, 1), but got "
-                          f"{kwargs['val_fraction']!r}.")
+        raise ConfigError(
+            f"{source}: `data.val_fraction` must be in (0, 1), but got {kwargs['val_fraction']!r}."
+        )
     if options:
         kwargs["options"] = options
     return _SECTIONS[section](**kwargs)

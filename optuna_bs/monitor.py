@@ -80,7 +80,9 @@ class TrialMonitor:
             if patience < 1:
                 raise ValueError(f"`patience` must be >= 1 or None, but got patience={patience}.")
         if not (isinstance(min_delta, int | float) and min_delta >= 0):
-            raise ValueError(f"`min_delta` must be a number >= 0, but got min_delta={min_delta!r}.")
+            raise ValueError(
+                f"`min_delta` must be a number >= 0, but got min_delta={min_delta!r}."
+            )
         self.trial = trial
         self.patience = patience
         self.min_delta = float(min_delta)

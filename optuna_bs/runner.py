@@ -23,7 +23,14 @@ from optuna_bs.space import BatchScalingSpace
 from optuna_bs.storage import make_storage
 from optuna_bs.trainer import FitResult, evaluate, fit, resolve_device
 
-__all__ = ["Prepared", "prepare", "run_study", "make_sampler", "make_pruner", "evaluate_best_on_test"]
+__all__ = [
+    "Prepared",
+    "prepare",
+    "run_study",
+    "make_sampler",
+    "make_pruner",
+    "evaluate_best_on_test",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -54,7 +61,9 @@ class Prepared:
         seed = self.seed + trial.number
         torch.manual_seed(seed)
         model = build_model(
-            self.config.model.name, self.data.input_shape, self.data.n_outputs,
+            self.config.model.name,
+            self.data.input_shape,
+            self.data.n_outputs,
             **self.config.model.options,
         )
         result = fit(
@@ -114,9 +123,7 @@ def prepare(
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[space] {err} (the data has n_train={data.n_train})") from err
     try:
-        build_model(
-            config.model.name, data.input_shape, data.n_outputs, **config.model.options
-        )
+        build_model(config.model.name, data.input_shape, data.n_outputs, **config.model.options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[model] {err}") from err
     if config.train.metric == "error" and data.task != "classification":
@@ -138,7 +145,9 @@ def prepare(
     )
 
 
-def make_sampler(name: str, *, seed: int, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    name: str, *, seed: int, n_startup_trials: int = 10
+) -> optuna.samplers.BaseSampler:
     """The Optuna sampler called ``name`` (one of :data:`optuna_bs.config.SAMPLERS`)."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
@@ -230,7 +239,9 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     if abs(result.best_value - best.value) > 1e-9:
         _logger.info(
             "Re-run of trial %d reached %.4f against %.4f (non-deterministic device kernels).",
-            best.number, result.best_value, best.value,
+            best.number,
+            result.best_value,
+            best.value,
         )
     metric = prepared.config.train.metric
     value = evaluate(

@@ -192,7 +192,9 @@ class BatchScalingSpace:
         fields = {
             "batch_size": self.batch_size,
             "momentum": self.momentum,
-            **({"noise_scale": self.noise_scale} if self.parameterisation == "noise-scale" else {}),
+            **(
+                {"noise_scale": self.noise_scale} if self.parameterisation == "noise-scale" else {}
+            ),
             **({"lr": self.lr} if self.parameterisation != "noise-scale" else {}),
             "n_train": self.n_train,
         }
@@ -222,7 +224,9 @@ def _check_range(
         or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
     ):
         what = "integers" if integer else "numbers"
-        raise TypeError(f"`{name}` must be a (low, high) pair of {what}, but got {name}={value!r}.")
+        raise TypeError(
+            f"`{name}` must be a (low, high) pair of {what}, but got {name}={value!r}."
+        )
     low, high = value
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"`{name}` must be finite, but got {name}=({low}, {high}).")

@@ -274,7 +274,9 @@ def _record(trial: BaseTrial | None, outcome: FitResult) -> None:
 
 def _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay) -> None:
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(f"`max_epochs` must be an integer >= 1, but got max_epochs={max_epochs!r}.")
+        raise ValueError(
+            f"`max_epochs` must be an integer >= 1, but got max_epochs={max_epochs!r}."
+        )
     if metric not in METRICS:
         raise ValueError(f"`metric` must be one of {METRICS}, but got metric={metric!r}.")
     if metric == "error" and data.task != "classification":
