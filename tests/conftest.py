@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_command() -> list[str]:
+    """The installed ``optuna-bs`` script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("optuna-bs")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("optuna-bs")
+    assert found, "the optuna-bs console script is not installed: pip install -e ."
+    return [found]
+
+
+def _server_url(variable: str) -> str:
+    url = os.environ.get(variable)
+    if not url:
+        pytest.skip(f"{variable} is not set: no server to test against (.ci/run sets it)")
+    return url
+
+
+@pytest.fixture(params=["inmemory", "sqlite", "postgres", "mysql"])
+def storage_url(request, tmp_path):
+    """Every store that is available: in-memory, SQLite, and the servers named by env vars.
+
+    A server whose variable is set but that cannot be reached fails the test (DESIGN §8).
+    """
+    if request.param == "inmemory":
+        return None
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    variable = {"postgres": "OPTUNA_BS_TEST_POSTGRES_URL", "mysql": "OPTUNA_BS_TEST_MYSQL_URL"}[
+        request.param
+    ]
+    return _server_url(variable)

@@ -1,0 +1,38 @@
+"""The public surface: what ``import optuna_bs`` gives, and what it must not need."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna_bs
+
+EXTRAS = ("plotly", "optuna_dashboard", "psycopg", "pymysql", "torchvision")
+
+
+def test_public_names_exist_and_are_listed():
+    for name in optuna_bs.__all__:
+        assert hasattr(optuna_bs, name), name
+    assert {"BatchScalingSpace", "fit", "TrialMonitor", "rescale", "noise_scale"} <= set(
+        optuna_bs.__all__
+    )
+
+
+def test_import_works_without_any_extra():
+    # A finder that refuses every optional extra, as on a machine without them installed.
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {EXTRAS!r}:
+            raise ImportError('blocked extra: ' + name)
+sys.meta_path.insert(0, Block())
+import optuna_bs
+from optuna_bs import cli, runner
+space = optuna_bs.BatchScalingSpace(n_train=1000)
+assert not any(m.split('.')[0] in {EXTRAS!r} for m in sys.modules), sorted(sys.modules)
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

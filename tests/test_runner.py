@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import subprocess
+
+import optuna
+import pytest
+
+from optuna_bs.config import config_from_dict
+from optuna_bs.runner import evaluate_best_on_test, prepare, run_study
+
+from .conftest import REPO, cli_command
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+ATTRS = {
+    "lr",
+    "momentum",
+    "noise_scale",
+    "batch_size",
+    "n_train",
+    "best_epoch",
+    "epochs_run",
+    "n_updates",
+    "train_seconds",
+    "samples_per_second",
+    "stop_reason",
+    "metric",
+}
+
+TINY = {
+    "study": {"name": "tiny", "n_trials": 4, "n_startup_trials": 2},
+    "data": {"name": "synthetic", "n_samples": 300, "n_features": 8},
+    "model": {"name": "mlp", "hidden": [16]},
+    "space": {"batch_size": [16, 64]},
+    "train": {"max_epochs": 3},
+}
+
+
+def test_python_api_runs_resumes_and_tests_the_best(storage_url):
+    name = f"tiny-{abs(hash(storage_url)) % 10**8}-{id(storage_url)}"
+    config = config_from_dict({**TINY, "study": {**TINY["study"], "name": name}})
+    prepared = prepare(config, storage=storage_url)
+    study = run_study(prepared)
+    assert len(study.trials) == 4
+    first = {t.number: (t.state, t.value, t.params) for t in study.trials}
+
+    if storage_url is not None:  # resuming needs a persistent store
+        prepared = prepare(config, storage=storage_url)
+        study = run_study(prepared, n_trials=2)
+        assert [t.number for t in study.trials] == list(range(6))
+        again = {t.number: (t.state, t.value, t.params) for t in study.trials[:4]}
+        assert again == first  # finished trials are never repeated or lost
+        # The re-seeded sampler does not replay the first trials' configurations.
+        assert study.trials[4].params != study.trials[0].params
+
+    test_error = evaluate_best_on_test(prepared, study)
+    assert 0.0 <= test_error <= 1.0
+    assert study.user_attrs["test_error"] == test_error
+    assert study.user_attrs["test_trial"] == study.best_trial.number
+    assert study.metric_names == ["val_error"]
+    if storage_url is not None:
+        optuna.delete_study(storage=prepared.storage, study_name=name)
+
+
+def test_best_trial_rerun_reproduces_its_validation_value(tmp_path):
+    config = config_from_dict(TINY)
+    prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    study = run_study(prepared, n_trials=3)
+    replay = optuna.trial.FixedTrial(study.best_trial.params, number=study.best_trial.number)
+    result, _ = prepared.train(replay)
+    assert result.best_value == study.best_value
+
+
+@pytest.mark.slow
+def test_embedded_study_end_to_end_and_resume(tmp_path):
+    """The README's main job: the MNIST-1D study on SQLite, then the same command again."""
+    study_file = REPO / "studies" / "mnist1d_mlp.toml"
+    run = subprocess.run(
+        [*cli_command(), "run", str(study_file), "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    storage = f"sqlite:///{tmp_path / 'optuna_bs.db'}"
+    study = optuna.load_study(study_name="mnist1d_mlp", storage=storage)
+    trials = study.trials
+    assert len(trials) == 30
+    assert all(t.state in FINISHED for t in trials)
+    for t in trials:
+        assert ATTRS <= set(t.user_attrs), t.number
+        assert len(t.intermediate_values) == t.user_attrs["epochs_run"] >= 1
+    assert study.best_value <= 0.40  # the published MLP reaches 68% accuracy
+    assert "best trial #" in run.stdout and "test_error=" in run.stdout
+
+    rerun = subprocess.run(
+        [*cli_command(), "run", str(study_file), "-q", "--n-trials", "3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = optuna.load_study(study_name="mnist1d_mlp", storage=storage).trials
+    assert [t.number for t in resumed] == list(range(33))
+    for before, after in zip(trials, resumed, strict=False):
+        assert (before.state, before.value, before.params) == (
+            after.state,
+            after.value,
+            after.params,
+        )

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import uuid
+
+import optuna
+import pytest
+
+from optuna_bs.errors import StorageError
+from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, make_storage, mask_url
+
+
+def test_default_is_sqlite_file_in_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = make_storage(None)
+    optuna.create_study(storage=storage, study_name="s")
+    assert DEFAULT_STORAGE == "sqlite:///optuna_bs.db"
+    assert (tmp_path / "optuna_bs.db").exists()
+
+
+def test_stores_keep_trials(storage_url):
+    storage = make_storage(storage_url) if storage_url else optuna.storages.InMemoryStorage()
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(storage=storage, study_name=name)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    if storage_url:
+        again = optuna.load_study(storage=make_storage(storage_url), study_name=name)
+        assert [t.value for t in again.trials] == [t.value for t in study.trials]
+        optuna.delete_study(storage=storage, study_name=name)
+
+
+def test_journal_file(tmp_path):
+    path = tmp_path / "journal.log"
+    study = optuna.create_study(storage=make_storage(str(path)))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert path.exists() and len(study.trials) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql+psycopg://alice:s3cret@db:5432/o",
+            "postgresql+psycopg://alice:***@db:5432/o",
+        ),
+        ("mysql+pymysql://root:p%40ss@h/db", "mysql+pymysql://root:***@h/db"),
+        ("postgresql://bob@db/o", "postgresql://bob@db/o"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+    ],
+)
+def test_mask_url(url, masked):
+    assert mask_url(url) == masked
+
+
+def test_malformed_url_is_one_clear_error():
+    with pytest.raises(StorageError, match="SQLAlchemy URL"):
+        make_storage("not a url")
+
+
+def test_unreachable_server_names_masked_url_and_hides_password():
+    url = "postgresql+psycopg://user:hunter2secret@127.0.0.1:1/nowhere"
+    with pytest.raises(StorageError) as info:
+        make_storage(url)
+    message = str(info.value)
+    assert "hunter2secret" not in message
+    assert "user:***@127.0.0.1:1" in message
+    assert "\n" not in message
+
+
+def test_is_sqlite():
+    assert is_sqlite(None) and is_sqlite("sqlite:///a.db")
+    assert not is_sqlite("postgresql+psycopg://u@h/db")

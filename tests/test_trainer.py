@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from optuna_bs.data import load_data
+from optuna_bs.models import build_model
+from optuna_bs.rules import Hyperparameters
+from optuna_bs.trainer import evaluate, fit, resolve_device
+
+ATTRS = {
+    "best_epoch",
+    "epochs_run",
+    "n_updates",
+    "train_seconds",
+    "samples_per_second",
+    "stop_reason",
+    "metric",
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data("synthetic", n_samples=400, n_features=10, n_classes=2)
+
+
+def _model(data, seed=0):
+    torch.manual_seed(seed)
+    return build_model("mlp", data.input_shape, data.n_outputs, hidden=(16,))
+
+
+def _hp(data, batch_size=32, lr=0.1, momentum=0.9):
+    return Hyperparameters(batch_size, lr, momentum, data.n_train)
+
+
+def test_fit_learns_and_records_everything(data):
+    study = optuna.create_study()
+    trial = study.ask()
+    result = fit(_model(data), data, _hp(data), trial=trial, max_epochs=5, seed=0)
+    assert result.best_value < 0.2  # the synthetic task is easy
+    assert result.stop_reason == "completed"
+    assert result.epochs_run == 5
+    # Full batches only: the batch size is what the noise scale assumes.
+    assert result.n_updates == 5 * (data.n_train // 32)
+    assert result.samples_per_second > 0
+    assert result.metric == "val_error"
+    assert ATTRS <= set(trial.user_attrs)
+    assert trial.user_attrs["n_updates"] == result.n_updates
+    study.tell(trial, result.best_value)
+    frozen = study.trials[0]
+    assert sorted(frozen.intermediate_values) == [1, 2, 3, 4, 5]
+    assert frozen.intermediate_values[result.best_epoch] == result.best_value
+
+
+def test_fit_is_reproducible_with_a_seed(data):
+    first = fit(_model(data), data, _hp(data), max_epochs=3, seed=7)
+    second = fit(_model(data), data, _hp(data), max_epochs=3, seed=7)
+    assert first.history == second.history
+
+
+def test_early_stopping_returns_best_epoch_and_restores_its_weights(data):
+    model = _model(data)
+    # A large, noisy lr makes validation error bounce, so patience=1 stops early.
+    result = fit(model, data, _hp(data, batch_size=16, lr=0.5), max_epochs=40, patience=1, seed=1)
+    assert result.stop_reason == "early_stopped"
+    assert result.epochs_run < 40
+    assert result.best_value == min(result.history)
+    assert result.best_epoch == result.history.index(result.best_value) + 1
+    assert result.best_epoch == result.epochs_run - 1  # patience 1: the last epoch missed
+    # The model holds the best epoch's weights, not the last epoch's.
+    assert evaluate(model, data.x_val, data.y_val) == pytest.approx(result.best_value, abs=0)
+
+
+def test_completed_trial_value_is_best_not_last(data):
+    result = fit(_model(data), data, _hp(data, batch_size=16, lr=0.5), max_epochs=12, seed=3)
+    assert result.best_value == min(result.history)
+
+
+def test_pruner_prunes_through_ask_tell(data):
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        fit(_model(data), data, _hp(data), trial=trial, max_epochs=5)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    frozen = study.trials[0]
+    assert frozen.state == optuna.trial.TrialState.PRUNED
+    assert frozen.user_attrs["stop_reason"] == "pruned"
+    assert frozen.user_attrs["epochs_run"] == 1
+    assert list(frozen.intermediate_values) == [1]
+
+
+def test_median_pruner_stops_a_bad_trial(data):
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+
+    def objective(trial):
+        lr = 0.1 if trial.number < 2 else 1e-6  # the third trial barely learns
+        return fit(_model(data), data, _hp(data, lr=lr), trial=trial, max_epochs=4).best_value
+
+    study.optimize(objective, n_trials=3)
+    assert [t.state for t in study.trials][:2] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.trials[2].state == optuna.trial.TrialState.PRUNED
+    assert study.trials[2].user_attrs["stop_reason"] == "pruned"
+
+
+def test_divergence_is_pruned_as_diverged_and_the_study_goes_on(data):
+    study = optuna.create_study()
+
+    def objective(trial):
+        lr = 1e8 if trial.number == 1 else 0.1
+        return fit(_model(data), data, _hp(data, lr=lr), trial=trial, max_epochs=3).best_value
+
+    study.optimize(objective, n_trials=3)
+    states = [t.state for t in study.trials]
+    assert states == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.COMPLETE,
+    ]
+    assert study.trials[1].user_attrs["stop_reason"] == "diverged"
+    assert study.trials[1].user_attrs["epochs_run"] == 1
+
+
+def test_divergence_without_trial_is_returned(data):
+    result = fit(_model(data), data, _hp(data, lr=1e8), max_epochs=5)
+    assert result.stop_reason == "diverged"
+    assert result.epochs_run == 1
+    assert not math.isfinite(result.history[0])
+
+
+class _OOMAtLargeBatch(torch.nn.Module):
+    """A model that behaves as a GPU would when a batch of 64 or more does not fit."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if self.training and len(x) >= 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+def test_oom_is_recorded_and_the_study_goes_on(data):
+    study = optuna.create_study()
+
+    def objective(trial):
+        batch_size = trial.suggest_categorical("batch_size", [16, 64])
+        model = _OOMAtLargeBatch(_model(data))
+        hp = _hp(data, batch_size=batch_size)
+        return fit(model, data, hp, trial=trial, max_epochs=2).best_value
+
+    study.enqueue_trial({"batch_size": 64})
+    study.enqueue_trial({"batch_size": 16})
+    study.optimize(objective, n_trials=2)
+    oom, ok = study.trials
+    assert oom.state == optuna.trial.TrialState.PRUNED
+    assert oom.user_attrs["stop_reason"] == "oom"
+    assert oom.user_attrs["n_updates"] == 0
+    assert ok.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_regression_tunes_the_validation_loss():
+    data = load_data("synthetic", task="regression", n_samples=300, n_features=5)
+    study = optuna.create_study()
+    trial = study.ask()
+    model = build_model("mlp", data.input_shape, data.n_outputs, hidden=(16,))
+    result = fit(model, data, _hp(data, lr=0.01), trial=trial, max_epochs=3, metric="loss")
+    assert trial.user_attrs["metric"] == "val_loss"
+    expected = torch.nn.functional.mse_loss(model.eval()(data.x_val), data.y_val).item()
+    assert result.best_value == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="metric"):
+        fit(model, data, _hp(data), max_epochs=1, metric="error")
+
+
+def test_adam_uses_its_betas(data):
+    hp = Hyperparameters(32, 1e-2, 0.9, data.n_train, beta2=0.99, eps=1e-6)
+    result = fit(_model(data), data, hp, max_epochs=3, optimizer="adam", seed=0)
+    assert result.best_value < 0.2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"max_epochs": 2.5}, "max_epochs"),
+        ({"metric": "accuracy"}, "metric"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"device": "tpu"}, "device"),
+        ({"patience": 0}, "patience"),
+    ],
+)
+def test_bad_arguments(data, kwargs, match):
+    kwargs = {"max_epochs": 1, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        fit(_model(data), data, _hp(data), **kwargs)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
