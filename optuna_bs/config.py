@@ -157,13 +157,14 @@ _CHOICES = {
     ("train", "metric"): ("error", "loss"),
     ("train", "optimizer"): ("sgd", "adam", "adamw"),
 }
+# Keys whose value may be None: TOML cannot write it, but config_to_dict does.
+_NULLABLE = {("study", "timeout"), ("study", "storage"), ("space", "alpha"), ("train", "patience")}
 _MINIMUM = {
     ("study", "n_trials"): 1,
-    ("study", "timeout"): 0,
     ("study", "n_startup_trials"): 0,
     ("study", "pruner_warmup_epochs"): 0,
     ("train", "max_epochs"): 1,
-    ("train", "patience"): 1,
+    ("train", "patience"): 0,  # 0 turns early stopping off
     ("train", "min_delta"): 0,
     ("train", "weight_decay"): 0,
 }
@@ -224,6 +225,9 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
                 options[key] = value
                 continue
             raise ConfigError(f"{source}: unknown key `{section}.{key}`{_hint(key, types)}")
+        if value is None and (section, key) in _NULLABLE:
+            kwargs[key] = None
+            continue
         allowed = types[key]
         if isinstance(value, bool) or not isinstance(value, allowed):
             names = " or ".join(_TYPE_NAMES[t] for t in allowed)
@@ -243,6 +247,8 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
         minimum = _MINIMUM.get((section, key))
         if minimum is not None and not value >= minimum:
             raise ConfigError(f"{where} must be >= {minimum}, but got {value!r}.")
+        if key == "timeout" and not value > 0:
+            raise ConfigError(f"{where} must be > 0 seconds, but got {value!r}.")
         kwargs[key] = value
     if section == "data" and not 0 < kwargs.get("val_fraction", 0.2) < 1:
         raise ConfigError(

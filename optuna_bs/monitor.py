@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from typing import TYPE_CHECKING
 
 import optuna
@@ -55,7 +56,8 @@ class TrialMonitor:
         metric: The name of the monitored value, recorded on the trial as ``metric``.
 
     Raises:
-        TypeError: If ``patience`` is not an integer or ``None``.
+        TypeError: If ``patience`` is not an integer or ``None``, or ``min_delta`` not a
+            number.
         ValueError: If ``patience`` < 1 or ``min_delta`` < 0.
 
     Example:
@@ -79,7 +81,9 @@ class TrialMonitor:
                 raise TypeError(f"`patience` must be an integer or None, but got {patience!r}.")
             if patience < 1:
                 raise ValueError(f"`patience` must be >= 1 or None, but got patience={patience}.")
-        if not (isinstance(min_delta, int | float) and min_delta >= 0):
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real):
+            raise TypeError(f"`min_delta` must be a number, but got min_delta={min_delta!r}.")
+        if not min_delta >= 0:  # also rejects NaN
             raise ValueError(
                 f"`min_delta` must be a number >= 0, but got min_delta={min_delta!r}."
             )

@@ -107,9 +107,14 @@ class BatchScalingSpace:
         else:
             for m in _check_range("momentum", momentum):
                 _check_momentum(m)
-        _check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
+        if parameterisation not in ("noise-scale", "independent"):
+            _check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
         if parameterisation == "power":
-            if not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
+            if (
+                isinstance(alpha, bool)
+                or not isinstance(alpha, numbers.Real)
+                or not math.isfinite(alpha)
+            ):
                 raise TypeError(f"`alpha` must be a real number for 'power', but got {alpha!r}.")
         elif alpha is not None:
             raise ValueError(f"`alpha` applies to 'power' only, but got alpha={alpha!r}.")
@@ -178,8 +183,9 @@ class BatchScalingSpace:
 
     def _check_adam_betas(self) -> None:
         kappa = self.batch_sizes[-1] / self.reference_batch_size
-        m_high = self.momentum if isinstance(self.momentum, numbers.Real) else self.momentum[1]
-        for name, beta in (("momentum", m_high), ("beta2", 0.999)):
+        # 1 − β → κ(1 − β): the lowest β1 of a range is the first to cross 0.
+        m_low = self.momentum if isinstance(self.momentum, numbers.Real) else self.momentum[0]
+        for name, beta in (("momentum", m_low), ("beta2", 0.999)):
             if kappa * (1 - beta) > 1:
                 raise ValueError(
                     f"'adam-sqrt' would push {name} = {beta} below 0 at batch_size="

@@ -58,7 +58,10 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
     """
     url = DEFAULT_STORAGE if url is None else url
     if url.endswith(_JOURNAL_SUFFIXES) and "://" not in url:
-        backend = optuna.storages.journal.JournalFileBackend(url)
+        try:
+            backend = optuna.storages.journal.JournalFileBackend(url)
+        except OSError as err:
+            raise StorageError(f"cannot open journal file {url!r}: {err.strerror}.") from err
         return optuna.storages.JournalStorage(backend)
     try:
         parsed = make_url(url)

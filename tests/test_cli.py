@@ -1,0 +1,290 @@
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from optuna_bs.cli import format_table, main
+
+from .conftest import cli_command
+
+# A study that runs in a couple of seconds on one CPU core.
+TINY = """
+[study]
+name = "tiny"
+n_trials = 2
+n_startup_trials = 1
+
+[data]
+name = "synthetic"
+n_samples = 300
+
+[model]
+name = "mlp"
+hidden = [16]
+
+[space]
+batch_size = [16, 32]
+
+[train]
+max_epochs = 2
+"""
+HEADER = ("trial", "val_error", "B", "lr", "m", "g", "best_ep", "epochs", "seconds")
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels():
+    """``main`` sets the package's and Optuna's log levels; put them back for other tests."""
+    logger = logging.getLogger("optuna_bs")
+    level = logger.level
+    verbosity = optuna.logging.get_verbosity()
+    yield
+    logger.setLevel(level)
+    optuna.logging.set_verbosity(verbosity)
+
+
+def _files(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def _study_file(tmp_path: Path, text: str) -> str:
+    (tmp_path / "study.toml").write_text(text)
+    return "study.toml"
+
+
+def _tiny_with(section: str, line: str) -> str:
+    """TINY with ``line`` added at the end of ``[section]``, replacing a key of the same name."""
+    key = line.split("=")[0].strip()
+    out, current = [], None
+    for text in TINY.strip().splitlines():
+        if text.startswith("["):
+            if current == section:
+                out.append(line)
+            current = text.strip("[]")
+        elif current == section and text.split("=")[0].strip() == key:
+            continue
+        out.append(text)
+    if current == section:
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_tiny_with_replaces_and_adds():
+    assert "batch_size = [16, 4096]" in _tiny_with("space", "batch_size = [16, 4096]")
+    assert "[16, 32]" not in _tiny_with("space", "batch_size = [16, 4096]")
+    assert _tiny_with("train", "patience = 1").endswith("max_epochs = 2\npatience = 1\n")
+
+
+# (study file text or None, extra arguments, a word the error line must hold)
+BAD_INPUTS = {
+    "typo'd key": (_tiny_with("train", "max_epoch = 3"), [], "did you mean 'max_epochs'"),
+    "wrong type": (_tiny_with("study", 'n_trials = "2"'), [], "`study.n_trials` must be an int"),
+    "unknown section": ("[trian]\nmax_epochs = 2\n", [], "unknown section [trian]"),
+    "invalid TOML": ("[study\n", [], "not valid TOML"),
+    "unknown data set": (_tiny_with("data", 'name = "mnist"'), [], "Did you mean 'mnist1d'"),
+    "bad data option": (_tiny_with("data", "n_sample = 300"), [], "Did you mean 'n_samples'"),
+    "unknown model": (_tiny_with("model", 'name = "resnet"'), [], "name='resnet'"),
+    "bad model option": (_tiny_with("model", "hiden = [16]"), [], "Did you mean 'hidden'"),
+    "bad model value": (_tiny_with("model", "dropout = 1.5"), [], "`dropout` must be in [0, 1)"),
+    "batch size >= N": (_tiny_with("space", "batch_size = [16, 4096]"), [], "n_train - 1"),
+    "momentum 1": (_tiny_with("space", "momentum = 1.0"), [], "`momentum` must be in [0, 1)"),
+    "low > high": (_tiny_with("space", "noise_scale = [10.0, 1.0]"), [], "low <= high"),
+    "no power of two": (_tiny_with("space", "batch_size = [33, 63]"), [], "power of two"),
+    "unknown parameterisation": (
+        _tiny_with("space", 'parameterisation = "cubic"'),
+        [],
+        "`parameterisation` must be one of",
+    ),
+    "error metric on regression": (
+        _tiny_with("data", 'task = "regression"'),
+        [],
+        "`metric` is 'error'",
+    ),
+    "missing study file": (None, ["missing.toml"], "'missing.toml' does not exist"),
+    "--n-trials 0": (None, ["--n-trials", "0"], "--n-trials"),
+    "--n-trials abc": (None, ["--n-trials", "abc"], "--n-trials"),
+    "--timeout -1": (None, ["--timeout", "-1"], "--timeout"),
+    "--top 0": (None, ["--top", "0"], "--top"),
+    "--seed x": (None, ["--seed", "x"], "--seed"),
+    "unknown option": (None, ["--trials", "3"], "--trials"),
+    "malformed storage": (TINY, ["--storage", "notaurl"], "`storage` must be an SQLAlchemy URL"),
+    "storage in missing folder": (
+        TINY,
+        ["--storage", "sqlite:///no/such/dir/x.db"],
+        "cannot open storage",
+    ),
+    "journal in missing folder": (
+        TINY,
+        ["--storage", "no/such/dir/study.log"],
+        "cannot open journal file",
+    ),
+    "storage URL in the file": (
+        _tiny_with("study", 'storage = "notaurl"'),
+        [],
+        "`storage` must be an SQLAlchemy URL",
+    ),
+}
+
+
+def _assert_bad_input(capsys, tmp_path, argv, word):
+    before = _files(tmp_path)
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("optuna-bs: error: ")
+    assert word in lines[0]
+    assert "Traceback" not in err
+    assert out == ""  # no table, no "study ..." line
+    assert _files(tmp_path) == before  # nothing written: no optuna_bs.db, no other file
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text, extra, word = BAD_INPUTS[case]
+    argv = ["run"] + ([_study_file(tmp_path, text)] if text is not None else []) + extra
+    _assert_bad_input(capsys, tmp_path, argv, word)
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "required: command"),
+    ],
+)
+def test_bad_subcommand(argv, word, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _assert_bad_input(capsys, tmp_path, argv, word)
+
+
+def test_unreachable_storage_never_shows_the_password(tmp_path, monkeypatch, capsys):
+    # Port 1 refuses at once. Without psycopg the store reports the missing driver instead;
+    # either way it is one line, exit status 2, and the password is masked.
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql+psycopg://u:secret@127.0.0.1:1/x"
+    line = _assert_bad_input(
+        capsys, tmp_path, ["run", _study_file(tmp_path, TINY), "--storage", url], "storage"
+    )
+    assert "u:***@127.0.0.1:1/x" in line
+    assert "secret" not in line
+
+
+def test_unreachable_storage_password_not_shown_with_verbose(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    url = "postgresql+psycopg://u:secret@127.0.0.1:1/x"
+    status = main(["run", _study_file(tmp_path, TINY), "--storage", url, "--verbose"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert "u:***@127.0.0.1:1/x" in err
+    assert "secret" not in out + err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: --device cuda is valid")
+def test_cuda_device_without_cuda(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", _study_file(tmp_path, TINY), "--device", "cuda"]
+    _assert_bad_input(capsys, tmp_path, argv, "CUDA is not available")
+
+
+def test_bad_device_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", _study_file(tmp_path, TINY), "--device", "gpu"]
+    _assert_bad_input(capsys, tmp_path, argv, "`device` must be 'auto', 'cpu'")
+
+
+def test_verbose_adds_the_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", _study_file(tmp_path, _tiny_with("train", "max_epoch = 3")), "--verbose"]
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert "Traceback (most recent call last)" in err
+    assert "ConfigError" in err
+    assert err.splitlines()[-1].startswith("optuna-bs: error: ")
+    assert "did you mean 'max_epochs'" in err.splitlines()[-1]
+    assert not (tmp_path / "optuna_bs.db").exists()
+
+
+def test_script_exit_status_and_stderr_are_real(tmp_path):
+    """The installed script, in a process of its own: status 2 and one line on stderr."""
+    (tmp_path / "study.toml").write_text(_tiny_with("train", "max_epoch = 3"))
+    proc = subprocess.run(
+        [*cli_command(), "run", "study.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("optuna-bs: error: study.toml: unknown key `train.max_epoch`")
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: optuna-bs")
+    assert "run" in out
+
+
+def test_run_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--storage", "--n-trials", "--timeout", "--device", "--verbose", "--quiet"):
+        assert option in out
+
+
+def test_run_a_tiny_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", _study_file(tmp_path, TINY)])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("study 'tiny' in sqlite:///optuna_bs.db on cpu: BatchScalingSpace(")
+    assert "2 trials: 2 complete, 0 pruned" in lines
+    header = next(line for line in lines if line.lstrip().startswith("trial"))
+    assert tuple(header.split()) == HEADER
+    assert any(line.startswith("best trial #") and "test_error=" in line for line in lines)
+
+    assert (tmp_path / "optuna_bs.db").exists()
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna_bs.db")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2
+    assert "test_error" in study.user_attrs
+
+
+def test_format_table():
+    trial = optuna.trial.create_trial(
+        value=0.125,
+        user_attrs={
+            "batch_size": 32,
+            "lr": 0.5,
+            "momentum": 0.9,
+            "noise_scale": 40.0,
+            "best_epoch": 3,
+            "epochs_run": 5,
+            "train_seconds": 1.26,
+        },
+    )
+    study = optuna.create_study()
+    study.add_trial(trial)
+    lines = format_table(study.trials, metric="loss").splitlines()
+    assert tuple(lines[0].split()) == HEADER[:1] + ("val_loss",) + HEADER[2:]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split() == ["#0", "0.1250", "32", "0.5", "0.9", "40", "3", "5", "1.3"]
