@@ -4,7 +4,8 @@ A study file has five sections, each optional; a key left out takes the default 
 The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spells them out)::
 
     [study]   name, n_trials, timeout, sampler, pruner, seed, storage, n_startup_trials,
-              pruner_warmup_epochs
+              pruner_warmup_epochs, checkpoint_dir, keep_best_checkpoint,
+              heartbeat_interval, max_retry
     [data]    name, seed, val_fraction, and options of the data set (num_samples, ...)
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
@@ -57,6 +58,10 @@ class StudySection:
     storage: str | None = None
     n_startup_trials: int = 10
     pruner_warmup_epochs: int = 3
+    checkpoint_dir: str = "checkpoints"  # "" turns checkpoints (and resuming) off
+    keep_best_checkpoint: bool = False
+    heartbeat_interval: int = 10  # seconds; 0 turns the heartbeat and retries off
+    max_retry: int = 3
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,10 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "storage": _STR,
         "n_startup_trials": _INT,
         "pruner_warmup_epochs": _INT,
+        "checkpoint_dir": _STR,
+        "keep_best_checkpoint": (bool,),
+        "heartbeat_interval": _INT,
+        "max_retry": _INT,
     },
     "data": {"name": _STR, "seed": _INT, "val_fraction": _NUM},
     "model": {"name": _STR},
@@ -163,6 +172,8 @@ _MINIMUM = {
     ("study", "n_trials"): 1,
     ("study", "n_startup_trials"): 0,
     ("study", "pruner_warmup_epochs"): 0,
+    ("study", "heartbeat_interval"): 0,
+    ("study", "max_retry"): 0,
     ("train", "max_epochs"): 1,
     ("train", "patience"): 0,  # 0 turns early stopping off
     ("train", "min_delta"): 0,
@@ -229,7 +240,7 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
             kwargs[key] = None
             continue
         allowed = types[key]
-        if isinstance(value, bool) or not isinstance(value, allowed):
+        if isinstance(value, bool) is not (bool in allowed) or not isinstance(value, allowed):
             names = " or ".join(_TYPE_NAMES[t] for t in allowed)
             raise ConfigError(f"{where} must be {names}, but got {value!r}.")
         if isinstance(value, list):
@@ -259,7 +270,13 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
     return _SECTIONS[section](**kwargs)
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a [low, high] pair"}
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a [low, high] pair",
+    bool: "true or false",
+}
 
 
 def _is_number(value: object) -> bool:

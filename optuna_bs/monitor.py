@@ -106,6 +106,8 @@ class TrialMonitor:
     def step(self, value: float) -> bool:
         """Take one epoch's validation value; return ``True`` when training should stop.
 
+        The same as :meth:`update` then :meth:`check`.
+
         Args:
             value: The epoch's validation value (lower is better).
 
@@ -116,19 +118,36 @@ class TrialMonitor:
         Raises:
             optuna.TrialPruned: If the pruner stops the trial or the value is not finite.
         """
+        self.update(value)
+        return self.check()
+
+    def update(self, value: float) -> None:
+        """Count one epoch's validation value, without reporting it.
+
+        A trainer that checkpoints calls ``update``, saves, then :meth:`check`, so a
+        checkpoint never misses a value the trial has already seen.
+        """
         value = float(value)
         self.epoch_ += 1
         self.history_.append(value)
-        if not math.isfinite(value):
-            self.improved_ = False
-            return self.stop("diverged", f"validation value {value} at epoch {self.epoch_}")
-
-        self.improved_ = value < self.best_value_ - self.min_delta
+        self.improved_ = math.isfinite(value) and value < self.best_value_ - self.min_delta
         if self.improved_:
             self.best_value_, self.best_epoch_, self.misses_ = value, self.epoch_, 0
         else:
             self.misses_ += 1
 
+    def check(self) -> bool:
+        """Report the last value to the trial and decide: stop, prune, or go on.
+
+        Returns:
+            ``True`` when patience has run out (or, without a trial, the run diverged).
+
+        Raises:
+            optuna.TrialPruned: If the pruner stops the trial or the value is not finite.
+        """
+        value = self.history_[-1]
+        if not math.isfinite(value):
+            return self.stop("diverged", f"validation value {value} at epoch {self.epoch_}")
         if self.trial is not None:
             self.trial.report(value, self.epoch_)
             if self.trial.should_prune():
@@ -137,6 +156,27 @@ class TrialMonitor:
             self.stop_reason_ = "early_stopped"
             return True
         return False
+
+    def state_dict(self) -> dict:
+        """The learned state, for a checkpoint (plain Python values only)."""
+        return {
+            "epoch": self.epoch_,
+            "best_value": self.best_value_,
+            "best_epoch": self.best_epoch_,
+            "misses": self.misses_,
+            "improved": self.improved_,
+            "history": list(self.history_),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.epoch_ = int(state["epoch"])
+        self.best_value_ = float(state["best_value"])
+        self.best_epoch_ = int(state["best_epoch"])
+        self.misses_ = int(state["misses"])
+        self.improved_ = bool(state["improved"])
+        self.history_ = [float(v) for v in state["history"]]
+        self.stop_reason_ = None
 
     def stop(self, reason: str, detail: str) -> bool:
         """End the run now for ``reason`` (one of :data:`STOP_REASONS`).

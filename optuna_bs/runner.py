@@ -8,12 +8,17 @@ written; :func:`run_study` then creates or resumes the study and runs its trials
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs.config import StudyConfig
 from optuna_bs.data import Data, load_data
@@ -35,6 +40,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 METRIC_NAMES = {"error": "val_error", "loss": "val_loss"}
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 @dataclass
@@ -48,17 +54,24 @@ class Prepared:
     storage: optuna.storages.BaseStorage
     study_name: str
     seed: int
+    checkpoint_dir: Path | None = None
 
     def objective(self, trial: optuna.trial.BaseTrial) -> float:
         """Train one trial's configuration; its best epoch's validation value."""
         return self.train(trial)[0].best_value
 
-    def train(self, trial: optuna.trial.BaseTrial) -> tuple[FitResult, torch.nn.Module]:
-        """Sample the trial's hyperparameters, build a fresh model and fit it."""
+    def train(
+        self, trial: optuna.trial.BaseTrial, *, seed: int | None = None
+    ) -> tuple[FitResult, torch.nn.Module]:
+        """Sample the trial's hyperparameters, build a fresh model and fit it.
+
+        A trial that retries a dead worker's trial resumes from that trial's last checkpoint.
+        """
         hparams = self.space.suggest(trial)
         train = self.config.train
-        # Seeded by the trial number: a trial re-run (resumed or tested) sees the same init.
-        seed = self.seed + trial.number
+        # Recorded, so the trial can be replayed exactly (on the test split, say).
+        seed = self.seed + trial.number if seed is None else seed
+        trial.set_user_attr("seed", seed)
         torch.manual_seed(seed)
         model = build_model(
             self.config.model.name,
@@ -66,21 +79,69 @@ class Prepared:
             self.data.n_outputs,
             **self.config.model.options,
         )
-        result = fit(
-            model,
-            self.data,
-            hparams,
-            trial=trial,
-            max_epochs=train.max_epochs,
-            patience=train.patience or None,
-            min_delta=train.min_delta,
-            device=self.device,
-            metric=train.metric,
-            optimizer=train.optimizer,
-            weight_decay=train.weight_decay,
-            seed=seed,
-        )
+        own, parents = self._checkpoints(trial)
+        resume = next((p for p in reversed(parents) if p.exists()), None)
+        if resume is not None:
+            trial.set_user_attr("resumed_from_trial", int(resume.stem.removeprefix("trial_")))
+        completed = False
+        try:
+            result = fit(
+                model,
+                self.data,
+                hparams,
+                trial=trial,
+                max_epochs=train.max_epochs,
+                patience=train.patience or None,
+                min_delta=train.min_delta,
+                device=self.device,
+                metric=train.metric,
+                optimizer=train.optimizer,
+                weight_decay=train.weight_decay,
+                seed=seed,
+                checkpoint=own,
+                resume_from=resume,
+            )
+            completed = True
+        finally:
+            # A finished trial needs no checkpoint, nor do the dead trials it resumed; a
+            # killed worker never gets here, so its trial's checkpoint waits for the retry.
+            keep = completed and self.config.study.keep_best_checkpoint
+            for path in parents + ([] if keep or own is None else [own]):
+                path.unlink(missing_ok=True)
         return result, model
+
+    def _checkpoints(self, trial: optuna.trial.BaseTrial) -> tuple[Path | None, list[Path]]:
+        """This trial's checkpoint file, and those of the dead trials it retries."""
+        if self.checkpoint_dir is None or isinstance(trial, optuna.trial.FixedTrial):
+            return None, []
+        # Trial has no public system attrs: read them off the running FrozenTrial.
+        running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        frozen = next((t for t in running if t.number == trial.number), None)
+        history = []
+        if frozen is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        folder = self.checkpoint_dir / _safe_name(self.study_name)
+        return folder / f"trial_{trial.number}.pt", [folder / f"trial_{n}.pt" for n in history]
+
+    def drop_checkpoints_but_best(self, study: optuna.Study, _: FrozenTrial) -> None:
+        """Callback: delete the checkpoints of complete trials other than the best."""
+        if self.checkpoint_dir is None:
+            return
+        folder = self.checkpoint_dir / _safe_name(self.study_name)
+        try:
+            best = study.best_trial.number
+        except ValueError:
+            return
+        done = optuna.trial.TrialState.COMPLETE
+        for t in study.get_trials(deepcopy=False, states=(done,)):
+            if t.number != best:
+                (folder / f"trial_{t.number}.pt").unlink(missing_ok=True)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def prepare(
@@ -139,9 +200,14 @@ def prepare(
         data=data.to(resolved),  # once per worker, not once per trial
         space=space,
         device=resolved,
-        storage=make_storage(storage if storage is not None else config.study.storage),
+        storage=make_storage(
+            storage if storage is not None else config.study.storage,
+            heartbeat_interval=config.study.heartbeat_interval or None,
+            max_retry=config.study.max_retry,
+        ),
         study_name=study_name or config.study.name,
         seed=config.study.seed if seed is None else seed,
+        checkpoint_dir=Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None,
     )
 
 
@@ -176,13 +242,24 @@ def run_study(
     *,
     n_trials: int | None = None,
     timeout: float | None = None,
-    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    max_trials: int | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     show_progress_bar: bool = False,
 ) -> optuna.Study:
     """Create the study, or resume it (same name and store), and run ``n_trials`` more.
 
-    A resumed study goes on counting its trials; its sampler is re-seeded with the number of
-    trials already there, so it never proposes the first trials' configurations again.
+    Every worker of a shared study calls this with the same study name and store. A resumed
+    study goes on counting its trials; its sampler is re-seeded with the number of trials
+    already there, so it never proposes the first trials' configurations again.
+
+    Args:
+        prepared: From :func:`prepare`.
+        n_trials: Trials this process runs (default: the study file's ``n_trials``).
+        timeout: Seconds after which this process starts no new trial.
+        max_trials: A cap on the study's finished (complete or pruned) trials, across all
+            workers: this process stops once the study holds that many.
+        callbacks: Optuna callbacks, called after each trial.
+        show_progress_bar: Optuna's progress bar.
     """
     cfg = prepared.config
     study = optuna.create_study(
@@ -209,11 +286,23 @@ def run_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([METRIC_NAMES[cfg.train.metric]])
     study.set_user_attr("space", repr(prepared.space))
+    callbacks = list(callbacks)
+    if cfg.study.keep_best_checkpoint:
+        callbacks.append(prepared.drop_checkpoints_but_best)
+    n_trials = cfg.study.n_trials if n_trials is None else n_trials
+    if max_trials is not None:
+        finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+        if finished >= max_trials:
+            _logger.info(
+                "The study holds %d finished trials of %d: nothing to do.", finished, max_trials
+            )
+            return study
+        callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
     study.optimize(
         prepared.objective,
-        n_trials=cfg.study.n_trials if n_trials is None else n_trials,
+        n_trials=n_trials,
         timeout=cfg.study.timeout if timeout is None else timeout,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         show_progress_bar=show_progress_bar,
     )
     return study
@@ -235,7 +324,7 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     except ValueError:
         return None
     replay = optuna.trial.FixedTrial(best.params, number=best.number)
-    result, model = prepared.train(replay)
+    result, model = prepared.train(replay, seed=best.user_attrs.get("seed"))
     if abs(result.best_value - best.value) > 1e-9:
         _logger.info(
             "Re-run of trial %d reached %.4f against %.4f (non-deterministic device kernels).",

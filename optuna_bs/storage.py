@@ -1,14 +1,23 @@
 """Storage URL -> Optuna storage, with credentials masked in every message.
 
-``None`` gives the embedded SQLite file ``optuna_bs.db`` in the current directory;
-``postgresql+psycopg://…`` and ``mysql+pymysql://…`` give shared RDB stores; a path ending in
-``.log`` or ``.jsonl`` gives Optuna's journal file store.
+* ``None`` gives the embedded SQLite file ``optuna_bs.db`` in the current directory, for one
+  worker;
+* ``postgresql+psycopg://…`` and ``mysql+pymysql://…`` give shared RDB stores for many workers;
+* ``grpc://HOST:PORT`` reaches Optuna's gRPC storage proxy (``optuna-bs storage-proxy``), for
+  hundreds of workers in front of one database;
+* a path ending in ``.log`` or ``.jsonl`` gives Optuna's journal file store.
+
+RDB stores get a heartbeat: a trial whose worker died (SIGKILL, pre-emption) is failed once its
+heartbeat is ``grace_period`` seconds old, and ``RetryHeartbeatStaleTrialCallback`` queues it
+again with its parameters and intermediate values, so the trainer can resume it from its last
+checkpoint. The heartbeat does not pass through the gRPC proxy.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import warnings
 
 import optuna
 import sqlalchemy.exc
@@ -16,11 +25,19 @@ from sqlalchemy.engine import make_url
 
 from optuna_bs.errors import StorageError
 
-__all__ = ["DEFAULT_STORAGE", "make_storage", "mask_url", "is_sqlite"]
+__all__ = [
+    "DEFAULT_STORAGE",
+    "HEARTBEAT_INTERVAL",
+    "make_storage",
+    "mask_url",
+    "is_sqlite",
+    "serve_proxy",
+]
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///optuna_bs.db"
+HEARTBEAT_INTERVAL = 10  # seconds; a dead worker's trial is retried after 2x this
 _JOURNAL_SUFFIXES = (".log", ".jsonl")
 _DRIVERS = {
     "postgresql": "pip install 'optuna-bs[postgres]'",
@@ -43,11 +60,23 @@ def is_sqlite(url: str | None) -> bool:
     return url is None or url.startswith("sqlite")
 
 
-def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
+def make_storage(
+    url: str | None = None,
+    *,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+    grace_period: int | None = None,
+    max_retry: int | None = 3,
+) -> optuna.storages.BaseStorage:
     """Open (creating its tables if need be) the study store at ``url``.
 
     Args:
-        url: An SQLAlchemy URL, a journal file path, or ``None`` for :data:`DEFAULT_STORAGE`.
+        url: An SQLAlchemy URL, ``grpc://HOST:PORT``, a journal file path, or ``None`` for
+            :data:`DEFAULT_STORAGE`.
+        heartbeat_interval: Seconds between a running trial's heartbeats (RDB stores only);
+            ``None`` turns the heartbeat and the retry of dead workers' trials off.
+        grace_period: Seconds after its last heartbeat at which a trial counts as dead;
+            ``None`` for twice the interval.
+        max_retry: How many times a dead worker's trial is queued again.
 
     Returns:
         An Optuna storage.
@@ -63,20 +92,36 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         except OSError as err:
             raise StorageError(f"cannot open journal file {url!r}: {err.strerror}.") from err
         return optuna.storages.JournalStorage(backend)
+    if url.startswith("grpc://"):
+        return _grpc_proxy(url)
     try:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError as err:
         raise StorageError(
             f"`storage` must be an SQLAlchemy URL such as 'sqlite:///optuna_bs.db' or "
-            f"'postgresql+psycopg://user@host/db', or a journal file ending in .log, "
-            f"but got {mask_url(url)!r}."
+            f"'postgresql+psycopg://user@host/db', grpc://HOST:PORT or a journal file ending "
+            f"in .log, but got {mask_url(url)!r}."
         ) from err
     engine_kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         # Wait for a lock instead of failing at once when a reader holds the file.
         engine_kwargs = {"connect_args": {"timeout": 30}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():  # the retry callback is "experimental" since 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat = {}
+            if heartbeat_interval is not None:
+                heartbeat = {
+                    "heartbeat_interval": heartbeat_interval,
+                    "grace_period": grace_period or 2 * heartbeat_interval,
+                    # The retried trial keeps the dead one's curve: pruning sees it whole.
+                    "heartbeat_stale_trial_callback": (
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=max_retry, inherit_intermediate_values=True
+                        )
+                    ),
+                }
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
     except ModuleNotFoundError as err:
         fix = _DRIVERS.get(parsed.get_backend_name(), "install its SQLAlchemy driver")
         raise StorageError(f"storage {mask_url(url)!r} needs {err.name}: {fix}.") from err
@@ -85,6 +130,31 @@ def make_storage(url: str | None = None) -> optuna.storages.BaseStorage:
         if parsed.password:
             cause = cause.replace(parsed.password, "***")
         raise StorageError(f"cannot open storage {mask_url(url)!r}: {cause}") from err
+
+
+def _grpc_proxy(url: str) -> optuna.storages.BaseStorage:
+    host, _, port = url.removeprefix("grpc://").rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        raise StorageError(f"`storage` must look like grpc://HOST:PORT, but got {url!r}.")
+    try:
+        return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    except ImportError as err:
+        raise StorageError(
+            f"storage {url!r} needs grpcio: pip install 'optuna-bs[grpc]'."
+        ) from err
+
+
+def serve_proxy(url: str | None, *, host: str = "127.0.0.1", port: int = 13000) -> None:
+    """Serve the store at ``url`` to gRPC clients (``grpc://HOST:PORT``) until interrupted.
+
+    The proxy keeps one pool of database connections for any number of workers. Trials run
+    through it have no heartbeat, so a dead worker's trial is not retried.
+    """
+    storage = make_storage(url, heartbeat_interval=None)
+    try:
+        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+    except ImportError as err:
+        raise StorageError("the gRPC proxy needs grpcio: pip install 'optuna-bs[grpc]'.") from err
 
 
 def _first_line(err: BaseException) -> str:

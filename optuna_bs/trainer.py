@@ -14,8 +14,11 @@ import copy
 import gc
 import logging
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -57,6 +60,7 @@ class FitResult:
     stop_reason: str
     metric: str
     history: tuple[float, ...]
+    resumed_from_epoch: int = 0
 
     def user_attrs(self) -> dict[str, float | int | str]:
         """The trial user attrs of this fit, as the dashboard shows them."""
@@ -123,6 +127,8 @@ def fit(
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
     seed: int | None = None,
+    checkpoint: str | Path | None = None,
+    resume_from: str | Path | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
 
@@ -142,6 +148,11 @@ def fit(
         optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"adamw"``.
         weight_decay: L2 penalty (decoupled for AdamW).
         seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
+        checkpoint: A file to save the whole training state to at the end of every epoch
+            (model, optimizer, epoch, random states, best-so-far), replaced atomically.
+        resume_from: A checkpoint (of this run, or of a dead worker's trial) to continue
+            from: training goes on at the epoch after the saved one. Loaded with
+            ``weights_only=True``.
 
     Returns:
         A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
@@ -166,8 +177,21 @@ def fit(
     batch_size = hparams.batch_size
     steps_per_epoch = data.n_train // batch_size  # full batches only: B is what g assumes
     best_state = None
-    n_updates, step_seconds = 0, 0.0
+    n_updates, step_seconds, seconds_before, resumed_from_epoch = 0, 0.0, 0.0, 0
+    should_stop = False
     start = time.perf_counter()
+    if resume_from is not None:
+        state = _load_checkpoint(resume_from)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        monitor.load_state_dict(state["monitor"])
+        best_state = state["best_state"]
+        n_updates, step_seconds = state["n_updates"], state["step_seconds"]
+        seconds_before = state["seconds"]
+        resumed_from_epoch = monitor.epoch_
+        _logger.info("Resuming from epoch %d of %s.", resumed_from_epoch, resume_from)
 
     def result(stop_reason: str) -> FitResult:
         return FitResult(
@@ -175,15 +199,22 @@ def fit(
             best_epoch=monitor.best_epoch_,
             epochs_run=monitor.epoch_,
             n_updates=n_updates,
-            train_seconds=time.perf_counter() - start,
+            train_seconds=seconds_before + time.perf_counter() - start,
             samples_per_second=n_updates * batch_size / step_seconds if step_seconds else 0.0,
             stop_reason=stop_reason,
             metric=metric_name,
             history=tuple(monitor.history_),
+            resumed_from_epoch=resumed_from_epoch,
         )
 
     try:
-        for _ in range(max_epochs):
+        if resume_from is not None:
+            with warnings.catch_warnings():  # the saved epoch may have been reported already
+                warnings.simplefilter("ignore", UserWarning)
+                should_stop = monitor.check()
+        for _ in range(monitor.epoch_, max_epochs):
+            if should_stop:
+                break
             tic = time.perf_counter()
             try:
                 train_loss = _train_epoch(model, opt, data, batch_size, steps_per_epoch, gen)
@@ -200,11 +231,26 @@ def fit(
             val = train_loss
             if math.isfinite(train_loss):
                 val = evaluate(model, data.x_val, data.y_val, metric=metric, task=data.task)
-            should_stop = monitor.step(val)
+            monitor.update(val)
             if monitor.improved_:
                 best_state = copy.deepcopy(model.state_dict())
-            if should_stop:
-                break
+            if checkpoint is not None:
+                # Saved before the value is reported: a worker killed in between re-reports it.
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "monitor": monitor.state_dict(),
+                        "best_state": best_state,
+                        "n_updates": n_updates,
+                        "step_seconds": step_seconds,
+                        "seconds": seconds_before + time.perf_counter() - start,
+                    },
+                )
+            should_stop = monitor.check()
     except optuna.TrialPruned:
         _record(trial, result(monitor.stop_reason_ or "pruned"))
         raise
@@ -215,6 +261,24 @@ def fit(
     _record(trial, outcome)
     _logger.debug("fit ended: %s", outcome)
     return outcome
+
+
+def _save_checkpoint(path: str | Path, state: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
+
+
+def _load_checkpoint(path: str | Path) -> dict:
+    try:
+        # weights_only: a checkpoint is data, never code to run.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"`resume_from` must be a checkpoint file, but {path} does not exist."
+        ) from err
 
 
 def _train_epoch(

@@ -20,6 +20,12 @@ def cli_command() -> list[str]:
     return [found]
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path, monkeypatch):
+    """Every test runs in its own folder: default stores and checkpoints land there."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _server_url(variable: str) -> str:
     url = os.environ.get(variable)
     if not url:

@@ -206,3 +206,27 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_resume_from_checkpoint_continues_exactly(data, tmp_path):
+    """A run cut after epoch 3 and resumed gives the uncut run's curve, epoch for epoch."""
+    hp = _hp(data, batch_size=16, lr=0.05)
+    whole = fit(_model(data), data, hp, max_epochs=6, seed=5)
+
+    ckpt = tmp_path / "trial.pt"
+    cut = fit(_model(data), data, hp, max_epochs=3, seed=5, checkpoint=ckpt)
+    assert cut.history == whole.history[:3]
+    resumed = fit(_model(data, seed=99), data, hp, max_epochs=6, seed=123, resume_from=ckpt)
+    assert resumed.resumed_from_epoch == 3
+    assert resumed.history == whole.history
+    assert resumed.n_updates == whole.n_updates
+    assert resumed.best_epoch == whole.best_epoch
+
+
+def test_checkpoint_is_loaded_weights_only(data, tmp_path):
+    ckpt = tmp_path / "trial.pt"
+    fit(_model(data), data, _hp(data), max_epochs=1, checkpoint=ckpt)
+    state = torch.load(ckpt, weights_only=True)  # would raise on pickled code
+    assert state["monitor"]["epoch"] == 1
+    with pytest.raises(ValueError, match="resume_from"):
+        fit(_model(data), data, _hp(data), max_epochs=1, resume_from=tmp_path / "missing.pt")

@@ -1,0 +1,516 @@
+"""Plotly figures of what a study learned, the HTML report, and saving both for optuna-dashboard.
+
+Each ``plot_*`` is a ``_*_info()`` that returns plain data (tests check it) and a drawing step
+that returns a ``plotly.graph_objects.Figure``. plotly and optuna-dashboard are optional
+(``pip install 'optuna-bs[dashboard]'``): they are imported only when a figure is drawn.
+
+* :func:`plot_noise_scale`: validation error against noise scale, coloured by B, g* marked.
+* :func:`plot_lr_vs_batch_size`: lr against B, log-log, the fitted rule and the linear and
+  square-root rules through the fit's anchor.
+* :func:`plot_pareto_front`: error against training seconds or parameter updates.
+* :func:`plot_learning_curves`: validation value per epoch, pruned trials dimmed.
+* :func:`write_report`: a self-contained HTML file of the figures and the summary table.
+* :func:`save_to_dashboard`: the figures and a markdown note, saved into the study.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import optuna
+
+from optuna_bs.analysis import (
+    NotEnoughTrialsError,
+    ParetoPoint,
+    ScalingFit,
+    Summary,
+    complete_points,
+    fit_scaling_rule,
+    metric_name,
+    pareto_front,
+    summarize,
+)
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+__all__ = [
+    "FIGURES",
+    "figures",
+    "plot_learning_curves",
+    "plot_lr_vs_batch_size",
+    "plot_noise_scale",
+    "plot_pareto_front",
+    "save_to_dashboard",
+    "write_report",
+]
+
+_logger = logging.getLogger(__name__)
+
+_INSTALL = "pip install 'optuna-bs[dashboard]'"
+# Viridis, without its pale yellow end, which vanishes on white.
+_PALETTE = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779")
+_PALETTE += ("#6ece58", "#b5de2b")
+_PRUNED_COLOR = "#9e9e9e"
+FIGURES = ("noise-scale", "lr-vs-batch-size", "pareto-seconds", "pareto-updates", "curves")
+
+
+def _go():
+    try:
+        import plotly.graph_objects as go
+    except ImportError as err:
+        raise ImportError(f"optuna-bs figures need plotly: {_INSTALL}") from err
+    return go
+
+
+def batch_size_colors(batch_sizes) -> dict[int, str]:
+    """One colour per batch size, from dark (smallest) to light (largest)."""
+    sizes = sorted(set(batch_sizes))
+    last = max(len(sizes) - 1, 1)
+    n = len(_PALETTE) - 1
+    return {b: _PALETTE[round(i * n / last)] for i, b in enumerate(sizes)}
+
+
+def _try_fit(study: optuna.Study, fit: ScalingFit | None) -> tuple[ScalingFit | None, str | None]:
+    if fit is not None:
+        return fit, None
+    try:
+        return fit_scaling_rule(study), None
+    except NotEnoughTrialsError as err:
+        return None, str(err)
+
+
+@dataclass(frozen=True)
+class NoiseScaleInfo:
+    """Error against noise scale; ``best_noise_scale`` is None (with ``reason``) if unfitted."""
+
+    numbers: tuple[int, ...]
+    noise_scales: tuple[float, ...]
+    errors: tuple[float, ...]
+    batch_sizes: tuple[int, ...]
+    colors: dict[int, str]
+    best_noise_scale: float | None
+    interval: tuple[float, float] | None
+    reason: str | None
+    metric: str
+
+
+def _noise_scale_info(study: optuna.Study, fit: ScalingFit | None = None) -> NoiseScaleInfo:
+    points = complete_points(study)
+    fit, reason = _try_fit(study, fit)
+    return NoiseScaleInfo(
+        numbers=tuple(p.number for p in points),
+        noise_scales=tuple(p.noise_scale for p in points),
+        errors=tuple(p.error for p in points),
+        batch_sizes=tuple(p.batch_size for p in points),
+        colors=batch_size_colors(p.batch_size for p in points),
+        best_noise_scale=fit and fit.best_noise_scale,
+        interval=fit and (fit.noise_scale_low, fit.noise_scale_high),
+        reason=reason,
+        metric=metric_name(study),
+    )
+
+
+def plot_noise_scale(study: optuna.Study, *, fit: ScalingFit | None = None) -> go.Figure:
+    """Validation error against noise scale g (log x), one colour per batch size, g* marked."""
+    info = _noise_scale_info(study, fit)
+    go = _go()
+    fig = go.Figure()
+    for b, color in info.colors.items():
+        idx = [i for i, bi in enumerate(info.batch_sizes) if bi == b]
+        fig.add_trace(
+            go.Scatter(
+                x=[info.noise_scales[i] for i in idx],
+                y=[info.errors[i] for i in idx],
+                mode="markers",
+                name=f"B={b}",
+                marker={"color": color, "size": 9},
+                text=[f"trial #{info.numbers[i]}" for i in idx],
+            )
+        )
+    title = "Validation error against noise scale g = lr (N/B - 1) / (1 - m)"
+    if info.best_noise_scale is not None and info.errors:
+        (low, high), y = info.interval, (min(info.errors), max(info.errors))
+        fig.add_trace(
+            go.Scatter(
+                x=[low, high, high, low, low],
+                y=[y[0], y[0], y[1], y[1], y[0]],
+                fill="toself",
+                mode="none",
+                fillcolor="rgba(214,39,40,0.12)",
+                name="g* interval",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[info.best_noise_scale] * 2,
+                y=list(y),
+                mode="lines",
+                line={"color": "#d62728", "dash": "dash"},
+                name=f"g* = {info.best_noise_scale:.3g}",
+            )
+        )
+        title += f"; g* = {info.best_noise_scale:.3g}"
+    fig.update_layout(title=title, template="plotly_white", legend_title_text="batch size")
+    fig.update_xaxes(type="log", title="noise scale g")
+    fig.update_yaxes(title=info.metric)
+    return fig
+
+
+@dataclass(frozen=True)
+class LrInfo:
+    """Learning rate against batch size, the fitted rule and the reference rules.
+
+    ``line_batch_sizes`` spans the explored batch sizes; ``fitted_lrs``, ``linear_lrs`` and
+    ``sqrt_lrs`` are c·B^α, and the slope-1 and slope-½ lines through the fit's anchor. The
+    lines are empty when the rule cannot be fitted (``reason`` says why).
+    """
+
+    numbers: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    lrs: tuple[float, ...]
+    errors: tuple[float, ...]
+    fit: ScalingFit | None
+    reason: str | None
+    line_batch_sizes: tuple[float, ...]
+    fitted_lrs: tuple[float, ...]
+    linear_lrs: tuple[float, ...]
+    sqrt_lrs: tuple[float, ...]
+
+
+def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
+    points = complete_points(study)
+    fit, reason = _try_fit(study, fit)
+    line: tuple[float, ...] = ()
+    fitted = linear = sqrt = ()
+    if fit is not None:
+        bs = [p.batch_size for p in points]
+        line = tuple(float(b) for b in np.geomspace(min(bs), max(bs), 25))
+        b0, lr0 = fit.anchor_batch_size, fit.anchor_lr
+        fitted = tuple(fit.lr_at(b) for b in line)
+        linear = tuple(lr0 * (b / b0) for b in line)  # Goyal et al. 2017
+        sqrt = tuple(lr0 * math.sqrt(b / b0) for b in line)  # Hoffer et al. 2017
+    return LrInfo(
+        numbers=tuple(p.number for p in points),
+        batch_sizes=tuple(p.batch_size for p in points),
+        lrs=tuple(p.lr for p in points),
+        errors=tuple(p.error for p in points),
+        fit=fit,
+        reason=reason,
+        line_batch_sizes=line,
+        fitted_lrs=fitted,
+        linear_lrs=linear,
+        sqrt_lrs=sqrt,
+    )
+
+
+def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None) -> go.Figure:
+    """lr against B on log axes: trials, best lr per B, fitted rule, linear and sqrt rules."""
+    info = _lr_info(study, fit)
+    go = _go()
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=info.batch_sizes,
+            y=info.lrs,
+            mode="markers",
+            name="trials (colour: error)",
+            marker={
+                "color": info.errors,
+                "colorscale": "Viridis_r",
+                "size": 8,
+                "colorbar": {"title": "error", "x": 1.2},
+            },
+            text=[
+                f"trial #{n}, error {e:.4f}"
+                for n, e in zip(info.numbers, info.errors, strict=True)
+            ],
+        )
+    )
+    title = "Learning rate against batch size"
+    if info.fit is not None:
+        f = info.fit
+        fig.add_trace(
+            go.Scatter(
+                x=f.batch_sizes,
+                y=f.best_lrs,
+                mode="markers",
+                name="best lr per B",
+                marker={"symbol": "diamond", "size": 13, "color": "#d62728"},
+            )
+        )
+        lines = (
+            (info.fitted_lrs, f"fit: lr ∝ B^{f.alpha:.2f}", {"color": "#d62728"}),
+            (info.linear_lrs, "linear rule: lr ∝ B", {"color": "#555", "dash": "dash"}),
+            (info.sqrt_lrs, "sqrt rule: lr ∝ √B", {"color": "#555", "dash": "dot"}),
+        )
+        for ys, name, style in lines:
+            fig.add_trace(
+                go.Scatter(x=info.line_batch_sizes, y=ys, mode="lines", name=name, line=style)
+            )
+        title += (
+            f"; fitted α = {f.alpha:.2f} "
+            f"({round(100 * f.confidence)}% CI {f.alpha_low:.2f}..{f.alpha_high:.2f})"
+        )
+    fig.update_layout(title=title, template="plotly_white")
+    fig.update_xaxes(type="log", title="batch size B")
+    fig.update_yaxes(type="log", title="learning rate")
+    return fig
+
+
+@dataclass(frozen=True)
+class ParetoInfo:
+    """Every trial's (cost, error) and the front among them."""
+
+    cost: str
+    numbers: tuple[int, ...]
+    costs: tuple[float, ...]
+    errors: tuple[float, ...]
+    front: tuple[ParetoPoint, ...]
+    metric: str
+
+
+def _pareto_info(study: optuna.Study, x: str = "train_seconds") -> ParetoInfo:
+    front = pareto_front(study, x)
+    points = [p for p in complete_points(study) if getattr(p, x) is not None]
+    return ParetoInfo(
+        cost=x,
+        numbers=tuple(p.number for p in points),
+        costs=tuple(float(getattr(p, x)) for p in points),
+        errors=tuple(p.error for p in points),
+        front=tuple(front),
+        metric=metric_name(study),
+    )
+
+
+def plot_pareto_front(study: optuna.Study, x: str = "train_seconds") -> go.Figure:
+    """Validation error against ``x`` (``"train_seconds"`` or ``"n_updates"``), front joined."""
+    info = _pareto_info(study, x)
+    go = _go()
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=info.costs,
+            y=info.errors,
+            mode="markers",
+            name="trials",
+            marker={"color": "#b0b0b0", "size": 8},
+            text=[f"trial #{n}" for n in info.numbers],
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[p.cost for p in info.front],
+            y=[p.error for p in info.front],
+            mode="lines+markers",
+            line_shape="hv",
+            name="Pareto front",
+            marker={"color": "#d62728", "size": 10},
+            text=[f"trial #{p.number}, B={p.batch_size}, lr={p.lr:.3g}" for p in info.front],
+        )
+    )
+    label = {"train_seconds": "training time [s]", "n_updates": "parameter updates"}[x]
+    fig.update_layout(
+        title=f"Pareto front: {info.metric} against {label}", template="plotly_white"
+    )
+    fig.update_xaxes(type="log", title=label)
+    fig.update_yaxes(title=info.metric)
+    return fig
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One trial's validation values per epoch; ``pruned`` curves are drawn dimmed."""
+
+    number: int
+    epochs: tuple[int, ...]
+    values: tuple[float, ...]
+    pruned: bool
+    batch_size: int | None
+
+
+@dataclass(frozen=True)
+class CurvesInfo:
+    curves: tuple[Curve, ...]
+    colors: dict[int, str]
+    metric: str
+
+
+def _curves_info(study: optuna.Study) -> CurvesInfo:
+    state = optuna.trial.TrialState
+    curves = []
+    for t in study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED)):
+        steps = sorted(t.intermediate_values)
+        if steps:
+            curves.append(
+                Curve(
+                    number=t.number,
+                    epochs=tuple(steps),
+                    values=tuple(t.intermediate_values[s] for s in steps),
+                    pruned=t.state == state.PRUNED,
+                    batch_size=t.user_attrs.get("batch_size"),
+                )
+            )
+    sizes = [c.batch_size for c in curves if c.batch_size is not None]
+    return CurvesInfo(tuple(curves), batch_size_colors(sizes), metric_name(study))
+
+
+def plot_learning_curves(study: optuna.Study) -> go.Figure:
+    """Validation value per epoch for every trial; pruned ones grey and faint."""
+    info = _curves_info(study)
+    go = _go()
+    fig = go.Figure()
+    shown: set[str] = set()
+    for c in info.curves:
+        group = "pruned" if c.pruned else f"B={c.batch_size}"
+        color = _PRUNED_COLOR if c.pruned else info.colors.get(c.batch_size, "#1f77b4")
+        fig.add_trace(
+            go.Scatter(
+                x=c.epochs,
+                y=c.values,
+                mode="lines",
+                name=group,
+                legendgroup=group,
+                showlegend=group not in shown,
+                opacity=0.3 if c.pruned else 0.9,
+                line={"color": color, "width": 1 if c.pruned else 2},
+                text=f"trial #{c.number}",
+            )
+        )
+        shown.add(group)
+    fig.update_layout(title="Learning curves (pruned trials dimmed)", template="plotly_white")
+    fig.update_xaxes(title="epoch")
+    fig.update_yaxes(title=info.metric)
+    return fig
+
+
+def figures(study: optuna.Study, *, fit: ScalingFit | None = None) -> dict[str, go.Figure]:
+    """Every figure of the report, by its id in :data:`FIGURES`."""
+    fit, _ = _try_fit(study, fit)
+    return {
+        "noise-scale": plot_noise_scale(study, fit=fit),
+        "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit),
+        "pareto-seconds": plot_pareto_front(study, "train_seconds"),
+        "pareto-updates": plot_pareto_front(study, "n_updates"),
+        "curves": plot_learning_curves(study),
+    }
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
+text-align:left}th{background:#f3f3f3}.figure{margin:2em 0}"""
+
+
+def _html_table(rows, *, header: bool) -> str:
+    cells = []
+    for i, row in enumerate(rows):
+        tag = "th" if header and i == 0 else "td"
+        cells.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
+    return "<table>" + "".join(cells) + "</table>"
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: str | Path,
+    *,
+    batch_size: int | None = None,
+    summary: Summary | None = None,
+) -> Path:
+    """Write ``report-<study name>.html`` into ``out_dir``: summary tables and every figure.
+
+    The file is self-contained: plotly.js is inlined once, so it opens offline.
+
+    Args:
+        study: A finished study.
+        out_dir: The folder to write to; created if missing.
+        batch_size: The batch size of the recommendation (see :func:`summarize`).
+        summary: A summary already made by :func:`summarize`, to avoid fitting twice.
+
+    Returns:
+        The path of the HTML file.
+    """
+    summary = summary or summarize(study, batch_size)
+    figs = figures(study, fit=summary.fit)
+    parts = [
+        f"<h1>optuna-bs report: {html.escape(study.study_name)}</h1>",
+        _html_table([("item", "value"), *summary.rows()], header=True),
+    ]
+    for cost in ("train_seconds", "n_updates"):
+        parts.append(f"<h2>Pareto front, {html.escape(summary.metric)} vs {cost}</h2>")
+        parts.append(_html_table(summary.pareto_rows(cost), header=True))
+    for i, (name, fig) in enumerate(figs.items()):
+        div = fig.to_html(
+            full_html=False,
+            include_plotlyjs=i == 0,  # inlined once; the others reuse it
+            div_id=f"figure-{name}",
+            default_height="520px",
+        )
+        parts.append(f'<div class="figure">{div}</div>')
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>optuna-bs report: {html.escape(study.study_name)}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", study.study_name).strip("_") or "study"
+    path = out / f"report-{slug}.html"
+    path.write_text(page, encoding="utf-8")
+    _logger.info("wrote report of study %r to %s", study.study_name, path)
+    return path
+
+
+def save_to_dashboard(
+    study: optuna.Study,
+    *,
+    batch_size: int | None = None,
+    summary: Summary | None = None,
+) -> list[str]:
+    """Save the figures and a markdown note into the study, for optuna-dashboard to show.
+
+    The graph ids are fixed (``optuna-bs-<figure>``), so saving again replaces the figures
+    instead of adding copies. The note is the summary (:meth:`Summary.to_markdown`). The
+    study's metric names are set when they are unset, so the dashboard labels its axes.
+
+    Args:
+        study: A finished study in the store that optuna-dashboard reads.
+        batch_size: The batch size of the recommendation (see :func:`summarize`).
+        summary: A summary already made by :func:`summarize`, to avoid fitting twice.
+
+    Returns:
+        The graph object ids saved.
+
+    Raises:
+        ImportError: If optuna-dashboard or plotly is not installed.
+    """
+    try:
+        import optuna_dashboard
+    except ImportError as err:
+        raise ImportError(
+            f"saving to optuna-dashboard needs optuna-dashboard: {_INSTALL}"
+        ) from err
+    if study.metric_names is None:
+        names = [metric_name(study), "train_seconds"][: len(study.directions)]
+        names += [f"objective_{i}" for i in range(len(names), len(study.directions))]
+        with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+    summary = summary or summarize(study, batch_size)
+    ids = []
+    for name, fig in figures(study, fit=summary.fit).items():
+        ids.append(
+            optuna_dashboard.save_plotly_graph_object(
+                study, fig, graph_object_id=f"optuna-bs-{name}"
+            )
+        )
+    optuna_dashboard.save_note(study, summary.to_markdown())
+    _logger.info("saved %d figures and a note into study %r", len(ids), study.study_name)
+    return ids
