@@ -7,7 +7,9 @@ exit status 2, with nothing written; ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ import optuna
 
 from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.errors import OptunaBSError
-from optuna_bs.storage import DEFAULT_STORAGE, mask_url
+from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 
 __all__ = ["main"]
 
@@ -43,26 +45,61 @@ def _build_parser() -> argparse.ArgumentParser:
         "run",
         help="create or resume a study from a study file and run its trials",
         description="Create or resume a study and run trials. Without STUDY_FILE, the embedded "
-        "MNIST-1D study runs.",
+        "MNIST-1D study runs. Workers of one shared study each run this command with the same "
+        "--storage and --study-name.",
     )
-    run.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
-    run.add_argument("--storage", metavar="URL", help=f"study store (default {DEFAULT_STORAGE})")
-    run.add_argument("--study-name", metavar="NAME", help="study name (default: the file's)")
+    launch = sub.add_parser(
+        "launch",
+        help="run K workers (or one per GPU) on one shared study",
+        description="Start K worker processes, or one per listed GPU, on one study in a shared "
+        "store (PostgreSQL, MySQL or a journal file).",
+    )
+    for p in (run, launch):
+        p.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
+        p.add_argument("--storage", metavar="URL", help=f"study store (default {DEFAULT_STORAGE})")
+        p.add_argument("--study-name", metavar="NAME", help="study name (default: the file's)")
+        p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
+        p.add_argument("--seed", type=int, metavar="N", help="seed of sampler, splits and inits")
+        p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N")
+        p.add_argument(
+            "--max-trials",
+            type=_positive_int,
+            metavar="N",
+            help="stop once the study holds N finished trials, counting every worker's",
+        )
+        p.add_argument(
+            "--checkpoint-dir", metavar="DIR", help="per-epoch checkpoints (default: checkpoints)"
+        )
+        p.add_argument(
+            "--top", type=_positive_int, default=5, metavar="K", help="rows of the results table"
+        )
+        p.add_argument(
+            "--no-test",
+            action="store_true",
+            help="skip re-running the best trial on the test split",
+        )
     run.add_argument("--n-trials", type=_positive_int, metavar="N", help="trials to run now")
-    run.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
-    run.add_argument("--seed", type=int, metavar="N", help="seed of sampler, splits and inits")
-    run.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N")
-    run.add_argument(
-        "--top",
-        type=_positive_int,
-        default=5,
-        metavar="K",
-        help="rows of the best-trials table (default 5)",
+    launch.add_argument(
+        "--n-trials", type=_positive_int, metavar="N", help="trials in all, shared by the workers"
     )
-    run.add_argument(
-        "--no-test", action="store_true", help="skip re-running the best trial on the test split"
+    launch.add_argument("--workers", type=_positive_int, metavar="K", help="worker processes")
+    launch.add_argument(
+        "--gpus",
+        metavar="IDS",
+        help="comma-separated GPU ids: one worker per GPU, each with its own CUDA_VISIBLE_DEVICES",
     )
-    for p in (run,):
+
+    proxy = sub.add_parser(
+        "storage-proxy",
+        help="serve a study store to hundreds of workers through Optuna's gRPC proxy",
+        description="Serve --storage to workers that use --storage grpc://HOST:PORT. Trials run "
+        "through the proxy have no heartbeat: a dead worker's trial is not retried.",
+    )
+    proxy.add_argument("--storage", metavar="URL", required=True, help="the RDB behind the proxy")
+    proxy.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    proxy.add_argument("--port", type=_positive_int, default=13000, help="port (default 13000)")
+
+    for p in (run, launch, proxy):
         p.add_argument("-v", "--verbose", action="store_true", help="log every trial; tracebacks")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
     return parser
@@ -87,16 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optuna_bs.runner import evaluate_best_on_test, prepare, run_study
+    from optuna_bs.runner import evaluate_best_on_test, run_study
 
-    config = load_config(args.study_file) if args.study_file else StudyConfig()
-    prepared = prepare(
-        config,
-        storage=args.storage,
-        study_name=args.study_name,
-        seed=args.seed,
-        device=args.device,
-    )
+    config, prepared = _prepare(args)
     url = args.storage or config.study.storage or DEFAULT_STORAGE
     _say(
         args,
@@ -104,11 +134,101 @@ def _run(args: argparse.Namespace) -> int:
         f"{prepared.space!r}",
     )
     study = run_study(
-        prepared, n_trials=args.n_trials, timeout=args.timeout, show_progress_bar=not args.quiet
+        prepared,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        max_trials=args.max_trials,
+        show_progress_bar=not args.quiet,
     )
     test_value = None if args.no_test else evaluate_best_on_test(prepared, study)
     _report(args, study, config.train.metric, test_value)
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from optuna_bs.runner import (
+        evaluate_best_on_test,
+        launch_workers,
+        open_study,
+        split_trials,
+    )
+
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    if gpus is not None and not gpus:
+        raise _UsageError("`--gpus` must list GPU ids such as 0,1,2,3, but got an empty list.")
+    if gpus and args.workers and args.workers != len(gpus):
+        raise _UsageError(
+            f"`--workers` must match the {len(gpus)} GPUs of --gpus, but got {args.workers}."
+        )
+    workers = len(gpus) if gpus else (args.workers or 1)
+    config = load_config(args.study_file) if args.study_file else StudyConfig()
+    url = args.storage or config.study.storage
+    if workers > 1 and is_sqlite(url):
+        raise _UsageError(
+            f"SQLite cannot be shared by {workers} workers: use PostgreSQL "
+            "(--storage postgresql+psycopg://user@host/db), MySQL "
+            "(--storage mysql+pymysql://user@host/db) or a journal file (--storage study.log)."
+        )
+    config, prepared = _prepare(args, config)
+    study = open_study(prepared)  # created once here, so the workers only join it
+    n_trials = args.n_trials or config.study.n_trials
+    seed = prepared.seed
+    commands, envs = [], []
+    for i, n in enumerate(split_trials(n_trials, workers)):
+        if n == 0:
+            continue
+        command = [sys.executable, "-m", "optuna_bs.cli", "run"]
+        command += [args.study_file] if args.study_file else []
+        command += ["--study-name", prepared.study_name, "--n-trials", str(n)]
+        command += ["--seed", str(seed + 1000 * i), "--no-test", "-q"]
+        for flag in ("storage", "timeout", "device", "max_trials", "checkpoint_dir"):
+            value = getattr(args, flag)
+            if value is not None:
+                command += [f"--{flag.replace('_', '-')}", str(value)]
+        commands.append(command)
+        if gpus:
+            envs.append({"CUDA_VISIBLE_DEVICES": gpus[i]})
+        else:  # CPU workers share the cores instead of each spawning a thread per core
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            envs.append({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    _say(
+        args,
+        f"launching {len(commands)} workers on study {prepared.study_name!r} in "
+        f"{mask_url(url or DEFAULT_STORAGE)}: {n_trials} trials in all",
+    )
+    status = launch_workers(commands, envs=envs)
+    if status == 0 and not args.no_test:
+        test_value = evaluate_best_on_test(prepared, study)
+    else:
+        test_value = None
+    _report(args, study, config.train.metric, test_value)
+    return status
+
+
+def _storage_proxy(args: argparse.Namespace) -> int:
+    from optuna_bs.storage import serve_proxy
+
+    print(f"serving {mask_url(args.storage)} at grpc://{args.host}:{args.port} (Ctrl-C stops)")
+    serve_proxy(args.storage, host=args.host, port=args.port)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, config: StudyConfig | None = None):
+    from optuna_bs.runner import prepare
+
+    if config is None:
+        config = load_config(args.study_file) if args.study_file else StudyConfig()
+    if args.checkpoint_dir is not None:
+        study = dataclasses.replace(config.study, checkpoint_dir=args.checkpoint_dir)
+        config = dataclasses.replace(config, study=study)
+    prepared = prepare(
+        config,
+        storage=args.storage,
+        study_name=args.study_name,
+        seed=args.seed,
+        device=args.device,
+    )
+    return config, prepared
 
 
 def _report(args, study: optuna.Study, metric: str, test_value: float | None) -> None:
@@ -198,7 +318,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-_COMMANDS = {"run": _run}
+_COMMANDS = {"run": _run, "launch": _launch, "storage-proxy": _storage_proxy}
 
 if __name__ == "__main__":
     sys.exit(main())

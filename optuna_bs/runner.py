@@ -8,13 +8,19 @@ written; :func:`run_study` then creates or resumes the study and runs its trials
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
+import subprocess
+import threading
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
@@ -22,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs.config import StudyConfig
 from optuna_bs.data import Data, load_data
-from optuna_bs.errors import ConfigError
+from optuna_bs.errors import ConfigError, StorageError
 from optuna_bs.models import build_model
 from optuna_bs.space import BatchScalingSpace
 from optuna_bs.storage import make_storage
@@ -32,6 +38,9 @@ __all__ = [
     "Prepared",
     "prepare",
     "run_study",
+    "open_study",
+    "launch_workers",
+    "split_trials",
     "make_sampler",
     "make_pruner",
     "evaluate_best_on_test",
@@ -41,6 +50,13 @@ _logger = logging.getLogger(__name__)
 
 METRIC_NAMES = {"error": "val_error", "loss": "val_loss"}
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# What a database restart looks like from a worker; the trial it cut is then failed or retried.
+_CONNECTION_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    optuna.exceptions.UpdateFinishedTrialError,
+)
+_RECONNECT_SECONDS = 120
 
 
 @dataclass
@@ -237,6 +253,40 @@ def make_pruner(name: str, *, warmup_epochs: int = 3, max_epochs: int = 15):
     raise ValueError(f"`pruner` must be one of median, hyperband, none, but got {name!r}.")
 
 
+def open_study(prepared: Prepared) -> optuna.Study:
+    """Create the study, or load it by name, with the configured sampler and pruner."""
+    cfg = prepared.config
+    study = optuna.create_study(
+        storage=prepared.storage,
+        study_name=prepared.study_name,
+        direction="minimize",
+        load_if_exists=True,
+        pruner=make_pruner(
+            cfg.study.pruner,
+            warmup_epochs=cfg.study.pruner_warmup_epochs,
+            max_epochs=cfg.train.max_epochs,
+        ),
+    )
+    n_before = len(study.get_trials(deepcopy=False))
+    seed = prepared.seed + 7919 * n_before
+    if not isinstance(prepared.storage, optuna.storages.InMemoryStorage) and not str(
+        getattr(prepared.storage, "url", "")
+    ).startswith("sqlite"):
+        # A shared store may have workers started together with the same seed: keep their
+        # samplers apart. (One worker on SQLite stays reproducible.)
+        seed += 104729 * os.getpid()
+    study.sampler = make_sampler(
+        cfg.study.sampler, seed=seed % 2**32, n_startup_trials=cfg.study.n_startup_trials
+    )
+    if n_before:
+        _logger.info("Joining study %r with %d trials.", prepared.study_name, n_before)
+    else:
+        with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[cfg.train.metric]])
+    return study
+
+
 def run_study(
     prepared: Prepared,
     *,
@@ -262,29 +312,7 @@ def run_study(
         show_progress_bar: Optuna's progress bar.
     """
     cfg = prepared.config
-    study = optuna.create_study(
-        storage=prepared.storage,
-        study_name=prepared.study_name,
-        direction="minimize",
-        load_if_exists=True,
-        pruner=make_pruner(
-            cfg.study.pruner,
-            warmup_epochs=cfg.study.pruner_warmup_epochs,
-            max_epochs=cfg.train.max_epochs,
-        ),
-    )
-    n_before = len(study.trials)
-    study.sampler = make_sampler(
-        cfg.study.sampler,
-        seed=prepared.seed + 7919 * n_before,
-        n_startup_trials=cfg.study.n_startup_trials,
-    )
-    if n_before:
-        _logger.info("Resuming study %r with %d trials.", prepared.study_name, n_before)
-    else:
-        with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC_NAMES[cfg.train.metric]])
+    study = open_study(prepared)
     study.set_user_attr("space", repr(prepared.space))
     callbacks = list(callbacks)
     if cfg.study.keep_best_checkpoint:
@@ -298,14 +326,50 @@ def run_study(
             )
             return study
         callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
-    study.optimize(
-        prepared.objective,
-        n_trials=n_trials,
-        timeout=cfg.study.timeout if timeout is None else timeout,
-        callbacks=callbacks,
-        show_progress_bar=show_progress_bar,
+    timeout = cfg.study.timeout if timeout is None else timeout
+    _optimize_reconnecting(
+        study, prepared.objective, n_trials, timeout, callbacks, show_progress_bar
     )
     return study
+
+
+def _optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar):
+    """``study.optimize``, going on after the database drops out (a restart, a failover).
+
+    A trial cut by the outage is failed, or, if its worker could not even say so, failed
+    later by the heartbeat and retried; this worker reconnects (``pool_pre_ping``) and runs
+    the rest of its trials.
+    """
+    finished = 0
+    start = time.monotonic()
+    outage_since = None
+
+    def count(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal finished, outage_since
+        finished += 1
+        outage_since = None
+
+    while finished < n_trials:
+        left = None if timeout is None else timeout - (time.monotonic() - start)
+        if left is not None and left <= 0:
+            return
+        try:
+            study.optimize(
+                objective,
+                n_trials=n_trials - finished,
+                timeout=left,
+                callbacks=[*callbacks, count],
+                show_progress_bar=show_progress_bar,
+            )
+            return
+        except _CONNECTION_ERRORS as err:
+            outage_since = outage_since or time.monotonic()
+            if time.monotonic() - outage_since > _RECONNECT_SECONDS:
+                raise StorageError(
+                    f"lost the study store for over {_RECONNECT_SECONDS} s: {type(err).__name__}"
+                ) from err
+            _logger.warning("Lost the study store (%s); reconnecting.", type(err).__name__)
+            time.sleep(2.0)
 
 
 def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | None:
@@ -339,3 +403,70 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     study.set_user_attr(f"test_{metric}", value)
     study.set_user_attr("test_trial", best.number)
     return value
+
+
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """Share ``n_trials`` among ``workers`` as evenly as possible, the total kept exact.
+
+    Example:
+        >>> split_trials(10, 4)
+        [3, 3, 2, 2]
+    """
+    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
+
+
+def launch_workers(
+    commands: Sequence[Sequence[str]],
+    *,
+    envs: Sequence[dict[str, str]] | None = None,
+    out: Callable[[str], None] = print,
+) -> int:
+    """Run worker processes side by side, their output lines prefixed with the worker id.
+
+    Ctrl-C is passed on to every worker (each runs in its own session, so the terminal's
+    SIGINT reaches it only once, from here), and the workers are waited for.
+
+    Returns:
+        0 if every worker succeeded, else the first non-zero exit status.
+    """
+    procs = []
+    for i, command in enumerate(commands):
+        env = {**os.environ, **(envs[i] if envs else {})}
+        proc = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        procs.append(proc)
+    lock = threading.Lock()
+
+    def pump(i: int, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            with lock:
+                out(f"[worker {i}] {line.rstrip()}")
+
+    threads = [
+        threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        codes = [proc.wait() for proc in procs]
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        codes = []
+        for proc in procs:
+            try:
+                codes.append(proc.wait(timeout=60))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        codes.append(130)
+    for thread in threads:
+        thread.join(timeout=5)
+    return next((code for code in codes if code != 0), 0)

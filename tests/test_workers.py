@@ -1,0 +1,444 @@
+"""Many workers on one study in a real PostgreSQL / MariaDB (DESIGN §7: R1, R2, R3, R8).
+
+These tests run the ``optuna-bs`` command as separate processes, as users do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+import torch
+
+from optuna_bs.storage import make_storage
+from optuna_bs.trainer import FitResult
+
+from .conftest import REPO, _server_url, cli_command
+
+COMPLETE, PRUNED, FAIL = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
+
+FAST_STUDY = """
+[study]
+n_trials = 4
+pruner = "none"
+n_startup_trials = 2
+[data]
+name = "synthetic"
+n_samples = 200
+n_features = 6
+[model]
+name = "mlp"
+hidden = [8]
+[space]
+batch_size = [16, 32]
+[train]
+max_epochs = 2
+"""
+
+SLOW_STUDY = """
+[study]
+n_trials = 5
+pruner = "none"
+heartbeat_interval = 1
+[data]
+name = "synthetic"
+n_samples = 300
+n_features = 6
+[model]
+name = "tests.slow_model:factory"
+seconds_per_step = 0.03
+[space]
+batch_size = 32
+noise_scale = [5.0, 50.0]
+[train]
+max_epochs = 8
+patience = 0
+"""
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def server_url(request):
+    variable = {"postgres": "OPTUNA_BS_TEST_POSTGRES_URL", "mysql": "OPTUNA_BS_TEST_MYSQL_URL"}
+    return _server_url(variable[request.param])
+
+
+@pytest.fixture
+def postgres_url():
+    return _server_url("OPTUNA_BS_TEST_POSTGRES_URL")
+
+
+def _study_file(tmp_path, text):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def _env():
+    # Workers import the test model factory from this repository's tests package.
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run(
+        [*cli_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+        **kwargs,
+    )
+
+
+def _name():
+    return f"w-{uuid.uuid4().hex[:10]}"
+
+
+def _trials(url, name):
+    return optuna.load_study(study_name=name, storage=make_storage(url)).get_trials()
+
+
+def _delete(url, name):
+    optuna.delete_study(study_name=name, storage=make_storage(url))
+
+
+def test_eight_workers_lose_no_trial(server_url, tmp_path):
+    """R3: 8 workers x 25 trials give exactly 200 trials, unique numbers, none lost."""
+    name = _name()
+    study_file = _study_file(tmp_path, FAST_STUDY.replace("max_epochs = 2", "max_epochs = 1"))
+    run = _cli(
+        "launch",
+        study_file,
+        "--storage",
+        server_url,
+        "--study-name",
+        name,
+        "--workers",
+        8,
+        "--n-trials",
+        200,
+        "--no-test",
+        "-q",
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "deadlock" not in run.stdout.lower()
+    trials = _trials(server_url, name)
+    assert len(trials) == 200
+    assert sorted(t.number for t in trials) == list(range(200))
+    assert all(t.state in (COMPLETE, PRUNED) for t in trials)
+    for worker in range(8):
+        assert f"[worker {worker}]" in run.stdout or run.stdout == ""
+    _delete(server_url, name)
+
+
+def test_launch_shares_the_budget_and_prefixes_output(postgres_url, tmp_path):
+    name = _name()
+    run = _cli(
+        "launch",
+        _study_file(tmp_path, FAST_STUDY),
+        "--storage",
+        postgres_url,
+        "--study-name",
+        name,
+        "--workers",
+        2,
+        "--n-trials",
+        5,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "launching 2 workers" in run.stdout
+    trials = _trials(postgres_url, name)
+    assert len(trials) == 5
+    # Each worker seeds its own sampler: their random start-up trials differ.
+    assert len({tuple(sorted(t.params.items())) for t in trials}) > 1
+    assert "best trial #" in run.stdout
+    _delete(postgres_url, name)
+
+
+def test_sqlite_refuses_several_workers(tmp_path):
+    run = _cli("launch", _study_file(tmp_path, FAST_STUDY), "--workers", 2, cwd=tmp_path)
+    assert run.returncode == 2
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert "PostgreSQL" in run.stderr and "SQLite" in run.stderr
+    assert not (tmp_path / "optuna_bs.db").exists()
+
+
+def test_max_trials_caps_the_study_across_runs(postgres_url, tmp_path):
+    name = _name()
+    study_file = _study_file(tmp_path, FAST_STUDY)
+    for _ in range(2):
+        run = _cli(
+            "run",
+            study_file,
+            "--storage",
+            postgres_url,
+            "--study-name",
+            name,
+            "--n-trials",
+            10,
+            "--max-trials",
+            3,
+            "-q",
+            "--no-test",
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr
+    assert len(_trials(postgres_url, name)) == 3
+    _delete(postgres_url, name)
+
+
+def _wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_worker_trial_is_retried_and_resumed(postgres_url, tmp_path):
+    """R1: SIGKILL mid-trial; the heartbeat fails it, a retry resumes at the next epoch."""
+    name = _name()
+    study_file = _study_file(tmp_path, SLOW_STUDY)
+    common = [
+        "run",
+        study_file,
+        "--storage",
+        postgres_url,
+        "--study-name",
+        name,
+        "-q",
+        "--no-test",
+    ]
+    victim = subprocess.Popen(
+        [*cli_command(), *map(str, common), "--n-trials", "1"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    storage = make_storage(postgres_url)
+
+    def reached_epoch_three():
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        except KeyError:
+            return False
+        return trials and len(trials[0].intermediate_values) >= 3
+
+    _wait_for(reached_epoch_three, what="the first trial to reach epoch 3")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    checkpoint = tmp_path / "checkpoints" / name / "trial_0.pt"
+    saved_epoch = torch.load(checkpoint, weights_only=True)["monitor"]["epoch"]
+    killed = _trials(postgres_url, name)[0]
+    assert killed.state == optuna.trial.TrialState.RUNNING  # nobody has told the study yet
+    assert saved_epoch >= 3
+
+    time.sleep(2.5)  # past the grace period (2 x heartbeat_interval)
+    rescuer = _cli(*common, "--n-trials", 10, "--max-trials", 3, cwd=tmp_path)
+    assert rescuer.returncode == 0, rescuer.stderr
+
+    trials = _trials(postgres_url, name)
+    assert trials[0].state == FAIL
+    retried = trials[1]
+    assert retried.state == COMPLETE
+    assert retried.params == killed.params
+    assert retried.user_attrs["resumed_from_trial"] == 0
+    # The resumed trial's first trained epoch is the killed trial's last epoch + 1 ...
+    assert retried.user_attrs["resumed_from_epoch"] == saved_epoch
+    # ... and the curve is one: the killed trial's epochs, then the rest.
+    assert sorted(retried.intermediate_values) == list(range(1, 9))
+    for epoch, value in killed.intermediate_values.items():
+        assert retried.intermediate_values[epoch] == value
+    assert retried.user_attrs["n_updates"] == 8 * (192 // 32)
+    finished = [t for t in trials if t.state in (COMPLETE, PRUNED)]
+    assert len(finished) == 3
+    assert not checkpoint.exists()  # cleaned up once the retry finished
+    _delete(postgres_url, name)
+
+
+def test_no_password_in_any_output(postgres_url, tmp_path):
+    """R8: a password in the storage URL never reaches stdout, stderr or a log line."""
+    if "@" not in postgres_url:
+        pytest.fail(f"cannot add a password to {postgres_url!r}")
+    secret = "pw-" + uuid.uuid4().hex[:12]
+    scheme, rest = postgres_url.split("://", 1)
+    user, host = rest.split("@", 1)
+    url = f"{scheme}://{user.split(':')[0]}:{secret}@{host}"  # trust auth ignores it
+    name = _name()
+    study_file = _study_file(tmp_path, FAST_STUDY)
+    runs = [
+        _cli(
+            "run",
+            study_file,
+            "--storage",
+            url,
+            "--study-name",
+            name,
+            "--n-trials",
+            2,
+            "-v",
+            cwd=tmp_path,
+        ),
+        _cli(
+            "launch",
+            study_file,
+            "--storage",
+            url,
+            "--study-name",
+            name,
+            "--workers",
+            2,
+            "--n-trials",
+            2,
+            "-v",
+            cwd=tmp_path,
+        ),
+        _cli(
+            "run",
+            study_file,
+            "--storage",
+            url.replace(host.split("/")[0], "127.0.0.1:1"),
+            "-v",
+            cwd=tmp_path,
+        ),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 2]
+    for r in runs:
+        assert secret not in r.stdout and secret not in r.stderr
+        assert "***" in r.stdout + r.stderr
+    _delete(postgres_url, name)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_grpc_proxy_serves_two_workers(postgres_url, tmp_path):
+    pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'optuna-bs[grpc]'")
+    port = _free_port()
+    proxy = subprocess.Popen(
+        [*cli_command(), "storage-proxy", "--storage", postgres_url, "--port", str(port)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _port_open(port), what="the gRPC proxy")
+        name = _name()
+        run = _cli(
+            "launch",
+            _study_file(tmp_path, FAST_STUDY),
+            "--storage",
+            f"grpc://127.0.0.1:{port}",
+            "--study-name",
+            name,
+            "--workers",
+            2,
+            "--n-trials",
+            4,
+            "--no-test",
+            "-q",
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stdout[-2000:]
+        assert len(_trials(postgres_url, name)) == 4  # written through to PostgreSQL
+        _delete(postgres_url, name)
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        proxy.wait(timeout=30)
+
+
+def _port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pg_ctl(action):
+    clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not clusters or shutil.which("pg_ctlcluster") is None:
+        pytest.fail("R2 needs to restart the local PostgreSQL with pg_ctlcluster")
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", clusters[-1], "main", action],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_workers_survive_a_postgres_restart(postgres_url, tmp_path):
+    """R2: PostgreSQL restarts while 2 workers run; both reconnect and finish the budget."""
+    if "127.0.0.1" not in postgres_url and "localhost" not in postgres_url:
+        pytest.fail("R2 restarts the server, so it must be the local one")
+    name = _name()
+    study_file = _study_file(
+        tmp_path,
+        SLOW_STUDY.replace("max_epochs = 8", "max_epochs = 3").replace(
+            "heartbeat_interval = 1", "heartbeat_interval = 2"
+        ),
+    )
+    workers = [
+        subprocess.Popen(
+            [
+                *cli_command(),
+                "run",
+                str(study_file),
+                "--storage",
+                postgres_url,
+                "--study-name",
+                name,
+                "--max-trials",
+                "8",
+                "--n-trials",
+                "8",
+                "--seed",
+                str(i),
+                "-q",
+                "--no-test",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    storage = make_storage(postgres_url)
+
+    def some_trials_done():
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            return False
+        return len(study.get_trials(states=(COMPLETE,))) >= 2
+
+    _wait_for(some_trials_done, what="two complete trials")
+    _pg_ctl("restart")
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = _trials(postgres_url, name)
+    assert len([t for t in trials if t.state in (COMPLETE, PRUNED)]) >= 8
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    _delete(postgres_url, name)
+
+
+def test_fit_result_records_resume_epoch():
+    assert "resumed_from_epoch" in FitResult.__dataclass_fields__
+    assert sys.executable  # the workers run with this interpreter's optuna-bs
