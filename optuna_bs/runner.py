@@ -54,6 +54,8 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _CONNECTION_ERRORS = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.InvalidatePoolError,
+    optuna.exceptions.StorageInternalError,
     optuna.exceptions.UpdateFinishedTrialError,
 )
 _RECONNECT_SECONDS = 120
@@ -362,7 +364,9 @@ def _optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_
                 show_progress_bar=show_progress_bar,
             )
             return
-        except _CONNECTION_ERRORS as err:
+        except Exception as err:
+            if not _is_outage(err):
+                raise
             outage_since = outage_since or time.monotonic()
             if time.monotonic() - outage_since > _RECONNECT_SECONDS:
                 raise StorageError(
@@ -403,6 +407,21 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     study.set_user_attr(f"test_{metric}", value)
     study.set_user_attr("test_trial", best.number)
     return value
+
+
+def _is_outage(err: BaseException) -> bool:
+    """Whether ``err``, or an error it was raised from or during, is a lost connection.
+
+    Optuna may re-raise a lost connection as another error while it cleans up the trial, so
+    the whole chain is looked at.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, _CONNECTION_ERRORS):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def split_trials(n_trials: int, workers: int) -> list[int]:
