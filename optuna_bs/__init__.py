@@ -5,11 +5,13 @@ The public API; everything else is private.
 
 from __future__ import annotations
 
+from optuna_bs.analysis import fit_noise_scale, fit_scaling_rule, pareto_front, recommend
 from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.data import DATASETS, Data, load_data
-from optuna_bs.errors import ConfigError, OptunaBSError, StorageError
+from optuna_bs.errors import ConfigError, NotEnoughTrialsError, OptunaBSError, StorageError
 from optuna_bs.models import MODELS, build_model
 from optuna_bs.monitor import STOP_REASONS, TrialMonitor
+from optuna_bs.report import save_to_dashboard, summarize, write_report
 from optuna_bs.rules import RULES, Hyperparameters, lr_for_noise_scale, noise_scale, rescale
 from optuna_bs.space import PARAMETERISATIONS, BatchScalingSpace
 from optuna_bs.storage import make_storage, mask_url
@@ -25,6 +27,7 @@ __all__ = [
     "FitResult",
     "Hyperparameters",
     "MODELS",
+    "NotEnoughTrialsError",
     "OptunaBSError",
     "PARAMETERISATIONS",
     "RULES",
@@ -35,11 +38,18 @@ __all__ = [
     "build_model",
     "evaluate",
     "fit",
+    "fit_noise_scale",
+    "fit_scaling_rule",
     "load_config",
     "load_data",
     "lr_for_noise_scale",
     "make_storage",
     "mask_url",
     "noise_scale",
+    "pareto_front",
+    "recommend",
     "rescale",
+    "save_to_dashboard",
+    "summarize",
+    "write_report",
 ]

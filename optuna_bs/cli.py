@@ -89,6 +89,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="comma-separated GPU ids: one worker per GPU, each with its own CUDA_VISIBLE_DEVICES",
     )
 
+    report = sub.add_parser(
+        "report",
+        help="what a study learned: fitted rule, best noise scale, Pareto front, HTML report",
+        description="Print the fitted rule lr ∝ B^α, the best noise scale g*, the Pareto front "
+        "and the recommended configuration; write a self-contained HTML report; with "
+        "--dashboard, save the figures and a note into the study for optuna-dashboard.",
+    )
+    report.add_argument("--study-name", metavar="NAME", required=True, help="the study")
+    report.add_argument(
+        "--storage", metavar="URL", help=f"study store (default {DEFAULT_STORAGE})"
+    )
+    report.add_argument("--out", metavar="DIR", default="reports", help="report folder")
+    report.add_argument("--dashboard", action="store_true", help="save figures into the study")
+    report.add_argument(
+        "--batch-size", type=_positive_int, metavar="B", help="recommend a configuration at B"
+    )
+
     proxy = sub.add_parser(
         "storage-proxy",
         help="serve a study store to hundreds of workers through Optuna's gRPC proxy",
@@ -99,7 +116,7 @@ def _build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--host", default="127.0.0.1", help="address to listen on")
     proxy.add_argument("--port", type=_positive_int, default=13000, help="port (default 13000)")
 
-    for p in (run, launch, proxy):
+    for p in (run, launch, report, proxy):
         p.add_argument("-v", "--verbose", action="store_true", help="log every trial; tracebacks")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
     return parser
@@ -205,6 +222,34 @@ def _launch(args: argparse.Namespace) -> int:
     return status
 
 
+def _report_command(args: argparse.Namespace) -> int:
+    from optuna_bs.report import save_to_dashboard, summarize, write_report
+    from optuna_bs.storage import make_storage
+
+    storage = make_storage(args.storage, heartbeat_interval=None)
+    try:
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+    except KeyError as err:
+        names = optuna.get_all_study_names(storage)
+        known = ", ".join(names) if names else "none"
+        where = mask_url(args.storage or DEFAULT_STORAGE)
+        raise _UsageError(
+            f"`--study-name` {args.study_name!r} is not in {where}; its studies: {known}."
+        ) from err
+    summary = summarize(study, args.batch_size)
+    print(summary.to_text())
+    path = write_report(study, args.out, summary=summary)
+    _say(args, f"report written to {path}")
+    if args.dashboard:
+        save_to_dashboard(study, summary=summary)
+        _say(
+            args,
+            f"figures and note saved into the study: optuna-dashboard "
+            f"{mask_url(args.storage or DEFAULT_STORAGE)}",
+        )
+    return 0
+
+
 def _storage_proxy(args: argparse.Namespace) -> int:
     from optuna_bs.storage import serve_proxy
 
@@ -232,6 +277,8 @@ def _prepare(args: argparse.Namespace, config: StudyConfig | None = None):
 
 
 def _report(args, study: optuna.Study, metric: str, test_value: float | None) -> None:
+    from optuna_bs.runner import best_trial
+
     trials = study.get_trials(deepcopy=False)
     states = optuna.trial.TrialState
     complete = [t for t in trials if t.state == states.COMPLETE]
@@ -253,9 +300,9 @@ def _report(args, study: optuna.Study, metric: str, test_value: float | None) ->
         print("no complete trial yet.")
         return
     if not args.quiet:
-        print(format_table(sorted(complete, key=lambda t: t.value)[: args.top], metric))
-    best = study.best_trial
-    line = f"best trial #{best.number}: val_{metric}={best.value:.4f}"
+        print(format_table(sorted(complete, key=lambda t: t.values[0])[: args.top], metric))
+    best = best_trial(study)
+    line = f"best trial #{best.number}: val_{metric}={best.values[0]:.4f}"
     if test_value is not None:
         line += f", test_{metric}={test_value:.4f} (test split, best trial only)"
     print(line)
@@ -270,7 +317,7 @@ def format_table(trials: Sequence[optuna.trial.FrozenTrial], metric: str = "erro
         rows.append(
             (
                 f"#{t.number}",
-                f"{t.value:.4f}",
+                f"{t.values[0]:.4f}",
                 str(a.get("batch_size", "")),
                 f"{a.get('lr', float('nan')):.3g}",
                 f"{a.get('momentum', float('nan')):.3g}",
@@ -318,7 +365,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
-_COMMANDS = {"run": _run, "launch": _launch, "storage-proxy": _storage_proxy}
+_COMMANDS = {
+    "run": _run,
+    "launch": _launch,
+    "report": _report_command,
+    "storage-proxy": _storage_proxy,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

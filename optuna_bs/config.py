@@ -5,7 +5,7 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
 
     [study]   name, n_trials, timeout, sampler, pruner, seed, storage, n_startup_trials,
               pruner_warmup_epochs, checkpoint_dir, keep_best_checkpoint,
-              heartbeat_interval, max_retry
+              heartbeat_interval, max_retry, objectives
     [data]    name, seed, val_fraction, and options of the data set (num_samples, ...)
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
@@ -62,6 +62,9 @@ class StudySection:
     keep_best_checkpoint: bool = False
     heartbeat_interval: int = 10  # seconds; 0 turns the heartbeat and retries off
     max_retry: int = 3
+    # () tunes the validation metric alone; ("val_error", "train_seconds") makes the study
+    # two-objective, and its report shows the Pareto front.
+    objectives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "keep_best_checkpoint": (bool,),
         "heartbeat_interval": _INT,
         "max_retry": _INT,
+        "objectives": _PAIR,
     },
     "data": {"name": _STR, "seed": _INT, "val_fraction": _NUM},
     "model": {"name": _STR},
@@ -222,7 +226,39 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: `{section}` must be a [{section}] table.")
         sections[section] = _section(section, values, source)
-    return StudyConfig(**sections)
+    config = StudyConfig(**sections)
+    objectives = config.study.objectives
+    metric = f"val_{config.train.metric}"
+    if objectives and objectives[0] != metric:
+        raise ConfigError(
+            f"{source}: `study.objectives` must start with the tuned metric {metric!r}, "
+            f"but got {list(objectives)}."
+        )
+    if len(objectives) > 1 and config.study.sampler == "cmaes":
+        raise ConfigError(
+            f"{source}: `study.sampler` 'cmaes' cannot optimise two objectives; "
+            "use 'tpe', 'gp' or 'random'."
+        )
+    return config
+
+
+SECOND_OBJECTIVES = ("train_seconds", "n_updates")
+
+
+def _objectives(value: list, where: str) -> tuple[str, ...]:
+    allowed = ("val_error", "val_loss")
+    if not value:
+        return ()
+    if (
+        not 1 <= len(value) <= 2
+        or value[0] not in allowed
+        or (len(value) == 2 and value[1] not in SECOND_OBJECTIVES)
+    ):
+        raise ConfigError(
+            f"{where} must be [metric] or [metric, cost] with metric 'val_error' or 'val_loss' "
+            f"and cost one of {', '.join(map(repr, SECOND_OBJECTIVES))}, but got {value!r}."
+        )
+    return tuple(value)
 
 
 def _section(section: str, values: dict[str, Any], source: str) -> Any:
@@ -243,7 +279,9 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
         if isinstance(value, bool) is not (bool in allowed) or not isinstance(value, allowed):
             names = " or ".join(_TYPE_NAMES[t] for t in allowed)
             raise ConfigError(f"{where} must be {names}, but got {value!r}.")
-        if isinstance(value, list):
+        if (section, key) == ("study", "objectives"):
+            value = _objectives(value, where)
+        elif isinstance(value, list):
             if len(value) != 2 or not all(_is_number(v) for v in value):
                 raise ConfigError(
                     f"{where} must be a [low, high] pair of numbers, but got {value}."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["OptunaBSError", "ConfigError", "StorageError"]
+__all__ = ["OptunaBSError", "ConfigError", "StorageError", "NotEnoughTrialsError"]
 
 
 class OptunaBSError(Exception):
@@ -19,3 +19,7 @@ class ConfigError(OptunaBSError, ValueError):
 
 class StorageError(OptunaBSError, ValueError):
     """A storage URL is malformed or its server cannot be reached."""
+
+
+class NotEnoughTrialsError(OptunaBSError):
+    """The study has too few usable complete trials, or batch sizes, for what was asked."""

@@ -88,6 +88,9 @@ class TrialMonitor:
                 f"`min_delta` must be a number >= 0, but got min_delta={min_delta!r}."
             )
         self.trial = trial
+        # Optuna cannot report intermediate values of a multi-objective trial, nor prune it.
+        study = getattr(trial, "study", None)
+        self._reports = trial is not None and (study is None or len(study.directions) == 1)
         self.patience = patience
         self.min_delta = float(min_delta)
         self.metric = metric
@@ -148,7 +151,7 @@ class TrialMonitor:
         value = self.history_[-1]
         if not math.isfinite(value):
             return self.stop("diverged", f"validation value {value} at epoch {self.epoch_}")
-        if self.trial is not None:
+        if self._reports:
             self.trial.report(value, self.epoch_)
             if self.trial.should_prune():
                 return self.stop("pruned", f"{self.metric}={value:.4g} at epoch {self.epoch_}")

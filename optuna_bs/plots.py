@@ -1,4 +1,4 @@
-"""Plotly figures of what a study learned, the HTML report, and saving both for optuna-dashboard.
+"""Plotly figures of what a study learned.
 
 Each ``plot_*`` is a ``_*_info()`` that returns plain data (tests check it) and a drawing step
 that returns a ``plotly.graph_objects.Figure``. plotly and optuna-dashboard are optional
@@ -9,34 +9,28 @@ that returns a ``plotly.graph_objects.Figure``. plotly and optuna-dashboard are 
   square-root rules through the fit's anchor.
 * :func:`plot_pareto_front`: error against training seconds or parameter updates.
 * :func:`plot_learning_curves`: validation value per epoch, pruned trials dimmed.
-* :func:`write_report`: a self-contained HTML file of the figures and the summary table.
-* :func:`save_to_dashboard`: the figures and a markdown note, saved into the study.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import math
-import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 
 from optuna_bs.analysis import (
+    NoiseScaleFit,
     NotEnoughTrialsError,
     ParetoPoint,
     ScalingFit,
-    Summary,
     complete_points,
+    fit_noise_scale,
     fit_scaling_rule,
     metric_name,
     pareto_front,
-    summarize,
 )
 
 if TYPE_CHECKING:
@@ -49,13 +43,11 @@ __all__ = [
     "plot_lr_vs_batch_size",
     "plot_noise_scale",
     "plot_pareto_front",
-    "save_to_dashboard",
-    "write_report",
 ]
 
 _logger = logging.getLogger(__name__)
 
-_INSTALL = "pip install 'optuna-bs[dashboard]'"
+INSTALL_HINT = "pip install 'optuna-bs[dashboard]'"
 # Viridis, without its pale yellow end, which vanishes on white.
 _PALETTE = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779")
 _PALETTE += ("#6ece58", "#b5de2b")
@@ -67,11 +59,11 @@ def _go():
     try:
         import plotly.graph_objects as go
     except ImportError as err:
-        raise ImportError(f"optuna-bs figures need plotly: {_INSTALL}") from err
+        raise ImportError(f"optuna-bs figures need plotly: {INSTALL_HINT}") from err
     return go
 
 
-def batch_size_colors(batch_sizes) -> dict[int, str]:
+def _batch_size_colors(batch_sizes) -> dict[int, str]:
     """One colour per batch size, from dark (smallest) to light (largest)."""
     sizes = sorted(set(batch_sizes))
     last = max(len(sizes) - 1, 1)
@@ -79,13 +71,28 @@ def batch_size_colors(batch_sizes) -> dict[int, str]:
     return {b: _PALETTE[round(i * n / last)] for i, b in enumerate(sizes)}
 
 
-def _try_fit(study: optuna.Study, fit: ScalingFit | None) -> tuple[ScalingFit | None, str | None]:
-    if fit is not None:
-        return fit, None
+def _try(function, study: optuna.Study, given):
+    """``(given, None)``, else ``(function(study), None)``, else ``(None, why not)``."""
+    if given is not None:
+        return given, None
     try:
-        return fit_scaling_rule(study), None
+        return function(study), None
     except NotEnoughTrialsError as err:
         return None, str(err)
+
+
+def _layout(fig, title: str, x: str, y: str, *, log_x: bool = False, log_y: bool = False):
+    """The layout every figure shares; legends go below, for the dashboard's narrow panels."""
+    fig.update_layout(
+        title={"text": title, "font": {"size": 15}},
+        template="plotly_white",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2},
+        margin={"l": 60, "r": 20, "t": 60, "b": 40},
+    )
+    # "D2": log ticks at 1, 2, 5, 10, ... only
+    fig.update_xaxes(title=x, **({"type": "log", "dtick": "D2"} if log_x else {}))
+    fig.update_yaxes(title=y, **({"type": "log", "dtick": "D2"} if log_y else {}))
+    return fig
 
 
 @dataclass(frozen=True)
@@ -103,23 +110,23 @@ class NoiseScaleInfo:
     metric: str
 
 
-def _noise_scale_info(study: optuna.Study, fit: ScalingFit | None = None) -> NoiseScaleInfo:
+def _noise_scale_info(study: optuna.Study, fit: NoiseScaleFit | None = None) -> NoiseScaleInfo:
     points = complete_points(study)
-    fit, reason = _try_fit(study, fit)
+    fit, reason = _try(fit_noise_scale, study, fit)
     return NoiseScaleInfo(
         numbers=tuple(p.number for p in points),
         noise_scales=tuple(p.noise_scale for p in points),
         errors=tuple(p.error for p in points),
         batch_sizes=tuple(p.batch_size for p in points),
-        colors=batch_size_colors(p.batch_size for p in points),
-        best_noise_scale=fit and fit.best_noise_scale,
-        interval=fit and (fit.noise_scale_low, fit.noise_scale_high),
+        colors=_batch_size_colors(p.batch_size for p in points),
+        best_noise_scale=None if fit is None else fit.best_noise_scale,
+        interval=None if fit is None else (fit.low, fit.high),
         reason=reason,
         metric=metric_name(study),
     )
 
 
-def plot_noise_scale(study: optuna.Study, *, fit: ScalingFit | None = None) -> go.Figure:
+def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -> go.Figure:
     """Validation error against noise scale g (log x), one colour per batch size, g* marked."""
     info = _noise_scale_info(study, fit)
     go = _go()
@@ -136,7 +143,7 @@ def plot_noise_scale(study: optuna.Study, *, fit: ScalingFit | None = None) -> g
                 text=[f"trial #{info.numbers[i]}" for i in idx],
             )
         )
-    title = "Validation error against noise scale g = lr (N/B - 1) / (1 - m)"
+    title = f"{info.metric} against noise scale g: g* not fitted (too few trials)"
     if info.best_noise_scale is not None and info.errors:
         (low, high), y = info.interval, (min(info.errors), max(info.errors))
         fig.add_trace(
@@ -158,11 +165,8 @@ def plot_noise_scale(study: optuna.Study, *, fit: ScalingFit | None = None) -> g
                 name=f"g* = {info.best_noise_scale:.3g}",
             )
         )
-        title += f"; g* = {info.best_noise_scale:.3g}"
-    fig.update_layout(title=title, template="plotly_white", legend_title_text="batch size")
-    fig.update_xaxes(type="log", title="noise scale g")
-    fig.update_yaxes(title=info.metric)
-    return fig
+        title = f"{info.metric} against noise scale g: g* = {info.best_noise_scale:.3g}"
+    return _layout(fig, title, "noise scale g = lr (N/B - 1) / (1 - m)", info.metric, log_x=True)
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,7 @@ class LrInfo:
 
 def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
     points = complete_points(study)
-    fit, reason = _try_fit(study, fit)
+    fit, reason = _try(fit_scaling_rule, study, fit)
     line: tuple[float, ...] = ()
     fitted = linear = sqrt = ()
     if fit is not None:
@@ -227,7 +231,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
                 "color": info.errors,
                 "colorscale": "Viridis_r",
                 "size": 8,
-                "colorbar": {"title": "error", "x": 1.2},
+                "colorbar": {"title": {"text": "error"}, "thickness": 12},
             },
             text=[
                 f"trial #{n}, error {e:.4f}"
@@ -235,7 +239,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
             ],
         )
     )
-    title = "Learning rate against batch size"
+    title = "Learning rate against batch size: rule not fitted (too few trials or sizes)"
     if info.fit is not None:
         f = info.fit
         fig.add_trace(
@@ -256,13 +260,13 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
             fig.add_trace(
                 go.Scatter(x=info.line_batch_sizes, y=ys, mode="lines", name=name, line=style)
             )
-        title += (
-            f"; fitted α = {f.alpha:.2f} "
-            f"({round(100 * f.confidence)}% CI {f.alpha_low:.2f}..{f.alpha_high:.2f})"
+        pct = round(100 * f.confidence)
+        title = (
+            "Learning rate against batch size: "
+            f"α = {f.alpha:.2f} ({pct}% CI {f.alpha_low:.2f}..{f.alpha_high:.2f})"
         )
-    fig.update_layout(title=title, template="plotly_white")
-    fig.update_xaxes(type="log", title="batch size B")
-    fig.update_yaxes(type="log", title="learning rate")
+    _layout(fig, title, "batch size B", "learning rate", log_x=True, log_y=True)
+    fig.update_xaxes(tickvals=[2**k for k in range(31)])
     return fig
 
 
@@ -318,11 +322,7 @@ def plot_pareto_front(study: optuna.Study, x: str = "train_seconds") -> go.Figur
         )
     )
     label = {"train_seconds": "training time [s]", "n_updates": "parameter updates"}[x]
-    fig.update_layout(
-        title=f"Pareto front: {info.metric} against {label}", template="plotly_white"
-    )
-    fig.update_xaxes(type="log", title=label)
-    fig.update_yaxes(title=info.metric)
+    _layout(fig, f"Pareto front: {info.metric} against {label}", label, info.metric, log_x=True)
     return fig
 
 
@@ -360,7 +360,9 @@ def _curves_info(study: optuna.Study) -> CurvesInfo:
                 )
             )
     sizes = [c.batch_size for c in curves if c.batch_size is not None]
-    return CurvesInfo(tuple(curves), batch_size_colors(sizes), metric_name(study))
+    # Pruned first, so they lie underneath; then by batch size, so the legend reads in order.
+    curves.sort(key=lambda c: (not c.pruned, c.batch_size or 0, c.number))
+    return CurvesInfo(tuple(curves), _batch_size_colors(sizes), metric_name(study))
 
 
 def plot_learning_curves(study: optuna.Study) -> go.Figure:
@@ -386,131 +388,18 @@ def plot_learning_curves(study: optuna.Study) -> go.Figure:
             )
         )
         shown.add(group)
-    fig.update_layout(title="Learning curves (pruned trials dimmed)", template="plotly_white")
-    fig.update_xaxes(title="epoch")
-    fig.update_yaxes(title=info.metric)
-    return fig
+    return _layout(fig, "Learning curves (pruned trials dimmed)", "epoch", info.metric)
 
 
-def figures(study: optuna.Study, *, fit: ScalingFit | None = None) -> dict[str, go.Figure]:
-    """Every figure of the report, by its id in :data:`FIGURES`."""
-    fit, _ = _try_fit(study, fit)
+def figures(
+    study: optuna.Study, *, fit: ScalingFit | None = None, noise: NoiseScaleFit | None = None
+) -> dict[str, go.Figure]:
+    """Every figure of the report, by its id in :data:`FIGURES`; fits given are not redone."""
+    fit, _ = _try(fit_scaling_rule, study, fit)
     return {
-        "noise-scale": plot_noise_scale(study, fit=fit),
+        "noise-scale": plot_noise_scale(study, fit=noise),
         "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit),
         "pareto-seconds": plot_pareto_front(study, "train_seconds"),
         "pareto-updates": plot_pareto_front(study, "n_updates"),
         "curves": plot_learning_curves(study),
     }
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;
-text-align:left}th{background:#f3f3f3}.figure{margin:2em 0}"""
-
-
-def _html_table(rows, *, header: bool) -> str:
-    cells = []
-    for i, row in enumerate(rows):
-        tag = "th" if header and i == 0 else "td"
-        cells.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
-    return "<table>" + "".join(cells) + "</table>"
-
-
-def write_report(
-    study: optuna.Study,
-    out_dir: str | Path,
-    *,
-    batch_size: int | None = None,
-    summary: Summary | None = None,
-) -> Path:
-    """Write ``report-<study name>.html`` into ``out_dir``: summary tables and every figure.
-
-    The file is self-contained: plotly.js is inlined once, so it opens offline.
-
-    Args:
-        study: A finished study.
-        out_dir: The folder to write to; created if missing.
-        batch_size: The batch size of the recommendation (see :func:`summarize`).
-        summary: A summary already made by :func:`summarize`, to avoid fitting twice.
-
-    Returns:
-        The path of the HTML file.
-    """
-    summary = summary or summarize(study, batch_size)
-    figs = figures(study, fit=summary.fit)
-    parts = [
-        f"<h1>optuna-bs report: {html.escape(study.study_name)}</h1>",
-        _html_table([("item", "value"), *summary.rows()], header=True),
-    ]
-    for cost in ("train_seconds", "n_updates"):
-        parts.append(f"<h2>Pareto front, {html.escape(summary.metric)} vs {cost}</h2>")
-        parts.append(_html_table(summary.pareto_rows(cost), header=True))
-    for i, (name, fig) in enumerate(figs.items()):
-        div = fig.to_html(
-            full_html=False,
-            include_plotlyjs=i == 0,  # inlined once; the others reuse it
-            div_id=f"figure-{name}",
-            default_height="520px",
-        )
-        parts.append(f'<div class="figure">{div}</div>')
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>optuna-bs report: {html.escape(study.study_name)}</title>"
-        f"<style>{_CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", study.study_name).strip("_") or "study"
-    path = out / f"report-{slug}.html"
-    path.write_text(page, encoding="utf-8")
-    _logger.info("wrote report of study %r to %s", study.study_name, path)
-    return path
-
-
-def save_to_dashboard(
-    study: optuna.Study,
-    *,
-    batch_size: int | None = None,
-    summary: Summary | None = None,
-) -> list[str]:
-    """Save the figures and a markdown note into the study, for optuna-dashboard to show.
-
-    The graph ids are fixed (``optuna-bs-<figure>``), so saving again replaces the figures
-    instead of adding copies. The note is the summary (:meth:`Summary.to_markdown`). The
-    study's metric names are set when they are unset, so the dashboard labels its axes.
-
-    Args:
-        study: A finished study in the store that optuna-dashboard reads.
-        batch_size: The batch size of the recommendation (see :func:`summarize`).
-        summary: A summary already made by :func:`summarize`, to avoid fitting twice.
-
-    Returns:
-        The graph object ids saved.
-
-    Raises:
-        ImportError: If optuna-dashboard or plotly is not installed.
-    """
-    try:
-        import optuna_dashboard
-    except ImportError as err:
-        raise ImportError(
-            f"saving to optuna-dashboard needs optuna-dashboard: {_INSTALL}"
-        ) from err
-    if study.metric_names is None:
-        names = [metric_name(study), "train_seconds"][: len(study.directions)]
-        names += [f"objective_{i}" for i in range(len(names), len(study.directions))]
-        with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)
-    summary = summary or summarize(study, batch_size)
-    ids = []
-    for name, fig in figures(study, fit=summary.fit).items():
-        ids.append(
-            optuna_dashboard.save_plotly_graph_object(
-                study, fig, graph_object_id=f"optuna-bs-{name}"
-            )
-        )
-    optuna_dashboard.save_note(study, summary.to_markdown())
-    _logger.info("saved %d figures and a note into study %r", len(ids), study.study_name)
-    return ids

@@ -41,6 +41,7 @@ __all__ = [
     "open_study",
     "launch_workers",
     "split_trials",
+    "best_trial",
     "make_sampler",
     "make_pruner",
     "evaluate_best_on_test",
@@ -74,9 +75,13 @@ class Prepared:
     seed: int
     checkpoint_dir: Path | None = None
 
-    def objective(self, trial: optuna.trial.BaseTrial) -> float:
-        """Train one trial's configuration; its best epoch's validation value."""
-        return self.train(trial)[0].best_value
+    def objective(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, float]:
+        """Train one trial's configuration; its best epoch's validation value (and cost)."""
+        result = self.train(trial)[0]
+        objectives = self.config.study.objectives
+        if len(objectives) > 1:
+            return result.best_value, float(getattr(result, objectives[1]))
+        return result.best_value
 
     def train(
         self, trial: optuna.trial.BaseTrial, *, seed: int | None = None
@@ -148,10 +153,10 @@ class Prepared:
         if self.checkpoint_dir is None:
             return
         folder = self.checkpoint_dir / _safe_name(self.study_name)
-        try:
-            best = study.best_trial.number
-        except ValueError:
+        best = best_trial(study)
+        if best is None:
             return
+        best = best.number
         done = optuna.trial.TrialState.COMPLETE
         for t in study.get_trials(deepcopy=False, states=(done,)):
             if t.number != best:
@@ -247,7 +252,9 @@ def make_sampler(
 def make_pruner(name: str, *, warmup_epochs: int = 3, max_epochs: int = 15):
     """The Optuna pruner called ``name`` (one of :data:`optuna_bs.config.PRUNERS`)."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_epochs)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=5, n_warmup_steps=warmup_epochs, n_min_trials=5
+        )
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     if name == "none":
@@ -258,10 +265,11 @@ def make_pruner(name: str, *, warmup_epochs: int = 3, max_epochs: int = 15):
 def open_study(prepared: Prepared) -> optuna.Study:
     """Create the study, or load it by name, with the configured sampler and pruner."""
     cfg = prepared.config
+    names = list(cfg.study.objectives) or [METRIC_NAMES[cfg.train.metric]]
     study = optuna.create_study(
         storage=prepared.storage,
         study_name=prepared.study_name,
-        direction="minimize",
+        directions=["minimize"] * len(names),
         load_if_exists=True,
         pruner=make_pruner(
             cfg.study.pruner,
@@ -285,7 +293,7 @@ def open_study(prepared: Prepared) -> optuna.Study:
     else:
         with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC_NAMES[cfg.train.metric]])
+            study.set_metric_names(names)
     return study
 
 
@@ -387,18 +395,17 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     Returns:
         The test value, or ``None`` when the study has no complete trial.
     """
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_trial(study)
+    if best is None:
         return None
     replay = optuna.trial.FixedTrial(best.params, number=best.number)
     result, model = prepared.train(replay, seed=best.user_attrs.get("seed"))
-    if abs(result.best_value - best.value) > 1e-9:
+    if abs(result.best_value - best.values[0]) > 1e-9:
         _logger.info(
             "Re-run of trial %d reached %.4f against %.4f (non-deterministic device kernels).",
             best.number,
             result.best_value,
-            best.value,
+            best.values[0],
         )
     metric = prepared.config.train.metric
     value = evaluate(
@@ -422,6 +429,12 @@ def _is_outage(err: BaseException) -> bool:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return False
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The complete trial with the lowest validation value (objective 0), or ``None``."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return min(done, key=lambda t: t.values[0], default=None)
 
 
 def split_trials(n_trials: int, workers: int) -> list[int]:

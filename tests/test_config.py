@@ -273,3 +273,26 @@ def test_patience_zero_turns_early_stopping_off(tmp_path):
     result, _ = prepared.train(frozen)
     assert len(set(result.history)) < len(result.history)
     assert result.epochs_run == 6
+
+
+@pytest.mark.parametrize(
+    ("objectives", "match"),
+    [
+        ('["val_error", "accuracy"]', "must be \\[metric\\] or \\[metric, cost\\]"),
+        ('["train_seconds"]', "must be \\[metric\\]"),
+        ('["val_loss", "n_updates"]', "must start with the tuned metric 'val_error'"),
+        ('"val_error"', "must be a \\[low, high\\] pair"),
+    ],
+)
+def test_bad_objectives(tmp_path, objectives, match):
+    path = tmp_path / "s.toml"
+    path.write_text(f"[study]\nobjectives = {objectives}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def test_cmaes_cannot_take_two_objectives(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[study]\nsampler = "cmaes"\nobjectives = ["val_error", "n_updates"]\n')
+    with pytest.raises(ConfigError, match="cmaes"):
+        load_config(path)

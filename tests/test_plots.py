@@ -1,0 +1,148 @@
+"""plots.py: the data behind each figure, the HTML report and what is saved for the dashboard."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import optuna
+import pytest
+
+from optuna_bs import plots
+from optuna_bs.analysis import fit_noise_scale, fit_scaling_rule, pareto_front
+from optuna_bs.plots import (
+    _curves_info,
+    _lr_info,
+    _noise_scale_info,
+    _pareto_info,
+    figures,
+    plot_learning_curves,
+    plot_lr_vs_batch_size,
+    plot_noise_scale,
+)
+
+from .test_analysis import BATCH_SIZES, add, landscape_study, recommend_study
+
+
+def curves_study():
+    """62 trials on a linear rule, 2 of them pruned, each with 3 epochs of curve."""
+    study = landscape_study(1.0, per_b=10)
+    state = optuna.trial.TrialState
+    for b in (16, 64):  # two pruned trials
+        add(study, None, b, 0.5, state=state.PRUNED)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 62
+    return _with_curves(study)
+
+
+@pytest.fixture(scope="module")
+def study():
+    return curves_study()
+
+
+def _with_curves(study):
+    """A copy of the study in which every trial has 3 epochs of intermediate values."""
+    copy = optuna.create_study(study_name="plots")
+    for t in study.get_trials(deepcopy=False):
+        start = 0.9 if t.state == optuna.trial.TrialState.PRUNED else 0.5
+        copy.add_trial(
+            optuna.trial.create_trial(
+                state=t.state,
+                value=t.value,
+                user_attrs=t.user_attrs,
+                intermediate_values={1: start, 2: start - 0.1, 3: start - 0.15},
+            )
+        )
+    return copy
+
+
+def test_noise_scale_info_colours_by_batch_size_and_marks_g_star(study):
+    info = _noise_scale_info(study)
+    assert set(info.colors) == set(BATCH_SIZES)
+    assert len(set(info.colors.values())) == len(BATCH_SIZES)  # one colour each
+    assert len(info.noise_scales) == len(info.errors) == len(info.batch_sizes) == 60
+    fit = fit_noise_scale(study)
+    assert info.best_noise_scale == fit.best_noise_scale
+    assert info.interval == (fit.low, fit.high)
+    assert info.reason is None and info.metric == "val_error"
+
+    fig = plot_noise_scale(study)
+    names = [t.name for t in fig.data]
+    assert [f"B={b}" for b in BATCH_SIZES] == names[: len(BATCH_SIZES)]
+    marker = next(t for t in fig.data if t.name.startswith("g* ="))
+    assert tuple(marker.x) == (fit.best_noise_scale,) * 2
+    assert fig.layout.xaxis.type == "log"
+    for t in fig.data[: len(BATCH_SIZES)]:
+        assert t.marker.color == info.colors[int(t.name[2:])]
+
+
+def test_lr_info_draws_the_fit_and_reference_rules_through_the_anchor(study):
+    info = _lr_info(study)
+    fit = fit_scaling_rule(study)
+    assert info.fit == fit
+    x = np.log(info.line_batch_sizes)
+    assert info.line_batch_sizes[0] == min(BATCH_SIZES)
+    assert info.line_batch_sizes[-1] == pytest.approx(max(BATCH_SIZES))
+    for lrs, slope in ((info.fitted_lrs, fit.alpha), (info.linear_lrs, 1.0), (info.sqrt_lrs, 0.5)):
+        assert np.polyfit(x, np.log(lrs), 1)[0] == pytest.approx(slope)
+        # each line passes through the anchor (B0, lr0)
+        at_anchor = np.interp(math.log(fit.anchor_batch_size), x, np.log(lrs))
+        assert at_anchor == pytest.approx(math.log(fit.anchor_lr), abs=1e-6)
+
+    fig = plot_lr_vs_batch_size(study)
+    assert (fig.layout.xaxis.type, fig.layout.yaxis.type) == ("log", "log")
+    names = [t.name for t in fig.data]
+    assert {"linear rule: lr ∝ B", "sqrt rule: lr ∝ √B", "best lr per B"} <= set(names)
+    assert f"α = {fit.alpha:.2f}" in fig.layout.title.text
+
+
+def test_unfittable_study_still_plots_and_says_why():
+    study = recommend_study()
+    lr = _lr_info(study)
+    assert lr.fit is None and "at least min_selected=5" in lr.reason
+    assert lr.line_batch_sizes == lr.fitted_lrs == lr.linear_lrs == lr.sqrt_lrs == ()
+    noise = _noise_scale_info(study)
+    assert noise.best_noise_scale is None and noise.reason
+    fig = plot_lr_vs_batch_size(study)
+    assert len(fig.data) == 1  # the trials only
+    assert "rule not fitted" in fig.layout.title.text
+    fig = plot_noise_scale(study)
+    assert not any(t.name.startswith("g*") for t in fig.data)
+    assert "g* not fitted" in fig.layout.title.text
+    assert len(figures(study)) == len(plots.FIGURES)
+
+
+@pytest.mark.parametrize("x", ["train_seconds", "n_updates"])
+def test_pareto_info_matches_the_analysis(study, x):
+    info = _pareto_info(study, x)
+    assert info.front == tuple(pareto_front(study, x))
+    assert len(info.costs) == len(info.errors) == 60
+    fig = plots.plot_pareto_front(study, x)
+    front = fig.data[1]
+    assert front.name == "Pareto front"
+    assert list(front.y) == [p.error for p in info.front]
+
+
+def test_learning_curves_flag_and_dim_pruned_trials(study):
+    info = _curves_info(study)
+    assert len(info.curves) == 62
+    pruned = [c for c in info.curves if c.pruned]
+    assert [c.batch_size for c in pruned] == [16, 64]
+    assert all(c.epochs == (1, 2, 3) for c in info.curves)
+    assert pruned[0].values == (0.9, 0.8, 0.75)
+    fig = plot_learning_curves(study)
+    dim = [t for t in fig.data if t.name == "pruned"]
+    bright = [t for t in fig.data if t.name != "pruned"]
+    assert len(dim) == 2 and len(bright) == 60
+    assert all(t.opacity < 0.5 for t in dim) and all(t.opacity > 0.5 for t in bright)
+    # one legend entry per group
+    assert sum(bool(t.showlegend) for t in fig.data) == 1 + len(BATCH_SIZES)
+
+
+def test_plots_without_plotly_say_how_to_install_it(monkeypatch, study):
+    monkeypatch.setitem(sys.modules, "plotly", None)
+    monkeypatch.setitem(sys.modules, "plotly.graph_objects", None)
+    with pytest.raises(ImportError, match=r"pip install 'optuna-bs\[dashboard\]'"):
+        plot_noise_scale(study)
+    assert _noise_scale_info(study).best_noise_scale  # the data needs no plotly

@@ -1,0 +1,173 @@
+"""The report: summary tables, the HTML file and what is saved for optuna-dashboard."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+import pytest
+
+from optuna_bs import plots
+from optuna_bs.analysis import pareto_front
+from optuna_bs.plots import _curves_info
+from optuna_bs.report import save_to_dashboard, summarize, write_report
+
+from .test_analysis import BATCH_SIZES, add, landscape_study, recommend_study
+from .test_plots import curves_study
+
+
+def test_summary_of_a_fitted_study():
+    study = landscape_study(1.0, per_b=10)
+    add(study, None, 64, 0.1, state=optuna.trial.TrialState.PRUNED)
+    summary = summarize(study, 1024, n_bootstrap=200)
+    assert (summary.n_trials, summary.n_complete, summary.n_pruned) == (61, 60, 1)
+    assert summary.fit is not None and summary.fit_reason is None
+    assert summary.fit.alpha == pytest.approx(1.0, abs=0.1)
+    assert summary.noise is not None and summary.noise_reason is None
+    assert summary.recommendation.batch_size == 1024
+    assert any("outside the batch sizes" in w for w in summary.warnings)
+    assert summary.good_batch_sizes and set(summary.good_batch_sizes) <= set(BATCH_SIZES)
+    text = summary.to_text()
+    assert f"{summary.fit.alpha:.3f}" in text and "g*" in text
+    assert "Pareto front, val_error vs train_seconds" in text
+    assert f"#{summary.best.number}" in text
+    note = summary.to_markdown()
+    assert note.startswith("## optuna-bs report") and "| scaling rule |" in note
+
+
+def test_summary_of_a_small_study_says_why_there_is_no_fit():
+    summary = summarize(recommend_study())
+    assert summary.fit is None
+    assert "has 4 usable complete trials" in summary.fit_reason
+    assert summary.noise is None and summary.noise_reason == summary.fit_reason
+    assert summary.to_text().count("not fitted") == 2
+    assert summary.best.batch_size == 64 and summary.warnings == ()
+    empty = summarize(optuna.create_study())
+    assert empty.best is None and empty.recommendation is None
+    assert "not fitted" in empty.to_text()
+
+
+def test_summary_of_a_two_objective_study_uses_objective_0_as_the_error():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for t in landscape_study(1.0, per_b=10).get_trials(deepcopy=False):
+        study.add_trial(
+            optuna.trial.create_trial(values=[t.value, 1.0 / t.value], user_attrs=t.user_attrs)
+        )
+    summary = summarize(study, n_bootstrap=100)
+    assert summary.fit.alpha == pytest.approx(1.0, abs=0.1)
+    assert summary.best.error == min(t.values[0] for t in study.trials)
+    front = pareto_front(study, "train_seconds")  # the attr, 1.0 for every trial
+    assert [p.error for p in front] == [summary.best.error]
+
+
+def test_report_is_self_contained_html_with_every_figure(tmp_path):
+    study = curves_study()
+    path = write_report(study, tmp_path / "out", batch_size=2048)
+    assert path == tmp_path / "out" / "report-plots.html"
+    page = path.read_text(encoding="utf-8")
+    assert page.count('class="plotly-graph-div"') == len(plots.FIGURES)
+    assert not re.search(r"<script[^>]+src=", page)  # no CDN: plotly.js is inlined
+    assert page.count("Plotly.newPlot") == len(plots.FIGURES)
+    summary = summarize(study, 2048)
+    assert f"{summary.fit.alpha:.3f}" in page
+    assert f"{summary.noise.best_noise_scale:.3g}" in page
+    assert "recommendation at B=2048" in page
+    assert "Pareto front, val_error vs n_updates" in page
+
+
+def test_save_to_dashboard_stores_figures_note_and_metric_name(tmp_path):
+    import optuna_dashboard  # the dashboard extra, which CI installs
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(storage=storage, study_name="dash")
+
+    def system_keys():  # graph objects are kept in study system attrs keyed by their id
+        return set(storage.get_study_system_attrs(storage.get_study_id_from_name("dash")))
+
+    for t in landscape_study(0.5, per_b=4).get_trials(deepcopy=False):
+        study.add_trial(t)
+    assert study.metric_names is None
+    ids = save_to_dashboard(study, batch_size=64)
+    assert ids == [f"optuna-bs-{name}" for name in plots.FIGURES]
+    again = optuna.load_study(storage=storage, study_name="dash")
+    assert again.metric_names == ["val_error"]
+    saved = {k for k in system_keys() if "optuna-bs-" in k}
+    assert all(any(i in k for k in saved) for i in ids)
+    note = optuna_dashboard.get_note(again)
+    assert "optuna-bs report" in note and "recommendation at B=64" in note
+    save_to_dashboard(again)  # the same ids: replaced, not added
+    assert {k for k in system_keys() if "optuna-bs-" in k} == saved
+
+
+def test_save_to_dashboard_names_both_objectives_of_a_two_objective_study():
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for t in landscape_study(1.0, per_b=3).get_trials(deepcopy=False):
+        study.add_trial(optuna.trial.create_trial(values=[t.value, 1.0], user_attrs=t.user_attrs))
+    assert len(save_to_dashboard(study)) == len(plots.FIGURES)
+    assert study.metric_names == ["val_error", "train_seconds"]
+    assert _curves_info(study).curves == ()  # no intermediate values in such a study
+
+
+TINY_STUDY = """
+[study]
+name = "{name}"
+n_trials = 6
+{extra}
+[data]
+name = "synthetic"
+n_samples = 400
+[model]
+hidden = [16]
+[space]
+batch_size = [16, 64]
+[train]
+max_epochs = 3
+"""
+
+
+def _run_tiny(tmp_path, name, extra=""):
+    from optuna_bs.cli import main
+
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY_STUDY.format(name=name, extra=extra))
+    assert main(["run", str(path), "-q"]) == 0
+    return optuna.load_study(study_name=name, storage="sqlite:///optuna_bs.db")
+
+
+def test_report_command_prints_writes_and_saves_for_the_dashboard(tmp_path, capsys):
+    from optuna_bs.cli import main
+
+    _run_tiny(tmp_path, "tiny")
+    capsys.readouterr()
+    assert main(["report", "--study-name", "tiny", "--dashboard", "--batch-size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "best noise scale g*" in out and "recommendation at B=32" in out
+    assert (tmp_path / "reports" / "report-tiny.html").exists()
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna_bs.db")
+    assert study.metric_names == ["val_error"]
+    storage = optuna.storages.RDBStorage("sqlite:///optuna_bs.db")
+    keys = storage.get_study_system_attrs(storage.get_study_id_from_name("tiny"))
+    assert any("optuna-bs-noise-scale" in k for k in keys)
+
+
+def test_report_command_on_an_unknown_study_is_one_line(tmp_path, capsys):
+    from optuna_bs.cli import main
+
+    _run_tiny(tmp_path, "tiny")
+    capsys.readouterr()
+    assert main(["report", "--study-name", "tinny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'tinny' is not in" in err and "tiny" in err
+
+
+def test_two_objective_study_file(tmp_path):
+    study = _run_tiny(tmp_path, "mo", 'objectives = ["val_error", "train_seconds"]')
+    assert len(study.directions) == 2
+    assert study.metric_names == ["val_error", "train_seconds"]
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 6
+    for t in done:
+        assert t.values[1] == t.user_attrs["train_seconds"]
+    summary = summarize(study)
+    front = {p.number for p in summary.pareto_seconds}
+    assert front == {t.number for t in study.best_trials}
