@@ -498,7 +498,9 @@ def launch_workers(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes.append(proc.wait())
-        codes.append(130)
+        for thread in threads:
+            thread.join(timeout=5)
+        return 130  # interrupted, whatever each worker made of its SIGINT
     for thread in threads:
         thread.join(timeout=5)
     return next((code for code in codes if code != 0), 0)

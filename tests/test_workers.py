@@ -442,3 +442,102 @@ def test_workers_survive_a_postgres_restart(postgres_url, tmp_path):
 def test_fit_result_records_resume_epoch():
     assert "resumed_from_epoch" in FitResult.__dataclass_fields__
     assert sys.executable  # the workers run with this interpreter's optuna-bs
+
+
+def test_ctrl_c_reaches_every_worker(postgres_url, tmp_path):
+    """Ctrl-C on launch is passed on: the workers stop, launch exits 130, nothing hangs."""
+    name = _name()
+    launcher = subprocess.Popen(
+        [
+            *cli_command(),
+            "launch",
+            str(_study_file(tmp_path, SLOW_STUDY)),
+            "--storage",
+            postgres_url,
+            "--study-name",
+            name,
+            "--workers",
+            "2",
+            "--n-trials",
+            "40",
+            "--no-test",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    storage = make_storage(postgres_url)
+
+    def running():
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            return False
+        return len(study.get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 2
+
+    _wait_for(running, what="both workers to run a trial")
+    launcher.send_signal(signal.SIGINT)
+    out, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, out[-2000:]
+    assert "interrupted" in out
+    trials = _trials(postgres_url, name)
+    assert len(trials) < 40
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    _delete(postgres_url, name)
+
+
+def test_gpus_give_one_worker_each(postgres_url, tmp_path):
+    name = _name()
+    run = _cli(
+        "launch",
+        _study_file(tmp_path, FAST_STUDY),
+        "--storage",
+        postgres_url,
+        "--study-name",
+        name,
+        "--gpus",
+        "0,1",
+        "--n-trials",
+        3,
+        "--no-test",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "launching 2 workers" in run.stdout
+    assert len(_trials(postgres_url, name)) == 3
+    _delete(postgres_url, name)
+    bad = _cli(
+        "launch",
+        _study_file(tmp_path, FAST_STUDY),
+        "--storage",
+        postgres_url,
+        "--gpus",
+        "0,1",
+        "--workers",
+        3,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "--workers" in bad.stderr
+
+
+def test_keep_best_checkpoint(tmp_path):
+    from optuna_bs.config import config_from_dict
+    from optuna_bs.runner import best_trial, prepare, run_study
+
+    config = config_from_dict(
+        {
+            "study": {"keep_best_checkpoint": True, "n_trials": 4, "pruner": "none"},
+            "data": {"name": "synthetic", "n_samples": 200, "n_features": 4},
+            "model": {"hidden": [8]},
+            "space": {"batch_size": [16, 32]},
+            "train": {"max_epochs": 2},
+        }
+    )
+    prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    study = run_study(prepared)
+    kept = sorted((tmp_path / "checkpoints" / "mnist1d_mlp").glob("*.pt"))
+    assert kept == [
+        tmp_path / "checkpoints" / "mnist1d_mlp" / f"trial_{best_trial(study).number}.pt"
+    ]
