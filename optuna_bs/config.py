@@ -10,7 +10,8 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
               alpha
-    [train]   max_epochs, patience, min_delta, device, metric, optimizer, weight_decay
+    [train]   max_epochs, patience, min_delta, device, metric, optimizer, weight_decay,
+              precision, channels_last, compile, augment, cudnn_benchmark
 
 Every error names the file, the key, the value and what is allowed, and a misspelt key gets
 the closest valid one suggested. Values that need the data (a batch size against N, say) are
@@ -101,6 +102,11 @@ class TrainSection:
     metric: str = "error"
     optimizer: str = "sgd"
     weight_decay: float = 0.0
+    precision: str = "fp32"  # "bf16" | "fp16": autocast (fp16 with a GradScaler)
+    channels_last: bool = False
+    compile: bool = False
+    augment: str = "none"  # "crop-flip": random padded crop and flip, on the device
+    cudnn_benchmark: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,11 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "metric": _STR,
         "optimizer": _STR,
         "weight_decay": _NUM,
+        "precision": _STR,
+        "channels_last": (bool,),
+        "compile": (bool,),
+        "augment": _STR,
+        "cudnn_benchmark": (bool,),
     },
 }
 _CHOICES = {
@@ -169,6 +180,8 @@ _CHOICES = {
     ("study", "pruner"): PRUNERS,
     ("train", "metric"): ("error", "loss"),
     ("train", "optimizer"): ("sgd", "adam", "adamw"),
+    ("train", "precision"): ("fp32", "bf16", "fp16"),
+    ("train", "augment"): ("none", "crop-flip"),
 }
 # Keys whose value may be None: TOML cannot write it, but config_to_dict does.
 _NULLABLE = {("study", "timeout"), ("study", "storage"), ("space", "alpha"), ("train", "patience")}

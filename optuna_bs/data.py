@@ -17,17 +17,20 @@ import random
 import numpy as np
 import torch
 
+from optuna_bs._cifar import read_cifar10
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ["DATASETS", "Data", "load_data"]
 
-DATASETS = ("mnist1d", "digits", "synthetic")
+DATASETS = ("mnist1d", "digits", "synthetic", "cifar10")
 _TASKS = ("classification", "regression")
 _SPLITS = ("train", "val", "test")
 _OPTIONS = {
     "mnist1d": ("data_seed",),
     "digits": ("image",),
     "synthetic": ("n_samples", "n_features", "n_classes", "task", "n_targets", "data_seed"),
+    "cifar10": ("root",),
 }
 
 
@@ -74,6 +77,11 @@ class Data:
         tensors = {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
         return dataclasses.replace(self, **{k: v.to(device) for k, v in tensors.items()})
 
+    def pin_memory(self) -> Data:
+        """Return a copy in pinned host memory, for non-blocking copies to a GPU."""
+        tensors = {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(self, **{k: v.pin_memory() for k, v in tensors.items()})
+
     def __repr__(self) -> str:
         return (
             f"Data(name={self.name!r}, task={self.task!r}, n_train={self.n_train}, "
@@ -99,6 +107,9 @@ def load_data(
     - ``"synthetic"``: a generated task of any size, for tests. Options ``n_samples=1000``
       (20% test), ``n_features=20``, ``task="classification"`` (``n_classes=2``) or
       ``"regression"`` (``n_targets=1``), ``data_seed=0``. Features are standardised.
+    - ``"cifar10"``: CIFAR-10 read from the python batches in the folder ``root`` (required;
+      nothing is downloaded): 50000 train and 10000 test images of shape (3, 32, 32),
+      normalised per channel with training statistics.
 
     Args:
         name: One of :data:`DATASETS`.
@@ -152,6 +163,14 @@ def load_data(
     elif name == "digits":
         x, y, x_test, y_test = _digits_arrays(options.get("image", False))
         n_outputs, task = 10, "classification"
+    elif name == "cifar10":
+        if "root" not in options:
+            raise ValueError(
+                "'cifar10' needs the option `root`: the folder of its python "
+                "batches (nothing is downloaded)."
+            )
+        x, y, x_test, y_test = _cifar10_arrays(str(options["root"]))
+        n_outputs, task = 10, "classification"
     else:
         x, y, x_test, y_test, n_outputs, task = _synthetic_arrays(**options)
 
@@ -167,6 +186,15 @@ def load_data(
     )
     _logger.debug("Loaded %r (seed=%d).", data, seed)
     return data
+
+
+def _cifar10_arrays(root: str) -> tuple[np.ndarray, ...]:
+    x, y, x_test, y_test = read_cifar10(root)
+    # Per-channel statistics of the training images, applied to both splits.
+    mean = x.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    std = x.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    return (x.astype(np.float32) - mean) / std, y, (x_test.astype(np.float32) - mean) / std, y_test
 
 
 def _hint(value: str, choices: tuple[str, ...] = DATASETS) -> str:

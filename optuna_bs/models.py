@@ -15,13 +15,14 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["MODELS", "build_model", "cnn1d", "mlp"]
 
-MODELS = ("mlp", "cnn1d")
+MODELS = ("mlp", "cnn1d", "resnet18")
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -179,7 +180,71 @@ def cnn1d(
     return nn.Sequential(*modules)
 
 
-_BUILTINS = {"mlp": mlp, "cnn1d": cnn1d}
+class _BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity (or 1x1) shortcut."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def resnet18(input_shape: Sequence[int], n_outputs: int, *, width: int = 64) -> nn.Sequential:
+    """ResNet-18, CIFAR variant (He et al. 2016): a 3x3 stem, no max-pool, 4 stages of 2 blocks.
+
+    For 32x32 inputs the stages work at 32, 16, 8 and 4 pixels with ``width`` x 1, 2, 4, 8
+    channels; ``width=64`` gives the usual 11.2M parameters. Written with torch only.
+
+    Args:
+        input_shape: ``(channels, height, width)``, e.g. ``(3, 32, 32)``.
+        n_outputs: Number of classes.
+        width: Channels of the first stage.
+
+    Returns:
+        The network.
+
+    Raises:
+        ValueError: If the input is not an image shape.
+
+    Example:
+        >>> sum(p.numel() for p in resnet18((3, 32, 32), 10).parameters())
+        11173962
+    """
+    shape = _check_shape(input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"`input_shape` must be (channels, height, width) for 'resnet18', "
+            f"but got input_shape={shape}."
+        )
+    _check_int("n_outputs", n_outputs)
+    _check_int("width", width)
+    layers: list[nn.Module] = [
+        nn.Conv2d(shape[0], width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+    ]
+    in_channels = width
+    for stage, channels in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers.append(_BasicBlock(in_channels, channels, stride))
+            in_channels = channels
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, n_outputs)]
+    return nn.Sequential(*layers)
+
+
+_BUILTINS = {"mlp": mlp, "cnn1d": cnn1d, "resnet18": resnet18}
 _SHAPE_ARGS = ("input_shape", "n_outputs")
 
 

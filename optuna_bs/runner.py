@@ -7,6 +7,7 @@ written; :func:`run_study` then creates or resumes the study and runs its trials
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -30,9 +31,9 @@ from optuna_bs.config import StudyConfig
 from optuna_bs.data import Data, load_data
 from optuna_bs.errors import ConfigError, StorageError
 from optuna_bs.models import build_model
-from optuna_bs.space import BatchScalingSpace
+from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.storage import make_storage
-from optuna_bs.trainer import FitResult, evaluate, fit, resolve_device
+from optuna_bs.trainer import FitResult, evaluate, fit, place_data, resolve_device
 
 __all__ = [
     "Prepared",
@@ -75,6 +76,12 @@ class Prepared:
     seed: int
     checkpoint_dir: Path | None = None
 
+    @property
+    def memory_key(self) -> str:
+        """What shares a GPU memory limit: trials that ran out of memory cap later ones."""
+        train = self.config.train
+        return f"{self.config.model.name}|{train.precision}|{self.device.type}"
+
     def objective(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, float]:
         """Train one trial's configuration; its best epoch's validation value (and cost)."""
         result = self.train(trial)[0]
@@ -95,6 +102,7 @@ class Prepared:
         # Recorded, so the trial can be replayed exactly (on the test split, say).
         seed = self.seed + trial.number if seed is None else seed
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("memory_key", self.memory_key)
         torch.manual_seed(seed)
         model = build_model(
             self.config.model.name,
@@ -123,6 +131,11 @@ class Prepared:
                 seed=seed,
                 checkpoint=own,
                 resume_from=resume,
+                precision=train.precision,
+                channels_last=train.channels_last,
+                compile=train.compile,
+                augment=train.augment,
+                cudnn_benchmark=train.cudnn_benchmark,
             )
             completed = True
         finally:
@@ -132,6 +145,12 @@ class Prepared:
             for path in parents + ([] if keep or own is None else [own]):
                 path.unlink(missing_ok=True)
         return result, model
+
+    def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Callback: release the last trial's memory, so the next one starts clean."""
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _checkpoints(self, trial: optuna.trial.BaseTrial) -> tuple[Path | None, list[Path]]:
         """This trial's checkpoint file, and those of the dead trials it retries."""
@@ -220,7 +239,7 @@ def prepare(
         raise ConfigError(f"[train] {err}") from err
     return Prepared(
         config=config,
-        data=data.to(resolved),  # once per worker, not once per trial
+        data=place_data(data, resolved),  # once per worker, not once per trial
         space=space,
         device=resolved,
         storage=make_storage(
@@ -285,8 +304,11 @@ def open_study(prepared: Prepared) -> optuna.Study:
         # A shared store may have workers started together with the same seed: keep their
         # samplers apart. (One worker on SQLite stays reproducible.)
         seed += 104729 * os.getpid()
-    study.sampler = make_sampler(
-        cfg.study.sampler, seed=seed % 2**32, n_startup_trials=cfg.study.n_startup_trials
+    study.sampler = OOMAwareSampler(
+        make_sampler(
+            cfg.study.sampler, seed=seed % 2**32, n_startup_trials=cfg.study.n_startup_trials
+        ),
+        memory_key=prepared.memory_key,
     )
     if n_before:
         _logger.info("Joining study %r with %d trials.", prepared.study_name, n_before)
@@ -324,7 +346,7 @@ def run_study(
     cfg = prepared.config
     study = open_study(prepared)
     study.set_user_attr("space", repr(prepared.space))
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, prepared.free_memory]
     if cfg.study.keep_best_checkpoint:
         callbacks.append(prepared.drop_checkpoints_but_best)
     n_trials = cfg.study.n_trials if n_trials is None else n_trials

@@ -26,12 +26,14 @@ import numbers
 import warnings
 from typing import TYPE_CHECKING
 
+import optuna
+
 from optuna_bs.rules import Hyperparameters, lr_for_noise_scale, rescale
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-__all__ = ["BatchScalingSpace", "PARAMETERISATIONS"]
+__all__ = ["BatchScalingSpace", "OOMAwareSampler", "PARAMETERISATIONS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -243,3 +245,76 @@ def _check_range(
     if low > high:
         raise ValueError(f"`{name}` must have low <= high, but got {name}=({low}, {high}).")
     return low, high
+
+
+class OOMAwareSampler(optuna.samplers.BaseSampler):
+    """A sampler that never proposes a batch size at or above one that ran out of memory.
+
+    It wraps any Optuna sampler. Before a trial's ``log2_batch_size`` is used, it looks up the
+    smallest batch size of the study's trials that ended with ``stop_reason = "oom"`` under
+    the same ``memory_key`` user attr (model, precision, device), and moves a proposal at or
+    above it to the largest power of two below it. The distributions stay static (no dynamic
+    ranges that would break multivariate TPE); only the proposed value changes.
+
+    Args:
+        base: The sampler that proposes.
+        memory_key: What shares a memory limit; trials record it as the ``memory_key`` attr.
+        param: The batch-size parameter of :class:`BatchScalingSpace`.
+    """
+
+    def __init__(
+        self,
+        base: optuna.samplers.BaseSampler,
+        *,
+        memory_key: str,
+        param: str = "log2_batch_size",
+    ) -> None:
+        self.base = base
+        self.memory_key = memory_key
+        self.param = param
+
+    def oom_batch_size(self, study: optuna.Study) -> int | None:
+        """The smallest batch size that ran out of memory under this key, or ``None``."""
+        pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+        failed = [
+            t.user_attrs["batch_size"]
+            for t in pruned
+            if t.user_attrs.get("stop_reason") == "oom"
+            and t.user_attrs.get("memory_key") == self.memory_key
+            and "batch_size" in t.user_attrs
+        ]
+        return min(failed, default=None)
+
+    def _cap(self, study: optuna.Study, value: int, low: int) -> int:
+        limit = self.oom_batch_size(study)
+        if limit is None or 2**value < limit:
+            return value
+        capped = max(low, math.ceil(math.log2(limit)) - 1)
+        if 2**capped >= limit:
+            _logger.warning("Every batch size of the space ran out of memory (%d).", limit)
+        return capped
+
+    def infer_relative_search_space(self, study, trial):
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        params = self.base.sample_relative(study, trial, search_space)
+        if self.param in params:
+            low = search_space[self.param].low
+            params[self.param] = self._cap(study, int(params[self.param]), low)
+        return params
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        value = self.base.sample_independent(study, trial, param_name, param_distribution)
+        if param_name == self.param:
+            return self._cap(study, int(value), param_distribution.low)
+        return value
+
+    def before_trial(self, study, trial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()

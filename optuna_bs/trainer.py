@@ -25,6 +25,7 @@ import optuna
 import torch
 import torch.nn.functional as F
 
+from optuna_bs._accelerate import Accelerator
 from optuna_bs.monitor import TrialMonitor
 
 if TYPE_CHECKING:
@@ -33,7 +34,15 @@ if TYPE_CHECKING:
     from optuna_bs.data import Data
     from optuna_bs.rules import Hyperparameters
 
-__all__ = ["FitResult", "fit", "evaluate", "resolve_device", "METRICS", "OPTIMIZERS"]
+__all__ = [
+    "FitResult",
+    "fit",
+    "evaluate",
+    "place_data",
+    "resolve_device",
+    "METRICS",
+    "OPTIMIZERS",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -69,6 +78,24 @@ class FitResult:
         return attrs
 
 
+def place_data(data: Data, device: torch.device) -> Data:
+    """``data`` on ``device``; if it does not fit in GPU memory, in pinned host memory.
+
+    Tensors already on ``device`` are not copied. From pinned memory every batch is copied to
+    the GPU without blocking the host.
+    """
+    if data.x_train.device == device:
+        return data
+    try:
+        return data.to(device)
+    except torch.cuda.OutOfMemoryError:
+        _free_memory(device)
+        _logger.warning(
+            "The data does not fit on %s: batches come from pinned host memory.", device
+        )
+        return data.to("cpu").pin_memory()
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Turn ``"auto"`` into CUDA when it is there, else the CPU; check any other name.
 
@@ -88,7 +115,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-@torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -99,16 +125,22 @@ def evaluate(
     batch_size: int = 4096,
 ) -> float:
     """Return the classification error or the mean loss of ``model`` on ``(x, y)``."""
+    return _evaluate(model, x, y, metric, task, Accelerator(x.device), batch_size)
+
+
+@torch.no_grad()
+def _evaluate(model, x, y, metric, task, accel: Accelerator, batch_size: int = 4096) -> float:
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=x.device, dtype=torch.float64)
+    total = torch.zeros((), device=accel.device, dtype=torch.float64)
     for start in range(0, len(x), batch_size):
-        out = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
+        with accel.autocast():
+            out = model(accel.inputs(x[start : start + batch_size], train=False))
+        target = y[start : start + batch_size].to(accel.device, non_blocking=True)
         if metric == "error":
             total += (out.argmax(dim=1) != target).sum()
         else:
-            total += _loss(out, target, task, reduction="sum")
+            total += _loss(out.float(), target, task, reduction="sum")
     model.train(was_training)
     return total.item() / len(x)
 
@@ -129,6 +161,11 @@ def fit(
     seed: int | None = None,
     checkpoint: str | Path | None = None,
     resume_from: str | Path | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    augment: str = "none",
+    cudnn_benchmark: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
 
@@ -153,6 +190,11 @@ def fit(
         resume_from: A checkpoint (of this run, or of a dead worker's trial) to continue
             from: training goes on at the epoch after the saved one. Loaded with
             ``weights_only=True``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; a GradScaler for fp16).
+        channels_last: NHWC memory format for image models.
+        compile: ``torch.compile`` the model.
+        augment: ``"none"`` or ``"crop-flip"`` (random padded crop and flip, on the device).
+        cudnn_benchmark: let cuDNN choose convolution algorithms for the fixed shapes.
 
     Returns:
         A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
@@ -166,13 +208,17 @@ def fit(
     """
     _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay)
     device = resolve_device(device)
-    data = data.to(device)
-    model.to(device)
+    accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
+    data = place_data(data, device)
+    net = accel.prepare(model)  # what runs forward; ``model`` holds the state
     opt = _make_optimizer(optimizer, model, hparams, weight_decay)
     metric_name = f"val_{metric}"
     monitor = TrialMonitor(trial, patience=patience, min_delta=min_delta, metric=metric_name)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+    seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+    gen = torch.Generator(device=data.x_train.device)  # shuffles where the data lives
+    gen.manual_seed(seed)
+    aug_gen = torch.Generator(device=device)  # augments where the batch lives
+    aug_gen.manual_seed(seed + 1)
 
     batch_size = hparams.batch_size
     steps_per_epoch = data.n_train // batch_size  # full batches only: B is what g assumes
@@ -185,6 +231,8 @@ def fit(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+        aug_gen.set_state(state["aug_generator"])
+        accel.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         monitor.load_state_dict(state["monitor"])
         best_state = state["best_state"]
@@ -217,7 +265,9 @@ def fit(
                 break
             tic = time.perf_counter()
             try:
-                train_loss = _train_epoch(model, opt, data, batch_size, steps_per_epoch, gen)
+                train_loss = _train_epoch(
+                    net, opt, data, batch_size, steps_per_epoch, gen, accel, aug_gen
+                )
             except torch.cuda.OutOfMemoryError:
                 train_loss = None
             step_seconds += time.perf_counter() - tic
@@ -230,7 +280,7 @@ def fit(
             # A non-finite training loss goes to the monitor as is: it ends the run "diverged".
             val = train_loss
             if math.isfinite(train_loss):
-                val = evaluate(model, data.x_val, data.y_val, metric=metric, task=data.task)
+                val = _evaluate(net, data.x_val, data.y_val, metric, data.task, accel)
             monitor.update(val)
             if monitor.improved_:
                 best_state = copy.deepcopy(model.state_dict())
@@ -242,6 +292,8 @@ def fit(
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         "generator": gen.get_state(),
+                        "aug_generator": aug_gen.get_state(),
+                        "scaler": accel.state_dict(),
                         "torch_rng": torch.get_rng_state(),
                         "monitor": monitor.state_dict(),
                         "best_state": best_state,
@@ -282,25 +334,30 @@ def _load_checkpoint(path: str | Path) -> dict:
 
 
 def _train_epoch(
-    model: torch.nn.Module,
+    net: torch.nn.Module,
     opt: torch.optim.Optimizer,
     data: Data,
     batch_size: int,
     steps: int,
     gen: torch.Generator,
+    accel: Accelerator,
+    aug_gen: torch.Generator,
 ) -> float:
     """One pass over shuffled full batches; the mean training loss (one device sync)."""
-    model.train()
+    net.train()
     perm = torch.randperm(data.n_train, generator=gen, device=data.x_train.device)
     # One gather per epoch, then contiguous slices: cheaper than indexing every step.
     xs, ys = data.x_train[perm], data.y_train[perm]
-    loss_sum = torch.zeros((), device=xs.device)
+    if xs.device.type == "cpu" and accel.device.type == "cuda":
+        xs, ys = xs.pin_memory(), ys.pin_memory()  # slices then copy without blocking
+    loss_sum = torch.zeros((), device=accel.device)
     for i in range(0, steps * batch_size, batch_size):
-        loss = _loss(model(xs[i : i + batch_size]), ys[i : i + batch_size], data.task)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach()
+        x = accel.inputs(xs[i : i + batch_size], train=True, generator=aug_gen)
+        y = ys[i : i + batch_size].to(accel.device, non_blocking=True)
+        with accel.autocast():
+            loss = _loss(net(x), y, data.task)
+        accel.step(loss, opt)
+        loss_sum += loss.detach().float()
     return loss_sum.item() / steps
 
 

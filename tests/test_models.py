@@ -43,7 +43,7 @@ def _n_params(model: nn.Module) -> int:
 
 
 def test_models_constant() -> None:
-    assert MODELS == ("mlp", "cnn1d")
+    assert MODELS == ("mlp", "cnn1d", "resnet18")
 
 
 @pytest.mark.parametrize(
