@@ -235,3 +235,16 @@ def test_cifar10_study_file_loads_and_asks_for_its_data(tmp_path):
     assert config.study.pruner == "hyperband" and config.space.parameterisation == "noise-scale"
     with pytest.raises(ConfigError, match="cifar-10-python"):
         prepare(config)  # run from an empty folder: the data is not there
+
+
+def test_compiled_model_trains_and_checkpoints_the_plain_one(data, tmp_path):
+    model = _mlp(data)
+    ckpt = tmp_path / "c.pt"
+    result = fit(
+        model, data, _hp(data), max_epochs=2, compile=True, device="cpu", seed=0, checkpoint=ckpt
+    )
+    assert result.best_value < 0.3
+    # The checkpoint holds the model's own keys, not torch.compile's wrapper's.
+    keys = torch.load(ckpt, weights_only=True)["model"].keys()
+    assert not any(k.startswith("_orig_mod") for k in keys)
+    model.load_state_dict(torch.load(ckpt, weights_only=True)["model"])
