@@ -88,13 +88,18 @@ def overhead(n_trials: int, rounds: int) -> dict:
         "in-memory": None,
         "sqlite": f"sqlite:///{tmp}/bench.db",
         "postgresql": POSTGRES,
+        "pg-async": POSTGRES,  # synchronous_commit=off
         "mariadb": MYSQL,
     }
     space = BatchScalingSpace(n_train=3200)
     per_trial: dict[str, list[float]] = {name: [] for name in stores}
     for _ in range(rounds):
         for name, url in stores.items():  # interleaved: the same machine state for all
-            storage = optuna.storages.InMemoryStorage() if url is None else make_storage(url)
+            storage = (
+                optuna.storages.InMemoryStorage()
+                if url is None
+                else make_storage(url, synchronous_commit=name != "pg-async")
+            )
             study_name = f"p6-{uuid.uuid4().hex[:8]}"
             study = optuna.create_study(storage=storage, study_name=study_name)
             start = time.perf_counter()

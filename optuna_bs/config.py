@@ -5,7 +5,7 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
 
     [study]   name, n_trials, timeout, sampler, pruner, seed, storage, n_startup_trials,
               pruner_warmup_epochs, checkpoint_dir, keep_best_checkpoint,
-              heartbeat_interval, max_retry, objectives
+              heartbeat_interval, max_retry, synchronous_commit, objectives
     [data]    name, seed, val_fraction, and options of the data set (num_samples, ...)
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
@@ -63,6 +63,7 @@ class StudySection:
     keep_best_checkpoint: bool = False
     heartbeat_interval: int = 10  # seconds; 0 turns the heartbeat and retries off
     max_retry: int = 3
+    synchronous_commit: bool = True  # PostgreSQL: false trades server-crash durability for speed
     # () tunes the validation metric alone; ("val_error", "train_seconds") makes the study
     # two-objective, and its report shows the Pareto front.
     objectives: tuple[str, ...] = ()
@@ -147,6 +148,7 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "keep_best_checkpoint": (bool,),
         "heartbeat_interval": _INT,
         "max_retry": _INT,
+        "synchronous_commit": (bool,),
         "objectives": _PAIR,
     },
     "data": {"name": _STR, "seed": _INT, "val_fraction": _NUM},

@@ -246,6 +246,7 @@ def prepare(
             storage if storage is not None else config.study.storage,
             heartbeat_interval=config.study.heartbeat_interval or None,
             max_retry=config.study.max_retry,
+            synchronous_commit=config.study.synchronous_commit,
         ),
         study_name=study_name or config.study.name,
         seed=config.study.seed if seed is None else seed,

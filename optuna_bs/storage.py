@@ -66,6 +66,7 @@ def make_storage(
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
     grace_period: int | None = None,
     max_retry: int | None = 3,
+    synchronous_commit: bool = True,
 ) -> optuna.storages.BaseStorage:
     """Open (creating its tables if need be) the study store at ``url``.
 
@@ -77,6 +78,11 @@ def make_storage(
         grace_period: Seconds after its last heartbeat at which a trial counts as dead;
             ``None`` for twice the interval.
         max_retry: How many times a dead worker's trial is queued again.
+        synchronous_commit: PostgreSQL only: ``False`` lets a commit return before its WAL
+            is flushed to disk. Each of a trial's ~20 writes then costs about 2 ms instead
+            of a disk flush (about 6 ms here); a crash of the *server* may lose the last
+            fraction of a second of writes (the database stays consistent, and a trial whose
+            end was lost is failed by the heartbeat and retried). Workers dying lose nothing.
 
     Returns:
         An Optuna storage.
@@ -103,6 +109,8 @@ def make_storage(
             f"in .log, but got {mask_url(url)!r}."
         ) from err
     engine_kwargs: dict = {"pool_pre_ping": True}
+    if not synchronous_commit and parsed.get_backend_name() == "postgresql":
+        engine_kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
     if parsed.get_backend_name() == "sqlite":
         # Wait for a lock instead of failing at once when a reader holds the file.
         engine_kwargs = {"connect_args": {"timeout": 30}}

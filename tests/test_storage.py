@@ -69,3 +69,18 @@ def test_unreachable_server_names_masked_url_and_hides_password():
 def test_is_sqlite():
     assert is_sqlite(None) and is_sqlite("sqlite:///a.db")
     assert not is_sqlite("postgresql+psycopg://u@h/db")
+
+
+def test_postgres_synchronous_commit_off_is_set_on_the_session():
+    import os
+
+    import sqlalchemy
+
+    url = os.environ.get("OPTUNA_BS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("OPTUNA_BS_TEST_POSTGRES_URL is not set: no server to test against")
+    for durable, expected in ((True, "on"), (False, "off")):
+        storage = make_storage(url, synchronous_commit=durable)
+        with storage.engine.connect() as conn:
+            value = conn.execute(sqlalchemy.text("show synchronous_commit")).scalar()
+        assert value == expected
