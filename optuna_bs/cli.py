@@ -106,6 +106,32 @@ def _build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, metavar="B", help="recommend a configuration at B"
     )
 
+    noise = sub.add_parser(
+        "noise-scale",
+        help="measure the gradient noise scale: the critical batch size, before tuning",
+        description="Estimate B_simple = tr(Σ)/|G|² (McCandlish et al. 2018) from gradients at "
+        "two batch sizes, and print the batch-size range it recommends for the search.",
+    )
+    noise.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
+    noise.add_argument(
+        "--batch-sizes", type=_batch_pair, metavar="SMALL,BIG", help="default 32,512 (or less)"
+    )
+    noise.add_argument(
+        "--warmup-epochs",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="train K epochs first: the noise scale grows during training",
+    )
+    noise.add_argument(
+        "--n-batches",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="big batches averaged (default 100)",
+    )
+    noise.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N")
+
     proxy = sub.add_parser(
         "storage-proxy",
         help="serve a study store to hundreds of workers through Optuna's gRPC proxy",
@@ -116,7 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--host", default="127.0.0.1", help="address to listen on")
     proxy.add_argument("--port", type=_positive_int, default=13000, help="port (default 13000)")
 
-    for p in (run, launch, report, proxy):
+    for p in (run, launch, report, noise, proxy):
         p.add_argument("-v", "--verbose", action="store_true", help="log every trial; tracebacks")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
     return parser
@@ -250,6 +276,46 @@ def _report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _noise_scale(args: argparse.Namespace) -> int:
+    from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
+    from optuna_bs.runner import default_probe_batch_sizes, load_data_and_model
+
+    config = load_config(args.study_file) if args.study_file else StudyConfig()
+    data, model = load_data_and_model(config)
+    batch_sizes = args.batch_sizes or default_probe_batch_sizes(data.n_train)
+    estimate = estimate_noise_scale(
+        model,
+        data,
+        batch_sizes=batch_sizes,
+        n_batches=args.n_batches,
+        warmup_epochs=args.warmup_epochs,
+        device=args.device or config.train.device,
+        seed=config.study.seed,
+    )
+    low, high = recommend_batch_sizes(estimate)
+    rows = [
+        ("data", f"{data.name}: N = {data.n_train} training samples"),
+        (
+            "batch sizes measured",
+            f"{estimate.batch_sizes[0]} and {estimate.batch_sizes[1]}, "
+            f"{estimate.n_batches} big batches",
+        ),
+        ("warm-up epochs", str(estimate.warmup_epochs)),
+        ("|G|^2", f"{estimate.grad_sq_norm:.4g}"),
+        ("tr(Sigma)", f"{estimate.trace_sigma:.4g}"),
+        ("B_simple = tr(Sigma)/|G|^2", f"{estimate.b_simple:.4g} ± {estimate.standard_error:.2g}"),
+        ("recommended batch_size", f"[{low}, {high}]"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    _say(
+        args,
+        "Above about B_simple a larger batch no longer saves steps; the estimate grows "
+        "during training (try --warmup-epochs).",
+    )
+    return 0
+
+
 def _storage_proxy(args: argparse.Namespace) -> int:
     from optuna_bs.storage import serve_proxy
 
@@ -355,6 +421,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}")
+    return int(text)
+
+
+def _batch_pair(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"must be SMALL,BIG such as 32,512, but got {text!r}")
+    small, big = (int(p) for p in parts)
+    if not 1 <= small < big:
+        raise argparse.ArgumentTypeError(f"must have 1 <= SMALL < BIG, but got {text!r}")
+    return small, big
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -369,6 +451,7 @@ _COMMANDS = {
     "run": _run,
     "launch": _launch,
     "report": _report_command,
+    "noise-scale": _noise_scale,
     "storage-proxy": _storage_proxy,
 }
 

@@ -11,7 +11,8 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
               alpha
     [train]   max_epochs, patience, min_delta, device, metric, optimizer, weight_decay,
-              precision, channels_last, compile, augment, cudnn_benchmark
+              precision, channels_last, compile, augment, cudnn_benchmark, schedule,
+              milestones, factor, warmup_epochs, max_batch_size
 
 Every error names the file, the key, the value and what is allowed, and a misspelt key gets
 the closest valid one suggested. Values that need the data (a batch size against N, say) are
@@ -86,7 +87,7 @@ class ModelSection:
 @dataclass(frozen=True)
 class SpaceSection:
     parameterisation: str = "noise-scale"
-    batch_size: tuple[int, int] | int = (16, 256)
+    batch_size: tuple[int, int] | int | str = (16, 256)  # "auto": from the noise scale
     noise_scale: tuple[float, float] = (1.0, 1000.0)
     momentum: tuple[float, float] | float = 0.9
     lr: tuple[float, float] = (1e-4, 1.0)
@@ -108,6 +109,12 @@ class TrainSection:
     compile: bool = False
     augment: str = "none"  # "crop-flip": random padded crop and flip, on the device
     cudnn_benchmark: bool = False
+    # "constant" | "lr-decay" | "batch-ramp" | "momentum-ramp", or a list of them to search.
+    schedule: str | tuple[str, ...] = "constant"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of max_epochs
+    factor: float = 5.0  # lr divided, or batch multiplied, at each milestone
+    warmup_epochs: int = 0  # linear lr warm-up (Goyal et al. 2017)
+    max_batch_size: int = 0  # the batch ramp's memory cap; 0 for N/10 only
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,7 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "model": {"name": _STR},
     "space": {
         "parameterisation": _STR,
-        "batch_size": _PAIR + _INT,
+        "batch_size": _PAIR + _INT + _STR,
         "noise_scale": _PAIR,
         "momentum": _PAIR + _NUM,
         "lr": _PAIR,
@@ -175,6 +182,11 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "compile": (bool,),
         "augment": _STR,
         "cudnn_benchmark": (bool,),
+        "schedule": _STR + _PAIR,
+        "milestones": _PAIR,
+        "factor": _NUM,
+        "warmup_epochs": _INT,
+        "max_batch_size": _INT,
     },
 }
 _CHOICES = {
@@ -196,6 +208,9 @@ _MINIMUM = {
     ("train", "max_epochs"): 1,
     ("train", "patience"): 0,  # 0 turns early stopping off
     ("train", "min_delta"): 0,
+    ("train", "factor"): 1,
+    ("train", "warmup_epochs"): 0,
+    ("train", "max_batch_size"): 0,
     ("train", "weight_decay"): 0,
 }
 
@@ -258,6 +273,31 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
 
 
 SECOND_OBJECTIVES = ("train_seconds", "n_updates")
+SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp")
+
+
+def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value
+    bad = [n for n in names if n not in SCHEDULES]
+    if not names or bad:
+        raise ConfigError(
+            f"{where} must be one of {', '.join(map(repr, SCHEDULES))}, or a list of them to "
+            f"search, but got {value!r}{_hint(str(bad[0]) if bad else '', SCHEDULES, full=False)}"
+        )
+    return value if isinstance(value, str) else tuple(value)
+
+
+def _milestones(value: list, where: str) -> tuple[float, ...]:
+    if (
+        not value
+        or not all(_is_number(v) and 0 < v < 1 for v in value)
+        or sorted(value) != list(value)
+    ):
+        raise ConfigError(
+            f"{where} must be increasing fractions of max_epochs in (0, 1), such as "
+            f"[0.5, 0.75], but got {value!r}."
+        )
+    return tuple(float(v) for v in value)
 
 
 def _objectives(value: list, where: str) -> tuple[str, ...]:
@@ -296,6 +336,15 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
             raise ConfigError(f"{where} must be {names}, but got {value!r}.")
         if (section, key) == ("study", "objectives"):
             value = _objectives(value, where)
+        elif (section, key) == ("train", "schedule"):
+            value = _schedules(value, where)
+        elif (section, key) == ("train", "milestones"):
+            value = _milestones(value, where)
+        elif (section, key) == ("space", "batch_size") and isinstance(value, str):
+            if value != "auto":
+                raise ConfigError(
+                    f"{where} must be [low, high], an integer or 'auto', but got {value!r}."
+                )
         elif isinstance(value, list):
             if len(value) != 2 or not all(_is_number(v) for v in value):
                 raise ConfigError(

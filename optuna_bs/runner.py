@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import re
 import signal
@@ -31,6 +32,8 @@ from optuna_bs.config import StudyConfig
 from optuna_bs.data import Data, load_data
 from optuna_bs.errors import ConfigError, StorageError
 from optuna_bs.models import build_model
+from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
+from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.storage import make_storage
 from optuna_bs.trainer import FitResult, evaluate, fit, place_data, resolve_device
@@ -43,6 +46,7 @@ __all__ = [
     "launch_workers",
     "split_trials",
     "best_trial",
+    "load_data_and_model",
     "make_sampler",
     "make_pruner",
     "evaluate_best_on_test",
@@ -136,6 +140,7 @@ class Prepared:
                 compile=train.compile,
                 augment=train.augment,
                 cudnn_benchmark=train.cudnn_benchmark,
+                schedule=self._schedule(trial),
             )
             completed = True
         finally:
@@ -145,6 +150,23 @@ class Prepared:
             for path in parents + ([] if keep or own is None else [own]):
                 path.unlink(missing_ok=True)
         return result, model
+
+    def _schedule(self, trial: optuna.trial.BaseTrial) -> Schedule | None:
+        """The trial's schedule: the study file's, or one searched among several."""
+        train = self.config.train
+        name = train.schedule
+        if not isinstance(name, str):
+            name = trial.suggest_categorical("schedule", list(name))
+        if name == "constant" and not train.warmup_epochs:
+            return None
+        return make_schedule(
+            name,
+            max_epochs=train.max_epochs,
+            milestones=train.milestones,
+            factor=train.factor,
+            max_batch_size=train.max_batch_size or None,
+            warmup_epochs=train.warmup_epochs,
+        )
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: release the last trial's memory, so the next one starts clean."""
@@ -203,20 +225,23 @@ def prepare(
             set or model is unknown or gets a bad option.
         StorageError: If the store cannot be opened.
     """
-    try:
-        data = load_data(
-            config.data.name,
-            seed=config.data.seed,
-            val_fraction=config.data.val_fraction,
-            **config.data.options,
+    data, model = load_data_and_model(config)
+    batch_size = config.space.batch_size
+    if batch_size == "auto":
+        # Bound the search by the critical batch size, measured on this model and data.
+        small, big = default_probe_batch_sizes(data.n_train)
+        estimate = estimate_noise_scale(model, data, batch_sizes=(small, big), seed=0)
+        batch_size = recommend_batch_sizes(estimate)
+        _logger.info(
+            "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
+            estimate.b_simple,
+            batch_size,
         )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[data] {err}") from err
     try:
         space = BatchScalingSpace(
             config.space.parameterisation,
             n_train=data.n_train,
-            batch_size=config.space.batch_size,
+            batch_size=batch_size,
             noise_scale=config.space.noise_scale,
             momentum=config.space.momentum,
             lr=config.space.lr,
@@ -225,10 +250,6 @@ def prepare(
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[space] {err} (the data has n_train={data.n_train})") from err
-    try:
-        build_model(config.model.name, data.input_shape, data.n_outputs, **config.model.options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[model] {err}") from err
     if config.train.metric == "error" and data.task != "classification":
         raise ConfigError(
             f"[train] `metric` is 'error', but {data.name!r} is a {data.task} task: use 'loss'."
@@ -252,6 +273,37 @@ def prepare(
         seed=config.study.seed if seed is None else seed,
         checkpoint_dir=Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None,
     )
+
+
+def load_data_and_model(config: StudyConfig) -> tuple[Data, torch.nn.Module]:
+    """The study's data set and a freshly built model, every error named by its section.
+
+    Raises:
+        ConfigError: If the data set or the model is unknown or gets a bad option.
+    """
+    try:
+        data = load_data(
+            config.data.name,
+            seed=config.data.seed,
+            val_fraction=config.data.val_fraction,
+            **config.data.options,
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[data] {err}") from err
+    try:
+        model = build_model(
+            config.model.name, data.input_shape, data.n_outputs, **config.model.options
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[model] {err}") from err
+    return data, model
+
+
+def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
+    """The two batch sizes of the noise-scale estimate: 32 and 512, or less for small N."""
+    big = min(512, 2 ** int(math.log2(max(2, n_train - 1))))
+    big = big if big < n_train else big // 2
+    return max(1, min(32, big // 4)), big
 
 
 def make_sampler(

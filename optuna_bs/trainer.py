@@ -27,12 +27,13 @@ import torch.nn.functional as F
 
 from optuna_bs._accelerate import Accelerator
 from optuna_bs.monitor import TrialMonitor
+from optuna_bs.rules import Hyperparameters
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
     from optuna_bs.data import Data
-    from optuna_bs.rules import Hyperparameters
+    from optuna_bs.schedules import Schedule
 
 __all__ = [
     "FitResult",
@@ -70,11 +71,22 @@ class FitResult:
     metric: str
     history: tuple[float, ...]
     resumed_from_epoch: int = 0
+    schedule_path: tuple[Hyperparameters, ...] = ()
 
-    def user_attrs(self) -> dict[str, float | int | str]:
-        """The trial user attrs of this fit, as the dashboard shows them."""
-        attrs = asdict(self)
-        del attrs["best_value"], attrs["history"]
+    def user_attrs(self) -> dict[str, float | int | str | list]:
+        """The trial user attrs of this fit, as the dashboard shows them.
+
+        With a schedule, each epoch's B, ϵ, m and g are lists ``epoch_batch_size``,
+        ``epoch_lr``, ``epoch_momentum`` and ``epoch_noise_scale``.
+        """
+        attrs = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("best_value", "history", "schedule_path")
+        }
+        if self.schedule_path:
+            for name in ("batch_size", "lr", "momentum", "noise_scale"):
+                attrs[f"epoch_{name}"] = [getattr(h, name) for h in self.schedule_path]
         return attrs
 
 
@@ -166,6 +178,7 @@ def fit(
     compile: bool = False,
     augment: str = "none",
     cudnn_benchmark: bool = False,
+    schedule: Schedule | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
 
@@ -195,6 +208,10 @@ def fit(
         compile: ``torch.compile`` the model.
         augment: ``"none"`` or ``"crop-flip"`` (random padded crop and flip, on the device).
         cudnn_benchmark: let cuDNN choose convolution algorithms for the fixed shapes.
+        schedule: What each epoch trains with (:mod:`optuna_bs.schedules`): the batch size,
+            lr and momentum of epoch ``e`` are ``schedule.at(e, hparams)``. Each epoch's B, ϵ,
+            m and g are recorded (``epoch_batch_size``, ``epoch_lr``, ``epoch_momentum``,
+            ``epoch_noise_scale``), and ``n_updates`` counts the updates they make.
 
     Returns:
         A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
@@ -220,10 +237,11 @@ def fit(
     aug_gen = torch.Generator(device=device)  # augments where the batch lives
     aug_gen.manual_seed(seed + 1)
 
-    batch_size = hparams.batch_size
-    steps_per_epoch = data.n_train // batch_size  # full batches only: B is what g assumes
+    if schedule is not None:
+        schedule.on_fit_start(hparams, max_epochs)
+    path: list[Hyperparameters] = []
     best_state = None
-    n_updates, step_seconds, seconds_before, resumed_from_epoch = 0, 0.0, 0.0, 0
+    n_updates, n_samples, step_seconds, seconds_before, resumed_from_epoch = 0, 0, 0.0, 0.0, 0
     should_stop = False
     start = time.perf_counter()
     if resume_from is not None:
@@ -237,6 +255,7 @@ def fit(
         monitor.load_state_dict(state["monitor"])
         best_state = state["best_state"]
         n_updates, step_seconds = state["n_updates"], state["step_seconds"]
+        n_samples = state["n_samples"]
         seconds_before = state["seconds"]
         resumed_from_epoch = monitor.epoch_
         _logger.info("Resuming from epoch %d of %s.", resumed_from_epoch, resume_from)
@@ -248,11 +267,12 @@ def fit(
             epochs_run=monitor.epoch_,
             n_updates=n_updates,
             train_seconds=seconds_before + time.perf_counter() - start,
-            samples_per_second=n_updates * batch_size / step_seconds if step_seconds else 0.0,
+            samples_per_second=n_samples / step_seconds if step_seconds else 0.0,
             stop_reason=stop_reason,
             metric=metric_name,
             history=tuple(monitor.history_),
             resumed_from_epoch=resumed_from_epoch,
+            schedule_path=tuple(path) if schedule is not None else (),
         )
 
     try:
@@ -260,9 +280,17 @@ def fit(
             with warnings.catch_warnings():  # the saved epoch may have been reported already
                 warnings.simplefilter("ignore", UserWarning)
                 should_stop = monitor.check()
-        for _ in range(monitor.epoch_, max_epochs):
+        if schedule is not None:  # the path so far, for a resumed fit
+            path = [schedule.at(e, hparams) for e in range(monitor.epoch_)]
+        for epoch in range(monitor.epoch_, max_epochs):
             if should_stop:
                 break
+            setting = hparams if schedule is None else schedule.at(epoch, hparams)
+            if schedule is not None:
+                path.append(setting)
+                _set_hyperparameters(opt, setting)
+            batch_size = setting.batch_size
+            steps_per_epoch = data.n_train // batch_size  # full batches: B is what g assumes
             tic = time.perf_counter()
             try:
                 train_loss = _train_epoch(
@@ -277,6 +305,7 @@ def fit(
                 monitor.stop("oom", f"out of memory at batch_size={batch_size}")
                 break
             n_updates += steps_per_epoch
+            n_samples += steps_per_epoch * batch_size
             # A non-finite training loss goes to the monitor as is: it ends the run "diverged".
             val = train_loss
             if math.isfinite(train_loss):
@@ -298,6 +327,7 @@ def fit(
                         "monitor": monitor.state_dict(),
                         "best_state": best_state,
                         "n_updates": n_updates,
+                        "n_samples": n_samples,
                         "step_seconds": step_seconds,
                         "seconds": seconds_before + time.perf_counter() - start,
                     },
@@ -359,6 +389,16 @@ def _train_epoch(
         accel.step(loss, opt)
         loss_sum += loss.detach().float()
     return loss_sum.item() / steps
+
+
+def _set_hyperparameters(opt: torch.optim.Optimizer, setting: Hyperparameters) -> None:
+    """Give the optimizer the epoch's lr and momentum (β1 for Adam)."""
+    for group in opt.param_groups:
+        group["lr"] = setting.lr
+        if "momentum" in group:
+            group["momentum"] = setting.momentum
+        elif "betas" in group:
+            group["betas"] = (setting.momentum, group["betas"][1])
 
 
 def _loss(out: torch.Tensor, target: torch.Tensor, task: str, reduction: str = "mean"):

@@ -230,3 +230,39 @@ def test_checkpoint_is_loaded_weights_only(data, tmp_path):
     assert state["monitor"]["epoch"] == 1
     with pytest.raises(ValueError, match="resume_from"):
         fit(_model(data), data, _hp(data), max_epochs=1, resume_from=tmp_path / "missing.pt")
+
+
+def test_schedule_sets_each_epoch_and_is_recorded(data, tmp_path):
+    from optuna_bs.rules import noise_scale
+    from optuna_bs.schedules import count_updates, make_schedule
+
+    hp = _hp(data, batch_size=8, lr=0.05)
+    ramp = make_schedule("batch-ramp", max_epochs=4, milestones=(0.5, 0.75), factor=2.0)
+    decay = make_schedule("lr-decay", max_epochs=4, milestones=(0.5, 0.75), factor=2.0)
+    study = optuna.create_study()
+    trial = study.ask()
+    result = fit(_model(data), data, hp, trial=trial, max_epochs=4, schedule=ramp, seed=0)
+    attrs = trial.user_attrs
+    assert attrs["epoch_batch_size"] == [8, 8, 16, min(32, data.n_train // 10)]  # N/10 cap
+    assert (
+        result.n_updates
+        == count_updates(ramp, hp, 4)
+        == sum(data.n_train // b for b in attrs["epoch_batch_size"])
+    )
+    lr_decay_path = [h.noise_scale for h in decay.path(hp, 4)]
+    for g, expected in zip(attrs["epoch_noise_scale"], lr_decay_path, strict=True):
+        assert g == pytest.approx(expected, rel=1e-9)
+    for b, lr, m, g in zip(
+        attrs["epoch_batch_size"],
+        attrs["epoch_lr"],
+        attrs["epoch_momentum"],
+        attrs["epoch_noise_scale"],
+        strict=True,
+    ):
+        assert g == pytest.approx(noise_scale(lr, b, data.n_train, m), rel=1e-12)
+    # A run cut after epoch 3 and resumed follows the same path and curve.
+    ckpt = tmp_path / "c.pt"
+    fit(_model(data), data, hp, max_epochs=3, schedule=ramp, seed=0, checkpoint=ckpt)
+    resumed = fit(_model(data), data, hp, max_epochs=4, schedule=ramp, seed=0, resume_from=ckpt)
+    assert resumed.history == result.history
+    assert resumed.n_updates == result.n_updates

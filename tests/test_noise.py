@@ -1,0 +1,259 @@
+"""Tests for optuna_bs.noise: the two-batch-size noise-scale estimator and the batch range."""
+
+from __future__ import annotations
+
+import dataclasses
+import doctest
+import math
+
+import pytest
+import torch
+
+from optuna_bs import noise
+from optuna_bs.data import Data
+from optuna_bs.noise import NoiseScaleEstimate, estimate_noise_scale, recommend_batch_sizes
+
+D, N, SIGMA = 10, 20_000, 1.0
+
+
+def linear_problem(n: int = N, d: int = D, sigma: float = SIGMA, seed: int = 0):
+    """y = x·w* + ε with x ~ N(0, I), ε ~ N(0, σ²); a linear model held at w = w* + δ."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w_star = torch.randn(d, 1, generator=g)
+    y = x @ w_star + sigma * torch.randn(n, 1, generator=g)
+    delta = torch.full((d, 1), 1.0 / math.sqrt(d))  # |δ|² = 1
+    model = torch.nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_((w_star + delta).T)
+    data = Data(x, y, x[:10], y[:10], x[:10], y[:10], n_outputs=1, task="regression", name="lin")
+    return model, data, delta
+
+
+def analytic_b_simple(d: int, sigma: float, delta_sq: float) -> float:
+    """tr(Σ)/|G|² of the MSE loss (x·w − y)² at w = w* + δ, worked out by hand.
+
+    The per-example gradient is g = 2 (x·δ − ε) x, so G = E[g] = 2 E[x xᵀ] δ = 2δ and
+    E|g|² = 4 (E[(x·δ)² |x|²] + σ² E|x|²) = 4 ((d + 2)|δ|² + σ² d) (Gaussian fourth moments),
+    hence tr(Σ) = E|g|² − |G|² = 4 ((d + 1)|δ|² + σ² d) and B_simple = d + 1 + σ² d / |δ|².
+    """
+    return d + 1 + sigma**2 * d / delta_sq
+
+
+def test_recovers_the_analytic_noise_scale_within_10_percent() -> None:
+    model, data, delta = linear_problem()
+    true = analytic_b_simple(D, SIGMA, float(delta.pow(2).sum()))
+    assert true == pytest.approx(21.0)
+    # The finite data set is the population the estimator samples: it must match theory too.
+    w = model.weight.detach().T.double()
+    per_example = 2 * (data.x_train.double() @ w - data.y_train.double()) * data.x_train.double()
+    mean = per_example.mean(dim=0)
+    finite = float(((per_example - mean) ** 2).sum(dim=1).mean() / mean.pow(2).sum())
+    assert finite == pytest.approx(true, rel=0.03)
+    est = estimate_noise_scale(model, data, batch_sizes=(16, 256), n_batches=200, device="cpu")
+    assert est.b_simple == pytest.approx(true, rel=0.10)
+    assert est.grad_sq_norm == pytest.approx(4.0, rel=0.10)  # |G|² = 4|δ|²
+    assert est.trace_sigma == pytest.approx(4.0 * ((D + 1) + SIGMA**2 * D), rel=0.10)
+    assert abs(est.b_simple - true) < 4 * est.standard_error  # the error bar is honest
+    assert (est.batch_sizes, est.n_batches, est.n_train) == ((16, 256), 200, N)
+
+
+def test_noisier_data_gives_a_larger_noise_scale() -> None:
+    quiet = estimate_noise_scale(*linear_problem(sigma=0.5)[:2], batch_sizes=(8, 128))
+    loud = estimate_noise_scale(*linear_problem(sigma=2.0)[:2], batch_sizes=(8, 128))
+    # analytic: 11 + 0.25·10 = 13.5 against 11 + 4·10 = 51
+    assert quiet.b_simple == pytest.approx(13.5, rel=0.2)
+    assert loud.b_simple == pytest.approx(51.0, rel=0.2)
+
+
+def test_standard_error_is_positive_and_shrinks_with_more_batches() -> None:
+    model, data, _ = linear_problem(n=5000)
+    few = estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=8, seed=1)
+    many = estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=256, seed=1)
+    assert 0 < many.standard_error < few.standard_error / 2.5  # ≈ 1/√32 ≈ 0.18 of it
+    assert math.isfinite(few.standard_error)
+
+
+def test_same_seed_same_estimate_and_the_callers_model_and_rng_are_untouched() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    y = (x @ torch.randn(8, 3, generator=g)).argmax(dim=1)
+    data = Data(x, y, x[:5], y[:5], x[:5], y[:5], n_outputs=3, task="classification", name="toy")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    a = estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=10, warmup_epochs=2)
+    b = estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=10, warmup_epochs=2)
+    assert a == b and a.warmup_epochs == 2
+    assert math.isfinite(a.b_simple) and a.b_simple > 0 and a.trace_sigma > 0
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+    assert torch.equal(rng, torch.get_rng_state())
+    cold = estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=10)
+    assert cold.grad_sq_norm > 2 * a.grad_sq_norm  # training shrinks the mean gradient...
+    assert cold.b_simple < a.b_simple  # ... so the noise scale grows (DESIGN §1)
+
+
+def test_a_pair_of_tensors_works_like_data() -> None:
+    model, data, _ = linear_problem(n=3000)
+    kwargs = {"batch_sizes": (4, 32), "n_batches": 5, "seed": 3}
+    via_data = estimate_noise_scale(model, data, **kwargs)
+    via_pair = estimate_noise_scale(model, (data.x_train, data.y_train), **kwargs)
+    assert via_data == via_pair
+
+
+def test_warmup_that_diverges_raises() -> None:
+    model, data, _ = linear_problem(n=500)
+    with pytest.raises(ValueError, match="warm-up diverged.*lr"):
+        estimate_noise_scale(model, data, batch_sizes=(4, 32), warmup_epochs=1, lr=1e6)
+
+
+def test_signal_lost_in_noise_warns() -> None:
+    model, data, _ = linear_problem(n=2000, sigma=100.0)
+    with pytest.warns(UserWarning, match="n_batches"):
+        est = estimate_noise_scale(model, data, batch_sizes=(1, 2), n_batches=2, seed=0)
+    assert est.grad_sq_norm <= 0 and est.b_simple == est.standard_error == math.inf
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"batch_sizes": (64, 64)}, ValueError, r"small < big < n_train = 500"),
+        ({"batch_sizes": (128, 64)}, ValueError, "batch_sizes"),
+        ({"batch_sizes": (8, 500)}, ValueError, r"batch_sizes=\(8, 500\)"),
+        ({"batch_sizes": (0, 8)}, ValueError, "batch_sizes"),
+        ({"batch_sizes": (8.0, 64)}, TypeError, "batch_sizes"),
+        ({"batch_sizes": 64}, TypeError, "batch_sizes"),
+        ({"n_batches": 1}, ValueError, r"n_batches.*>= 2"),
+        ({"warmup_epochs": -1}, ValueError, "warmup_epochs"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"device": "tpu"}, ValueError, "device"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, exc, match) -> None:
+    model, data, _ = linear_problem(n=500)
+    with pytest.raises(exc, match=match):
+        estimate_noise_scale(model, data, **{"batch_sizes": (8, 64), **kwargs})
+
+
+def test_bad_model_and_data() -> None:
+    model, data, _ = linear_problem(n=500)
+    with pytest.raises(TypeError, match="model"):
+        estimate_noise_scale(lambda x: x, data, batch_sizes=(8, 64))
+    with pytest.raises(TypeError, match="data"):
+        estimate_noise_scale(model, data.x_train, batch_sizes=(8, 64))
+    with pytest.raises(ValueError, match="len"):
+        estimate_noise_scale(model, (data.x_train, data.y_train[:-1]), batch_sizes=(8, 64))
+    frozen = torch.nn.Linear(D, 1).requires_grad_(False)
+    with pytest.raises(ValueError, match="requires a gradient"):
+        estimate_noise_scale(frozen, data, batch_sizes=(8, 64))
+
+
+def powers_of_two(x: int) -> bool:
+    return x >= 1 and x & (x - 1) == 0
+
+
+@pytest.mark.parametrize("n_train", [2, 9, 10, 100, 4000, 50_000, 1_281_167])
+def test_recommended_range_is_powers_of_two_within_bounds_and_monotone(n_train) -> None:
+    grid = [0.5, 1, 3, 8, 20, 100, 255, 256, 1000, 1e4, 1e6, math.inf]
+    ranges = [recommend_batch_sizes(b, n_train) for b in grid]
+    for low, high in ranges:
+        assert powers_of_two(low) and powers_of_two(high)
+        assert 1 <= low <= high <= max(1, n_train - 1) and high <= max(1, n_train / 10)
+    for (l1, h1), (l2, h2) in zip(ranges, ranges[1:], strict=False):
+        assert l1 <= l2 and h1 <= h2
+
+
+def test_recommended_range_values() -> None:
+    assert recommend_batch_sizes(300.0, 50_000) == (32, 256)  # below N/10
+    assert recommend_batch_sizes(256, 50_000) == (32, 256)
+    assert recommend_batch_sizes(1e5, 50_000) == (512, 4096)  # capped at N/10 = 5000
+    assert recommend_batch_sizes(math.inf, 50_000) == (512, 4096)
+    assert recommend_batch_sizes(12.0, 4000) == (1, 8)
+    est = NoiseScaleEstimate(600.0, 1.0, 600.0, 10.0, (32, 512), 100, 4000)
+    assert recommend_batch_sizes(est) == (32, 256)  # N/10 = 400 from the estimate's N
+    assert recommend_batch_sizes(est, n_train=100_000) == (64, 512)
+    assert dataclasses.is_dataclass(est) and est.warmup_epochs == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "match"),
+    [
+        ((0.0, 100), ValueError, "b_simple"),
+        ((math.nan, 100), ValueError, "b_simple"),
+        ((10.0, 1), ValueError, "n_train"),
+        ((10.0, None), ValueError, "n_train"),
+        (("10", 100), TypeError, "estimate"),
+    ],
+)
+def test_recommend_bad_input(args, exc, match) -> None:
+    with pytest.raises(exc, match=match):
+        recommend_batch_sizes(*args)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(noise).failed == 0
+
+
+NOISE_STUDY = """
+[data]
+name = "synthetic"
+n_samples = 400
+n_features = 6
+[model]
+hidden = [8]
+[space]
+batch_size = "auto"
+"""
+
+
+def test_noise_scale_command_prints_the_estimate_and_range(tmp_path, capsys):
+    from optuna_bs.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(NOISE_STUDY)
+    assert main(["noise-scale", str(path), "--batch-sizes", "8,64", "--n-batches", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "B_simple" in out and "recommended batch_size" in out
+    assert not list(tmp_path.glob("*.db"))  # a measurement writes no study
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["--batch-sizes", "64,8"], "SMALL < BIG"),
+        (["--batch-sizes", "8,8"], "SMALL < BIG"),
+        (["--batch-sizes", "8,4096"], "n_train"),
+        (["--batch-sizes", "x"], "SMALL,BIG"),
+    ],
+)
+def test_noise_scale_command_bad_batch_sizes(tmp_path, capsys, args, word):
+    from optuna_bs.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(NOISE_STUDY)
+    assert main(["noise-scale", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and word in err
+
+
+def test_noise_scale_command_bad_file(tmp_path, capsys):
+    from optuna_bs.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text("[space]\nbatch_size = 'automatic'\n")
+    assert main(["noise-scale", str(path)]) == 2
+    assert "'auto'" in capsys.readouterr().err
+    assert main(["noise-scale", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_auto_batch_size_bounds_the_space_by_the_estimate(tmp_path):
+    from optuna_bs.config import load_config
+    from optuna_bs.runner import prepare
+
+    path = tmp_path / "s.toml"
+    path.write_text(NOISE_STUDY)
+    prepared = prepare(load_config(path), storage=f"sqlite:///{tmp_path / 's.db'}")
+    low, high = prepared.space.batch_size
+    assert high <= prepared.data.n_train // 10 and low == max(1, high // 8)
+    assert high & (high - 1) == 0  # a power of two
