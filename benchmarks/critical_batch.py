@@ -1,0 +1,145 @@
+"""P7: does the gradient noise scale predict the critical batch size?
+
+    python benchmarks/critical_batch.py            # ~15 minutes on 2 cores
+    python benchmarks/critical_batch.py --quick    # smoke test, ~1 minute
+
+For each batch size B on a grid of powers of two, train the MNIST-1D MLP at several noise
+scales g (so each B gets its best learning rate) and count the optimizer steps until the
+validation error first reaches a target. McCandlish et al. (2018) predict
+S(B) = S_min (1 + B_crit / B): fitting S = a + b/B by least squares gives the measured knee
+B_crit = b/a, where steps stop halving when B doubles. It is compared with B_simple from
+:func:`optuna_bs.noise.estimate_noise_scale`, at initialisation and after a short warm-up.
+Goal: within 2x. Results go to benchmarks/results/critical_batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from optuna_bs import build_model, evaluate, load_data, lr_for_noise_scale
+from optuna_bs.noise import estimate_noise_scale
+
+HERE = Path(__file__).resolve().parent
+
+
+def steps_to_target(data, batch_size, lr, momentum, target, max_steps, seed) -> int | None:
+    """Optimizer steps until the validation error first reaches ``target`` (None: never)."""
+    torch.manual_seed(seed)
+    model = build_model("mlp", data.input_shape, data.n_outputs)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    gen = torch.Generator().manual_seed(seed)
+    n = data.n_train
+    per_epoch = n // batch_size
+    check_every = max(1, per_epoch // 4)  # a few checks per epoch, even at large B
+    step = 0
+    while step < max_steps:
+        perm = torch.randperm(n, generator=gen)
+        xs, ys = data.x_train[perm], data.y_train[perm]
+        for i in range(per_epoch):
+            batch = slice(i * batch_size, (i + 1) * batch_size)
+            loss = F.cross_entropy(model(xs[batch]), ys[batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if not torch.isfinite(loss):
+                return None
+            if step % check_every == 0 and evaluate(model, data.x_val, data.y_val) <= target:
+                return step
+            if step >= max_steps:
+                return None
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--target", type=float, default=0.45, help="validation error to reach")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    momentum = 0.9
+    if args.quick:
+        data = load_data("mnist1d")
+        grid, noise_scales, max_steps, target = [32, 128], [50.0], 300, 0.7
+    else:
+        data = load_data("mnist1d", num_samples=20000)  # N = 12800: room for large B
+        grid = [16, 32, 64, 128, 256, 512, 1024, 2048]
+        noise_scales, max_steps, target = [12.5, 25.0, 50.0, 100.0, 200.0], 20000, args.target
+    n = data.n_train
+    rows = []
+    for b in grid:
+        best = None
+        for g in noise_scales:
+            lr = lr_for_noise_scale(g, b, n, momentum)
+            steps = steps_to_target(data, b, lr, momentum, target, max_steps, seed=0)
+            rows.append({"batch_size": b, "noise_scale": g, "lr": lr, "steps": steps})
+            if steps is not None and (best is None or steps < best):
+                best = steps
+        rows.append({"batch_size": b, "best_steps": best})
+        print(f"B={b:>5}: steps to val_error <= {target}: {best}", flush=True)
+
+    best = {r["batch_size"]: r["best_steps"] for r in rows if "best_steps" in r}
+    reached = [(b, s) for b, s in best.items() if s is not None]
+    bs = np.array([b for b, _ in reached], dtype=float)
+    steps = np.array([s for _, s in reached], dtype=float)
+    # S = S_min + S_min * B_crit / B, linear in 1/B (McCandlish et al. 2018, eq. 2.11).
+    design = np.stack([np.ones_like(bs), 1.0 / bs], axis=1)
+    (s_min, slope), *_ = np.linalg.lstsq(design, steps, rcond=None)
+    b_crit = slope / s_min if s_min > 0 else float("inf")
+
+    probe = (32, 512) if not args.quick else (16, 128)
+    estimates = {}
+    for warmup in (0, 2):
+        torch.manual_seed(0)
+        model = build_model("mlp", data.input_shape, data.n_outputs)
+        est = estimate_noise_scale(
+            model,
+            data,
+            batch_sizes=probe,
+            warmup_epochs=warmup,
+            n_batches=20 if args.quick else 100,
+            device="cpu",
+            lr=lr_for_noise_scale(50.0, probe[0], n, 0.0),
+        )
+        estimates[warmup] = {"b_simple": est.b_simple, "standard_error": est.standard_error}
+
+    print(f"\nP7 critical batch size, MNIST-1D MLP, N = {n}, target val_error {target}")
+    print(f"{'B':>6}{'best steps':>12}")
+    for b, s in best.items():
+        print(f"{b:>6}{str(s):>12}")
+    print(
+        f"measured knee B_crit (fit S = S_min (1 + B_crit/B)): {b_crit:.0f}, S_min = {s_min:.0f}"
+    )
+    for warmup, est in estimates.items():
+        ratio = est["b_simple"] / b_crit
+        print(
+            f"B_simple after {warmup} warm-up epochs: {est['b_simple']:.0f} "
+            f"± {est['standard_error']:.0f}  ({ratio:.2f}x the knee; goal within 2x)"
+        )
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    path = results / ("critical_batch_quick.json" if args.quick else "critical_batch.json")
+    path.write_text(
+        json.dumps(
+            {
+                "n_train": n,
+                "target": target,
+                "runs": rows,
+                "b_crit": b_crit,
+                "s_min": s_min,
+                "estimates": estimates,
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {path.relative_to(HERE.parent)}")
+
+
+if __name__ == "__main__":
+    main()
