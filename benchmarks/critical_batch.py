@@ -57,11 +57,53 @@ def steps_to_target(data, batch_size, lr, momentum, target, max_steps, seed) -> 
     return None
 
 
+def plot(results: dict, path: Path) -> None:
+    """Steps to target against B, the fitted S_min (1 + B_crit/B), and B_simple marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = [(r["batch_size"], r["best_steps"]) for r in results["runs"] if "best_steps" in r]
+    bs = np.array([b for b, s in best if s is not None], dtype=float)
+    steps = np.array([s for _, s in best if s is not None], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.loglog(bs, steps, "o", color="#31688e", label="measured (best g per B)")
+    grid = np.geomspace(bs.min(), bs.max(), 100)
+    s_min, b_crit = results["s_min"], results["b_crit"]
+    ax.loglog(
+        grid,
+        s_min * (1 + b_crit / grid),
+        "-",
+        color="#35b779",
+        label=f"fit S_min(1 + B_crit/B), B_crit = {b_crit:.0f}",
+    )
+    ax.loglog(grid, steps[0] * bs[0] / grid, ":", color="grey", label="perfect scaling (S ∝ 1/B)")
+    for (warmup, est), style in zip(results["estimates"].items(), ("--", "-."), strict=False):
+        ax.axvline(
+            est["b_simple"],
+            color="#c0392b",
+            linestyle=style,
+            label=f"B_simple after {warmup} warm-up epochs = {est['b_simple']:.0f}",
+        )
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel(f"steps to val_error <= {results['target']}")
+    ax.set_title(f"MNIST-1D MLP, N = {results['n_train']}: where larger batches stop paying")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the result into this file")
+    parser.add_argument("--plot-from", metavar="JSON", help="only draw a saved result")
     parser.add_argument("--target", type=float, default=0.45, help="validation error to reach")
     args = parser.parse_args()
+    if args.plot_from:
+        plot(json.loads(Path(args.plot_from).read_text()), Path(args.plot))
+        return
     torch.set_num_threads(1)
     momentum = 0.9
     if args.quick:
@@ -125,20 +167,18 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     path = results / ("critical_batch_quick.json" if args.quick else "critical_batch.json")
-    path.write_text(
-        json.dumps(
-            {
-                "n_train": n,
-                "target": target,
-                "runs": rows,
-                "b_crit": b_crit,
-                "s_min": s_min,
-                "estimates": estimates,
-            },
-            indent=2,
-        )
-    )
+    results_json = {
+        "n_train": n,
+        "target": target,
+        "runs": rows,
+        "b_crit": b_crit,
+        "s_min": s_min,
+        "estimates": estimates,
+    }
+    path.write_text(json.dumps(results_json, indent=2))
     print(f"written to {path.relative_to(HERE.parent)}")
+    if args.plot:
+        plot(results_json, Path(args.plot))
 
 
 if __name__ == "__main__":
