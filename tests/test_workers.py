@@ -198,6 +198,14 @@ def test_max_trials_caps_the_study_across_runs(postgres_url, tmp_path):
     _delete(postgres_url, name)
 
 
+def _trials_so_far(storage, name, states=None):
+    """The study's trials, or none while a worker has yet to create the study."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(states=states)
+    except KeyError:
+        return []
+
+
 def _wait_for(predicate, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -232,10 +240,7 @@ def test_killed_worker_trial_is_retried_and_resumed(postgres_url, tmp_path):
     storage = make_storage(postgres_url)
 
     def reached_epoch_three():
-        try:
-            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-        except KeyError:
-            return False
+        trials = _trials_so_far(storage, name)
         return trials and len(trials[0].intermediate_values) >= 3
 
     _wait_for(reached_epoch_three, what="the first trial to reach epoch 3")
@@ -423,11 +428,7 @@ def test_workers_survive_a_postgres_restart(postgres_url, tmp_path):
     storage = make_storage(postgres_url)
 
     def some_trials_done():
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            return False
-        return len(study.get_trials(states=(COMPLETE,))) >= 2
+        return len(_trials_so_far(storage, name, (COMPLETE,))) >= 2
 
     _wait_for(some_trials_done, what="two complete trials")
     _pg_ctl("restart")
@@ -471,11 +472,7 @@ def test_ctrl_c_reaches_every_worker(postgres_url, tmp_path):
     storage = make_storage(postgres_url)
 
     def running():
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            return False
-        return len(study.get_trials(states=(optuna.trial.TrialState.RUNNING,))) == 2
+        return len(_trials_so_far(storage, name, (optuna.trial.TrialState.RUNNING,))) == 2
 
     _wait_for(running, what="both workers to run a trial")
     launcher.send_signal(signal.SIGINT)
