@@ -189,12 +189,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from optuna_bs.runner import (
-        evaluate_best_on_test,
-        launch_workers,
-        open_study,
-        split_trials,
-    )
+    from optuna_bs.runner import evaluate_best_on_test, open_study
+    from optuna_bs.workers import launch_workers, split_trials
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if gpus is not None and not gpus:

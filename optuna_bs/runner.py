@@ -12,17 +12,12 @@ import logging
 import math
 import os
 import re
-import signal
-import subprocess
-import threading
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy.exc
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
@@ -30,21 +25,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs.config import StudyConfig
 from optuna_bs.data import Data, load_data
-from optuna_bs.errors import ConfigError, StorageError
+from optuna_bs.errors import ConfigError
 from optuna_bs.models import build_model
 from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
 from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.storage import make_storage
 from optuna_bs.trainer import FitResult, evaluate, fit, place_data, resolve_device
+from optuna_bs.workers import optimize_reconnecting
 
 __all__ = [
     "Prepared",
     "prepare",
     "run_study",
     "open_study",
-    "launch_workers",
-    "split_trials",
     "best_trial",
     "load_data_and_model",
     "make_sampler",
@@ -56,15 +50,6 @@ _logger = logging.getLogger(__name__)
 
 METRIC_NAMES = {"error": "val_error", "loss": "val_loss"}
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# What a database restart looks like from a worker; the trial it cut is then failed or retried.
-_CONNECTION_ERRORS = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.InvalidatePoolError,
-    optuna.exceptions.StorageInternalError,
-    optuna.exceptions.UpdateFinishedTrialError,
-)
-_RECONNECT_SECONDS = 120
 
 
 @dataclass
@@ -412,51 +397,10 @@ def run_study(
             return study
         callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
     timeout = cfg.study.timeout if timeout is None else timeout
-    _optimize_reconnecting(
+    optimize_reconnecting(
         study, prepared.objective, n_trials, timeout, callbacks, show_progress_bar
     )
     return study
-
-
-def _optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar):
-    """``study.optimize``, going on after the database drops out (a restart, a failover).
-
-    A trial cut by the outage is failed, or, if its worker could not even say so, failed
-    later by the heartbeat and retried; this worker reconnects (``pool_pre_ping``) and runs
-    the rest of its trials.
-    """
-    finished = 0
-    start = time.monotonic()
-    outage_since = None
-
-    def count(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal finished, outage_since
-        finished += 1
-        outage_since = None
-
-    while finished < n_trials:
-        left = None if timeout is None else timeout - (time.monotonic() - start)
-        if left is not None and left <= 0:
-            return
-        try:
-            study.optimize(
-                objective,
-                n_trials=n_trials - finished,
-                timeout=left,
-                callbacks=[*callbacks, count],
-                show_progress_bar=show_progress_bar,
-            )
-            return
-        except Exception as err:
-            if not _is_outage(err):
-                raise
-            outage_since = outage_since or time.monotonic()
-            if time.monotonic() - outage_since > _RECONNECT_SECONDS:
-                raise StorageError(
-                    f"lost the study store for over {_RECONNECT_SECONDS} s: {type(err).__name__}"
-                ) from err
-            _logger.warning("Lost the study store (%s); reconnecting.", type(err).__name__)
-            time.sleep(2.0)
 
 
 def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | None:
@@ -491,91 +435,7 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     return value
 
 
-def _is_outage(err: BaseException) -> bool:
-    """Whether ``err``, or an error it was raised from or during, is a lost connection.
-
-    Optuna may re-raise a lost connection as another error while it cleans up the trial, so
-    the whole chain is looked at.
-    """
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, _CONNECTION_ERRORS):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The complete trial with the lowest validation value (objective 0), or ``None``."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return min(done, key=lambda t: t.values[0], default=None)
-
-
-def split_trials(n_trials: int, workers: int) -> list[int]:
-    """Share ``n_trials`` among ``workers`` as evenly as possible, the total kept exact.
-
-    Example:
-        >>> split_trials(10, 4)
-        [3, 3, 2, 2]
-    """
-    return [n_trials // workers + (i < n_trials % workers) for i in range(workers)]
-
-
-def launch_workers(
-    commands: Sequence[Sequence[str]],
-    *,
-    envs: Sequence[dict[str, str]] | None = None,
-    out: Callable[[str], None] = print,
-) -> int:
-    """Run worker processes side by side, their output lines prefixed with the worker id.
-
-    Ctrl-C is passed on to every worker (each runs in its own session, so the terminal's
-    SIGINT reaches it only once, from here), and the workers are waited for.
-
-    Returns:
-        0 if every worker succeeded, else the first non-zero exit status.
-    """
-    procs = []
-    for i, command in enumerate(commands):
-        env = {**os.environ, **(envs[i] if envs else {})}
-        proc = subprocess.Popen(
-            list(command),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        procs.append(proc)
-    lock = threading.Lock()
-
-    def pump(i: int, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            with lock:
-                out(f"[worker {i}] {line.rstrip()}")
-
-    threads = [
-        threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        codes = [proc.wait() for proc in procs]
-    except KeyboardInterrupt:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        codes = []
-        for proc in procs:
-            try:
-                codes.append(proc.wait(timeout=60))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(proc.wait())
-        for thread in threads:
-            thread.join(timeout=5)
-        return 130  # interrupted, whatever each worker made of its SIGINT
-    for thread in threads:
-        thread.join(timeout=5)
-    return next((code for code in codes if code != 0), 0)
