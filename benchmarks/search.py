@@ -1,0 +1,264 @@
+"""P1: search efficiency. Regret of the default space against vanilla Optuna and other samplers.
+
+    python benchmarks/search.py            # full: 20 seeds (see BENCHMARKS.md for the time)
+    python benchmarks/search.py --quick    # under 3 minutes: 2 tasks, 3 seeds, 10 trials
+    python benchmarks/search.py --tasks mnist1d_mlp --arms default default-startup5 \
+        --name search_variants_mnist1d_mlp                      # variants of the default
+    python benchmarks/search.py --rescore   # every full run against the best known of all
+
+Regret after k trials = the best complete trial's validation error after k trials minus the
+task's best known error (the best over every arm and seed of every full run). No pruning; every
+trial trains with the study file's max_epochs and patience. Arms (DESIGN §6):
+
+* ``default``: the study file's space (noise-scale: B and log g, m fixed) and sampler (TPE);
+* ``vanilla-tpe``: Optuna's TPESampler with its defaults over the independent space
+  B in 2^[4, 10], lr in [1e-4, 1] (log), m in [0, 0.99];
+* ``gp``, ``cmaes``, ``random``: the same independent space under GPSampler, CmaEsSampler and
+  RandomSampler, with their defaults.
+
+Variants of the default (``--arms``) are kept in :data:`VARIANTS`. Prints a table per task,
+writes benchmarks/results/search.json and, in the full mode, docs/p1_regret.png.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (  # noqa: E402
+    REPO,
+    Arm,
+    best_known,
+    best_so_far,
+    fmt_q,
+    interleave,
+    mode,
+    parser,
+    print_table,
+    quartiles,
+    ratio,
+    run_jobs,
+    write_json,
+)
+
+ARMS = {
+    "default": Arm(),
+    "vanilla-tpe": Arm(space="vanilla", sampler="tpe"),
+    "gp": Arm(space="vanilla", sampler="gp"),
+    "cmaes": Arm(space="vanilla", sampler="cmaes"),
+    "random": Arm(space="vanilla", sampler="random"),
+}
+#: Variants of the default tried to make it win (BENCHMARKS.md keeps their numbers).
+VARIANTS = {
+    "default-random": Arm(sampler="random"),
+    "default-startup5": Arm(sampler_options=(("n_startup_trials", 5),)),
+    "default-multivariate": Arm(sampler_options=(("multivariate", True),)),
+    "default-gp": Arm(sampler="gp"),
+    "default-g10-300": Arm(space_options=(("noise_scale", (10.0, 300.0)),)),
+    "default-b16-64": Arm(space_options=(("batch_size", (16, 64)),)),
+    "default-m0.5": Arm(space_options=(("momentum", 0.5),)),
+    "default-m0": Arm(space_options=(("momentum", 0.0),)),
+    "default-msearch": Arm(space_options=(("momentum", (0.0, 0.9)),)),
+}
+CHECKPOINTS = (5, 10, 20, 40)
+#: Full mode: trials per task. The CNN is the costly task (see BENCHMARKS.md).
+FULL_TRIALS = {"digits_mlp": 20, "mnist1d_mlp": 20, "mnist1d_cnn": 10}
+
+
+def checkpoints(n_trials: int) -> list[int]:
+    """The trial counts to report regret at: those of :data:`CHECKPOINTS` within the budget."""
+    return [k for k in CHECKPOINTS if k <= n_trials] or [n_trials]
+
+
+def _full_runs(results_dir: Path) -> dict[Path, dict]:
+    files = {p: json.loads(p.read_text()) for p in sorted(results_dir.glob("search*.json"))}
+    return {p: body for p, body in files.items() if body.get("mode") == "full"}
+
+
+def earlier_best_known(results_dir: Path) -> dict[str, float]:
+    """Per task, the best known error over the full P1 runs in ``results_dir``."""
+    return best_known(r for body in _full_runs(results_dir).values() for r in body["runs"])
+
+
+def rescore(results_dir: Path) -> None:
+    """Recompute every full run's regrets against the best known over all of them."""
+    known = earlier_best_known(results_dir)
+    for path, body in _full_runs(results_dir).items():
+        body["summary"] = summarise(body["runs"], list(body["arms"]), known)
+        print(f"\n== {path.name}: {body['command']}")
+        report(body["summary"])
+        plot(body["summary"], REPO / "docs" / f"p1_{path.stem}.png")
+        path.write_text(json.dumps(body, indent=1))
+
+
+def summarise(results: list[dict], arms: list[str], earlier: dict[str, float]) -> dict:
+    """Per task and arm: regret quartiles after each checkpoint, and the best-so-far curves.
+
+    Regret is against the best known error over this run and ``earlier`` ones, so that runs
+    of variants compare with the main run.
+    """
+    known = best_known(results)
+    known = {t: min(v, earlier.get(t, v)) for t, v in known.items()}
+    out = {}
+    for task in dict.fromkeys(r["task"] for r in results):
+        runs = {arm: [r for r in results if r["task"] == task and r["arm"] == arm] for arm in arms}
+        runs = {arm: rs for arm, rs in runs.items() if rs}
+        n_trials = min(len(r["trials"]) for rs in runs.values() for r in rs)
+        curves = {
+            arm: np.array([best_so_far(r["trials"])[:n_trials] for r in rs]) - known[task]
+            for arm, rs in runs.items()
+        }
+        out[task] = {
+            "best_known": known[task],
+            "n_trials": n_trials,
+            "seeds": {arm: len(rs) for arm, rs in runs.items()},
+            "regret": {
+                arm: {k: quartiles(c[:, k - 1]) for k in checkpoints(n_trials)}
+                for arm, c in curves.items()
+            },
+            "curves": {
+                arm: {
+                    "median": np.median(c, axis=0).tolist(),
+                    "q1": np.percentile(c, 25, axis=0).tolist(),
+                    "q3": np.percentile(c, 75, axis=0).tolist(),
+                }
+                for arm, c in curves.items()
+            },
+        }
+    return out
+
+
+def report(summary: dict) -> None:
+    """Print one regret table per task, and the goal table."""
+    goals = []
+    for task, s in summary.items():
+        ks = checkpoints(s["n_trials"])
+        rows = []
+        for arm, regret in s["regret"].items():
+            vanilla = s["regret"].get("vanilla-tpe", {})
+            rows.append(
+                [arm, s["seeds"][arm]]
+                + [fmt_q(regret[k], 100, 1) for k in ks]
+                + [
+                    f"{ratio(regret[k]['median'], vanilla[k]['median']):.2f}"
+                    if k in vanilla
+                    else "-"
+                    for k in (10, 20)
+                    if k in ks
+                ]
+            )
+        header = (
+            ["arm", "seeds"]
+            + [f"regret@{k} (pt)" for k in ks]
+            + [f"÷vanilla@{k}" for k in (10, 20) if k in ks]
+        )
+        print_table(
+            f"P1 {task}: best known {100 * s['best_known']:.2f}% val error; "
+            "median regret [IQR] in points",
+            header,
+            rows,
+        )
+        if "default" in s["regret"] and "vanilla-tpe" in s["regret"]:
+            for k in (10, 20):
+                if k in ks:
+                    d, v = s["regret"]["default"][k], s["regret"]["vanilla-tpe"][k]
+                    r = ratio(d["median"], v["median"])
+                    r_mean = ratio(d["mean"], v["mean"])
+                    goal = "met" if r <= 0.33 else "missed"
+                    goals.append([task, k, f"{r:.2f}", f"{r_mean:.2f}", goal])
+    if goals:
+        print_table(
+            "P1 goal: default's median regret <= 0.33x vanilla's (ratio of means for reference)",
+            ["task", "trials", "ratio of medians", "ratio of means", "goal"],
+            goals,
+        )
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Median regret against trials, with the IQR as a band, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summary), figsize=(5 * len(summary), 4), squeeze=False)
+    for ax, (task, s) in zip(axes[0], summary.items(), strict=True):
+        for arm, c in s["curves"].items():
+            x = np.arange(1, len(c["median"]) + 1)
+            (line,) = ax.plot(x, 100 * np.array(c["median"]), label=arm)
+            ax.fill_between(
+                x,
+                100 * np.array(c["q1"]),
+                100 * np.array(c["q3"]),
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        ax.set_title(f"{task} (best known {100 * s['best_known']:.1f}%)")
+        ax.set_xlabel("trials")
+        ax.set_ylabel("regret, points of val error")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--arms", nargs="+", choices=[*ARMS, *VARIANTS], help="arms to run")
+    p.add_argument("--trials", type=int, help="trials per study (default: the mode's)")
+    p.add_argument("--name", help="name of the JSON (default: search[_TASKS])")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="train nothing: recompute the regrets of every full run in the results folder "
+        "against the best known error over all of them, and print the tables again",
+    )
+    args = p.parse_args(argv)
+    if args.rescore:
+        rescore(args.results_dir)
+        return
+    m = mode(args)
+    tasks = (
+        args.tasks
+        or {
+            "full": list(FULL_TRIALS),
+            "quick": ["digits_mlp", "mnist1d_mlp"],
+            "smoke": ["digits_mlp"],
+        }[m]
+    )
+    seeds = args.seeds or {"full": 20, "quick": 3, "smoke": 2}[m]
+    arms = args.arms or list(ARMS)
+    trials = args.trials or {"full": FULL_TRIALS.get, "quick": 10, "smoke": 3}[m]
+    jobs = interleave(
+        tasks,
+        {a: {**ARMS, **VARIANTS}[a] for a in arms},
+        range(seeds),
+        n_trials=trials,
+        max_epochs=2 if m == "smoke" else None,
+    )
+    results = run_jobs(jobs, args.workers)
+    earlier = earlier_best_known(args.results_dir) if m == "full" else {}
+    summary = summarise(results, arms, earlier)
+    report(summary)
+    path = write_json(
+        args,
+        args.name or "search",
+        {
+            "arms": {a: {**ARMS, **VARIANTS}[a].describe() for a in arms},
+            "seeds": seeds,
+            "summary": summary,
+            "runs": results,
+        },
+    )
+    png = REPO / "docs" / f"p1_{path.stem}.png" if m == "full" else path.with_suffix(".png")
+    plot(summary, png)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""P2: wall-clock for a whole study, with pruning, to first reach a target validation error.
+
+    python benchmarks/time_to_target.py            # full: 20 seeds (see BENCHMARKS.md)
+    python benchmarks/time_to_target.py --quick    # under 3 minutes: digits, 3 seeds
+
+Target = the task's best known validation error + 1 point. The best known error is read from
+P1's results (benchmarks/results/search.json, or search_quick.json), else taken over this
+run's own trials afterwards. Arms (DESIGN §6):
+
+* ``default``: the study file as users get it: its space (noise-scale), sampler (TPE), pruner
+  (median, with its warm-up) and early stopping, trials trained by ``optuna_bs.fit``;
+* ``vanilla``: Optuna's TPESampler and MedianPruner with their defaults over the independent
+  space B in 2^[4, 10], lr in [1e-4, 1] (log), m in [0, 0.99], and a plain PyTorch loop
+  (DataLoader, SGD, validation error reported every epoch, no early stopping).
+
+A study stops at its first complete trial that reaches the target, or after ``--max-trials``
+trials (then it counts as never reached: infinite time). Both arms run side by side on the
+same two worker processes, interleaved seed by seed. Prints a table, writes
+benchmarks/results/time_to_target.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (  # noqa: E402
+    Arm,
+    best_known,
+    fmt_q,
+    interleave,
+    load_task,
+    mode,
+    parser,
+    print_table,
+    quartiles,
+    ratio,
+    run_jobs,
+    write_json,
+)
+
+ARMS = {
+    "default": Arm(pruner="study"),
+    "vanilla": Arm(
+        space="vanilla", sampler="tpe", pruner="median", loop="dataloader", early_stopping=False
+    ),
+}
+TARGET_MARGIN = 0.01
+
+
+def known_targets(results_dir: Path) -> tuple[dict[str, float], str | None]:
+    """Best known errors from P1's results (full runs first), and the files they came from."""
+    paths = sorted(results_dir.glob("search*.json"), key=lambda p: ("quick" in p.name, p.name))
+    known: dict[str, tuple[float, str]] = {}
+    for path in paths:
+        for task, s in json.loads(path.read_text())["summary"].items():
+            known.setdefault(task, (s["best_known"], path.name))
+    return {t: v for t, (v, _) in known.items()}, {t: f for t, (_, f) in known.items()}
+
+
+def time_to_target(run: dict, target: float) -> tuple[float, float, int]:
+    """Seconds from the study's start to the end of its first complete trial at or below
+    ``target`` (inf if none), a lower bound of that time (the study's seconds if none), and
+    the trials run until then."""
+    for i, t in enumerate(run["trials"]):
+        if t["state"] == "complete" and t["value"] <= target:
+            return t["seconds"], t["seconds"], i + 1
+    return math.inf, run["seconds"], len(run["trials"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--max-trials", type=int, help="trial budget of a study (default: 3x the file)")
+    args = p.parse_args(argv)
+    m = mode(args)
+    tasks = (
+        args.tasks
+        or {
+            "full": ["mnist1d_mlp", "digits_mlp"],
+            "quick": ["digits_mlp"],
+            "smoke": ["digits_mlp"],
+        }[m]
+    )
+    seeds = args.seeds or {"full": 20, "quick": 3, "smoke": 2}[m]
+    known, source = known_targets(args.results_dir)
+    if m == "smoke":
+        known, source = {}, {}
+    jobs = []
+    for task in tasks:
+        budget = args.max_trials or (
+            4 if m == "smoke" else 3 * load_task(task).config.study.n_trials
+        )
+        target = known[task] + TARGET_MARGIN if task in known else None
+        jobs += interleave(
+            [task],
+            ARMS,
+            range(seeds),
+            n_trials=budget,
+            target=target,
+            max_epochs=2 if m == "smoke" else None,
+        )
+    results = run_jobs(jobs, args.workers)
+    own = best_known(results)
+    summary, rows, goals = {}, [], []
+    for task in tasks:
+        best = known.get(task, own[task])
+        target = best + TARGET_MARGIN
+        per_arm = {}
+        for arm in ARMS:
+            runs = sorted(
+                (r for r in results if r["task"] == task and r["arm"] == arm),
+                key=lambda r: r["seed"],
+            )
+            reached = [time_to_target(r, target) for r in runs]
+            per_arm[arm] = {
+                "seconds": quartiles(s for s, _, _ in reached),
+                "seconds_lower_bound": quartiles(b for _, b, _ in reached),
+                "trials": quartiles(n for _, _, n in reached),
+                "reached": sum(math.isfinite(s) for s, _, _ in reached),
+                "seeds": len(runs),
+                "per_seed_seconds": [s for s, _, _ in reached],
+                "per_seed_lower_bound": [b for _, b, _ in reached],
+            }
+        default, vanilla = per_arm["default"], per_arm["vanilla"]
+        # A study that never reached the target took at least its own seconds: with the
+        # vanilla arm censored so, the ratio is an upper bound ("<=").
+        paired = [
+            ratio(d, v)
+            for d, v in zip(
+                default["per_seed_seconds"], vanilla["per_seed_lower_bound"], strict=True
+            )
+        ]
+        censored = vanilla["reached"] < vanilla["seeds"]
+        r = ratio(default["seconds"]["median"], vanilla["seconds_lower_bound"]["median"])
+        summary[task] = {
+            "best_known": best,
+            "best_known_from": source.get(task, "this run"),
+            "target": target,
+            "arms": per_arm,
+            "ratio_of_medians": r,
+            "ratio_is_upper_bound": censored,
+            "per_seed_ratio": quartiles(x for x in paired if not math.isnan(x)),
+        }
+        for arm, a in per_arm.items():
+            rows.append(
+                [
+                    task,
+                    f"{100 * target:.2f}%",
+                    arm,
+                    f"{a['reached']}/{a['seeds']}",
+                    fmt_q(a["seconds"], 1, 1),
+                    fmt_q(a["trials"], 1, 0),
+                ]
+            )
+        goals.append(
+            [
+                task,
+                f"{'<= ' if censored else ''}{r:.2f}",
+                fmt_q(summary[task]["per_seed_ratio"], 1, 2),
+                "met" if r <= 0.25 else "missed",
+            ]
+        )
+    print_table(
+        "P2 time to target (best known + 1 point): median [IQR] over seeds; inf = not reached "
+        "within the trial budget",
+        ["task", "target", "arm", "reached", "seconds", "trials"],
+        rows,
+    )
+    print_table(
+        "P2 goal: default / vanilla <= 0.25x",
+        ["task", "ratio of medians", "per-seed ratio", "goal"],
+        goals,
+    )
+    write_json(
+        args,
+        "time_to_target",
+        {
+            "arms": {a: arm.describe() for a, arm in ARMS.items()},
+            "seeds": seeds,
+            "summary": summary,
+            "runs": results,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Smoke test of the P1, P2, P3 and P5 benchmarks: each one's ``--smoke`` mode runs end to end.
+
+The smoke mode runs the same code as the full one (harness, arms, studies, statistics, tables,
+JSON) on a tiny budget: the digits task, 2 seeds, 2 epochs, a few trials, one process. Nothing
+is asserted about the results, which such a budget cannot show; what is asserted is that each
+benchmark finishes, prints its tables and writes its JSON with every arm in it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+# script -> (JSON written, arms in it, the title of the table it prints)
+BENCHMARKS = {
+    "search.py": (
+        "search_smoke.json",
+        ["default", "vanilla-tpe", "gp", "cmaes", "random"],
+        "P1 digits_mlp: best known",
+    ),
+    "time_to_target.py": ("time_to_target_smoke.json", ["default", "vanilla"], "P2 goal"),
+    "pruning.py": ("pruning_smoke.json", ["pruned", "none"], "P3 goal"),
+    "throughput.py": ("throughput_smoke.json", None, "P5 training samples/s"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_smoke_mode_runs(script, tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / script),
+            "--smoke",
+            "--workers",
+            "1",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    name, arms, title = BENCHMARKS[script]
+    assert title in run.stdout
+    result = json.loads((tmp_path / name).read_text())
+    assert result["mode"] == "smoke"
+    assert result["machine"]["torch"]
+    assert str(REPO) not in json.dumps(result)  # no absolute path of this machine
+    if arms is not None:
+        assert sorted({r["arm"] for r in result["runs"]}) == sorted(arms)
+        assert all(r["trials"] for r in result["runs"])
+    else:
+        assert set(result["summary"]) == {"mlp/B=16", "mlp/B=128", "mlp/B=1024"}
