@@ -224,14 +224,8 @@ def _objective(task: Task, arm: Arm, seed: int, max_epochs: int, cache: dict | N
 
     def cached(trial: optuna.Trial) -> float:
         hp = space.suggest(trial)
-        key = (
-            arm.space,
-            arm.loop,
-            patience,
-            max_epochs,
-            trial.number,
-            tuple(trial.params.items()),
-        )
+        # What training depends on: the hyperparameters themselves, not the sampled params.
+        key = (arm.loop, patience, max_epochs, trial.number, repr(hp))
         if key not in cache:
             try:
                 cache[key] = (objective(trial, hp), dict(trial.user_attrs))

@@ -1,6 +1,6 @@
 """P5: training samples per second of ``optuna_bs.fit`` against two hand-written loops.
 
-    python benchmarks/throughput.py            # full: 7 repeats (about 3 minutes)
+    python benchmarks/throughput.py            # full: 15 repeats (about 5 minutes)
     python benchmarks/throughput.py --quick    # 2 repeats
 
 On MNIST-1D with 10,000 samples (6,400 training samples, so B = 1024 fits), for the MLP and
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     m = mode(args)
     torch.set_num_threads(1)
-    repeats = args.seeds or {"full": 7, "quick": 2, "smoke": 1}[m]
-    epochs = {"full": 2, "quick": 1, "smoke": 1}[m]
+    repeats = args.seeds or {"full": 15, "quick": 2, "smoke": 1}[m]
+    epochs = 1
     models = ("mlp", "cnn1d") if m != "smoke" else ("mlp",)
     data = load_data("mnist1d", num_samples=2000 if m == "smoke" else 10_000)
     for loop in LOOPS:  # warm-up: first calls allocate and load kernels

@@ -3,9 +3,10 @@
     python benchmarks/time_to_target.py            # full: 20 seeds (see BENCHMARKS.md)
     python benchmarks/time_to_target.py --quick    # under 3 minutes: digits, 3 seeds
 
-Target = the task's best known validation error + 1 point. The best known error is read from
-P1's results (benchmarks/results/search.json, or search_quick.json), else taken over this
-run's own trials afterwards. Arms (DESIGN §6):
+Target = the task's best known validation error + 1 point (the goal's), and, reported too,
++2 to +5 points. The best known error is read from P1's full results
+(benchmarks/results/search*.json), else taken over this run's own trials afterwards.
+Arms (DESIGN §6):
 
 * ``default``: the study file as users get it: its space (noise-scale), sampler (TPE), pruner
   (median, with its warm-up) and early stopping, trials trained by ``optuna_bs.fit``;
@@ -13,10 +14,11 @@ run's own trials afterwards. Arms (DESIGN §6):
   space B in 2^[4, 10], lr in [1e-4, 1] (log), m in [0, 0.99], and a plain PyTorch loop
   (DataLoader, SGD, validation error reported every epoch, no early stopping).
 
-A study stops at its first complete trial that reaches the target, or after ``--max-trials``
-trials (then it counts as never reached: infinite time). Both arms run side by side on the
-same two worker processes, interleaved seed by seed. Prints a table, writes
-benchmarks/results/time_to_target.json.
+A study stops at its first complete trial that reaches the +1 point target, or after
+``--max-trials`` trials; a target not reached counts as infinite time (and the ratio as an
+upper bound). ``--rescore`` analyses the saved full runs again without training. Both arms
+run side by side on the same two worker processes, interleaved seed by seed. Prints tables,
+writes benchmarks/results/time_to_target.json.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (  # noqa: E402
     Arm,
     best_known,
+    best_so_far,
     fmt_q,
     interleave,
     load_task,
@@ -48,7 +51,9 @@ ARMS = {
         space="vanilla", sampler="tpe", pruner="median", loop="dataloader", early_stopping=False
     ),
 }
-TARGET_MARGIN = 0.01
+TARGET_MARGIN = 0.01  # the goal's target: best known + 1 point
+#: Looser targets, reported too: on MNIST-1D the best known is an extreme of thousands of trials.
+MARGINS = (TARGET_MARGIN, 0.02, 0.03, 0.04, 0.05)
 
 
 def known_targets(results_dir: Path) -> tuple[dict[str, float], str | None]:
@@ -71,10 +76,147 @@ def time_to_target(run: dict, target: float) -> tuple[float, float, int]:
     return math.inf, run["seconds"], len(run["trials"])
 
 
+def analyse(results: list[dict], task: str, target: float) -> dict:
+    """Time to ``target`` of each arm's studies of ``task``, and the ratio default / vanilla."""
+    per_arm = {}
+    for arm in ARMS:
+        runs = sorted(
+            (r for r in results if r["task"] == task and r["arm"] == arm), key=lambda r: r["seed"]
+        )
+        reached = [time_to_target(r, target) for r in runs]
+        per_arm[arm] = {
+            "seconds": quartiles(s for s, _, _ in reached),
+            "seconds_lower_bound": quartiles(b for _, b, _ in reached),
+            "trials": quartiles(n for _, _, n in reached),
+            "reached": sum(math.isfinite(s) for s, _, _ in reached),
+            "seeds": len(runs),
+            "per_seed_seconds": [s for s, _, _ in reached],
+            "per_seed_lower_bound": [b for _, b, _ in reached],
+        }
+    default, vanilla = per_arm["default"], per_arm["vanilla"]
+    # A study that never reached the target took at least its own seconds: with the vanilla
+    # arm censored so, the ratio is an upper bound ("<=").
+    paired = [
+        ratio(d, v)
+        for d, v in zip(default["per_seed_seconds"], vanilla["per_seed_lower_bound"], strict=True)
+    ]
+    return {
+        "target": target,
+        "arms": per_arm,
+        "ratio_of_medians": ratio(
+            default["seconds"]["median"], vanilla["seconds_lower_bound"]["median"]
+        ),
+        "ratio_is_upper_bound": vanilla["reached"] < vanilla["seeds"],
+        "per_seed_ratio": quartiles(x for x in paired if not math.isnan(x)),
+    }
+
+
+def study_totals(results: list[dict], task: str) -> dict:
+    """Per arm: a whole study's seconds, epochs, pruned trials and best error (quartiles)."""
+    out = {}
+    for arm in ARMS:
+        runs = [r for r in results if r["task"] == task and r["arm"] == arm]
+        out[arm] = {
+            "seconds": quartiles(r["seconds"] for r in runs),
+            "trials": quartiles(len(r["trials"]) for r in runs),
+            "epochs": quartiles(sum(t["epochs"] for t in r["trials"]) for r in runs),
+            "pruned": quartiles(sum(t["state"] == "pruned" for t in r["trials"]) for r in runs),
+            "best_error": quartiles(best_so_far(r["trials"])[-1] for r in runs),
+        }
+    return out
+
+
+def report(summary: dict) -> None:
+    """Print the time-to-target table for every margin, the goal table and study totals."""
+    rows, goals, totals = [], [], []
+    for task, s in summary.items():
+        for margin, a in s["margins"].items():
+            for arm, x in a["arms"].items():
+                rows.append(
+                    [
+                        task,
+                        f"+{100 * float(margin):.0f} pt = {100 * a['target']:.2f}%",
+                        arm,
+                        f"{x['reached']}/{x['seeds']}",
+                        fmt_q(x["seconds"], 1, 1),
+                        fmt_q(x["trials"], 1, 0),
+                    ]
+                )
+            bound = "<= " if a["ratio_is_upper_bound"] else ""
+            goal = "met" if a["ratio_of_medians"] <= 0.25 else "missed"
+            goals.append(
+                [
+                    task,
+                    f"+{100 * float(margin):.0f} pt",
+                    f"{bound}{a['ratio_of_medians']:.2f}",
+                    fmt_q(a["per_seed_ratio"], 1, 2),
+                    goal if float(margin) == TARGET_MARGIN else "(looser target)",
+                ]
+            )
+        for arm, t in s["totals"].items():
+            totals.append(
+                [
+                    task,
+                    arm,
+                    fmt_q(t["seconds"], 1, 1),
+                    fmt_q(t["trials"], 1, 0),
+                    fmt_q(t["epochs"], 1, 0),
+                    fmt_q(t["pruned"], 1, 0),
+                    fmt_q(t["best_error"], 100, 2),
+                ]
+            )
+    print_table(
+        "P2 time to target (best known + margin): median [IQR] over seeds; inf = not reached "
+        "within the trial budget",
+        ["task", "target", "arm", "reached", "seconds", "trials"],
+        rows,
+    )
+    print_table(
+        "P2 goal: default / vanilla <= 0.25x at best known + 1 point",
+        ["task", "target", "ratio of medians", "per-seed ratio", "goal"],
+        goals,
+    )
+    print_table(
+        "P2 whole studies (until the target or the budget): median [IQR] over seeds",
+        ["task", "arm", "seconds", "trials", "epochs", "pruned", "best val error %"],
+        totals,
+    )
+
+
+def summarise(results: list[dict], known: dict, source: dict) -> dict:
+    """Per task: the best known error, time to each target, and the study totals."""
+    own = best_known(results)
+    summary = {}
+    for task in dict.fromkeys(r["task"] for r in results):
+        best = known.get(task, own[task])
+        summary[task] = {
+            "best_known": best,
+            "best_known_from": source.get(task, "this run"),
+            "margins": {m: analyse(results, task, best + m) for m in MARGINS},
+            "totals": study_totals(results, task),
+        }
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--max-trials", type=int, help="trial budget of a study (default: 3x the file)")
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="train nothing: analyse the full runs in the results folder again",
+    )
     args = p.parse_args(argv)
+    if args.rescore:
+        known, source = known_targets(args.results_dir)
+        for path in sorted(args.results_dir.glob("time_to_target*.json")):
+            body = json.loads(path.read_text())
+            if body.get("mode") == "full":
+                body["summary"] = summarise(body["runs"], known, source)
+                print(f"\n== {path.name}: {body['command']}")
+                report(body["summary"])
+                path.write_text(json.dumps(body, indent=1))
+        return
     m = mode(args)
     tasks = (
         args.tasks
@@ -85,14 +227,13 @@ def main(argv: list[str] | None = None) -> None:
         }[m]
     )
     seeds = args.seeds or {"full": 20, "quick": 3, "smoke": 2}[m]
-    known, source = known_targets(args.results_dir)
-    if m == "smoke":
-        known, source = {}, {}
+    known, source = known_targets(args.results_dir) if m != "smoke" else ({}, {})
     jobs = []
     for task in tasks:
         budget = args.max_trials or (
             4 if m == "smoke" else 3 * load_task(task).config.study.n_trials
         )
+        # Studies stop at the strictest target; the looser ones are reached no later.
         target = known[task] + TARGET_MARGIN if task in known else None
         jobs += interleave(
             [task],
@@ -103,77 +244,8 @@ def main(argv: list[str] | None = None) -> None:
             max_epochs=2 if m == "smoke" else None,
         )
     results = run_jobs(jobs, args.workers)
-    own = best_known(results)
-    summary, rows, goals = {}, [], []
-    for task in tasks:
-        best = known.get(task, own[task])
-        target = best + TARGET_MARGIN
-        per_arm = {}
-        for arm in ARMS:
-            runs = sorted(
-                (r for r in results if r["task"] == task and r["arm"] == arm),
-                key=lambda r: r["seed"],
-            )
-            reached = [time_to_target(r, target) for r in runs]
-            per_arm[arm] = {
-                "seconds": quartiles(s for s, _, _ in reached),
-                "seconds_lower_bound": quartiles(b for _, b, _ in reached),
-                "trials": quartiles(n for _, _, n in reached),
-                "reached": sum(math.isfinite(s) for s, _, _ in reached),
-                "seeds": len(runs),
-                "per_seed_seconds": [s for s, _, _ in reached],
-                "per_seed_lower_bound": [b for _, b, _ in reached],
-            }
-        default, vanilla = per_arm["default"], per_arm["vanilla"]
-        # A study that never reached the target took at least its own seconds: with the
-        # vanilla arm censored so, the ratio is an upper bound ("<=").
-        paired = [
-            ratio(d, v)
-            for d, v in zip(
-                default["per_seed_seconds"], vanilla["per_seed_lower_bound"], strict=True
-            )
-        ]
-        censored = vanilla["reached"] < vanilla["seeds"]
-        r = ratio(default["seconds"]["median"], vanilla["seconds_lower_bound"]["median"])
-        summary[task] = {
-            "best_known": best,
-            "best_known_from": source.get(task, "this run"),
-            "target": target,
-            "arms": per_arm,
-            "ratio_of_medians": r,
-            "ratio_is_upper_bound": censored,
-            "per_seed_ratio": quartiles(x for x in paired if not math.isnan(x)),
-        }
-        for arm, a in per_arm.items():
-            rows.append(
-                [
-                    task,
-                    f"{100 * target:.2f}%",
-                    arm,
-                    f"{a['reached']}/{a['seeds']}",
-                    fmt_q(a["seconds"], 1, 1),
-                    fmt_q(a["trials"], 1, 0),
-                ]
-            )
-        goals.append(
-            [
-                task,
-                f"{'<= ' if censored else ''}{r:.2f}",
-                fmt_q(summary[task]["per_seed_ratio"], 1, 2),
-                "met" if r <= 0.25 else "missed",
-            ]
-        )
-    print_table(
-        "P2 time to target (best known + 1 point): median [IQR] over seeds; inf = not reached "
-        "within the trial budget",
-        ["task", "target", "arm", "reached", "seconds", "trials"],
-        rows,
-    )
-    print_table(
-        "P2 goal: default / vanilla <= 0.25x",
-        ["task", "ratio of medians", "per-seed ratio", "goal"],
-        goals,
-    )
+    summary = summarise(results, known, source)
+    report(summary)
     write_json(
         args,
         "time_to_target",
