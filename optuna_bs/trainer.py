@@ -334,7 +334,8 @@ def fit(
                 )
             should_stop = monitor.check()
     except optuna.TrialPruned:
-        _record(trial, result(monitor.stop_reason_ or "pruned"))
+        # The monitor has already written stop_reason and metric: one DB write each saved.
+        _record(trial, result(monitor.stop_reason_ or "pruned"), skip=("stop_reason", "metric"))
         raise
 
     if best_state is not None:
@@ -426,11 +427,12 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _record(trial: BaseTrial | None, outcome: FitResult) -> None:
+def _record(trial: BaseTrial | None, outcome: FitResult, skip: tuple[str, ...] = ()) -> None:
     if trial is None:
         return
     for key, value in outcome.user_attrs().items():
-        trial.set_user_attr(key, value)
+        if key not in skip:
+            trial.set_user_attr(key, value)
 
 
 def _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay) -> None:

@@ -137,8 +137,6 @@ def test_eight_workers_lose_no_trial(server_url, tmp_path):
     assert len(trials) == 200
     assert sorted(t.number for t in trials) == list(range(200))
     assert all(t.state in (COMPLETE, PRUNED) for t in trials)
-    for worker in range(8):
-        assert f"[worker {worker}]" in run.stdout or run.stdout == ""
     _delete(server_url, name)
 
 
@@ -158,6 +156,8 @@ def test_launch_shares_the_budget_and_prefixes_output(postgres_url, tmp_path):
     )
     assert run.returncode == 0, run.stdout[-2000:]
     assert "launching 2 workers" in run.stdout
+    # Each worker's own summary line reaches the terminal under its prefix.
+    assert "[worker 0] " in run.stdout and "[worker 1] " in run.stdout
     trials = _trials(postgres_url, name)
     assert len(trials) == 5
     # Each worker seeds its own sampler: their random start-up trials differ.
