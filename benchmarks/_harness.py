@@ -92,12 +92,13 @@ class Arm:
         sampler: ``"study"``, the study file's sampler with its settings (what users get), or
             ``"tpe"``, ``"gp"``, ``"cmaes"``, ``"random"`` with Optuna's defaults.
         pruner: ``"none"``, ``"study"`` (the study file's), ``"median"`` (Optuna's defaults,
-            or ``pruner_options``) or ``"hyperband"`` (optuna-bs's, over max_epochs).
+            or ``pruner_options``), ``"percentile"`` (``pruner_options``, which must give the
+            percentile) or ``"hyperband"`` (optuna-bs's, over max_epochs).
         loop: ``"fit"`` (:func:`optuna_bs.fit`) or ``"dataloader"`` (a plain PyTorch loop).
         early_stopping: The study file's ``patience``, or none.
         space_options: Overrides of the default space's arguments (a variant).
         sampler_options: Keyword arguments of the sampler (a variant).
-        pruner_options: Keyword arguments of a ``"median"`` pruner (a variant).
+        pruner_options: Keyword arguments of a ``"median"`` or ``"percentile"`` pruner.
     """
 
     space: str = "default"
@@ -168,6 +169,8 @@ def make_arm_pruner(task: Task, arm: Arm) -> optuna.pruners.BasePruner:
         )
     if arm.pruner == "median":
         return optuna.pruners.MedianPruner(**dict(arm.pruner_options))
+    if arm.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(**dict(arm.pruner_options))
     if arm.pruner == "hyperband":
         return make_pruner("hyperband", max_epochs=task.config.train.max_epochs)
     return optuna.pruners.NopPruner()

@@ -44,6 +44,19 @@ VARIANTS = {
         pruner_options=(("n_startup_trials", 5), ("n_warmup_steps", 1), ("n_min_trials", 5)),
     ),
     "hyperband": Arm(pruner="hyperband"),
+    "pruned-warmup1-startup2": Arm(
+        pruner="median",
+        pruner_options=(("n_startup_trials", 2), ("n_warmup_steps", 1), ("n_min_trials", 2)),
+    ),
+    "percentile25-warmup1": Arm(
+        pruner="percentile",
+        pruner_options=(
+            ("percentile", 25.0),
+            ("n_startup_trials", 3),
+            ("n_warmup_steps", 1),
+            ("n_min_trials", 3),
+        ),
+    ),
 }
 
 

@@ -63,6 +63,7 @@ VARIANTS = {
     "default-m0.5": Arm(space_options=(("momentum", 0.5),)),
     "default-m0": Arm(space_options=(("momentum", 0.0),)),
     "default-msearch": Arm(space_options=(("momentum", (0.0, 0.9)),)),
+    "default-m0.5-gp": Arm(sampler="gp", space_options=(("momentum", 0.5),)),
 }
 CHECKPOINTS = (5, 10, 20, 40)
 #: Full mode: trials per task. The CNN is the costly task (see BENCHMARKS.md).
