@@ -154,9 +154,13 @@ class Prepared:
         )
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Callback: release the last trial's memory, so the next one starts clean."""
-        gc.collect()
+        """Callback: on a GPU, release the last trial's memory, so the next one starts clean.
+
+        On a CPU, reference counting frees a trial's tensors as it ends; a full collection
+        there finds nothing to free and costs about 0.3 s per trial once torch is loaded.
+        """
         if self.device.type == "cuda":
+            gc.collect()
             torch.cuda.empty_cache()
 
     def _checkpoints(self, trial: optuna.trial.BaseTrial) -> tuple[Path | None, list[Path]]:
