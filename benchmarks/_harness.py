@@ -165,6 +165,7 @@ def make_arm_pruner(task: Task, arm: Arm) -> optuna.pruners.BasePruner:
         return make_pruner(
             study.pruner,
             warmup_epochs=study.pruner_warmup_epochs,
+            startup_trials=study.pruner_startup_trials,
             max_epochs=task.config.train.max_epochs,
         )
     if arm.pruner == "median":

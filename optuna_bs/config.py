@@ -4,7 +4,7 @@ A study file has five sections, each optional; a key left out takes the default 
 The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spells them out)::
 
     [study]   name, n_trials, timeout, sampler, pruner, seed, storage, n_startup_trials,
-              pruner_warmup_epochs, checkpoint_dir, keep_best_checkpoint,
+              pruner_warmup_epochs, pruner_startup_trials, checkpoint_dir, keep_best_checkpoint,
               heartbeat_interval, max_retry, synchronous_commit, objectives
     [data]    name, seed, val_fraction, and options of the data set (num_samples, ...)
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
@@ -59,7 +59,9 @@ class StudySection:
     seed: int = 0
     storage: str | None = None
     n_startup_trials: int = 10
+    # The median pruner: compare from the 4th epoch, once 5 trials have reported it (P3).
     pruner_warmup_epochs: int = 3
+    pruner_startup_trials: int = 5
     checkpoint_dir: str = "checkpoints"  # "" turns checkpoints (and resuming) off
     keep_best_checkpoint: bool = False
     heartbeat_interval: int = 10  # seconds; 0 turns the heartbeat and retries off
@@ -151,6 +153,7 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "storage": _STR,
         "n_startup_trials": _INT,
         "pruner_warmup_epochs": _INT,
+        "pruner_startup_trials": _INT,
         "checkpoint_dir": _STR,
         "keep_best_checkpoint": (bool,),
         "heartbeat_interval": _INT,
@@ -203,6 +206,7 @@ _MINIMUM = {
     ("study", "n_trials"): 1,
     ("study", "n_startup_trials"): 0,
     ("study", "pruner_warmup_epochs"): 0,
+    ("study", "pruner_startup_trials"): 1,
     ("study", "heartbeat_interval"): 0,
     ("study", "max_retry"): 0,
     ("train", "max_epochs"): 1,

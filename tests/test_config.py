@@ -166,6 +166,10 @@ def test_empty_file_gives_the_default(tmp_path):
         # Values out of range.
         ("[study]\nn_trials = 0\n", r"`study\.n_trials` must be >= 1, but got 0"),
         ("[study]\ntimeout = -5\n", r"`study\.timeout` must be > 0 seconds, but got -5"),
+        (
+            "[study]\npruner_startup_trials = 0\n",
+            r"`study\.pruner_startup_trials` must be >= 1, but got 0",
+        ),
         ("[study]\ntimeout = 0\n", r"`study\.timeout` must be > 0 seconds, but got 0"),
         ("[train]\nmax_epochs = 0\n", r"`train\.max_epochs` must be >= 1"),
         ("[train]\npatience = -1\n", r"`train\.patience` must be >= 0"),

@@ -36,7 +36,11 @@ def test_embedded_default_space_is_pinned():
 def test_embedded_default_search_settings_are_pinned():
     study = StudyConfig().study
     assert (study.sampler, study.n_startup_trials) == ("tpe", 10)
-    assert (study.pruner, study.pruner_warmup_epochs) == ("median", 3)
+    assert (study.pruner, study.pruner_warmup_epochs, study.pruner_startup_trials) == (
+        "median",
+        3,
+        5,
+    )
     assert study == StudySection()
 
 

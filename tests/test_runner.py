@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from optuna_bs.config import config_from_dict
-from optuna_bs.runner import evaluate_best_on_test, prepare, run_study
+from optuna_bs.runner import evaluate_best_on_test, open_study, prepare, run_study
 
 from .conftest import REPO, cli_command
 
@@ -122,3 +122,13 @@ def test_no_full_collection_between_trials_on_a_cpu(monkeypatch):
     study = run_study(prepared, n_trials=3)
     assert len(study.trials) == 3
     assert collections == []
+
+
+def test_study_file_sets_the_median_pruner():
+    config = config_from_dict(
+        {**TINY, "study": {**TINY["study"], "pruner_warmup_epochs": 2, "pruner_startup_trials": 3}}
+    )
+    pruner = open_study(prepare(config)).pruner
+    assert isinstance(pruner, optuna.pruners.MedianPruner)
+    # Optuna keeps these private; they are what decides when a trial can be pruned.
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps, pruner._n_min_trials) == (3, 2, 3)
