@@ -16,8 +16,11 @@ checkpoint. The heartbeat does not pass through the gRPC proxy.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 import sqlalchemy.exc
@@ -159,10 +162,19 @@ def serve_proxy(url: str | None, *, host: str = "127.0.0.1", port: int = 13000) 
     through it have no heartbeat, so a dead worker's trial is not retried.
     """
     storage = make_storage(url, heartbeat_interval=None)
+    pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="grpc-proxy")
     try:
-        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port, thread_pool=pool)
     except ImportError as err:
         raise StorageError("the gRPC proxy needs grpcio: pip install 'optuna-bs[grpc]'.") from err
+    except KeyboardInterrupt:
+        # Ctrl-C must stop the proxy. Exit joins the pool's threads, and one still inside a
+        # database call would hold the process; after 5 s it is ended regardless.
+        pool.shutdown(wait=False, cancel_futures=True)
+        watchdog = threading.Timer(5.0, os._exit, args=(130,))
+        watchdog.daemon = True
+        watchdog.start()
+        raise
 
 
 def _first_line(err: BaseException) -> str:
