@@ -23,7 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_bs.config import StudyConfig
+from optuna_bs.config import StudyConfig, StudySection
 from optuna_bs.data import Data, load_data
 from optuna_bs.errors import ConfigError
 from optuna_bs.models import build_model
@@ -311,14 +311,18 @@ def make_sampler(
 
 
 def make_pruner(
-    name: str, *, warmup_epochs: int = 3, startup_trials: int = 5, max_epochs: int = 15
+    name: str,
+    *,
+    warmup_epochs: int = StudySection.pruner_warmup_epochs,
+    startup_trials: int = StudySection.pruner_startup_trials,
+    max_epochs: int = 15,
 ):
     """The Optuna pruner called ``name`` (one of :data:`optuna_bs.config.PRUNERS`).
 
     ``"median"`` prunes a trial whose epoch is worse than the median of the trials before it
     at that epoch, after ``warmup_epochs`` epochs and once ``startup_trials`` trials have
-    finished and reported that epoch. BENCHMARKS.md (P3) has the measurements behind the
-    defaults, 3 and 5, and the more aggressive 1 and 2.
+    finished and reported that epoch. The defaults are the study file's; BENCHMARKS.md (P3)
+    has the measurements behind them, and behind the more aggressive 1 and 2.
     """
     if name == "median":
         return optuna.pruners.MedianPruner(
