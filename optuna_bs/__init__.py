@@ -9,18 +9,43 @@ from optuna_bs.analysis import fit_noise_scale, fit_scaling_rule, pareto_front, 
 from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.data import DATASETS, Data, load_data
 from optuna_bs.errors import ConfigError, NotEnoughTrialsError, OptunaBSError, StorageError
+from optuna_bs.metrics import Metric
 from optuna_bs.models import MODELS, build_model
 from optuna_bs.monitor import STOP_REASONS, TrialMonitor
 from optuna_bs.report import save_to_dashboard, summarize, write_report
 from optuna_bs.rules import RULES, Hyperparameters, lr_for_noise_scale, noise_scale, rescale
+from optuna_bs.schedules import (
+    SCHEDULES,
+    BatchRamp,
+    Compose,
+    Constant,
+    Cosine,
+    LrDecay,
+    MomentumRamp,
+    Schedule,
+    Warmup,
+)
+from optuna_bs.sources import Datasets
 from optuna_bs.space import PARAMETERISATIONS, BatchScalingSpace
 from optuna_bs.storage import make_storage, mask_url
-from optuna_bs.trainer import FitResult, evaluate, fit
+from optuna_bs.trainer import FitResult, TrainingState, evaluate, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchRamp",
     "BatchScalingSpace",
+    "Compose",
+    "Constant",
+    "Cosine",
+    "Datasets",
+    "LrDecay",
+    "Metric",
+    "MomentumRamp",
+    "SCHEDULES",
+    "Schedule",
+    "TrainingState",
+    "Warmup",
     "ConfigError",
     "DATASETS",
     "Data",

@@ -78,11 +78,14 @@ class Accelerator:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
-    def inputs(self, x: torch.Tensor, *, train: bool, generator=None) -> torch.Tensor:
+    def inputs(self, x, *, train: bool, generator=None):
         """A batch ready for the model: on the device, augmented when training, NHWC if asked.
 
-        A batch in pinned host memory is copied without blocking the host.
+        A batch in pinned host memory is copied without blocking the host. Inputs that are
+        not one tensor (a dict of a model's keyword arguments) pass through as they are.
         """
+        if not torch.is_tensor(x):
+            return x
         x = x.to(self.device, non_blocking=True)
         if train and self.augment == "crop-flip" and x.dim() == 4:
             x = crop_flip(x, generator=generator)
@@ -90,16 +93,27 @@ class Accelerator:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """Backward and optimizer step, loss-scaled under fp16."""
-        opt.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of one (micro-)batch's loss, adding to the gradients; loss-scaled in fp16."""
         if self.scaler is None:
             loss.backward()
-            opt.step()
         else:
             self.scaler.scale(loss).backward()
-            self.scaler.step(opt)
-            self.scaler.update()
+
+    def step(
+        self, opt: torch.optim.Optimizer, params=(), max_grad_norm: float | None = None
+    ) -> None:
+        """The optimizer step on the accumulated gradients, clipped to ``max_grad_norm``."""
+        if self.scaler is None:
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            return
+        if max_grad_norm is not None:
+            self.scaler.unscale_(opt)  # clip the true gradient, not the scaled one
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        self.scaler.step(opt)
+        self.scaler.update()
 
     def state_dict(self) -> dict:
         """The loss scaler's state, for a checkpoint (empty without fp16)."""

@@ -6,13 +6,20 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
     [study]   name, n_trials, timeout, sampler, pruner, seed, storage, n_startup_trials,
               pruner_warmup_epochs, pruner_startup_trials, checkpoint_dir, keep_best_checkpoint,
               heartbeat_interval, max_retry, synchronous_commit, objectives
-    [data]    name, seed, val_fraction, and options of the data set (num_samples, ...)
+    [data]    name (a built-in data set, or "package.module:factory" returning a Data, a
+              Datasets or a (train, val) pair), seed, val_fraction, and options of the data
+              set or the factory's keyword arguments
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
               alpha
     [train]   max_epochs, patience, min_delta, device, metric, optimizer, weight_decay,
               precision, channels_last, compile, augment, cudnn_benchmark, schedule,
-              milestones, factor, warmup_epochs, max_batch_size
+              milestones, factor, warmup_epochs, warmup_per_step, max_batch_size, loss,
+              max_grad_norm, micro_batch_size, on_oom
+
+``optimizer`` and ``loss`` may name the user's code as ``"package.module:name"`` too: the
+optimizer factory is called as ``factory(params, hparams)`` and the loss as
+``loss(outputs, targets)``. The study file's own folder is searched first for such modules.
 
 Every error names the file, the key, the value and what is allowed, and a misspelt key gets
 the closest valid one suggested. Values that need the data (a batch size against N, say) are
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from optuna_bs.errors import ConfigError
+from optuna_bs.factories import is_spec
 
 __all__ = [
     "StudyConfig",
@@ -116,7 +124,13 @@ class TrainSection:
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of max_epochs
     factor: float = 5.0  # lr divided, or batch multiplied, at each milestone
     warmup_epochs: int = 0  # linear lr warm-up (Goyal et al. 2017)
+    warmup_per_step: bool = False  # ramp the warm-up update by update, not epoch by epoch
     max_batch_size: int = 0  # the batch ramp's memory cap; 0 for N/10 only
+    # "package.module:fn" with fn(outputs, targets) -> scalar; "" for cross-entropy / MSE.
+    loss: str = ""
+    max_grad_norm: float = 0.0  # 0 for no clipping
+    micro_batch_size: int | str = "auto"  # b dividing B: B/b accumulated micro-batches
+    on_oom: str = "accumulate"  # "accumulate": halve b and keep B; "prune": end the trial
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,8 @@ class StudyConfig:
     model: ModelSection = field(default_factory=ModelSection)
     space: SpaceSection = field(default_factory=SpaceSection)
     train: TrainSection = field(default_factory=TrainSection)
+    #: The study file's folder, searched first for the user's "package.module:name" code.
+    folder: str | None = field(default=None, compare=False)
 
 
 _SECTIONS = {
@@ -189,7 +205,12 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "milestones": _PAIR,
         "factor": _NUM,
         "warmup_epochs": _INT,
+        "warmup_per_step": (bool,),
         "max_batch_size": _INT,
+        "loss": _STR,
+        "max_grad_norm": _NUM,
+        "micro_batch_size": _INT + _STR,
+        "on_oom": _STR,
     },
 }
 _CHOICES = {
@@ -199,7 +220,10 @@ _CHOICES = {
     ("train", "optimizer"): ("sgd", "adam", "adamw"),
     ("train", "precision"): ("fp32", "bf16", "fp16"),
     ("train", "augment"): ("none", "crop-flip"),
+    ("train", "on_oom"): ("accumulate", "prune"),
 }
+# Keys that also take the user's own code as "package.module:name".
+_SPEC_KEYS = {("train", "optimizer"), ("data", "name"), ("model", "name"), ("train", "loss")}
 # Keys whose value may be None: TOML cannot write it, but config_to_dict does.
 _NULLABLE = {("study", "timeout"), ("study", "storage"), ("space", "alpha"), ("train", "patience")}
 _MINIMUM = {
@@ -216,6 +240,8 @@ _MINIMUM = {
     ("train", "warmup_epochs"): 0,
     ("train", "max_batch_size"): 0,
     ("train", "weight_decay"): 0,
+    ("train", "max_grad_norm"): 0,
+    ("train", "micro_batch_size"): 1,
 }
 
 
@@ -248,7 +274,8 @@ def load_config(path: str | Path) -> StudyConfig:
         raise ConfigError(f"study file {str(path)!r} cannot be read: {err}.") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"study file {str(path)!r} is not valid TOML: {err}.") from err
-    return config_from_dict(raw, source=path.name)
+    config = config_from_dict(raw, source=path.name)
+    return dataclasses.replace(config, folder=str(path.resolve().parent))
 
 
 def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> StudyConfig:
@@ -344,6 +371,14 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
             value = _schedules(value, where)
         elif (section, key) == ("train", "milestones"):
             value = _milestones(value, where)
+        elif (section, key) == ("train", "micro_batch_size") and isinstance(value, str):
+            if value != "auto":
+                raise ConfigError(f"{where} must be an integer >= 1 or 'auto', but got {value!r}.")
+        elif (section, key) == ("train", "loss") and value and not is_spec(value):
+            raise ConfigError(
+                f"{where} must be 'package.module:function' (or '' for the default), "
+                f"but got {value!r}."
+            )
         elif (section, key) == ("space", "batch_size") and isinstance(value, str):
             if value != "auto":
                 raise ConfigError(
@@ -356,13 +391,15 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
                 )
             value = tuple(value)
         choices = _CHOICES.get((section, key))
+        if (section, key) in _SPEC_KEYS and is_spec(value):
+            choices = None
         if choices and value not in choices:
             raise ConfigError(
                 f"{where} must be one of {', '.join(map(repr, choices))}, but got {value!r}"
                 f"{_hint(value, choices, full=False)}"
             )
         minimum = _MINIMUM.get((section, key))
-        if minimum is not None and not value >= minimum:
+        if minimum is not None and not isinstance(value, str) and not value >= minimum:
             raise ConfigError(f"{where} must be >= {minimum}, but got {value!r}.")
         if key == "timeout" and not value > 0:
             raise ConfigError(f"{where} must be > 0 seconds, but got {value!r}.")

@@ -21,10 +21,11 @@ from optuna_bs._cifar import read_cifar10
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["DATASETS", "Data", "load_data"]
+__all__ = ["DATASETS", "TASKS", "Data", "load_data"]
 
 DATASETS = ("mnist1d", "digits", "synthetic", "cifar10")
-_TASKS = ("classification", "regression")
+TASKS = ("classification", "regression")
+_TASKS = TASKS
 _SPLITS = ("train", "val", "test")
 _OPTIONS = {
     "mnist1d": ("data_seed",),

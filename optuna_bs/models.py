@@ -7,8 +7,6 @@ logits (or regression outputs). The models use torch only, never torchvision.
 from __future__ import annotations
 
 import difflib
-import functools
-import importlib
 import inspect
 import logging
 import math
@@ -17,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from optuna_bs.factories import import_object
 
 _logger = logging.getLogger(__name__)
 
@@ -27,7 +27,12 @@ _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 def build_model(
-    name: str, input_shape: int | Sequence[int], n_outputs: int, **kwargs: object
+    name: str,
+    input_shape: int | Sequence[int],
+    n_outputs: int,
+    *,
+    folder: str | None = None,
+    **kwargs: object,
 ) -> nn.Module:
     """Build a built-in model by name, or a user model from ``"package.module:factory"``.
 
@@ -39,6 +44,7 @@ def build_model(
         name: One of :data:`MODELS`, or ``"package.module:factory"``.
         input_shape: Shape of one input sample, e.g. ``data.input_shape``.
         n_outputs: Number of classes, or of regression targets.
+        folder: A folder searched first for a user factory's module (the study file's).
         **kwargs: Arguments of the model: see :func:`mlp` and :func:`cnn1d`.
 
     Returns:
@@ -59,7 +65,7 @@ def build_model(
     input_shape = _check_shape(input_shape)
     _check_int("n_outputs", n_outputs)
     if ":" in name:
-        return _user_model(name, input_shape, n_outputs, kwargs)
+        return _user_model(name, input_shape, n_outputs, kwargs, folder)
     if name not in MODELS:
         choices = ", ".join(repr(m) for m in MODELS)
         raise ValueError(
@@ -249,26 +255,13 @@ _SHAPE_ARGS = ("input_shape", "n_outputs")
 
 
 def _user_model(
-    spec: str, input_shape: tuple[int, ...], n_outputs: int, kwargs: dict[str, object]
+    spec: str,
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    kwargs: dict[str, object],
+    folder: str | None,
 ) -> nn.Module:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr or ":" in attr:
-        raise ValueError(
-            f"`name` must be a built-in model or 'package.module:factory', but got name={spec!r}."
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # any failure inside the user's module
-        cause = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise ValueError(f"Model {spec!r}: cannot import {module_name!r} ({cause}).") from err
-    try:
-        factory = functools.reduce(getattr, attr.split("."), module)
-    except AttributeError as err:
-        raise ValueError(f"Model {spec!r}: {module_name!r} has no attribute {attr!r}.") from err
-    if not callable(factory):
-        raise ValueError(
-            f"Model {spec!r}: {attr!r} must be callable, but it is a {type(factory).__name__}."
-        )
+    factory = import_object(spec, "Model", folder=folder)
     model = factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(

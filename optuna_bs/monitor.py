@@ -1,14 +1,20 @@
-"""Report, prune and early-stop for any training loop, in three lines.
+"""Report, prune, early-stop and record, for any training loop.
 
-``TrialMonitor`` is the one place where optuna-bs decides, epoch by epoch, whether a run goes on.
-The built-in trainer (:func:`optuna_bs.fit`) uses it, and so can a user's own loop::
+``TrialMonitor`` is the one place where optuna-bs decides, epoch by epoch, whether a run goes on,
+and the one place that writes what happened onto the trial (:data:`RUN_ATTRS`). The built-in
+trainer (:func:`optuna_bs.fit`) uses it, and so can a user's own loop::
 
-    monitor = TrialMonitor(trial, patience=5)
-    for epoch in range(max_epochs):
-        train_one_epoch(model, ...)
-        if monitor.step(validation_error(model, ...)):
-            break
+    with TrialMonitor(trial, patience=5) as monitor:
+        for epoch in range(max_epochs):
+            updates, samples = train_one_epoch(model, ...)
+            if monitor.step(validation_error(model, ...), updates=updates, samples=samples):
+                break
     return monitor.best_value_
+
+The ``with`` block records ``best_epoch``, ``epochs_run``, ``stop_reason``, ``n_updates``,
+``train_seconds`` and ``samples_per_second`` however the run ends, which is what
+``optuna-bs report`` and its Pareto fronts read. (Without ``with``, pass ``max_epochs`` or call
+:meth:`TrialMonitor.finish` after the loop.)
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import time
 from typing import TYPE_CHECKING
 
 import optuna
@@ -23,28 +30,45 @@ import optuna
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-__all__ = ["TrialMonitor", "STOP_REASONS"]
+__all__ = ["TrialMonitor", "STOP_REASONS", "RUN_ATTRS", "DIRECTIONS"]
 
 _logger = logging.getLogger(__name__)
 
 #: Every value a trial's ``stop_reason`` user attr can take.
 STOP_REASONS = ("completed", "early_stopped", "pruned", "diverged", "oom")
+#: The user attrs the monitor records on a trial when its run ends, however it ends.
+RUN_ATTRS = (
+    "best_epoch",
+    "epochs_run",
+    "stop_reason",
+    "metric",
+    "n_updates",
+    "train_seconds",
+    "samples_per_second",
+)
+#: Which way the monitored value improves (as Optuna's study directions).
+DIRECTIONS = ("minimize", "maximize")
 
 
 class TrialMonitor:
-    """Early stopping plus Optuna pruning on a validation value that is minimised.
+    """Early stopping plus Optuna pruning on a validation value, and the run's record.
 
     Call :meth:`step` once per epoch, after validation, with the epoch's validation value
-    (error or loss). It reports the value to the trial as intermediate value ``epoch``, asks
-    the study's pruner whether to stop, and counts epochs without improvement.
+    and, optionally, the epoch's parameter updates and training samples. It reports the value
+    to the trial as intermediate value ``epoch``, asks the study's pruner whether to stop,
+    and counts epochs without improvement.
 
-    * When the pruner says so, or the value is NaN or inf, it records ``stop_reason``
-      (``"pruned"`` or ``"diverged"``) on the trial and raises :class:`optuna.TrialPruned`
+    * When the pruner says so, or the value is NaN or inf, it records the run (below) with
+      ``stop_reason`` ``"pruned"`` or ``"diverged"`` and raises :class:`optuna.TrialPruned`
       with a message naming the epoch. Without a trial, a diverged run makes ``step`` return
       ``True`` instead.
     * After ``patience`` epochs without an improvement of more than ``min_delta``, ``step``
       returns ``True``: the loop should stop, restore its best weights and return
       :attr:`best_value_`. The trial then completes normally with its *best* epoch's value.
+    * **The record.** On every end (completed, early-stopped, pruned, diverged, out of
+      memory) the trial gets the user attrs :data:`RUN_ATTRS` plus :attr:`attrs`: at a stop,
+      when ``max_epochs`` epochs have run, on leaving a ``with`` block, or at :meth:`finish`,
+      whichever comes first (once).
 
     Learned state ends in an underscore and is reset by :meth:`reset`, so one monitor can be
     used for several fits (as skorch's ``EarlyStopping``).
@@ -54,11 +78,16 @@ class TrialMonitor:
         patience: Epochs without improvement before stopping; ``None`` never stops early.
         min_delta: The improvement, in the value's units, that counts as one.
         metric: The name of the monitored value, recorded on the trial as ``metric``.
+        direction: ``"minimize"`` (an error or loss) or ``"maximize"`` (an accuracy); it
+            must match the study's direction.
+        max_epochs: The loop's epoch budget: the run is recorded as ``"completed"`` when it
+            is reached. ``None`` leaves that to ``with`` or :meth:`finish`.
 
     Raises:
         TypeError: If ``patience`` is not an integer or ``None``, or ``min_delta`` not a
             number.
-        ValueError: If ``patience`` < 1 or ``min_delta`` < 0.
+        ValueError: If ``patience`` < 1, ``min_delta`` < 0, ``direction`` is unknown or
+            differs from the study's.
 
     Example:
         >>> monitor = TrialMonitor(None, patience=2)
@@ -75,6 +104,8 @@ class TrialMonitor:
         patience: int | None = None,
         min_delta: float = 0.0,
         metric: str = "val_error",
+        direction: str = "minimize",
+        max_epochs: int | None = None,
     ) -> None:
         if patience is not None:
             if isinstance(patience, bool) or not isinstance(patience, int):
@@ -87,32 +118,82 @@ class TrialMonitor:
             raise ValueError(
                 f"`min_delta` must be a number >= 0, but got min_delta={min_delta!r}."
             )
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"`direction` must be one of {DIRECTIONS}, but got direction={direction!r}."
+            )
+        if max_epochs is not None and (
+            isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1
+        ):
+            raise ValueError(
+                f"`max_epochs` must be an integer >= 1 or None, but got {max_epochs!r}."
+            )
         self.trial = trial
         # Optuna cannot report intermediate values of a multi-objective trial, nor prune it.
         study = getattr(trial, "study", None)
         self._reports = trial is not None and (study is None or len(study.directions) == 1)
+        if study is not None and study.directions[0].name.lower() != direction:
+            raise ValueError(
+                f"`direction` is {direction!r}, but the study's is "
+                f"{study.directions[0].name.lower()!r}: {metric} would be pruned the wrong way."
+            )
         self.patience = patience
         self.min_delta = float(min_delta)
         self.metric = metric
+        self.direction = direction
+        self.max_epochs = max_epochs
+        #: Extra user attrs recorded with the run (``fit`` adds its micro-batch, say).
+        self.attrs: dict[str, object] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget everything learned: call before a new fit."""
         self.epoch_ = 0
-        self.best_value_ = math.inf
+        self._sign = 1.0 if self.direction == "minimize" else -1.0
+        self.best_value_ = self._sign * math.inf
         self.best_epoch_ = 0
         self.misses_ = 0
         self.improved_ = False
         self.stop_reason_: str | None = None
         self.history_: list[float] = []
+        self.n_updates_ = 0
+        self.n_samples_ = 0
+        self.step_seconds_: float | None = None
+        self.recorded_ = False
+        self._seconds_before = 0.0
+        self._start = time.perf_counter()
 
-    def step(self, value: float) -> bool:
+    def __enter__(self) -> TrialMonitor:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # A pruned run has been recorded by ``stop``; any other error leaves the trial FAIL.
+        if exc_type is None:
+            self.finish()
+
+    @property
+    def train_seconds_(self) -> float:
+        """Wall-clock seconds since the monitor started (over every resumed part)."""
+        return self._seconds_before + time.perf_counter() - self._start
+
+    def step(
+        self,
+        value: float,
+        *,
+        updates: int = 0,
+        samples: int = 0,
+        step_seconds: float | None = None,
+    ) -> bool:
         """Take one epoch's validation value; return ``True`` when training should stop.
 
         The same as :meth:`update` then :meth:`check`.
 
         Args:
-            value: The epoch's validation value (lower is better).
+            value: The epoch's validation value.
+            updates: The epoch's parameter updates (optimizer steps), for ``n_updates``.
+            samples: The epoch's training samples, for ``samples_per_second``.
+            step_seconds: The epoch's seconds in training steps only; without it,
+                ``samples_per_second`` counts all wall-clock time.
 
         Returns:
             ``True`` when patience has run out (or, without a trial, the run diverged).
@@ -121,10 +202,17 @@ class TrialMonitor:
         Raises:
             optuna.TrialPruned: If the pruner stops the trial or the value is not finite.
         """
-        self.update(value)
+        self.update(value, updates=updates, samples=samples, step_seconds=step_seconds)
         return self.check()
 
-    def update(self, value: float) -> None:
+    def update(
+        self,
+        value: float,
+        *,
+        updates: int = 0,
+        samples: int = 0,
+        step_seconds: float | None = None,
+    ) -> None:
         """Count one epoch's validation value, without reporting it.
 
         A trainer that checkpoints calls ``update``, saves, then :meth:`check`, so a
@@ -133,11 +221,22 @@ class TrialMonitor:
         value = float(value)
         self.epoch_ += 1
         self.history_.append(value)
-        self.improved_ = math.isfinite(value) and value < self.best_value_ - self.min_delta
+        self.count(updates=updates, samples=samples, step_seconds=step_seconds)
+        signed = self._sign * value
+        self.improved_ = math.isfinite(value) and signed < self._sign * self.best_value_ - (
+            self.min_delta
+        )
         if self.improved_:
             self.best_value_, self.best_epoch_, self.misses_ = value, self.epoch_, 0
         else:
             self.misses_ += 1
+
+    def count(self, *, updates: int = 0, samples: int = 0, step_seconds: float | None = None):
+        """Add training work that has no validation value (an epoch that ran out of memory)."""
+        self.n_updates_ += int(updates)
+        self.n_samples_ += int(samples)
+        if step_seconds is not None:
+            self.step_seconds_ = (self.step_seconds_ or 0.0) + float(step_seconds)
 
     def check(self) -> bool:
         """Report the last value to the trial and decide: stop, prune, or go on.
@@ -156,9 +255,38 @@ class TrialMonitor:
             if self.trial.should_prune():
                 return self.stop("pruned", f"{self.metric}={value:.4g} at epoch {self.epoch_}")
         if self.patience is not None and self.misses_ >= self.patience:
-            self.stop_reason_ = "early_stopped"
-            return True
+            return self.stop("early_stopped", f"no improvement for {self.misses_} epochs")
+        if self.max_epochs is not None and self.epoch_ >= self.max_epochs:
+            self.finish()
         return False
+
+    def run_attrs(self) -> dict[str, object]:
+        """What the run did, as the trial records it: :data:`RUN_ATTRS` and :attr:`attrs`."""
+        seconds = self.train_seconds_
+        busy = self.step_seconds_ if self.step_seconds_ else seconds
+        return {
+            "best_epoch": self.best_epoch_,
+            "epochs_run": self.epoch_,
+            "stop_reason": self.stop_reason_ or "completed",
+            "metric": self.metric,
+            "n_updates": self.n_updates_,
+            "train_seconds": seconds,
+            "samples_per_second": self.n_samples_ / busy if busy > 0 else 0.0,
+            **self.attrs,
+        }
+
+    def finish(self) -> dict[str, object]:
+        """Record the run on the trial now (once), as ``"completed"`` unless it stopped.
+
+        Returns:
+            The recorded attrs (also without a trial).
+        """
+        attrs = self.run_attrs()
+        if self.trial is not None and not self.recorded_:
+            for key, value in attrs.items():
+                self.trial.set_user_attr(key, value)
+        self.recorded_ = True
+        return attrs
 
     def state_dict(self) -> dict:
         """The learned state, for a checkpoint (plain Python values only)."""
@@ -169,30 +297,40 @@ class TrialMonitor:
             "misses": self.misses_,
             "improved": self.improved_,
             "history": list(self.history_),
+            "n_updates": self.n_updates_,
+            "n_samples": self.n_samples_,
+            "step_seconds": self.step_seconds_,
+            "seconds": self.train_seconds_,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` saved."""
+        """Restore what :meth:`state_dict` saved; the clock goes on from its seconds."""
         self.epoch_ = int(state["epoch"])
         self.best_value_ = float(state["best_value"])
         self.best_epoch_ = int(state["best_epoch"])
         self.misses_ = int(state["misses"])
         self.improved_ = bool(state["improved"])
         self.history_ = [float(v) for v in state["history"]]
+        self.n_updates_ = int(state.get("n_updates", 0))
+        self.n_samples_ = int(state.get("n_samples", 0))
+        self.step_seconds_ = state.get("step_seconds")
+        self._seconds_before = float(state.get("seconds", 0.0))
+        self._start = time.perf_counter()
         self.stop_reason_ = None
+        self.recorded_ = False
 
     def stop(self, reason: str, detail: str) -> bool:
-        """End the run now for ``reason`` (one of :data:`STOP_REASONS`).
+        """End the run now for ``reason`` (one of :data:`STOP_REASONS`) and record it.
 
-        With a trial, ``"pruned"``, ``"diverged"`` and ``"oom"`` are recorded as the trial's
-        ``stop_reason`` and raise :class:`optuna.TrialPruned`; without one, return ``True``.
+        With a trial, ``"pruned"``, ``"diverged"`` and ``"oom"`` raise
+        :class:`optuna.TrialPruned`; ``"completed"`` and ``"early_stopped"``, or any reason
+        without a trial, return ``True``.
         """
         if reason not in STOP_REASONS:
             raise ValueError(f"`reason` must be one of {STOP_REASONS}, but got {reason!r}.")
         self.stop_reason_ = reason
+        self.finish()
         if self.trial is None or reason in ("completed", "early_stopped"):
             return True
-        self.trial.set_user_attr("stop_reason", reason)
-        self.trial.set_user_attr("metric", self.metric)
         _logger.info("Trial %d %s: %s.", self.trial.number, reason, detail)
         raise optuna.TrialPruned(f"{reason}: {detail}")

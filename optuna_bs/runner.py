@@ -26,12 +26,14 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_bs.config import StudyConfig, StudySection
 from optuna_bs.data import Data, load_data
 from optuna_bs.errors import ConfigError
+from optuna_bs.factories import import_object, is_spec
 from optuna_bs.models import build_model
 from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
 from optuna_bs.schedules import Schedule, make_schedule
+from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.storage import make_storage
-from optuna_bs.trainer import FitResult, evaluate, fit, place_data, resolve_device
+from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
 from optuna_bs.workers import optimize_reconnecting
 
 __all__ = [
@@ -44,6 +46,8 @@ __all__ = [
     "make_sampler",
     "make_pruner",
     "evaluate_best_on_test",
+    "fit_arguments",
+    "trial_schedule",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -57,7 +61,7 @@ class Prepared:
     """Everything a worker needs to run trials of one study, checked and ready."""
 
     config: StudyConfig
-    data: Data
+    data: Data | Datasets
     space: BatchScalingSpace
     device: torch.device
     storage: optuna.storages.BaseStorage
@@ -87,18 +91,12 @@ class Prepared:
         A trial that retries a dead worker's trial resumes from that trial's last checkpoint.
         """
         hparams = self.space.suggest(trial)
-        train = self.config.train
         # Recorded, so the trial can be replayed exactly (on the test split, say).
         seed = self.seed + trial.number if seed is None else seed
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("memory_key", self.memory_key)
         torch.manual_seed(seed)
-        model = build_model(
-            self.config.model.name,
-            self.data.input_shape,
-            self.data.n_outputs,
-            **self.config.model.options,
-        )
+        model = _build_model(self.config, self.data)
         own, parents = self._checkpoints(trial)
         resume = next((p for p in reversed(parents) if p.exists()), None)
         if resume is not None:
@@ -110,22 +108,11 @@ class Prepared:
                 self.data,
                 hparams,
                 trial=trial,
-                max_epochs=train.max_epochs,
-                patience=train.patience or None,
-                min_delta=train.min_delta,
                 device=self.device,
-                metric=train.metric,
-                optimizer=train.optimizer,
-                weight_decay=train.weight_decay,
                 seed=seed,
                 checkpoint=own,
                 resume_from=resume,
-                precision=train.precision,
-                channels_last=train.channels_last,
-                compile=train.compile,
-                augment=train.augment,
-                cudnn_benchmark=train.cudnn_benchmark,
-                schedule=self._schedule(trial),
+                **fit_arguments(self.config, trial),
             )
             completed = True
         finally:
@@ -135,23 +122,6 @@ class Prepared:
             for path in parents + ([] if keep or own is None else [own]):
                 path.unlink(missing_ok=True)
         return result, model
-
-    def _schedule(self, trial: optuna.trial.BaseTrial) -> Schedule | None:
-        """The trial's schedule: the study file's, or one searched among several."""
-        train = self.config.train
-        name = train.schedule
-        if not isinstance(name, str):
-            name = trial.suggest_categorical("schedule", list(name))
-        if name == "constant" and not train.warmup_epochs:
-            return None
-        return make_schedule(
-            name,
-            max_epochs=train.max_epochs,
-            milestones=train.milestones,
-            factor=train.factor,
-            max_batch_size=train.max_batch_size or None,
-            warmup_epochs=train.warmup_epochs,
-        )
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: on a GPU, release the last trial's memory, so the next one starts clean.
@@ -193,6 +163,69 @@ class Prepared:
                 (folder / f"trial_{t.number}.pt").unlink(missing_ok=True)
 
 
+def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial) -> dict:
+    """The keyword arguments of :func:`~optuna_bs.fit` that a study file sets, for one trial.
+
+    The one place where a study file's ``[train]`` section becomes ``fit``'s arguments, for
+    the runner and the benchmarks alike, so that no key is silently dropped. The device, the
+    seed and the checkpoints are the caller's.
+    """
+    train = config.train
+    optimizer = train.optimizer
+    if is_spec(optimizer):
+        optimizer = import_object(optimizer, "[train] optimizer", folder=config.folder)
+    loss = None
+    if train.loss:
+        loss = import_object(train.loss, "[train] loss", folder=config.folder)
+    return {
+        "max_epochs": train.max_epochs,
+        "patience": train.patience or None,
+        "min_delta": train.min_delta,
+        "metric": train.metric,
+        "optimizer": optimizer,
+        "weight_decay": train.weight_decay,
+        "precision": train.precision,
+        "channels_last": train.channels_last,
+        "compile": train.compile,
+        "augment": train.augment,
+        "cudnn_benchmark": train.cudnn_benchmark,
+        "schedule": trial_schedule(config, trial),
+        "loss_fn": loss,
+        "max_grad_norm": train.max_grad_norm or None,
+        "micro_batch_size": train.micro_batch_size,
+        "on_oom": train.on_oom,
+    }
+
+
+def trial_schedule(config: StudyConfig, trial: optuna.trial.BaseTrial) -> Schedule | None:
+    """The trial's schedule: the study file's, or one searched among several."""
+    train = config.train
+    name = train.schedule
+    if not isinstance(name, str):
+        name = trial.suggest_categorical("schedule", list(name))
+    if name == "constant" and not train.warmup_epochs:
+        return None
+    return make_schedule(
+        name,
+        max_epochs=train.max_epochs,
+        milestones=train.milestones,
+        factor=train.factor,
+        max_batch_size=train.max_batch_size or None,
+        warmup_epochs=train.warmup_epochs,
+        warmup_per_step=train.warmup_per_step,
+    )
+
+
+def _build_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
+    return build_model(
+        config.model.name,
+        data.input_shape,
+        data.n_outputs,
+        folder=config.folder,
+        **config.model.options,
+    )
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
@@ -216,6 +249,11 @@ def prepare(
     """
     data, model = load_data_and_model(config)
     batch_size = config.space.batch_size
+    if batch_size == "auto" and not isinstance(data, Data):
+        raise ConfigError(
+            "[space] batch_size = 'auto' measures the noise scale on in-memory tensors; with "
+            "Datasets give a [low, high] range (optuna-bs noise-scale helps choose it)."
+        )
     if batch_size == "auto":
         # Bound the search by the critical batch size, measured on this model and data.
         small, big = default_probe_batch_sizes(data.n_train)
@@ -239,6 +277,12 @@ def prepare(
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[space] {err} (the data has n_train={data.n_train})") from err
+    for spec, what in ((config.train.optimizer, "optimizer"), (config.train.loss, "loss")):
+        if is_spec(spec):  # fail now, before anything is written
+            try:
+                import_object(spec, f"[train] {what}", folder=config.folder)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
     if config.train.metric == "error" and data.task != "classification":
         raise ConfigError(
             f"[train] `metric` is 'error', but {data.name!r} is a {data.task} task: use 'loss'."
@@ -249,7 +293,8 @@ def prepare(
         raise ConfigError(f"[train] {err}") from err
     return Prepared(
         config=config,
-        data=place_data(data, resolved),  # once per worker, not once per trial
+        # Tensors move to the device once per worker, not once per trial.
+        data=place_data(data, resolved) if isinstance(data, Data) else data,
         space=space,
         device=resolved,
         storage=make_storage(
@@ -264,28 +309,50 @@ def prepare(
     )
 
 
-def load_data_and_model(config: StudyConfig) -> tuple[Data, torch.nn.Module]:
-    """The study's data set and a freshly built model, every error named by its section.
+def load_data_and_model(config: StudyConfig) -> tuple[Data | Datasets, torch.nn.Module]:
+    """The study's data and a freshly built model, every error named by its section.
+
+    ``[data] name = "package.module:factory"`` calls ``factory(**options)``, which returns a
+    ``Data``, a ``Datasets`` or a ``(train, val)`` pair of Datasets.
 
     Raises:
-        ConfigError: If the data set or the model is unknown or gets a bad option.
+        ConfigError: If the data set or the model is unknown or gets a bad option, or a
+            data factory returns something else.
     """
     try:
-        data = load_data(
-            config.data.name,
-            seed=config.data.seed,
-            val_fraction=config.data.val_fraction,
-            **config.data.options,
-        )
+        if is_spec(config.data.name):
+            data = _user_data(config)
+        else:
+            data = load_data(
+                config.data.name,
+                seed=config.data.seed,
+                val_fraction=config.data.val_fraction,
+                **config.data.options,
+            )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[data] {err}") from err
     try:
-        model = build_model(
-            config.model.name, data.input_shape, data.n_outputs, **config.model.options
-        )
+        model = _build_model(config, data)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[model] {err}") from err
     return data, model
+
+
+def _user_data(config: StudyConfig) -> Data | Datasets:
+    spec = config.data.name
+    factory = import_object(spec, "data factory", folder=config.folder)
+    data = factory(**config.data.options)
+    if isinstance(data, tuple | list) and len(data) == 2:
+        data = Datasets(data[0], data[1], name=spec)
+    if not isinstance(data, Data | Datasets):
+        raise TypeError(
+            f"data factory {spec!r} must return an optuna_bs.Data, an optuna_bs.Datasets or "
+            f"a (train, val) pair of Datasets, but it returned {type(data).__name__!r}."
+        )
+    if isinstance(data, Datasets):
+        data.sample_batch()  # a Dataset whose items do not collate fails here, not mid-study
+        data.task  # noqa: B018 (checks that the items unpack into inputs and targets)
+    return data
 
 
 def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
@@ -446,9 +513,10 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
             best.values[0],
         )
     metric = prepared.config.train.metric
-    value = evaluate(
-        model, prepared.data.x_test, prepared.data.y_test, metric=metric, task=prepared.data.task
-    )
+    value = evaluate_split(model, prepared.data, "test", metric=metric)
+    if value is None:
+        _logger.info("The data has no test split: trial %d is not evaluated.", best.number)
+        return None
     study.set_user_attr(f"test_{metric}", value)
     study.set_user_attr("test_trial", best.number)
     return value

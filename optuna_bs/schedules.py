@@ -32,6 +32,7 @@ __all__ = [
     "BatchRamp",
     "Compose",
     "Constant",
+    "Cosine",
     "LrDecay",
     "MomentumRamp",
     "Schedule",
@@ -40,7 +41,7 @@ __all__ = [
     "make_schedule",
 ]
 
-SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp")
+SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp", "cosine")
 
 
 class Schedule(abc.ABC):
@@ -79,6 +80,18 @@ class Schedule(abc.ABC):
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
         """Hook called once before the first epoch; warns about what the user can fix."""
         return None
+
+    #: ``True`` when :meth:`lr_factor` changes ϵ within an epoch, update by update.
+    per_step = False
+
+    def lr_factor(self, t: float) -> float:
+        """Hook: the factor on the epoch's ϵ at training time ``t``, in epochs (1.0 here).
+
+        A per-step schedule (``per_step = True``) is asked before every update, with
+        ``t = epoch + (i + 1) / updates_per_epoch`` after update ``i`` of the epoch, so the
+        factor moves with time, not with the count of updates, even when B changes.
+        """
+        return 1.0
 
     def path(self, base: Hyperparameters, max_epochs: int) -> list[Hyperparameters]:
         """Return the setting of every epoch ``0 .. max_epochs - 1``."""
@@ -256,10 +269,13 @@ class Warmup(Schedule):
     """Linear warm-up of ϵ over the first ``epochs`` epochs (Goyal et al. 2017, §2.2).
 
     Epoch e < ``epochs`` (0-based) trains at ϵ (e + 1) / (epochs + 1); from epoch ``epochs``
-    on, at the full ϵ. Chain it with :meth:`Schedule.then` or :class:`Compose`.
+    on, at the full ϵ. With ``per_step=True`` ϵ rises linearly update by update instead, to
+    reach its value at the end of epoch ``epochs`` (Goyal's warm-up is per iteration). Chain
+    it with :meth:`Schedule.then` or :class:`Compose`.
 
     Args:
         epochs: The number of warm-up epochs, >= 1.
+        per_step: Ramp per update rather than per epoch.
 
     Example:
         >>> hp = Hyperparameters(batch_size=32, lr=0.4, momentum=0.9, n_train=4000)
@@ -267,11 +283,15 @@ class Warmup(Schedule):
         [0.1, 0.2, 0.3, 0.4, 0.2]
     """
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, *, per_step: bool = False) -> None:
         self.epochs = _check_int("epochs", epochs, 1)
+        self.per_step = bool(per_step)
+
+    def lr_factor(self, t: float) -> float:
+        return min(1.0, t / self.epochs) if self.per_step else 1.0
 
     def _apply(self, epoch: int, setting: Hyperparameters) -> Hyperparameters:
-        if epoch >= self.epochs:
+        if epoch >= self.epochs or self.per_step:
             return setting
         # Goyal et al. 2017, §2.2: gradual warm-up, linear in time
         return replace(setting, lr=setting.lr * (epoch + 1) / (self.epochs + 1))
@@ -282,7 +302,47 @@ class Warmup(Schedule):
             warnings.warn(f"{msg}, so ϵ never reaches its value: use fewer epochs.", stacklevel=2)
 
     def __repr__(self) -> str:
-        return f"Warmup({self.epochs})"
+        return (
+            f"Warmup({self.epochs}, per_step=True)" if self.per_step else f"Warmup({self.epochs})"
+        )
+
+
+class Cosine(Schedule):
+    """Cosine decay of ϵ over the whole run (Loshchilov & Hutter 2017), update by update.
+
+    At training time t (in epochs) of a run of T = ``max_epochs`` epochs, ϵ is multiplied by
+    ``min_factor + (1 − min_factor) · ½ (1 + cos(π t / T))``.
+
+    Args:
+        min_factor: The factor at the end of the run, in [0, 1).
+
+    Example:
+        >>> c = Cosine()
+        >>> c.on_fit_start(Hyperparameters(32, 0.1, 0.9, 4000), 10)
+        >>> [round(c.lr_factor(t), 3) for t in (0, 5, 10)]
+        [1.0, 0.5, 0.0]
+    """
+
+    per_step = True
+
+    def __init__(self, min_factor: float = 0.0) -> None:
+        self.min_factor = _check_real("min_factor", min_factor, 0.0, 1.0)
+        self.max_epochs: int | None = None
+
+    def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
+        self.max_epochs = _check_int("max_epochs", max_epochs, 1)
+
+    def lr_factor(self, t: float) -> float:
+        if self.max_epochs is None:
+            raise RuntimeError("Cosine.lr_factor needs on_fit_start(base, max_epochs) first.")
+        frac = min(1.0, t / self.max_epochs)
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    def _apply(self, epoch: int, setting: Hyperparameters) -> Hyperparameters:
+        return setting
+
+    def __repr__(self) -> str:
+        return f"Cosine(min_factor={self.min_factor:g})"
 
 
 class Compose(Schedule):
@@ -306,6 +366,13 @@ class Compose(Schedule):
             setting = s._apply(epoch, setting)
         return setting
 
+    @property
+    def per_step(self) -> bool:
+        return any(s.per_step for s in self.schedules)
+
+    def lr_factor(self, t: float) -> float:
+        return math.prod(s.lr_factor(t) for s in self.schedules)
+
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
         for s in self.schedules:
             s.on_fit_start(base, max_epochs)
@@ -323,6 +390,7 @@ def make_schedule(
     factor: float = 5.0,
     max_batch_size: int | None = None,
     warmup_epochs: int = 0,
+    warmup_per_step: bool = False,
     momentum_factor: float | None = None,
     max_momentum: float = 0.99,
 ) -> Schedule:
@@ -338,6 +406,7 @@ def make_schedule(
         factor: The fall of g per milestone, > 1 (Smith et al. 2018 used 5).
         max_batch_size: The largest B that fits, for the ramps.
         warmup_epochs: Epochs of linear warm-up chained before the schedule, >= 0.
+        warmup_per_step: Ramp the warm-up update by update instead of epoch by epoch.
         momentum_factor: See :class:`MomentumRamp`.
         max_momentum: See :class:`MomentumRamp`.
 
@@ -367,8 +436,11 @@ def make_schedule(
         "lr-decay": LrDecay(epochs, factor),
         "batch-ramp": BatchRamp(epochs, factor, max_batch_size=max_batch_size),
         "momentum-ramp": MomentumRamp(epochs, factor, max_batch_size=max_batch_size, **momentum),
+        "cosine": Cosine(),
     }[name]
-    return Warmup(warmup_epochs).then(schedule) if warmup_epochs else schedule
+    if not warmup_epochs:
+        return schedule
+    return Warmup(warmup_epochs, per_step=warmup_per_step).then(schedule)
 
 
 def count_updates(schedule: Schedule, base: Hyperparameters, max_epochs: int) -> int:

@@ -1,11 +1,18 @@
-"""``fit()``: train a model on in-memory tensors, epoch by epoch, under an Optuna trial.
+"""``fit()``: train a model epoch by epoch under an Optuna trial, at the trial's batch size.
 
-Each epoch it shuffles the training tensors on the device, steps the optimizer over full
-batches of ``hparams.batch_size`` (slices of the shuffled tensors, no DataLoader), measures the
-validation value and hands it to :class:`~optuna_bs.monitor.TrialMonitor`, which reports it,
-prunes and early-stops. At the end the best epoch's weights are restored and the trial's user
-attrs record what happened (``best_epoch``, ``epochs_run``, ``n_updates``, ``train_seconds``,
-``samples_per_second``, ``stop_reason``, ``metric``).
+The data come from a source (:mod:`optuna_bs.sources`): in-memory tensors, shuffled and sliced
+on their device, or the user's Datasets through a DataLoader that ``fit`` builds for the epoch's
+batch size. Either way each epoch is ``N // B`` full batches of exactly B, the statistical batch
+that the noise scale and the scaling rules are about.
+
+**Memory decides only the micro-batch.** Each update averages B samples; with a micro-batch
+b < B it accumulates B/b backward passes, each weighted b/B, so the update is the one at b = B.
+On a CUDA out-of-memory error ``fit`` halves b, doubles the accumulation and redoes the update:
+B, and so the tuned learning rate, stay put (DESIGN §9).
+
+Each epoch's validation value goes to :class:`~optuna_bs.monitor.TrialMonitor`, which reports
+it, prunes, early-stops and records the run on the trial. At the end the best epoch's weights
+are restored.
 """
 
 from __future__ import annotations
@@ -17,48 +24,64 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
-import torch.nn.functional as F
 
 from optuna_bs._accelerate import Accelerator
+from optuna_bs.metrics import METRICS, Metric, default_loss, resolve_metric
 from optuna_bs.monitor import TrialMonitor
 from optuna_bs.rules import Hyperparameters
+from optuna_bs.sources import (
+    DatasetSource,
+    TensorSource,
+    as_source,
+    batch_len,
+    forward,
+    split,
+    to_device,
+    unpack,
+)
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
     from optuna_bs.data import Data
     from optuna_bs.schedules import Schedule
+    from optuna_bs.sources import Datasets
 
 __all__ = [
     "FitResult",
+    "TrainingState",
     "fit",
     "evaluate",
+    "evaluate_split",
     "place_data",
     "resolve_device",
     "METRICS",
     "OPTIMIZERS",
+    "OOM_POLICIES",
 ]
 
 _logger = logging.getLogger(__name__)
 
-METRICS = ("error", "loss")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: What a CUDA out-of-memory error does: halve the micro-batch (B kept), or end the trial.
+OOM_POLICIES = ("accumulate", "prune")
 
 
 @dataclass(frozen=True)
 class FitResult:
     """What one call of :func:`fit` did.
 
-    ``best_value`` is the validation value (error or loss) of ``best_epoch``, whose weights
-    the model holds when ``fit`` returns. ``samples_per_second`` counts training samples over
-    the time spent in optimizer steps only; ``train_seconds`` is the whole fit, validation
-    included.
+    ``best_value`` is the validation value of ``best_epoch``, whose weights the model holds
+    when ``fit`` returns. ``samples_per_second`` counts training samples over the time spent
+    in optimizer steps only; ``train_seconds`` is the whole fit, validation included.
+    ``micro_batch_size`` and ``accumulation_steps`` are those of the last update (B is their
+    product).
     """
 
     best_value: float
@@ -72,6 +95,8 @@ class FitResult:
     history: tuple[float, ...]
     resumed_from_epoch: int = 0
     schedule_path: tuple[Hyperparameters, ...] = ()
+    micro_batch_size: int = 0
+    accumulation_steps: int = 1
 
     def user_attrs(self) -> dict[str, float | int | str | list]:
         """The trial user attrs of this fit, as the dashboard shows them.
@@ -84,10 +109,77 @@ class FitResult:
             for k, v in asdict(self).items()
             if k not in ("best_value", "history", "schedule_path")
         }
-        if self.schedule_path:
-            for name in ("batch_size", "lr", "momentum", "noise_scale"):
-                attrs[f"epoch_{name}"] = [getattr(h, name) for h in self.schedule_path]
+        attrs.update(_path_attrs(self.schedule_path))
         return attrs
+
+
+def _path_attrs(path) -> dict[str, list]:
+    if not path:
+        return {}
+    names = ("batch_size", "lr", "momentum", "noise_scale")
+    return {f"epoch_{n}": [getattr(h, n) for h in path] for n in names}
+
+
+@dataclass
+class TrainingState:
+    """Everything a checkpoint saves and restores: one schema, in one place.
+
+    ``fit`` builds one per call; :meth:`state_dict` is what goes to disk at the end of
+    every epoch and :meth:`load_state_dict` what a resumed fit (or a dead worker's retried
+    trial) starts from.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # the shuffle, where the data live
+    aug_generator: torch.Generator  # the augmentation, where the batch lives
+    accelerator: Accelerator
+    monitor: TrialMonitor
+    micro_batch_size: int
+    best_state: dict | None = None
+    lr_base: list[float] = field(default_factory=list)  # each param group's lr at ϵ
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "aug_generator": self.aug_generator.get_state(),
+            "scaler": self.accelerator.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "monitor": self.monitor.state_dict(),
+            "best_state": self.best_state,
+            "micro_batch_size": self.micro_batch_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.aug_generator.set_state(state["aug_generator"])
+        self.accelerator.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.monitor.load_state_dict(state["monitor"])
+        self.best_state = state["best_state"]
+        self.micro_batch_size = int(state["micro_batch_size"])
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` to ``path``, replacing it atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
+
+    def load(self, path: str | Path) -> None:
+        """Restore from a file written by :meth:`save` (``weights_only``: data, never code)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as err:
+            raise ValueError(
+                f"`resume_from` must be a checkpoint file, but {path} does not exist."
+            ) from err
+        self.load_state_dict(state)
 
 
 def place_data(data: Data, device: torch.device) -> Data:
@@ -132,34 +224,92 @@ def evaluate(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    metric: str = "error",
+    metric: str | Metric = "error",
     task: str = "classification",
     batch_size: int = 4096,
+    loss_fn: Callable | None = None,
 ) -> float:
-    """Return the classification error or the mean loss of ``model`` on ``(x, y)``."""
-    return _evaluate(model, x, y, metric, task, Accelerator(x.device), batch_size)
+    """Return the classification error, the mean loss or a :class:`Metric` on ``(x, y)``."""
+    m = resolve_metric(metric, task, loss_fn or default_loss(task))
+    return _Validator(_Tensors(x, y), m, None, Accelerator(x.device), batch_size, "test")(model)
 
 
-@torch.no_grad()
-def _evaluate(model, x, y, metric, task, accel: Accelerator, batch_size: int = 4096) -> float:
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), device=accel.device, dtype=torch.float64)
-    for start in range(0, len(x), batch_size):
-        with accel.autocast():
-            out = model(accel.inputs(x[start : start + batch_size], train=False))
-        target = y[start : start + batch_size].to(accel.device, non_blocking=True)
-        if metric == "error":
-            total += (out.argmax(dim=1) != target).sum()
-        else:
-            total += _loss(out.float(), target, task, reduction="sum")
-    model.train(was_training)
-    return total.item() / len(x)
+def evaluate_split(
+    model: torch.nn.Module,
+    data: Data | Datasets,
+    split_name: str = "test",
+    *,
+    metric: str | Metric = "error",
+    loss_fn: Callable | None = None,
+    batch_size: int = 1024,
+) -> float | None:
+    """The metric of ``model`` on a split of a ``Data`` or ``Datasets``; ``None`` if empty."""
+    source = as_source(data)
+    if not source.split_size(split_name):
+        return None
+    device = next(model.parameters()).device
+    m = resolve_metric(metric, source.task, loss_fn or default_loss(source.task))
+    return _Validator(source, m, None, Accelerator(device), batch_size, split_name)(model)
+
+
+class _Tensors:
+    """One split of tensors, as a source's evaluation batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def eval_batches(self, split: str, batch_size: int):
+        for i in range(0, len(self.x), batch_size):
+            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+
+    def split_size(self, split: str) -> int:
+        return len(self.x)
+
+
+class _Validator:
+    """The metric of a model on one split, batch by batch; halves its batch on out of memory."""
+
+    def __init__(self, source, metric: Metric, batch_loss, accel, batch_size: int, split="val"):
+        self.source, self.metric, self.batch_loss = source, metric, batch_loss
+        self.accel, self.batch_size, self.split = accel, batch_size, split
+
+    def __call__(self, net: torch.nn.Module) -> float:
+        while True:
+            try:
+                return self._run(net)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+            _free_memory(self.accel.device)  # outside the except block that pins the batch
+            self.batch_size //= 2
+            _logger.info("Out of memory in validation: its batch is now %d.", self.batch_size)
+
+    @torch.no_grad()
+    def _run(self, net: torch.nn.Module) -> float:
+        was_training = net.training
+        net.eval()
+        total = torch.zeros((), device=self.accel.device, dtype=torch.float64)
+        for batch in self.source.eval_batches(self.split, self.batch_size):
+            batch = to_device(batch, self.accel.device)
+            n = batch_len(batch)
+            with self.accel.autocast():
+                if self.batch_loss is not None and self.metric.name == "val_loss":
+                    total += self.batch_loss(net, batch).double() * n
+                    continue
+                inputs, targets = unpack(batch)
+                out = forward(net, self.accel.inputs(inputs, train=False))
+            total += self.metric.batch_total(_float(out), targets, n).to(total.device)
+        net.train(was_training)
+        return total.item() / self.source.split_size(self.split)
+
+
+def _float(out: Any) -> Any:
+    return out.float() if torch.is_tensor(out) else out
 
 
 def fit(
     model: torch.nn.Module,
-    data: Data,
+    data: Data | Datasets | tuple,
     hparams: Hyperparameters,
     *,
     trial: BaseTrial | None = None,
@@ -167,8 +317,8 @@ def fit(
     patience: int | None = None,
     min_delta: float = 0.0,
     device: str | torch.device = "auto",
-    metric: str = "error",
-    optimizer: str = "sgd",
+    metric: str | Metric = "error",
+    optimizer: str | Callable = "sgd",
     weight_decay: float = 0.0,
     seed: int | None = None,
     checkpoint: str | Path | None = None,
@@ -179,238 +329,332 @@ def fit(
     augment: str = "none",
     cudnn_benchmark: bool = False,
     schedule: Schedule | None = None,
+    loss_fn: Callable | None = None,
+    batch_loss: Callable | None = None,
+    max_grad_norm: float | None = None,
+    micro_batch_size: int | str = "auto",
+    on_oom: str = "accumulate",
+    eval_batch_size: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
 
     Args:
         model: The network; it is moved to ``device`` and trained in place.
-        data: Train, validation and test tensors (:func:`optuna_bs.load_data`). Tensors already
-            on ``device`` are not copied again, so a worker can move them once.
-        hparams: Batch size, learning rate and momentum (β1 for Adam; ``beta2`` and ``eps``
+        data: In-memory tensors (:func:`optuna_bs.load_data`; tensors already on ``device``
+            are not copied again), a :class:`~optuna_bs.Datasets`, or a ``(train, val)`` pair
+            of map-style torch Datasets. N is the number of training samples.
+        hparams: Batch size B, learning rate and momentum (β1 for Adam; ``beta2`` and ``eps``
             are used when set).
         trial: The Optuna trial to report to and record user attrs on, or ``None``.
         max_epochs: The most epochs to train.
         patience: Epochs without improvement before early stopping; ``None`` for never.
-        min_delta: The smallest decrease of the validation value that counts as improvement.
+        min_delta: The smallest improvement of the validation value that counts.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        metric: ``"error"`` (classification error) or ``"loss"`` (validation loss, for
-            regression or autoencoders).
-        optimizer: ``"sgd"`` (with momentum), ``"adam"`` or ``"adamw"``.
-        weight_decay: L2 penalty (decoupled for AdamW).
+        metric: ``"error"`` (classification error), ``"loss"`` (validation loss), or a
+            :class:`~optuna_bs.Metric` of your own, which says whether lower is better.
+        optimizer: ``"sgd"`` (with momentum), ``"adam"``, ``"adamw"``, or a callable
+            ``(params, hparams) -> torch.optim.Optimizer`` that uses ``hparams.lr``.
+        weight_decay: L2 penalty (decoupled for AdamW) of a named optimizer.
         seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
-        checkpoint: A file to save the whole training state to at the end of every epoch
-            (model, optimizer, epoch, random states, best-so-far), replaced atomically.
+        checkpoint: A file to save the whole :class:`TrainingState` to at the end of every
+            epoch, replaced atomically.
         resume_from: A checkpoint (of this run, or of a dead worker's trial) to continue
-            from: training goes on at the epoch after the saved one. Loaded with
-            ``weights_only=True``.
+            from: training goes on at the epoch after the saved one.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; a GradScaler for fp16).
         channels_last: NHWC memory format for image models.
         compile: ``torch.compile`` the model.
         augment: ``"none"`` or ``"crop-flip"`` (random padded crop and flip, on the device).
         cudnn_benchmark: let cuDNN choose convolution algorithms for the fixed shapes.
-        schedule: What each epoch trains with (:mod:`optuna_bs.schedules`): the batch size,
-            lr and momentum of epoch ``e`` are ``schedule.at(e, hparams)``. Each epoch's B, ϵ,
-            m and g are recorded (``epoch_batch_size``, ``epoch_lr``, ``epoch_momentum``,
-            ``epoch_noise_scale``), and ``n_updates`` counts the updates they make.
+        schedule: What each epoch trains with (:mod:`optuna_bs.schedules`): epoch ``e``
+            trains at ``schedule.at(e, hparams)``, and a per-step schedule (``Cosine``,
+            ``Warmup(per_step=True)``) scales ϵ before every update. Each epoch's B, ϵ, m and
+            g are recorded (``epoch_batch_size``, ...).
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, the batch mean; default
+            cross-entropy (classification) or MSE (regression).
+        batch_loss: ``batch_loss(model, batch) -> scalar``, for batches that are not
+            ``(inputs, targets)`` pairs or target dicts; it replaces ``loss_fn``.
+        max_grad_norm: Clip the gradient's total norm to this before each update.
+        micro_batch_size: ``"auto"`` (start at B; halve on out of memory) or a b that divides
+            B: each update then accumulates B/b micro-batches. BatchNorm layers see
+            micro-batch statistics.
+        on_oom: ``"accumulate"``: on a CUDA out-of-memory error halve b and redo the update,
+            so the trial keeps its B; only a failure at b = 1 ends it with ``"oom"``.
+            ``"prune"``: end the trial with ``"oom"`` at once (and let ``OOMAwareSampler``
+            cap later batch sizes).
+        eval_batch_size: The validation batch (default 4096 for tensors, max(B, 256) for
+            Datasets); halved on out of memory.
 
     Returns:
         A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
 
     Raises:
         optuna.TrialPruned: With a trial, when the pruner stops it, or when the loss is NaN
-            or inf (``stop_reason="diverged"``), or on a CUDA out-of-memory error
-            (``stop_reason="oom"``). Without a trial these end the fit and are returned as its
-            ``stop_reason``.
-        ValueError: For a bad argument.
+            or inf (``stop_reason="diverged"``), or out of memory (``stop_reason="oom"``).
+            Without a trial these end the fit and are returned as its ``stop_reason``.
+        TypeError: For an argument of the wrong type (a ``data`` that is not a source, a
+            non-callable loss, Dataset items that cannot be unpacked).
+        ValueError: For a bad value.
     """
-    _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay)
     device = resolve_device(device)
+    if isinstance(data, _data_class()):
+        data = place_data(data, device)
+    source = as_source(data)
+    _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom)
+    _check_callables(loss_fn, batch_loss, max_grad_norm)
+    loss_fn = loss_fn or default_loss(source.task)
+    metric = resolve_metric(metric, source.task, loss_fn)
+    if isinstance(source, DatasetSource):
+        source.check(needs_targets=batch_loss is None or metric.name != "val_loss")
+    b = _check_micro_batch(micro_batch_size, hparams.batch_size)
     accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
-    data = place_data(data, device)
     net = accel.prepare(model)  # what runs forward; ``model`` holds the state
     opt = _make_optimizer(optimizer, model, hparams, weight_decay)
-    metric_name = f"val_{metric}"
-    monitor = TrialMonitor(trial, patience=patience, min_delta=min_delta, metric=metric_name)
+    monitor = TrialMonitor(
+        trial,
+        patience=patience,
+        min_delta=min_delta,
+        metric=metric.name,
+        direction=metric.direction,
+    )
     seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
-    gen = torch.Generator(device=data.x_train.device)  # shuffles where the data lives
-    gen.manual_seed(seed)
-    aug_gen = torch.Generator(device=device)  # augments where the batch lives
-    aug_gen.manual_seed(seed + 1)
-
-    if schedule is not None:
-        schedule.on_fit_start(hparams, max_epochs)
-    path: list[Hyperparameters] = []
-    best_state = None
-    n_updates, n_samples, step_seconds, seconds_before, resumed_from_epoch = 0, 0, 0.0, 0.0, 0
-    should_stop = False
-    start = time.perf_counter()
+    state = TrainingState(
+        model=model,
+        optimizer=opt,
+        generator=torch.Generator(device=source.generator_device),
+        aug_generator=torch.Generator(device=device),
+        accelerator=accel,
+        monitor=monitor,
+        micro_batch_size=b,
+        lr_base=[g["lr"] for g in opt.param_groups],
+    )
+    state.generator.manual_seed(seed)
+    state.aug_generator.manual_seed(seed + 1)
+    resumed_from_epoch = 0
     if resume_from is not None:
-        state = _load_checkpoint(resume_from)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        aug_gen.set_state(state["aug_generator"])
-        accel.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        monitor.load_state_dict(state["monitor"])
-        best_state = state["best_state"]
-        n_updates, step_seconds = state["n_updates"], state["step_seconds"]
-        n_samples = state["n_samples"]
-        seconds_before = state["seconds"]
+        state.load(resume_from)
         resumed_from_epoch = monitor.epoch_
         _logger.info("Resuming from epoch %d of %s.", resumed_from_epoch, resume_from)
-
-    def result(stop_reason: str) -> FitResult:
-        return FitResult(
-            best_value=monitor.best_value_,
-            best_epoch=monitor.best_epoch_,
-            epochs_run=monitor.epoch_,
-            n_updates=n_updates,
-            train_seconds=seconds_before + time.perf_counter() - start,
-            samples_per_second=n_samples / step_seconds if step_seconds else 0.0,
-            stop_reason=stop_reason,
-            metric=metric_name,
-            history=tuple(monitor.history_),
-            resumed_from_epoch=resumed_from_epoch,
-            schedule_path=tuple(path) if schedule is not None else (),
+    if eval_batch_size is None:
+        eval_batch_size = (
+            4096 if isinstance(source, TensorSource) else max(256, hparams.batch_size)
         )
-
-    try:
-        if resume_from is not None:
-            with warnings.catch_warnings():  # the saved epoch may have been reported already
-                warnings.simplefilter("ignore", UserWarning)
-                should_stop = monitor.check()
-        if schedule is not None:  # the path so far, for a resumed fit
-            path = [schedule.at(e, hparams) for e in range(monitor.epoch_)]
-        for epoch in range(monitor.epoch_, max_epochs):
-            if should_stop:
-                break
-            setting = hparams if schedule is None else schedule.at(epoch, hparams)
-            if schedule is not None:
-                path.append(setting)
-                _set_hyperparameters(opt, setting)
-            batch_size = setting.batch_size
-            steps_per_epoch = data.n_train // batch_size  # full batches: B is what g assumes
-            tic = time.perf_counter()
-            try:
-                train_loss = _train_epoch(
-                    net, opt, data, batch_size, steps_per_epoch, gen, accel, aug_gen
-                )
-            except torch.cuda.OutOfMemoryError:
-                train_loss = None
-            step_seconds += time.perf_counter() - tic
-            if train_loss is None:
-                # Freed here, outside the except block whose traceback pins the batch.
-                _free_memory(device)
-                monitor.stop("oom", f"out of memory at batch_size={batch_size}")
-                break
-            n_updates += steps_per_epoch
-            n_samples += steps_per_epoch * batch_size
-            # A non-finite training loss goes to the monitor as is: it ends the run "diverged".
-            val = train_loss
-            if math.isfinite(train_loss):
-                val = _evaluate(net, data.x_val, data.y_val, metric, data.task, accel)
-            monitor.update(val)
-            if monitor.improved_:
-                best_state = copy.deepcopy(model.state_dict())
-            if checkpoint is not None:
-                # Saved before the value is reported: a worker killed in between re-reports it.
-                _save_checkpoint(
-                    checkpoint,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "generator": gen.get_state(),
-                        "aug_generator": aug_gen.get_state(),
-                        "scaler": accel.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "monitor": monitor.state_dict(),
-                        "best_state": best_state,
-                        "n_updates": n_updates,
-                        "n_samples": n_samples,
-                        "step_seconds": step_seconds,
-                        "seconds": seconds_before + time.perf_counter() - start,
-                    },
-                )
-            should_stop = monitor.check()
-    except optuna.TrialPruned:
-        # The monitor has already written stop_reason and metric: one DB write each saved.
-        _record(trial, result(monitor.stop_reason_ or "pruned"), skip=("stop_reason", "metric"))
-        raise
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    outcome = result(monitor.stop_reason_ or "completed")
-    _record(trial, outcome)
+    loop = _Loop(
+        state,
+        net,
+        source,
+        hparams,
+        schedule,
+        loss_fn,
+        batch_loss,
+        max_grad_norm,
+        on_oom,
+        _Validator(source, metric, batch_loss, accel, eval_batch_size, "val"),
+    )
+    monitor.attrs["resumed_from_epoch"] = resumed_from_epoch
+    loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    attrs = monitor.finish()
+    outcome = FitResult(
+        best_value=monitor.best_value_,
+        best_epoch=monitor.best_epoch_,
+        epochs_run=monitor.epoch_,
+        n_updates=monitor.n_updates_,
+        train_seconds=attrs["train_seconds"],
+        samples_per_second=attrs["samples_per_second"],
+        stop_reason=attrs["stop_reason"],
+        metric=metric.name,
+        history=tuple(monitor.history_),
+        resumed_from_epoch=resumed_from_epoch,
+        schedule_path=tuple(loop.path),
+        micro_batch_size=state.micro_batch_size,
+        accumulation_steps=loop.accumulation,
+    )
     _logger.debug("fit ended: %s", outcome)
     return outcome
 
 
-def _save_checkpoint(path: str | Path, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
+def _data_class():
+    from optuna_bs.data import Data
+
+    return Data
 
 
-def _load_checkpoint(path: str | Path) -> dict:
-    try:
-        # weights_only: a checkpoint is data, never code to run.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise ValueError(
-            f"`resume_from` must be a checkpoint file, but {path} does not exist."
-        ) from err
+class _Loop:
+    """The epoch loop of one fit: train, validate, checkpoint, ask the monitor."""
+
+    def __init__(
+        self, state, net, source, hparams, schedule, loss_fn, batch_loss, clip, on_oom, validate
+    ):
+        self.state, self.net, self.source, self.hparams = state, net, source, hparams
+        self.schedule, self.loss_fn, self.batch_loss = schedule, loss_fn, batch_loss
+        self.clip, self.on_oom, self.validate = clip, on_oom, validate
+        self.accel: Accelerator = state.accelerator
+        self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
+        self.path: list[Hyperparameters] = []
+        self.accumulation = hparams.batch_size // state.micro_batch_size
+
+    def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
+        monitor, schedule = self.state.monitor, self.schedule
+        if schedule is not None:
+            schedule.on_fit_start(self.hparams, max_epochs)
+            self.path = [schedule.at(e, self.hparams) for e in range(monitor.epoch_)]
+        if resuming:
+            with warnings.catch_warnings():  # the saved epoch may have been reported already
+                warnings.simplefilter("ignore", UserWarning)
+                if monitor.check():
+                    return
+        for epoch in range(monitor.epoch_, max_epochs):
+            setting = self.hparams if schedule is None else schedule.at(epoch, self.hparams)
+            if schedule is not None:
+                self.path.append(setting)
+                monitor.attrs.update(_path_attrs(self.path))
+            if self.epoch(epoch, setting, checkpoint):
+                return
+
+    def epoch(self, epoch: int, setting: Hyperparameters, checkpoint) -> bool:
+        """Train and validate one epoch; ``True`` when the run should stop."""
+        state, monitor = self.state, self.state.monitor
+        batch_size = setting.batch_size
+        steps = self.source.n_train // batch_size  # full batches: B is what g assumes
+        state.micro_batch_size = _divisor_at_most(batch_size, state.micro_batch_size)
+        if self.schedule is not None:
+            _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
+        tic = time.perf_counter()
+        train_loss, updates = self.train_epoch(epoch, setting, steps)
+        seconds = time.perf_counter() - tic
+        monitor.attrs["micro_batch_size"] = state.micro_batch_size
+        monitor.attrs["accumulation_steps"] = self.accumulation
+        if train_loss is None:  # out of memory at the smallest micro-batch, or "prune"
+            monitor.count(updates=updates, samples=updates * batch_size, step_seconds=seconds)
+            return monitor.stop(
+                "oom", f"out of memory at batch_size={batch_size}, micro-batch {self._b()}"
+            )
+        val = train_loss  # a non-finite training loss ends the run "diverged"
+        if math.isfinite(train_loss):
+            val = self.validate(self.net)
+        monitor.update(val, updates=steps, samples=steps * batch_size, step_seconds=seconds)
+        if monitor.improved_:
+            state.best_state = copy.deepcopy(state.model.state_dict())
+        if checkpoint is not None:
+            # Saved before the value is reported: a worker killed in between re-reports it.
+            state.save(checkpoint)
+        return monitor.check()
+
+    def _b(self) -> int:
+        return self.state.micro_batch_size
+
+    def train_epoch(self, epoch: int, setting: Hyperparameters, steps: int):
+        """Every update of one epoch: ``(mean training loss, updates)``; loss ``None`` when
+        out of memory ended the run (after ``updates`` updates)."""
+        self.net.train()
+        pin = self.accel.device.type == "cuda"
+        batches = self.source.train_batches(setting.batch_size, steps, self.state.generator, pin)
+        per_step = self.schedule is not None and self.schedule.per_step
+        loss_sum = torch.zeros((), device=self.accel.device)
+        for i, batch in enumerate(batches):
+            if per_step:
+                factor = self.schedule.lr_factor(epoch + (i + 1) / steps)
+                for group, base in zip(
+                    self.state.optimizer.param_groups, self.state.lr_base, strict=True
+                ):
+                    group["lr"] = base * setting.lr / self.hparams.lr * factor
+            loss = self.update_with_retry(batch, setting.batch_size)
+            if loss is None:
+                return None, i
+            loss_sum += loss
+        return loss_sum.item() / steps, steps
+
+    def update_with_retry(self, batch, batch_size: int) -> torch.Tensor | None:
+        """One update; on out of memory, halve the micro-batch and redo it (B is kept)."""
+        while True:
+            try:
+                return self.update(batch, batch_size)
+            except torch.cuda.OutOfMemoryError:
+                pass
+            # Freed here, outside the except block whose traceback pins the batch.
+            self.state.optimizer.zero_grad(set_to_none=True)
+            _free_memory(self.accel.device)
+            b = self.state.micro_batch_size
+            if self.on_oom == "prune" or b % 2 or b == 1:
+                return None
+            self.state.micro_batch_size = b // 2
+            self.accumulation = batch_size // (b // 2)
+            _logger.info(
+                "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
+                b,
+                batch_size,
+                self.accumulation,
+                b // 2,
+            )
+
+    def update(self, batch, batch_size: int) -> torch.Tensor:
+        """Accumulate B/b micro-batches, each weighted b/B, then step: the update at b = B."""
+        b = self.state.micro_batch_size
+        parts = [batch] if b >= batch_size else split(batch, b)
+        self.accumulation = len(parts)
+        opt = self.state.optimizer
+        opt.zero_grad(set_to_none=True)
+        total = None
+        for part in parts:
+            part = to_device(part, self.accel.device)
+            with self.accel.autocast():
+                loss = self.loss(part)
+            if len(parts) == 1:
+                self.accel.backward(loss)
+                total = loss.detach().float()
+                break
+            weight = batch_len(part) / batch_size
+            self.accel.backward(loss * weight)
+            total = loss.detach().float() * weight + (0.0 if total is None else total)
+        self.accel.step(opt, self.params, self.clip)
+        return total
+
+    def loss(self, batch) -> torch.Tensor:
+        if self.batch_loss is not None:
+            return self.batch_loss(self.net, batch)
+        inputs, targets = unpack(batch)
+        inputs = self.accel.inputs(inputs, train=True, generator=self.state.aug_generator)
+        return self.loss_fn(forward(self.net, inputs), targets)
 
 
-def _train_epoch(
-    net: torch.nn.Module,
-    opt: torch.optim.Optimizer,
-    data: Data,
-    batch_size: int,
-    steps: int,
-    gen: torch.Generator,
-    accel: Accelerator,
-    aug_gen: torch.Generator,
-) -> float:
-    """One pass over shuffled full batches; the mean training loss (one device sync)."""
-    net.train()
-    perm = torch.randperm(data.n_train, generator=gen, device=data.x_train.device)
-    # One gather per epoch, then contiguous slices: cheaper than indexing every step.
-    xs, ys = data.x_train[perm], data.y_train[perm]
-    if xs.device.type == "cpu" and accel.device.type == "cuda":
-        xs, ys = xs.pin_memory(), ys.pin_memory()  # slices then copy without blocking
-    loss_sum = torch.zeros((), device=accel.device)
-    for i in range(0, steps * batch_size, batch_size):
-        x = accel.inputs(xs[i : i + batch_size], train=True, generator=aug_gen)
-        y = ys[i : i + batch_size].to(accel.device, non_blocking=True)
-        with accel.autocast():
-            loss = _loss(net(x), y, data.task)
-        accel.step(loss, opt)
-        loss_sum += loss.detach().float()
-    return loss_sum.item() / steps
+def _divisor_at_most(batch_size: int, b: int) -> int:
+    """The largest divisor of ``batch_size`` that is at most ``b`` (a schedule's new B)."""
+    b = min(b, batch_size)
+    while batch_size % b:
+        b -= 1
+    return b
 
 
-def _set_hyperparameters(opt: torch.optim.Optimizer, setting: Hyperparameters) -> None:
-    """Give the optimizer the epoch's lr and momentum (β1 for Adam)."""
-    for group in opt.param_groups:
-        group["lr"] = setting.lr
+def _set_hyperparameters(
+    opt: torch.optim.Optimizer, setting: Hyperparameters, base: Hyperparameters, lr_base
+) -> None:
+    """Give the optimizer the epoch's lr (each group's own lr scaled alike) and momentum."""
+    for group, lr in zip(opt.param_groups, lr_base, strict=True):
+        group["lr"] = lr * setting.lr / base.lr
         if "momentum" in group:
             group["momentum"] = setting.momentum
         elif "betas" in group:
             group["betas"] = (setting.momentum, group["betas"][1])
 
 
-def _loss(out: torch.Tensor, target: torch.Tensor, task: str, reduction: str = "mean"):
-    if task == "classification":
-        return F.cross_entropy(out, target, reduction=reduction)
-    return F.mse_loss(out, target, reduction=reduction)
-
-
 def _make_optimizer(
-    name: str, model: torch.nn.Module, hp: Hyperparameters, weight_decay: float
+    name: str | Callable, model: torch.nn.Module, hp: Hyperparameters, weight_decay: float
 ) -> torch.optim.Optimizer:
+    if callable(name):
+        opt = name(model.parameters(), hp)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(
+                "`optimizer` must return a torch.optim.Optimizer, but it returned an object "
+                f"of type {type(opt).__name__!r}."
+            )
+        if all(not math.isclose(g["lr"], hp.lr) for g in opt.param_groups):
+            warnings.warn(
+                f"No param group of the optimizer has the trial's lr={hp.lr:.4g}: build it "
+                "with lr=hparams.lr, or the search tunes nothing.",
+                stacklevel=3,
+            )
+        return opt
     params = model.parameters()
     if name == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=weight_decay)
@@ -427,39 +671,61 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _record(trial: BaseTrial | None, outcome: FitResult, skip: tuple[str, ...] = ()) -> None:
-    if trial is None:
-        return
-    for key, value in outcome.user_attrs().items():
-        if key not in skip:
-            trial.set_user_attr(key, value)
+def _check_micro_batch(value: int | str, batch_size: int) -> int:
+    if value == "auto":
+        return batch_size
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`micro_batch_size` must be 'auto' or an integer >= 1, but got {value!r}."
+        )
+    if batch_size % value:
+        raise ValueError(
+            f"`micro_batch_size` must divide batch_size={batch_size}, but got "
+            f"micro_batch_size={value}."
+        )
+    return value
 
 
-def _check_fit_args(data, hparams, max_epochs, metric, optimizer, weight_decay) -> None:
+def _check_callables(loss_fn, batch_loss, max_grad_norm) -> None:
+    for arg, fn in (("loss_fn", loss_fn), ("batch_loss", batch_loss)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"`{arg}` must be callable or None, but got {arg}={fn!r}.")
+    if loss_fn is not None and batch_loss is not None:
+        raise ValueError("Give `loss_fn` or `batch_loss`, not both: batch_loss replaces it.")
+    if max_grad_norm is not None and (
+        isinstance(max_grad_norm, bool)
+        or not isinstance(max_grad_norm, (int, float))
+        or not max_grad_norm > 0
+    ):
+        raise ValueError(
+            "`max_grad_norm` must be a number > 0 or None, "
+            f"but got max_grad_norm={max_grad_norm!r}."
+        )
+
+
+def _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom) -> None:
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(
             f"`max_epochs` must be an integer >= 1, but got max_epochs={max_epochs!r}."
         )
-    if metric not in METRICS:
-        raise ValueError(f"`metric` must be one of {METRICS}, but got metric={metric!r}.")
-    if metric == "error" and data.task != "classification":
+    if not callable(optimizer) and optimizer not in OPTIMIZERS:
         raise ValueError(
-            f"`metric` is 'error', but the data set {data.name!r} is a {data.task} task: "
-            "use metric='loss'."
+            f"`optimizer` must be one of {OPTIMIZERS} or a callable (params, hparams) -> "
+            f"Optimizer, but got {optimizer!r}."
         )
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, but got {optimizer!r}.")
     if not weight_decay >= 0:
         raise ValueError(f"`weight_decay` must be >= 0, but got weight_decay={weight_decay!r}.")
-    if hparams.batch_size > data.n_train:
+    if on_oom not in OOM_POLICIES:
+        raise ValueError(f"`on_oom` must be one of {OOM_POLICIES}, but got on_oom={on_oom!r}.")
+    if hparams.batch_size > source.n_train:
         raise ValueError(
-            f"`batch_size` must be at most the {data.n_train} training samples, "
+            f"`batch_size` must be at most the {source.n_train} training samples, "
             f"but got batch_size={hparams.batch_size}."
         )
-    if hparams.n_train != data.n_train:
+    if hparams.n_train != source.n_train:
         _logger.warning(
             "hparams.n_train=%d differs from the data's %d training samples: the noise scale "
             "recorded for this run is not the one it trains at.",
             hparams.n_train,
-            data.n_train,
+            source.n_train,
         )

@@ -147,14 +147,15 @@ def test_unknown_precision_in_a_study_file_is_exit_2(tmp_path, capsys):
 
 
 def test_out_of_memory_batch_sizes_are_never_proposed_again(tmp_path):
-    """A simulated OOM at B >= 256 ends the trial "oom"; the next 20 trials stay below 256."""
+    """Under on_oom = "prune" a simulated OOM at B >= 256 ends the trial "oom"; the next 20
+    trials stay below 256."""
     config = config_from_dict(
         {
             "study": {"n_trials": 20, "pruner": "none", "n_startup_trials": 5},
             "data": {"name": "synthetic", "n_samples": 2000, "n_features": 4},
             "model": {"name": "tests.oom_model:factory", "limit": 256},
             "space": {"batch_size": [16, 1024]},
-            "train": {"max_epochs": 1},
+            "train": {"max_epochs": 1, "on_oom": "prune"},
         }
     )
     prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")

@@ -15,6 +15,7 @@ from optuna_bs.schedules import (
     BatchRamp,
     Compose,
     Constant,
+    Cosine,
     LrDecay,
     MomentumRamp,
     Warmup,
@@ -175,6 +176,7 @@ def test_warmup_composes_with_the_ramp_in_either_order() -> None:
 def test_make_schedule_names_fractions_and_warmup() -> None:
     kinds = {"constant": Constant, "lr-decay": LrDecay, "batch-ramp": BatchRamp}
     kinds["momentum-ramp"] = MomentumRamp
+    kinds["cosine"] = Cosine
     assert set(kinds) == set(SCHEDULES)
     for name, cls in kinds.items():
         assert type(make_schedule(name, max_epochs=20)) is cls

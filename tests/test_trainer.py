@@ -143,14 +143,14 @@ class _OOMAtLargeBatch(torch.nn.Module):
         return self.inner(x)
 
 
-def test_oom_is_recorded_and_the_study_goes_on(data):
+def test_oom_under_the_prune_policy_is_recorded_and_the_study_goes_on(data):
     study = optuna.create_study()
 
     def objective(trial):
         batch_size = trial.suggest_categorical("batch_size", [16, 64])
         model = _OOMAtLargeBatch(_model(data))
         hp = _hp(data, batch_size=batch_size)
-        return fit(model, data, hp, trial=trial, max_epochs=2).best_value
+        return fit(model, data, hp, trial=trial, max_epochs=2, on_oom="prune").best_value
 
     study.enqueue_trial({"batch_size": 64})
     study.enqueue_trial({"batch_size": 16})
