@@ -45,7 +45,7 @@ from optuna_bs import (
     load_config,
     load_data,
 )
-from optuna_bs.runner import make_pruner, make_sampler
+from optuna_bs.runner import fit_arguments, make_pruner, make_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -248,19 +248,16 @@ def _objective(task: Task, arm: Arm, seed: int, max_epochs: int, cache: dict | N
         hp = hp or space.suggest(trial)
         trial_seed = 1000 * seed + trial.number
         model = _build(task, trial_seed)
+        # The study file's [train] section, as the runner reads it; the arm's budget on top.
+        kwargs = {**fit_arguments(task.config, trial), "max_epochs": max_epochs}
         result = fit(
             model,
             task.data,
             hp,
             trial=trial,
-            max_epochs=max_epochs,
-            patience=patience,
-            min_delta=train.min_delta,
             device="cpu",
-            metric=train.metric,
-            optimizer=train.optimizer,
-            weight_decay=train.weight_decay,
             seed=trial_seed,
+            **{**kwargs, "patience": patience},
         )
         return result.best_value
 

@@ -39,6 +39,7 @@ __all__ = [
     "PARETO_COSTS",
     "complete_points",
     "metric_name",
+    "why_no_points",
     "fit_noise_scale",
     "fit_scaling_rule",
     "pareto_front",
@@ -188,6 +189,32 @@ def complete_points(study: optuna.Study) -> list[TrialPoint]:
             )
         )
     return points
+
+
+def why_no_points(study: optuna.Study, attr: str | None = None) -> str | None:
+    """Why the study has no trial to plot (with the user attr ``attr``), in words; or ``None``.
+
+    Example:
+        >>> why_no_points(optuna.create_study())
+        'the study has no COMPLETE trial yet.'
+    """
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        return "the study has no COMPLETE trial yet."
+    points = complete_points(study)
+    if not points:
+        missing = sorted({k for t in done for k in _REQUIRED if t.user_attrs.get(k) is None})
+        return (
+            f"no COMPLETE trial records {', '.join(missing)}: sample the trials with "
+            "BatchScalingSpace.suggest(trial), which records them."
+        )
+    if attr is not None and all(getattr(p, attr) is None for p in points):
+        return (
+            f"no COMPLETE trial records `{attr}`: train with optuna_bs.fit, or in your own loop "
+            "pass updates= (and samples=) to TrialMonitor.step and end the run inside "
+            "`with TrialMonitor(...)` or with monitor.finish()."
+        )
+    return None
 
 
 def metric_name(study: optuna.Study) -> str:

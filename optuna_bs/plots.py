@@ -31,6 +31,7 @@ from optuna_bs.analysis import (
     fit_scaling_rule,
     metric_name,
     pareto_front,
+    why_no_points,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +80,25 @@ def _try(function, study: optuna.Study, given):
         return function(study), None
     except NotEnoughTrialsError as err:
         return None, str(err)
+
+
+def _say_why_empty(fig, study: optuna.Study, attr: str | None = None):
+    """A figure with nothing to draw says why in words, instead of showing blank axes."""
+    reason = why_no_points(study, attr)
+    if reason is None:
+        return fig
+    fig.add_annotation(
+        text=f"Nothing to draw: {reason}".replace(": ", ":<br>", 1),
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+        showarrow=False,
+        font={"size": 13},
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
 
 
 def _layout(fig, title: str, x: str, y: str, *, log_x: bool = False, log_y: bool = False):
@@ -166,7 +186,8 @@ def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -
             )
         )
         title = f"{info.metric} against noise scale g: g* = {info.best_noise_scale:.3g}"
-    return _layout(fig, title, "noise scale g = lr (N/B - 1) / (1 - m)", info.metric, log_x=True)
+    _layout(fig, title, "noise scale g = lr (N/B - 1) / (1 - m)", info.metric, log_x=True)
+    return _say_why_empty(fig, study)
 
 
 @dataclass(frozen=True)
@@ -267,7 +288,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
         )
     _layout(fig, title, "batch size B", "learning rate", log_x=True, log_y=True)
     fig.update_xaxes(tickvals=[2**k for k in range(31)])
-    return fig
+    return _say_why_empty(fig, study)
 
 
 @dataclass(frozen=True)
@@ -323,7 +344,7 @@ def plot_pareto_front(study: optuna.Study, x: str = "train_seconds") -> go.Figur
     )
     label = {"train_seconds": "training time [s]", "n_updates": "parameter updates"}[x]
     _layout(fig, f"Pareto front: {info.metric} against {label}", label, info.metric, log_x=True)
-    return fig
+    return _say_why_empty(fig, study, x)
 
 
 @dataclass(frozen=True)
@@ -388,7 +409,13 @@ def plot_learning_curves(study: optuna.Study) -> go.Figure:
             )
         )
         shown.add(group)
-    return _layout(fig, "Learning curves (pruned trials dimmed)", "epoch", info.metric)
+    _layout(fig, "Learning curves (pruned trials dimmed)", "epoch", info.metric)
+    if not info.curves:
+        fig.add_annotation(
+            text="Nothing to draw: no trial has reported an intermediate value yet.",
+            **{"xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False},
+        )
+    return fig
 
 
 def figures(

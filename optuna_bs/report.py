@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -32,6 +32,7 @@ from optuna_bs.analysis import (
     metric_name,
     pareto_front,
     recommend,
+    why_no_points,
 )
 from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.plots import INSTALL_HINT, figures
@@ -71,6 +72,8 @@ class Summary:
     warnings: tuple[str, ...]
     pareto_seconds: tuple[ParetoPoint, ...]
     pareto_updates: tuple[ParetoPoint, ...]
+    # Why a front is empty, in words, by cost (None where it is not).
+    pareto_reasons: dict[str, str | None] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) rows of the summary table."""
@@ -106,6 +109,9 @@ class Summary:
         """Header and rows of the Pareto front over ``cost`` (one of :data:`PARETO_COSTS`)."""
         front = self.pareto_seconds if cost == "train_seconds" else self.pareto_updates
         head = ("trial", self.metric, cost, "B", "lr")
+        if not front:
+            why = self.pareto_reasons.get(cost) or "no trial is on it."
+            return [head, ("-", f"empty: {why}", "", "", "")]
         return [head] + [
             (f"#{p.number}", f"{p.error:.4f}", f"{p.cost:.4g}", str(p.batch_size), f"{p.lr:.4g}")
             for p in front
@@ -192,6 +198,7 @@ def summarize(
         warnings=tuple(str(w.message) for w in caught),
         pareto_seconds=tuple(pareto_front(study, "train_seconds")),
         pareto_updates=tuple(pareto_front(study, "n_updates")),
+        pareto_reasons={c: why_no_points(study, c) for c in ("train_seconds", "n_updates")},
     )
 
 
