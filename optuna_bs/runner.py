@@ -283,6 +283,12 @@ def prepare(
                 import_object(spec, f"[train] {what}", folder=config.folder)
             except ValueError as err:
                 raise ConfigError(str(err)) from err
+    micro = config.train.micro_batch_size
+    if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
+        raise ConfigError(
+            f"[train] `micro_batch_size` must divide every batch size of the space "
+            f"{space.batch_sizes}, but got micro_batch_size={micro}."
+        )
     if config.train.metric == "error" and data.task != "classification":
         raise ConfigError(
             f"[train] `metric` is 'error', but {data.name!r} is a {data.task} task: use 'loss'."

@@ -135,7 +135,8 @@ class TrainingState:
     aug_generator: torch.Generator  # the augmentation, where the batch lives
     accelerator: Accelerator
     monitor: TrialMonitor
-    micro_batch_size: int
+    # The largest micro-batch allowed: None while it is "auto" and nothing ran out of memory.
+    micro_cap: int | None
     best_state: dict | None = None
     lr_base: list[float] = field(default_factory=list)  # each param group's lr at ϵ
 
@@ -149,7 +150,7 @@ class TrainingState:
             "torch_rng": torch.get_rng_state(),
             "monitor": self.monitor.state_dict(),
             "best_state": self.best_state,
-            "micro_batch_size": self.micro_batch_size,
+            "micro_cap": self.micro_cap,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -161,7 +162,7 @@ class TrainingState:
         torch.set_rng_state(state["torch_rng"])
         self.monitor.load_state_dict(state["monitor"])
         self.best_state = state["best_state"]
-        self.micro_batch_size = int(state["micro_batch_size"])
+        self.micro_cap = state["micro_cap"]
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`state_dict` to ``path``, replacing it atomically."""
@@ -401,8 +402,11 @@ def fit(
     source = as_source(data)
     _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom)
     _check_callables(loss_fn, batch_loss, max_grad_norm)
-    loss_fn = loss_fn or default_loss(source.task)
-    metric = resolve_metric(metric, source.task, loss_fn)
+    # With a batch_loss and a validation loss, the items need not unpack (nor have a task).
+    own_loss = batch_loss is not None and metric == "loss"
+    task = "regression" if own_loss else source.task
+    loss_fn = loss_fn or default_loss(task)
+    metric = resolve_metric(metric, task, loss_fn)
     if isinstance(source, DatasetSource):
         source.check(needs_targets=batch_loss is None or metric.name != "val_loss")
     b = _check_micro_batch(micro_batch_size, hparams.batch_size)
@@ -424,7 +428,7 @@ def fit(
         aug_generator=torch.Generator(device=device),
         accelerator=accel,
         monitor=monitor,
-        micro_batch_size=b,
+        micro_cap=b,
         lr_base=[g["lr"] for g in opt.param_groups],
     )
     state.generator.manual_seed(seed)
@@ -467,7 +471,7 @@ def fit(
         history=tuple(monitor.history_),
         resumed_from_epoch=resumed_from_epoch,
         schedule_path=tuple(loop.path),
-        micro_batch_size=state.micro_batch_size,
+        micro_batch_size=loop.micro_batch_size,
         accumulation_steps=loop.accumulation,
     )
     _logger.debug("fit ended: %s", outcome)
@@ -492,7 +496,8 @@ class _Loop:
         self.accel: Accelerator = state.accelerator
         self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
         self.path: list[Hyperparameters] = []
-        self.accumulation = hparams.batch_size // state.micro_batch_size
+        self.micro_batch_size = hparams.batch_size if state.micro_cap is None else state.micro_cap
+        self.accumulation = hparams.batch_size // self.micro_batch_size
 
     def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
         monitor, schedule = self.state.monitor, self.schedule
@@ -517,13 +522,14 @@ class _Loop:
         state, monitor = self.state, self.state.monitor
         batch_size = setting.batch_size
         steps = self.source.n_train // batch_size  # full batches: B is what g assumes
-        state.micro_batch_size = _divisor_at_most(batch_size, state.micro_batch_size)
+        cap = batch_size if state.micro_cap is None else state.micro_cap
+        self.micro_batch_size = _divisor_at_most(batch_size, cap)
         if self.schedule is not None:
             _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
         tic = time.perf_counter()
         train_loss, updates = self.train_epoch(epoch, setting, steps)
         seconds = time.perf_counter() - tic
-        monitor.attrs["micro_batch_size"] = state.micro_batch_size
+        monitor.attrs["micro_batch_size"] = self.micro_batch_size
         monitor.attrs["accumulation_steps"] = self.accumulation
         if train_loss is None:  # out of memory at the smallest micro-batch, or "prune"
             monitor.count(updates=updates, samples=updates * batch_size, step_seconds=seconds)
@@ -542,7 +548,7 @@ class _Loop:
         return monitor.check()
 
     def _b(self) -> int:
-        return self.state.micro_batch_size
+        return self.micro_batch_size
 
     def train_epoch(self, epoch: int, setting: Hyperparameters, steps: int):
         """Every update of one epoch: ``(mean training loss, updates)``; loss ``None`` when
@@ -575,10 +581,10 @@ class _Loop:
             # Freed here, outside the except block whose traceback pins the batch.
             self.state.optimizer.zero_grad(set_to_none=True)
             _free_memory(self.accel.device)
-            b = self.state.micro_batch_size
+            b = self.micro_batch_size
             if self.on_oom == "prune" or b % 2 or b == 1:
                 return None
-            self.state.micro_batch_size = b // 2
+            self.micro_batch_size = self.state.micro_cap = b // 2
             self.accumulation = batch_size // (b // 2)
             _logger.info(
                 "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
@@ -590,7 +596,7 @@ class _Loop:
 
     def update(self, batch, batch_size: int) -> torch.Tensor:
         """Accumulate B/b micro-batches, each weighted b/B, then step: the update at b = B."""
-        b = self.state.micro_batch_size
+        b = self.micro_batch_size
         parts = [batch] if b >= batch_size else split(batch, b)
         self.accumulation = len(parts)
         opt = self.state.optimizer
@@ -671,9 +677,9 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _check_micro_batch(value: int | str, batch_size: int) -> int:
+def _check_micro_batch(value: int | str, batch_size: int) -> int | None:
     if value == "auto":
-        return batch_size
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
             f"`micro_batch_size` must be 'auto' or an integer >= 1, but got {value!r}."

@@ -58,3 +58,13 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
         assert all(r["trials"] for r in result["runs"])
     else:
         assert set(result["summary"]) == {"mlp/B=16", "mlp/B=128", "mlp/B=1024"}
+        loops = {"fit", "tensors", "dataloader", "fit-dataset", "fit-micro"}
+        ratios = {"fit_vs_tensors", "fit_vs_dataloader", "fit_dataset_vs_dataloader"}
+        ratios |= {"micro_vs_fit"}
+        for cell in result["summary"].values():
+            assert set(cell["samples_per_second"]) == loops
+            assert all(cell["samples_per_second"][lo] > 0 for lo in loops)
+            assert set(cell["ratio_quartiles"]) == ratios
+            assert all(isinstance(cell[r], float) for r in ratios)
+        for table in ("P5 (Dataset)", "P5 accumulation"):
+            assert table in run.stdout

@@ -266,3 +266,248 @@ def test_schedule_sets_each_epoch_and_is_recorded(data, tmp_path):
     resumed = fit(_model(data), data, hp, max_epochs=4, schedule=ramp, seed=0, resume_from=ckpt)
     assert resumed.history == result.history
     assert resumed.n_updates == result.n_updates
+
+
+# --- the statistical batch, Datasets, accumulation and out of memory (issue: own training) ---
+
+
+def _datasets(data):
+    from torch.utils.data import TensorDataset
+
+    return TensorDataset(data.x_train, data.y_train), TensorDataset(data.x_val, data.y_val)
+
+
+@pytest.mark.parametrize("source", ["tensors", "datasets"])
+def test_an_update_at_a_quarter_micro_batch_equals_the_update_at_b(data, source):
+    """B = 64 as 4 accumulated micro-batches of 16 gives the same weights as one batch of 64."""
+    src = data if source == "tensors" else _datasets(data)
+    weights = []
+    for micro in ("auto", 16):
+        model = _model(data, seed=3)
+        result = fit(
+            model, src, _hp(data, batch_size=64), max_epochs=1, seed=5, micro_batch_size=micro
+        )
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert (result.micro_batch_size, result.accumulation_steps) == (
+            (64, 1) if micro == "auto" else (16, 4)
+        )
+    assert torch.allclose(weights[0], weights[1], atol=1e-5, rtol=0)
+    assert not torch.equal(weights[0], _params(_model(data, seed=3)))  # it did train
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+class _OOMAbove32(torch.nn.Module):
+    """A GPU that cannot hold a forward batch of more than 32 samples, in training or not."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        if len(x) > 32:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("source", ["tensors", "datasets"])
+def test_out_of_memory_halves_the_micro_batch_and_keeps_b(data, source):
+    src = data if source == "tensors" else _datasets(data)
+    study = optuna.create_study()
+    trial = study.ask()
+    model = _OOMAbove32(_model(data))
+    result = fit(model, src, _hp(data, batch_size=128), trial=trial, max_epochs=2)
+    study.tell(trial, result.best_value)
+    done = study.trials[0]
+    assert done.state == optuna.trial.TrialState.COMPLETE
+    assert done.user_attrs["micro_batch_size"] == 32
+    assert done.user_attrs["accumulation_steps"] == 4
+    assert done.user_attrs["n_updates"] == 2 * (data.n_train // 128)  # B kept: 2 per epoch
+    # The old policy ends the same trial "oom".
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="oom"):
+        fit(
+            _OOMAbove32(_model(data)),
+            src,
+            _hp(data, batch_size=128),
+            trial=trial,
+            max_epochs=2,
+            on_oom="prune",
+        )
+    assert trial.user_attrs["stop_reason"] == "oom"
+
+
+def test_out_of_memory_at_a_micro_batch_of_one_ends_the_trial_oom(data):
+    class AlwaysOOM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(10, 2)
+
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    result = fit(AlwaysOOM(), data, _hp(data, batch_size=8), max_epochs=1)
+    assert (result.stop_reason, result.micro_batch_size, result.n_updates) == ("oom", 1, 0)
+
+
+def test_a_schedule_that_changes_b_on_datasets_gives_each_epoch_its_b():
+    from optuna_bs.schedules import BatchRamp
+
+    data = load_data("synthetic", n_samples=1000, n_features=10)  # N = 640: N/10 = 64
+
+    sizes = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if self.training:
+                sizes.append(len(x))
+            return self.inner(x)
+
+    study = optuna.create_study()
+    trial = study.ask()
+    schedule = BatchRamp([1, 2], factor=2)
+    fit(
+        Recorder(_model(data)),
+        _datasets(data),
+        _hp(data, batch_size=16),
+        trial=trial,
+        max_epochs=3,
+        schedule=schedule,
+    )
+    n = data.n_train
+    expected = [16] * (n // 16) + [32] * (n // 32) + [64] * (n // 64)
+    assert sizes == expected
+    assert trial.user_attrs["epoch_batch_size"] == [16, 32, 64]
+    assert trial.user_attrs["n_updates"] == n // 16 + n // 32 + n // 64
+
+
+def test_per_step_cosine_and_warmup_move_the_lr_every_update(data):
+    from optuna_bs.schedules import Cosine, Warmup
+
+    lrs = []
+
+    def recording_sgd(params, hp):
+        class SGD(torch.optim.SGD):
+            def step(self, closure=None):
+                lrs.append(self.param_groups[0]["lr"])
+                return super().step(closure)
+
+        return SGD(params, lr=hp.lr, momentum=hp.momentum)
+
+    steps = data.n_train // 32
+    fit(
+        _model(data),
+        data,
+        _hp(data, lr=0.1),
+        max_epochs=4,
+        optimizer=recording_sgd,
+        schedule=Warmup(1, per_step=True).then(Cosine()),
+    )
+    assert len(lrs) == 4 * steps
+    assert lrs[0] == pytest.approx(0.1 / steps * (0.5 * (1 + math.cos(math.pi / steps / 4))))
+    assert all(a < b for a, b in zip(lrs[: steps - 1], lrs[1:steps], strict=True))  # warm-up
+    assert all(a > b for a, b in zip(lrs[steps:-1], lrs[steps + 1 :], strict=True))  # decay
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gradient_clipping_bounds_the_step(data):
+    model = _model(data)
+    before = _params(model)
+    fit(
+        model,
+        data,
+        _hp(data, batch_size=128, lr=1.0, momentum=0.0),
+        max_epochs=1,
+        max_grad_norm=1e-3,
+    )
+    # Two plain SGD updates at lr 1, each of norm at most 1e-3.
+    assert (before - _params(model)).norm() <= 2e-3 + 1e-6
+
+
+def test_a_dataset_fit_resumes_from_its_checkpoint_exactly(data, tmp_path):
+    src = _datasets(data)
+    full = fit(_model(data), src, _hp(data), max_epochs=4, seed=2)
+    ckpt = tmp_path / "c.pt"
+    fit(_model(data), src, _hp(data), max_epochs=2, seed=2, checkpoint=ckpt)
+    resumed = fit(_model(data), src, _hp(data), max_epochs=4, seed=2, resume_from=ckpt)
+    assert resumed.resumed_from_epoch == 2
+    assert resumed.history == pytest.approx(full.history, abs=1e-6)
+    assert resumed.n_updates == full.n_updates
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"micro_batch_size": 3}, ValueError, "`micro_batch_size` must divide batch_size=32"),
+        ({"micro_batch_size": 0}, ValueError, "micro_batch_size"),
+        ({"loss_fn": "cross_entropy"}, TypeError, "`loss_fn` must be callable"),
+        ({"on_oom": "halve"}, ValueError, "`on_oom` must be one of"),
+        ({"max_grad_norm": -1.0}, ValueError, "max_grad_norm"),
+        ({"optimizer": "lion"}, ValueError, "`optimizer` must be one of"),
+        ({"optimizer": lambda p, hp: None}, TypeError, "must return a torch.optim.Optimizer"),
+    ],
+)
+def test_bad_fit_arguments(data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fit(_model(data), data, _hp(data), max_epochs=1, **kwargs)
+
+
+def test_an_optimizer_that_ignores_the_trial_lr_warns(data):
+    with pytest.warns(UserWarning, match="lr=hparams.lr"):
+        fit(
+            _model(data),
+            data,
+            _hp(data),
+            max_epochs=1,
+            optimizer=lambda p, hp: torch.optim.SGD(p, lr=0.5),
+        )
+
+
+def test_a_dataset_study_under_a_pruner_records_what_the_report_reads(data, tmp_path, capsys):
+    """A (train, val) pair, a custom loss and a callable optimizer, tuned under a pruner."""
+    from optuna_bs.cli import main
+    from optuna_bs.space import BatchScalingSpace
+
+    storage = f"sqlite:///{tmp_path / 'own.db'}"
+    study = optuna.create_study(
+        study_name="own",
+        storage=storage,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=3),
+    )
+    space = BatchScalingSpace(n_train=data.n_train, batch_size=(16, 64), noise_scale=(1, 300))
+    src = _datasets(data)
+
+    def objective(trial):
+        hp = space.suggest(trial)
+        return fit(
+            _model(data, seed=trial.number),
+            src,
+            hp,
+            trial=trial,
+            max_epochs=3,
+            loss_fn=lambda out, y: torch.nn.functional.cross_entropy(out, y, label_smoothing=0.05),
+            optimizer=lambda p, hp: torch.optim.SGD(p, lr=hp.lr, momentum=hp.momentum),
+        ).best_value
+
+    study.optimize(objective, n_trials=8)
+    tensor_trial = optuna.create_study().ask()
+    fit(_model(data), data, space.suggest(tensor_trial), trial=tensor_trial, max_epochs=1)
+    for t in study.trials:
+        assert set(tensor_trial.user_attrs) <= set(t.user_attrs), t.number
+    assert capsys.readouterr() is not None
+    status = main(
+        ["report", "--storage", storage, "--study-name", "own", "--out", str(tmp_path / "r")]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    for cost in ("train_seconds", "n_updates"):
+        section = out.split(f"vs {cost}")[1]
+        assert section.splitlines()[3].lstrip().startswith("#"), out  # a trial on the front
+    assert "empty:" not in out
