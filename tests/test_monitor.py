@@ -217,3 +217,135 @@ def test_module_doctests() -> None:
     result = doctest.testmod(optuna_bs.monitor)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# --- the record of every end -----------------------------------------------------------------
+
+RUN_ATTRS = set(optuna_bs.monitor.RUN_ATTRS)
+
+
+@pytest.mark.parametrize(
+    ("values", "patience", "max_epochs", "reason", "state"),
+    [
+        ([0.5, 0.4, 0.3], None, 3, "completed", TrialState.COMPLETE),
+        ([0.5, 0.6, 0.7], 2, None, "early_stopped", TrialState.COMPLETE),
+        ([0.5, math.nan], None, None, "diverged", TrialState.PRUNED),
+    ],
+)
+def test_every_end_records_the_run(values, patience, max_epochs, reason, state) -> None:
+    study = optuna.create_study()
+
+    def objective(trial):
+        monitor = TrialMonitor(trial, patience=patience, max_epochs=max_epochs)
+        for v in values:
+            if monitor.step(v, updates=10, samples=320):
+                break
+        return monitor.best_value_
+
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.state == state
+    assert RUN_ATTRS <= set(t.user_attrs)
+    assert t.user_attrs["stop_reason"] == reason
+    assert t.user_attrs["n_updates"] == 10 * t.user_attrs["epochs_run"]
+    assert t.user_attrs["samples_per_second"] > 0
+    assert t.user_attrs["best_epoch"] == (3 if reason == "completed" else 1)
+
+
+def test_pruned_run_is_recorded_and_a_with_block_records_completion() -> None:
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.5))
+
+    def objective(trial):
+        with TrialMonitor(trial) as monitor:
+            for v in [0.9] if trial.number == 0 else [0.4, 0.3]:
+                monitor.step(v, updates=5)
+        return monitor.best_value_
+
+    study.optimize(objective, n_trials=2)
+    pruned, done = study.trials
+    assert pruned.state == TrialState.PRUNED and pruned.user_attrs["stop_reason"] == "pruned"
+    assert pruned.user_attrs["epochs_run"] == 1 and pruned.user_attrs["n_updates"] == 5
+    assert done.user_attrs["stop_reason"] == "completed"
+    assert (done.user_attrs["best_epoch"], done.user_attrs["n_updates"]) == (2, 10)
+
+
+def test_maximize_direction_keeps_the_highest() -> None:
+    study = optuna.create_study(direction="maximize")
+    monitor = TrialMonitor(study.ask(), patience=1, direction="maximize", metric="val_accuracy")
+    assert run(monitor, [0.6, 0.8, 0.7]) == 3
+    assert (monitor.best_value_, monitor.best_epoch_) == (0.8, 2)
+    with pytest.raises(ValueError, match="study's is 'minimize'"):
+        TrialMonitor(optuna.create_study().ask(), direction="maximize")
+
+
+def test_an_own_loop_study_gives_a_report_with_both_pareto_fronts(tmp_path, capsys) -> None:
+    """A user's loop with TrialMonitor: `optuna-bs report` prints both fronts, none empty."""
+    import torch
+
+    from optuna_bs import BatchScalingSpace, load_data
+    from optuna_bs.cli import main
+
+    data = load_data("synthetic", n_samples=300, n_features=6)
+    space = BatchScalingSpace(n_train=data.n_train, batch_size=(8, 64), noise_scale=(1, 300))
+    storage = f"sqlite:///{tmp_path / 'loop.db'}"
+    study = optuna.create_study(study_name="loop", storage=storage)
+
+    def objective(trial):
+        hp = space.suggest(trial)
+        torch.manual_seed(trial.number)
+        model = torch.nn.Linear(6, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum)
+        steps = data.n_train // hp.batch_size
+        with TrialMonitor(trial, patience=2) as monitor:
+            for _ in range(3):
+                perm = torch.randperm(data.n_train)
+                for i in range(steps):
+                    idx = perm[i * hp.batch_size : (i + 1) * hp.batch_size]
+                    opt.zero_grad()
+                    loss = torch.nn.functional.cross_entropy(
+                        model(data.x_train[idx]), data.y_train[idx]
+                    )
+                    loss.backward()
+                    opt.step()
+                err = (model(data.x_val).argmax(1) != data.y_val).float().mean().item()
+                if monitor.step(err, updates=steps, samples=steps * hp.batch_size):
+                    break
+        return monitor.best_value_
+
+    study.optimize(objective, n_trials=6)
+    capsys.readouterr()
+    assert (
+        main(
+            ["report", "--storage", storage, "--study-name", "loop", "--out", str(tmp_path / "r")]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for cost in ("train_seconds", "n_updates"):
+        assert out.split(f"vs {cost}")[1].splitlines()[3].lstrip().startswith("#"), out
+    assert "empty:" not in out
+
+
+def test_a_loop_that_records_nothing_gets_a_report_that_says_why(tmp_path, capsys) -> None:
+    from optuna_bs import BatchScalingSpace
+    from optuna_bs.cli import main
+    from optuna_bs.plots import plot_pareto_front
+
+    storage = f"sqlite:///{tmp_path / 'bare.db'}"
+    study = optuna.create_study(study_name="bare", storage=storage)
+    space = BatchScalingSpace(n_train=1000, batch_size=(8, 64))
+    for i in range(4):  # the pre-monitor glue: space attrs only, no n_updates or seconds
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.5 - 0.01 * i)
+    assert (
+        main(
+            ["report", "--storage", storage, "--study-name", "bare", "--out", str(tmp_path / "r")]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "empty: no COMPLETE trial records `n_updates`" in out
+    fig = plot_pareto_front(study, "n_updates")
+    assert "Nothing to draw" in fig.layout.annotations[0].text
+    assert fig.layout.xaxis.visible is False
