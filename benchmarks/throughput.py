@@ -98,7 +98,7 @@ def samples_per_second(
 
 
 def _ratio_cell(q: dict, goal: float | None) -> str:
-    cell = f"{q['median']:.2f} [{q['q1']:.2f}, {q['q3']:.2f}]"
+    cell = f"{q['median']:.3f} [{q['q1']:.3f}, {q['q3']:.3f}]"
     if goal is not None:
         cell += f" ({'met' if q['median'] >= goal else 'missed'})"
     return cell

@@ -1,9 +1,11 @@
-"""Bring your own training loop: TrialMonitor reports, prunes and early-stops in three lines.
+"""Bring your own training loop: TrialMonitor reports, prunes, early-stops and records.
 
     python examples/own_training_loop.py --n-trials 10
 
 Everything here is plain PyTorch (a DataLoader, an optimizer, a loop); optuna-bs adds the space
-and the monitor.
+and the monitor. The ``with`` block records, however the trial ends, what ``optuna-bs report``
+reads (best epoch, epochs run, stop reason, updates, seconds, samples/s), so the script ends
+with the full report: the fitted rule, the best noise scale and both Pareto fronts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-trials", type=int, default=10)
     parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("--storage", default="sqlite:///own_loop.db")
     args = parser.parse_args()
 
     data = optuna_bs.load_data("digits")
@@ -41,23 +44,32 @@ def main() -> None:
             drop_last=True,
         )
 
-        monitor = optuna_bs.TrialMonitor(trial, patience=3)  # 1
-        for _ in range(args.max_epochs):
-            model.train()
-            for x, y in loader:
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-            model.eval()
-            with torch.no_grad():
-                val_error = (model(data.x_val).argmax(1) != data.y_val).float().mean().item()
-            if monitor.step(val_error):  # 2: report, prune, early-stop
-                break
+        with optuna_bs.TrialMonitor(trial, patience=3) as monitor:  # 1: records every end
+            for _ in range(args.max_epochs):
+                model.train()
+                for x, y in loader:
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+                model.eval()
+                with torch.no_grad():
+                    val_error = (model(data.x_val).argmax(1) != data.y_val).float().mean().item()
+                # 2: report, prune, early-stop; the epoch's updates and samples for the report
+                if monitor.step(
+                    val_error, updates=len(loader), samples=len(loader) * hp.batch_size
+                ):
+                    break
         return monitor.best_value_  # 3: the best epoch's error
 
-    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=3))
+    study = optuna.create_study(
+        study_name="own-loop",
+        storage=args.storage,
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3),
+    )
     study.optimize(objective, n_trials=args.n_trials)
-    print(f"best val_error {study.best_value:.4f} with {study.best_trial.user_attrs}")
+    print(optuna_bs.summarize(study).to_text())
+    print(f"report: {optuna_bs.write_report(study, 'reports')}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""The user's own code named in a study file: data, loss and optimizer factories."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import subprocess
+import textwrap
+
+import optuna
+import pytest
+
+from optuna_bs import factories
+from optuna_bs.cli import main
+from optuna_bs.factories import import_object
+
+from .conftest import cli_command
+
+USER_CODE = '''
+import torch
+from torch.utils.data import TensorDataset
+
+import optuna_bs
+
+NOT_CALLABLE = 3
+
+
+def digits_datasets(n_train=240):
+    """The user's own Datasets: a (train, val) pair."""
+    data = optuna_bs.load_data("digits")
+    return (
+        TensorDataset(data.x_train[:n_train], data.y_train[:n_train]),
+        TensorDataset(data.x_val, data.y_val),
+    )
+
+
+def smooth_ce(outputs, targets):
+    return torch.nn.functional.cross_entropy(outputs, targets, label_smoothing=0.1)
+
+
+def adamw(params, hp):
+    return torch.optim.AdamW(params, lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=1e-2)
+'''
+
+STUDY = """
+[study]
+name = "own"
+n_trials = 3
+n_startup_trials = 2
+storage = "sqlite:///{db}"
+
+[data]
+name = "my_training:digits_datasets"
+n_train = 240
+
+[model]
+name = "mlp"
+hidden = [32]
+
+[space]
+batch_size = [16, 64]
+noise_scale = [0.01, 10.0]
+
+[train]
+max_epochs = 2
+loss = "my_training:smooth_ce"
+optimizer = "my_training:adamw"
+micro_batch_size = 8
+"""
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(factories).failed == 0
+
+
+def _project(tmp_path, study=STUDY):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "my_training.py").write_text(textwrap.dedent(USER_CODE))
+    path = folder / "study.toml"
+    path.write_text(study.format(db=tmp_path / "own.db"))
+    return path
+
+
+def test_factories_next_to_the_study_file_run_from_elsewhere_without_pythonpath(tmp_path):
+    study_file = _project(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [*cli_command(), "run", str(study_file)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    study = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done, run.stdout
+    for t in done:
+        assert t.user_attrs["n_train"] == 240  # N from len(train) of the user's Dataset
+        assert t.user_attrs["micro_batch_size"] == 8
+        assert t.user_attrs["accumulation_steps"] == t.user_attrs["batch_size"] // 8
+
+
+@pytest.mark.parametrize(
+    ("replace", "word"),
+    [
+        (('loss = "my_training:smooth_ce"', 'loss = "my_training:NOT_CALLABLE"'),
+         "'NOT_CALLABLE' must be callable"),
+        (('loss = "my_training:smooth_ce"', 'loss = "cross_entropy"'),
+         "`train.loss` must be 'package.module:function'"),
+        (("micro_batch_size = 8", "micro_batch_size = 3"),
+         "`micro_batch_size` must divide every batch size"),
+        (('optimizer = "my_training:adamw"', 'optimizer = "no_such_module:adamw"'),
+         "No module named 'no_such_module' (searched the study file's folder"),
+        (('name = "my_training:digits_datasets"', 'name = "my_training:nothing"'),
+         "has no attribute 'nothing'"),
+    ],
+)
+def test_bad_factories_are_one_line_exit_2_and_nothing_written(tmp_path, capsys, replace, word):
+    study_file = _project(tmp_path, STUDY.replace(*replace))
+    before = sorted(p.name for p in tmp_path.rglob("*") if "__pycache__" not in p.parts)
+    assert main(["run", str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and word in err, err
+    after = sorted(p.name for p in tmp_path.rglob("*") if "__pycache__" not in p.parts)
+    assert after == before
+
+
+def test_a_missing_module_names_the_fix(tmp_path):
+    with pytest.raises(ValueError, match=r"searched the study file's folder .*PYTHONPATH"):
+        import_object("not_here_at_all:f", "[data] name", folder=tmp_path)
