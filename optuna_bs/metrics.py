@@ -1,4 +1,4 @@
-"""What a batch costs and what a validation epoch scores: losses and metrics for ``fit``.
+"""What a batch costs and what a validation epoch scores: losses, metrics and evaluation.
 
 A loss is ``loss_fn(outputs, targets) -> scalar`` (the batch mean); the default is
 cross-entropy for classification and mean squared error for regression. A validation metric
@@ -8,16 +8,34 @@ that wraps the user's ``(outputs, targets) -> float`` and says whether lower is 
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from optuna_bs.sources import logits
+from optuna_bs._accelerate import Accelerator
+from optuna_bs.sources import as_source, batch_len, forward, logits, to_device, unpack
 
-__all__ = ["METRICS", "Metric", "default_loss", "resolve_metric"]
+if TYPE_CHECKING:
+    from optuna_bs.data import Data
+    from optuna_bs.sources import Datasets
+
+__all__ = [
+    "METRICS",
+    "Metric",
+    "Validator",
+    "default_loss",
+    "evaluate",
+    "evaluate_split",
+    "free_memory",
+    "resolve_metric",
+]
+
+_logger = logging.getLogger(__name__)
 
 #: The built-in validation metrics, by name.
 METRICS = ("error", "loss")
@@ -108,3 +126,98 @@ def resolve_metric(
         return loss_fn(out, y).float() * len(y)
 
     return Metric(loss_sum, "val_loss", reduction="sum")
+
+
+def evaluate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    metric: str | Metric = "error",
+    task: str = "classification",
+    batch_size: int = 4096,
+    loss_fn: Callable | None = None,
+) -> float:
+    """Return the classification error, the mean loss or a :class:`Metric` on ``(x, y)``."""
+    m = resolve_metric(metric, task, loss_fn or default_loss(task))
+    return Validator(_Tensors(x, y), m, None, Accelerator(x.device), batch_size, "test")(model)
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    data: Data | Datasets,
+    split_name: str = "test",
+    *,
+    metric: str | Metric = "error",
+    loss_fn: Callable | None = None,
+    batch_size: int = 1024,
+) -> float | None:
+    """The metric of ``model`` on a split of a ``Data`` or ``Datasets``; ``None`` if empty."""
+    source = as_source(data)
+    if not source.split_size(split_name):
+        return None
+    device = next(model.parameters()).device
+    m = resolve_metric(metric, source.task, loss_fn or default_loss(source.task))
+    return Validator(source, m, None, Accelerator(device), batch_size, split_name)(model)
+
+
+class _Tensors:
+    """One split of tensors, as a source's evaluation batches."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def eval_batches(self, split: str, batch_size: int):
+        for i in range(0, len(self.x), batch_size):
+            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+
+    def split_size(self, split: str) -> int:
+        return len(self.x)
+
+
+class Validator:
+    """The metric of a model on one split, batch by batch; halves its batch on out of memory."""
+
+    def __init__(self, source, metric: Metric, batch_loss, accel, batch_size: int, split="val"):
+        self.source, self.metric, self.batch_loss = source, metric, batch_loss
+        self.accel, self.batch_size, self.split = accel, batch_size, split
+
+    def __call__(self, net: torch.nn.Module) -> float:
+        while True:
+            try:
+                return self._run(net)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+            free_memory(self.accel.device)  # outside the except block that pins the batch
+            self.batch_size //= 2
+            _logger.info("Out of memory in validation: its batch is now %d.", self.batch_size)
+
+    @torch.no_grad()
+    def _run(self, net: torch.nn.Module) -> float:
+        was_training = net.training
+        net.eval()
+        total = torch.zeros((), device=self.accel.device, dtype=torch.float64)
+        for batch in self.source.eval_batches(self.split, self.batch_size):
+            batch = to_device(batch, self.accel.device)
+            n = batch_len(batch)
+            with self.accel.autocast():
+                if self.batch_loss is not None and self.metric.name == "val_loss":
+                    total += self.batch_loss(net, batch).double() * n
+                    continue
+                inputs, targets = unpack(batch)
+                out = forward(net, self.accel.inputs(inputs, train=False))
+            total += self.metric.batch_total(_float(out), targets, n).to(total.device)
+        net.train(was_training)
+        return total.item() / self.source.split_size(self.split)
+
+
+def _float(out: Any) -> Any:
+    return out.float() if torch.is_tensor(out) else out
+
+
+def free_memory(device: torch.device) -> None:
+    """Collect garbage and, on a GPU, return the cached blocks (after an out-of-memory error)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -38,6 +38,7 @@ __all__ = [
     "Schedule",
     "Warmup",
     "count_updates",
+    "epoch_attrs",
     "make_schedule",
 ]
 
@@ -441,6 +442,19 @@ def make_schedule(
     if not warmup_epochs:
         return schedule
     return Warmup(warmup_epochs, per_step=warmup_per_step).then(schedule)
+
+
+def epoch_attrs(path: Sequence[Hyperparameters]) -> dict[str, list]:
+    """The trial user attrs of a run's path: each epoch's B, ϵ, m and g as lists.
+
+    Example:
+        >>> epoch_attrs([Hyperparameters(32, 0.1, 0.9, 4000)])["epoch_batch_size"]
+        [32]
+    """
+    if not path:
+        return {}
+    names = ("batch_size", "lr", "momentum", "noise_scale")
+    return {f"epoch_{n}": [getattr(h, n) for h in path] for n in names}
 
 
 def count_updates(schedule: Schedule, base: Hyperparameters, max_epochs: int) -> int:

@@ -17,34 +17,37 @@ are restored.
 
 from __future__ import annotations
 
-import copy
-import gc
 import logging
 import math
-import os
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from optuna_bs._accelerate import Accelerator
-from optuna_bs.metrics import METRICS, Metric, default_loss, resolve_metric
+from optuna_bs._loop import EpochLoop
+from optuna_bs.metrics import (
+    METRICS,
+    Metric,
+    Validator,
+    default_loss,
+    evaluate,
+    evaluate_split,
+    free_memory,
+    resolve_metric,
+)
 from optuna_bs.monitor import TrialMonitor
 from optuna_bs.rules import Hyperparameters
+from optuna_bs.schedules import epoch_attrs
 from optuna_bs.sources import (
     DatasetSource,
     TensorSource,
     as_source,
-    batch_len,
-    forward,
-    split,
-    to_device,
-    unpack,
 )
+from optuna_bs.state import TrainingState
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -109,78 +112,8 @@ class FitResult:
             for k, v in asdict(self).items()
             if k not in ("best_value", "history", "schedule_path")
         }
-        attrs.update(_path_attrs(self.schedule_path))
+        attrs.update(epoch_attrs(self.schedule_path))
         return attrs
-
-
-def _path_attrs(path) -> dict[str, list]:
-    if not path:
-        return {}
-    names = ("batch_size", "lr", "momentum", "noise_scale")
-    return {f"epoch_{n}": [getattr(h, n) for h in path] for n in names}
-
-
-@dataclass
-class TrainingState:
-    """Everything a checkpoint saves and restores: one schema, in one place.
-
-    ``fit`` builds one per call; :meth:`state_dict` is what goes to disk at the end of
-    every epoch and :meth:`load_state_dict` what a resumed fit (or a dead worker's retried
-    trial) starts from.
-    """
-
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # the shuffle, where the data live
-    aug_generator: torch.Generator  # the augmentation, where the batch lives
-    accelerator: Accelerator
-    monitor: TrialMonitor
-    # The largest micro-batch allowed: None while it is "auto" and nothing ran out of memory.
-    micro_cap: int | None
-    best_state: dict | None = None
-    lr_base: list[float] = field(default_factory=list)  # each param group's lr at ϵ
-
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "aug_generator": self.aug_generator.get_state(),
-            "scaler": self.accelerator.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "monitor": self.monitor.state_dict(),
-            "best_state": self.best_state,
-            "micro_cap": self.micro_cap,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.aug_generator.set_state(state["aug_generator"])
-        self.accelerator.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.monitor.load_state_dict(state["monitor"])
-        self.best_state = state["best_state"]
-        self.micro_cap = state["micro_cap"]
-
-    def save(self, path: str | Path) -> None:
-        """Write :meth:`state_dict` to ``path``, replacing it atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
-
-    def load(self, path: str | Path) -> None:
-        """Restore from a file written by :meth:`save` (``weights_only``: data, never code)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as err:
-            raise ValueError(
-                f"`resume_from` must be a checkpoint file, but {path} does not exist."
-            ) from err
-        self.load_state_dict(state)
 
 
 def place_data(data: Data, device: torch.device) -> Data:
@@ -194,7 +127,7 @@ def place_data(data: Data, device: torch.device) -> Data:
     try:
         return data.to(device)
     except torch.cuda.OutOfMemoryError:
-        _free_memory(device)
+        free_memory(device)
         _logger.warning(
             "The data does not fit on %s: batches come from pinned host memory.", device
         )
@@ -218,94 +151,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device` is {device!r}, but CUDA is not available on this machine.")
     return resolved
-
-
-def evaluate(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    metric: str | Metric = "error",
-    task: str = "classification",
-    batch_size: int = 4096,
-    loss_fn: Callable | None = None,
-) -> float:
-    """Return the classification error, the mean loss or a :class:`Metric` on ``(x, y)``."""
-    m = resolve_metric(metric, task, loss_fn or default_loss(task))
-    return _Validator(_Tensors(x, y), m, None, Accelerator(x.device), batch_size, "test")(model)
-
-
-def evaluate_split(
-    model: torch.nn.Module,
-    data: Data | Datasets,
-    split_name: str = "test",
-    *,
-    metric: str | Metric = "error",
-    loss_fn: Callable | None = None,
-    batch_size: int = 1024,
-) -> float | None:
-    """The metric of ``model`` on a split of a ``Data`` or ``Datasets``; ``None`` if empty."""
-    source = as_source(data)
-    if not source.split_size(split_name):
-        return None
-    device = next(model.parameters()).device
-    m = resolve_metric(metric, source.task, loss_fn or default_loss(source.task))
-    return _Validator(source, m, None, Accelerator(device), batch_size, split_name)(model)
-
-
-class _Tensors:
-    """One split of tensors, as a source's evaluation batches."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def eval_batches(self, split: str, batch_size: int):
-        for i in range(0, len(self.x), batch_size):
-            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
-
-    def split_size(self, split: str) -> int:
-        return len(self.x)
-
-
-class _Validator:
-    """The metric of a model on one split, batch by batch; halves its batch on out of memory."""
-
-    def __init__(self, source, metric: Metric, batch_loss, accel, batch_size: int, split="val"):
-        self.source, self.metric, self.batch_loss = source, metric, batch_loss
-        self.accel, self.batch_size, self.split = accel, batch_size, split
-
-    def __call__(self, net: torch.nn.Module) -> float:
-        while True:
-            try:
-                return self._run(net)
-            except torch.cuda.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-            _free_memory(self.accel.device)  # outside the except block that pins the batch
-            self.batch_size //= 2
-            _logger.info("Out of memory in validation: its batch is now %d.", self.batch_size)
-
-    @torch.no_grad()
-    def _run(self, net: torch.nn.Module) -> float:
-        was_training = net.training
-        net.eval()
-        total = torch.zeros((), device=self.accel.device, dtype=torch.float64)
-        for batch in self.source.eval_batches(self.split, self.batch_size):
-            batch = to_device(batch, self.accel.device)
-            n = batch_len(batch)
-            with self.accel.autocast():
-                if self.batch_loss is not None and self.metric.name == "val_loss":
-                    total += self.batch_loss(net, batch).double() * n
-                    continue
-                inputs, targets = unpack(batch)
-                out = forward(net, self.accel.inputs(inputs, train=False))
-            total += self.metric.batch_total(_float(out), targets, n).to(total.device)
-        net.train(was_training)
-        return total.item() / self.source.split_size(self.split)
-
-
-def _float(out: Any) -> Any:
-    return out.float() if torch.is_tensor(out) else out
 
 
 def fit(
@@ -442,7 +287,7 @@ def fit(
         eval_batch_size = (
             4096 if isinstance(source, TensorSource) else max(256, hparams.batch_size)
         )
-    loop = _Loop(
+    loop = EpochLoop(
         state,
         net,
         source,
@@ -452,7 +297,7 @@ def fit(
         batch_loss,
         max_grad_norm,
         on_oom,
-        _Validator(source, metric, batch_loss, accel, eval_batch_size, "val"),
+        Validator(source, metric, batch_loss, accel, eval_batch_size, "val"),
     )
     monitor.attrs["resumed_from_epoch"] = resumed_from_epoch
     loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
@@ -484,166 +329,6 @@ def _data_class():
     return Data
 
 
-class _Loop:
-    """The epoch loop of one fit: train, validate, checkpoint, ask the monitor."""
-
-    def __init__(
-        self, state, net, source, hparams, schedule, loss_fn, batch_loss, clip, on_oom, validate
-    ):
-        self.state, self.net, self.source, self.hparams = state, net, source, hparams
-        self.schedule, self.loss_fn, self.batch_loss = schedule, loss_fn, batch_loss
-        self.clip, self.on_oom, self.validate = clip, on_oom, validate
-        self.accel: Accelerator = state.accelerator
-        self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
-        self.path: list[Hyperparameters] = []
-        self.micro_batch_size = hparams.batch_size if state.micro_cap is None else state.micro_cap
-        self.accumulation = hparams.batch_size // self.micro_batch_size
-
-    def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
-        monitor, schedule = self.state.monitor, self.schedule
-        if schedule is not None:
-            schedule.on_fit_start(self.hparams, max_epochs)
-            self.path = [schedule.at(e, self.hparams) for e in range(monitor.epoch_)]
-        if resuming:
-            with warnings.catch_warnings():  # the saved epoch may have been reported already
-                warnings.simplefilter("ignore", UserWarning)
-                if monitor.check():
-                    return
-        for epoch in range(monitor.epoch_, max_epochs):
-            setting = self.hparams if schedule is None else schedule.at(epoch, self.hparams)
-            if schedule is not None:
-                self.path.append(setting)
-                monitor.attrs.update(_path_attrs(self.path))
-            if self.epoch(epoch, setting, checkpoint):
-                return
-
-    def epoch(self, epoch: int, setting: Hyperparameters, checkpoint) -> bool:
-        """Train and validate one epoch; ``True`` when the run should stop."""
-        state, monitor = self.state, self.state.monitor
-        batch_size = setting.batch_size
-        steps = self.source.n_train // batch_size  # full batches: B is what g assumes
-        cap = batch_size if state.micro_cap is None else state.micro_cap
-        self.micro_batch_size = _divisor_at_most(batch_size, cap)
-        if self.schedule is not None:
-            _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
-        tic = time.perf_counter()
-        train_loss, updates = self.train_epoch(epoch, setting, steps)
-        seconds = time.perf_counter() - tic
-        monitor.attrs["micro_batch_size"] = self.micro_batch_size
-        monitor.attrs["accumulation_steps"] = self.accumulation
-        if train_loss is None:  # out of memory at the smallest micro-batch, or "prune"
-            monitor.count(updates=updates, samples=updates * batch_size, step_seconds=seconds)
-            return monitor.stop(
-                "oom", f"out of memory at batch_size={batch_size}, micro-batch {self._b()}"
-            )
-        val = train_loss  # a non-finite training loss ends the run "diverged"
-        if math.isfinite(train_loss):
-            val = self.validate(self.net)
-        monitor.update(val, updates=steps, samples=steps * batch_size, step_seconds=seconds)
-        if monitor.improved_:
-            state.best_state = copy.deepcopy(state.model.state_dict())
-        if checkpoint is not None:
-            # Saved before the value is reported: a worker killed in between re-reports it.
-            state.save(checkpoint)
-        return monitor.check()
-
-    def _b(self) -> int:
-        return self.micro_batch_size
-
-    def train_epoch(self, epoch: int, setting: Hyperparameters, steps: int):
-        """Every update of one epoch: ``(mean training loss, updates)``; loss ``None`` when
-        out of memory ended the run (after ``updates`` updates)."""
-        self.net.train()
-        pin = self.accel.device.type == "cuda"
-        batches = self.source.train_batches(setting.batch_size, steps, self.state.generator, pin)
-        per_step = self.schedule is not None and self.schedule.per_step
-        loss_sum = torch.zeros((), device=self.accel.device)
-        for i, batch in enumerate(batches):
-            if per_step:
-                factor = self.schedule.lr_factor(epoch + (i + 1) / steps)
-                for group, base in zip(
-                    self.state.optimizer.param_groups, self.state.lr_base, strict=True
-                ):
-                    group["lr"] = base * setting.lr / self.hparams.lr * factor
-            loss = self.update_with_retry(batch, setting.batch_size)
-            if loss is None:
-                return None, i
-            loss_sum += loss
-        return loss_sum.item() / steps, steps
-
-    def update_with_retry(self, batch, batch_size: int) -> torch.Tensor | None:
-        """One update; on out of memory, halve the micro-batch and redo it (B is kept)."""
-        while True:
-            try:
-                return self.update(batch, batch_size)
-            except torch.cuda.OutOfMemoryError:
-                pass
-            # Freed here, outside the except block whose traceback pins the batch.
-            self.state.optimizer.zero_grad(set_to_none=True)
-            _free_memory(self.accel.device)
-            b = self.micro_batch_size
-            if self.on_oom == "prune" or b % 2 or b == 1:
-                return None
-            self.micro_batch_size = self.state.micro_cap = b // 2
-            self.accumulation = batch_size // (b // 2)
-            _logger.info(
-                "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
-                b,
-                batch_size,
-                self.accumulation,
-                b // 2,
-            )
-
-    def update(self, batch, batch_size: int) -> torch.Tensor:
-        """Accumulate B/b micro-batches, each weighted b/B, then step: the update at b = B."""
-        b = self.micro_batch_size
-        parts = [batch] if b >= batch_size else split(batch, b)
-        self.accumulation = len(parts)
-        opt = self.state.optimizer
-        opt.zero_grad(set_to_none=True)
-        total = None
-        for part in parts:
-            part = to_device(part, self.accel.device)
-            with self.accel.autocast():
-                loss = self.loss(part)
-            if len(parts) == 1:
-                self.accel.backward(loss)
-                total = loss.detach().float()
-                break
-            weight = batch_len(part) / batch_size
-            self.accel.backward(loss * weight)
-            total = loss.detach().float() * weight + (0.0 if total is None else total)
-        self.accel.step(opt, self.params, self.clip)
-        return total
-
-    def loss(self, batch) -> torch.Tensor:
-        if self.batch_loss is not None:
-            return self.batch_loss(self.net, batch)
-        inputs, targets = unpack(batch)
-        inputs = self.accel.inputs(inputs, train=True, generator=self.state.aug_generator)
-        return self.loss_fn(forward(self.net, inputs), targets)
-
-
-def _divisor_at_most(batch_size: int, b: int) -> int:
-    """The largest divisor of ``batch_size`` that is at most ``b`` (a schedule's new B)."""
-    b = min(b, batch_size)
-    while batch_size % b:
-        b -= 1
-    return b
-
-
-def _set_hyperparameters(
-    opt: torch.optim.Optimizer, setting: Hyperparameters, base: Hyperparameters, lr_base
-) -> None:
-    """Give the optimizer the epoch's lr (each group's own lr scaled alike) and momentum."""
-    for group, lr in zip(opt.param_groups, lr_base, strict=True):
-        group["lr"] = lr * setting.lr / base.lr
-        if "momentum" in group:
-            group["momentum"] = setting.momentum
-        elif "betas" in group:
-            group["betas"] = (setting.momentum, group["betas"][1])
-
-
 def _make_optimizer(
     name: str | Callable, model: torch.nn.Module, hp: Hyperparameters, weight_decay: float
 ) -> torch.optim.Optimizer:
@@ -669,12 +354,6 @@ def _make_optimizer(
         adam_kwargs["eps"] = hp.eps
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return cls(params, lr=hp.lr, weight_decay=weight_decay, **adam_kwargs)
-
-
-def _free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _check_micro_batch(value: int | str, batch_size: int) -> int | None:

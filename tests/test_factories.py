@@ -108,16 +108,26 @@ def test_factories_next_to_the_study_file_run_from_elsewhere_without_pythonpath(
 @pytest.mark.parametrize(
     ("replace", "word"),
     [
-        (('loss = "my_training:smooth_ce"', 'loss = "my_training:NOT_CALLABLE"'),
-         "'NOT_CALLABLE' must be callable"),
-        (('loss = "my_training:smooth_ce"', 'loss = "cross_entropy"'),
-         "`train.loss` must be 'package.module:function'"),
-        (("micro_batch_size = 8", "micro_batch_size = 3"),
-         "`micro_batch_size` must divide every batch size"),
-        (('optimizer = "my_training:adamw"', 'optimizer = "no_such_module:adamw"'),
-         "No module named 'no_such_module' (searched the study file's folder"),
-        (('name = "my_training:digits_datasets"', 'name = "my_training:nothing"'),
-         "has no attribute 'nothing'"),
+        (
+            ('loss = "my_training:smooth_ce"', 'loss = "my_training:NOT_CALLABLE"'),
+            "'NOT_CALLABLE' must be callable",
+        ),
+        (
+            ('loss = "my_training:smooth_ce"', 'loss = "cross_entropy"'),
+            "`train.loss` must be 'package.module:function'",
+        ),
+        (
+            ("micro_batch_size = 8", "micro_batch_size = 3"),
+            "`micro_batch_size` must divide every batch size",
+        ),
+        (
+            ('optimizer = "my_training:adamw"', 'optimizer = "no_such_module:adamw"'),
+            "No module named 'no_such_module' (searched the study file's folder",
+        ),
+        (
+            ('name = "my_training:digits_datasets"', 'name = "my_training:nothing"'),
+            "has no attribute 'nothing'",
+        ),
     ],
 )
 def test_bad_factories_are_one_line_exit_2_and_nothing_written(tmp_path, capsys, replace, word):

@@ -1,0 +1,186 @@
+"""The epoch loop of :func:`optuna_bs.fit`: train, validate, checkpoint, ask the monitor.
+
+Private to the trainer. One :class:`EpochLoop` per fit. Per epoch: the schedule's setting,
+``N // B`` updates (each accumulating B/b micro-batches), the validation value, the checkpoint,
+then the monitor's verdict.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+
+import torch
+
+from optuna_bs._accelerate import Accelerator
+from optuna_bs.metrics import free_memory
+from optuna_bs.rules import Hyperparameters
+from optuna_bs.schedules import epoch_attrs
+from optuna_bs.sources import batch_len, forward, split, to_device, unpack
+
+__all__ = ["EpochLoop"]
+
+_logger = logging.getLogger(__name__)
+
+
+class EpochLoop:
+    """The epoch loop of one fit: train, validate, checkpoint, ask the monitor."""
+
+    def __init__(
+        self, state, net, source, hparams, schedule, loss_fn, batch_loss, clip, on_oom, validate
+    ):
+        self.state, self.net, self.source, self.hparams = state, net, source, hparams
+        self.schedule, self.loss_fn, self.batch_loss = schedule, loss_fn, batch_loss
+        self.clip, self.on_oom, self.validate = clip, on_oom, validate
+        self.accel: Accelerator = state.accelerator
+        self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
+        self.path: list[Hyperparameters] = []
+        self.micro_batch_size = hparams.batch_size if state.micro_cap is None else state.micro_cap
+        self.accumulation = hparams.batch_size // self.micro_batch_size
+
+    def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
+        monitor, schedule = self.state.monitor, self.schedule
+        if schedule is not None:
+            schedule.on_fit_start(self.hparams, max_epochs)
+            self.path = [schedule.at(e, self.hparams) for e in range(monitor.epoch_)]
+        if resuming:
+            with warnings.catch_warnings():  # the saved epoch may have been reported already
+                warnings.simplefilter("ignore", UserWarning)
+                if monitor.check():
+                    return
+        for epoch in range(monitor.epoch_, max_epochs):
+            setting = self.hparams if schedule is None else schedule.at(epoch, self.hparams)
+            if schedule is not None:
+                self.path.append(setting)
+                monitor.attrs.update(epoch_attrs(self.path))
+            if self.epoch(epoch, setting, checkpoint):
+                return
+
+    def epoch(self, epoch: int, setting: Hyperparameters, checkpoint) -> bool:
+        """Train and validate one epoch; ``True`` when the run should stop."""
+        state, monitor = self.state, self.state.monitor
+        batch_size = setting.batch_size
+        steps = self.source.n_train // batch_size  # full batches: B is what g assumes
+        cap = batch_size if state.micro_cap is None else state.micro_cap
+        self.micro_batch_size = _divisor_at_most(batch_size, cap)
+        if self.schedule is not None:
+            _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
+        tic = time.perf_counter()
+        train_loss, updates = self.train_epoch(epoch, setting, steps)
+        seconds = time.perf_counter() - tic
+        monitor.attrs["micro_batch_size"] = self.micro_batch_size
+        monitor.attrs["accumulation_steps"] = self.accumulation
+        if train_loss is None:  # out of memory at the smallest micro-batch, or "prune"
+            monitor.count(updates=updates, samples=updates * batch_size, step_seconds=seconds)
+            return monitor.stop(
+                "oom", f"out of memory at batch_size={batch_size}, micro-batch {self._b()}"
+            )
+        val = train_loss  # a non-finite training loss ends the run "diverged"
+        if math.isfinite(train_loss):
+            val = self.validate(self.net)
+        monitor.update(val, updates=steps, samples=steps * batch_size, step_seconds=seconds)
+        if monitor.improved_:
+            state.best_state = copy.deepcopy(state.model.state_dict())
+        if checkpoint is not None:
+            # Saved before the value is reported: a worker killed in between re-reports it.
+            state.save(checkpoint)
+        return monitor.check()
+
+    def _b(self) -> int:
+        return self.micro_batch_size
+
+    def train_epoch(self, epoch: int, setting: Hyperparameters, steps: int):
+        """Every update of one epoch: ``(mean training loss, updates)``; loss ``None`` when
+        out of memory ended the run (after ``updates`` updates)."""
+        self.net.train()
+        pin = self.accel.device.type == "cuda"
+        batches = self.source.train_batches(setting.batch_size, steps, self.state.generator, pin)
+        per_step = self.schedule is not None and self.schedule.per_step
+        loss_sum = torch.zeros((), device=self.accel.device)
+        for i, batch in enumerate(batches):
+            if per_step:
+                factor = self.schedule.lr_factor(epoch + (i + 1) / steps)
+                for group, base in zip(
+                    self.state.optimizer.param_groups, self.state.lr_base, strict=True
+                ):
+                    group["lr"] = base * setting.lr / self.hparams.lr * factor
+            loss = self.update_with_retry(batch, setting.batch_size)
+            if loss is None:
+                return None, i
+            loss_sum += loss
+        return loss_sum.item() / steps, steps
+
+    def update_with_retry(self, batch, batch_size: int) -> torch.Tensor | None:
+        """One update; on out of memory, halve the micro-batch and redo it (B is kept)."""
+        while True:
+            try:
+                return self.update(batch, batch_size)
+            except torch.cuda.OutOfMemoryError:
+                pass
+            # Freed here, outside the except block whose traceback pins the batch.
+            self.state.optimizer.zero_grad(set_to_none=True)
+            free_memory(self.accel.device)
+            b = self.micro_batch_size
+            if self.on_oom == "prune" or b % 2 or b == 1:
+                return None
+            self.micro_batch_size = self.state.micro_cap = b // 2
+            self.accumulation = batch_size // (b // 2)
+            _logger.info(
+                "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
+                b,
+                batch_size,
+                self.accumulation,
+                b // 2,
+            )
+
+    def update(self, batch, batch_size: int) -> torch.Tensor:
+        """Accumulate B/b micro-batches, each weighted b/B, then step: the update at b = B."""
+        b = self.micro_batch_size
+        parts = [batch] if b >= batch_size else split(batch, b)
+        self.accumulation = len(parts)
+        opt = self.state.optimizer
+        opt.zero_grad(set_to_none=True)
+        total = None
+        for part in parts:
+            part = to_device(part, self.accel.device)
+            with self.accel.autocast():
+                loss = self.loss(part)
+            if len(parts) == 1:
+                self.accel.backward(loss)
+                total = loss.detach().float()
+                break
+            weight = batch_len(part) / batch_size
+            self.accel.backward(loss * weight)
+            total = loss.detach().float() * weight + (0.0 if total is None else total)
+        self.accel.step(opt, self.params, self.clip)
+        return total
+
+    def loss(self, batch) -> torch.Tensor:
+        if self.batch_loss is not None:
+            return self.batch_loss(self.net, batch)
+        inputs, targets = unpack(batch)
+        inputs = self.accel.inputs(inputs, train=True, generator=self.state.aug_generator)
+        return self.loss_fn(forward(self.net, inputs), targets)
+
+
+def _divisor_at_most(batch_size: int, b: int) -> int:
+    """The largest divisor of ``batch_size`` that is at most ``b`` (a schedule's new B)."""
+    b = min(b, batch_size)
+    while batch_size % b:
+        b -= 1
+    return b
+
+
+def _set_hyperparameters(
+    opt: torch.optim.Optimizer, setting: Hyperparameters, base: Hyperparameters, lr_base
+) -> None:
+    """Give the optimizer the epoch's lr (each group's own lr scaled alike) and momentum."""
+    for group, lr in zip(opt.param_groups, lr_base, strict=True):
+        group["lr"] = lr * setting.lr / base.lr
+        if "momentum" in group:
+            group["momentum"] = setting.momentum
+        elif "betas" in group:
+            group["betas"] = (setting.momentum, group["betas"][1])

@@ -1,0 +1,81 @@
+"""The state of one training run: what a checkpoint saves and restores, in one schema.
+
+:func:`optuna_bs.fit` builds one :class:`TrainingState` per call, saves it at the end of every
+epoch and loads it to resume (its own run, or a dead worker's trial that a retry picks up).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from optuna_bs._accelerate import Accelerator
+from optuna_bs.monitor import TrialMonitor
+
+__all__ = ["TrainingState"]
+
+
+@dataclass
+class TrainingState:
+    """Everything a checkpoint saves and restores: one schema, in one place.
+
+    ``fit`` builds one per call; :meth:`state_dict` is what goes to disk at the end of
+    every epoch and :meth:`load_state_dict` what a resumed fit (or a dead worker's retried
+    trial) starts from.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # the shuffle, where the data live
+    aug_generator: torch.Generator  # the augmentation, where the batch lives
+    accelerator: Accelerator
+    monitor: TrialMonitor
+    # The largest micro-batch allowed: None while it is "auto" and nothing ran out of memory.
+    micro_cap: int | None
+    best_state: dict | None = None
+    lr_base: list[float] = field(default_factory=list)  # each param group's lr at ϵ
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "aug_generator": self.aug_generator.get_state(),
+            "scaler": self.accelerator.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "monitor": self.monitor.state_dict(),
+            "best_state": self.best_state,
+            "micro_cap": self.micro_cap,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.aug_generator.set_state(state["aug_generator"])
+        self.accelerator.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.monitor.load_state_dict(state["monitor"])
+        self.best_state = state["best_state"]
+        self.micro_cap = state["micro_cap"]
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`state_dict` to ``path``, replacing it atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
+
+    def load(self, path: str | Path) -> None:
+        """Restore from a file written by :meth:`save` (``weights_only``: data, never code)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as err:
+            raise ValueError(
+                f"`resume_from` must be a checkpoint file, but {path} does not exist."
+            ) from err
+        self.load_state_dict(state)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from optuna_bs._accelerate import Accelerator
+from optuna_bs.monitor import TrialMonitor
+from optuna_bs.state import TrainingState
+
+
+def _state(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gen, aug = torch.Generator(), torch.Generator()
+    gen.manual_seed(seed)
+    aug.manual_seed(seed + 1)
+    return TrainingState(
+        model, opt, gen, aug, Accelerator(torch.device("cpu")), TrialMonitor(None), micro_cap=None
+    )
+
+
+def test_a_saved_state_restores_every_part(tmp_path):
+    state = _state(0)
+    state.model(torch.randn(4, 3)).sum().backward()
+    state.optimizer.step()
+    state.monitor.step(0.3, updates=7, samples=70)
+    state.micro_cap = 16
+    state.best_state = {k: v.clone() for k, v in state.model.state_dict().items()}
+    torch.randperm(10, generator=state.generator)
+    state.save(tmp_path / "s.pt")
+
+    other = _state(1)
+    other.load(tmp_path / "s.pt")
+    for a, b in zip(state.model.parameters(), other.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert other.optimizer.state_dict()["state"].keys() == {0, 1}  # momentum buffers
+    assert torch.equal(other.generator.get_state(), state.generator.get_state())
+    assert (other.monitor.epoch_, other.monitor.n_updates_, other.micro_cap) == (1, 7, 16)
+    assert other.best_state.keys() == state.best_state.keys()
+    assert not (tmp_path / "s.pt.tmp").exists()  # replaced atomically
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="`resume_from` must be a checkpoint file"):
+        _state().load(tmp_path / "none.pt")
