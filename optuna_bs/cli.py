@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import optuna
 
 from optuna_bs.config import StudyConfig, load_config
-from optuna_bs.errors import OptunaBSError
+from optuna_bs.errors import ConfigError, OptunaBSError
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 
 __all__ = ["main"]
@@ -273,11 +273,17 @@ def _report_command(args: argparse.Namespace) -> int:
 
 
 def _noise_scale(args: argparse.Namespace) -> int:
+    from optuna_bs.data import Data
     from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
     from optuna_bs.runner import default_probe_batch_sizes, load_data_and_model
 
     config = load_config(args.study_file) if args.study_file else StudyConfig()
     data, model = load_data_and_model(config)
+    if not isinstance(data, Data):
+        raise ConfigError(
+            f"noise-scale measures gradients on in-memory tensors, but [data] name = "
+            f"{config.data.name!r} gives Datasets: return an optuna_bs.Data from the factory."
+        )
     batch_sizes = args.batch_sizes or default_probe_batch_sizes(data.n_train)
     estimate = estimate_noise_scale(
         model,

@@ -143,3 +143,10 @@ def test_bad_factories_are_one_line_exit_2_and_nothing_written(tmp_path, capsys,
 def test_a_missing_module_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"searched the study file's folder .*PYTHONPATH"):
         import_object("not_here_at_all:f", "[data] name", folder=tmp_path)
+
+
+def test_noise_scale_on_a_datasets_factory_says_what_it_needs(tmp_path, capsys):
+    study_file = _project(tmp_path)
+    assert main(["noise-scale", str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "in-memory tensors" in err, err
