@@ -1,6 +1,6 @@
 """P5: training samples per second of ``optuna_bs.fit`` against hand-written loops.
 
-    python benchmarks/throughput.py            # full: 15 repeats (about 10 minutes)
+    python benchmarks/throughput.py            # full: 15 repeats (2.5 minutes idle, more loaded)
     python benchmarks/throughput.py --quick    # 2 repeats
 
 On MNIST-1D with 10,000 samples (6,400 training samples, so B = 1024 fits), for the MLP and

@@ -86,7 +86,8 @@ class Accelerator:
         """
         if not torch.is_tensor(x):
             return x
-        x = x.to(self.device, non_blocking=True)
+        if x.device != self.device:
+            x = x.to(self.device, non_blocking=True)
         if train and self.augment == "crop-flip" and x.dim() == 4:
             x = crop_flip(x, generator=generator)
         if self.channels_last and x.dim() == 4:

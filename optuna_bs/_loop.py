@@ -40,6 +40,7 @@ class EpochLoop:
         self.path: list[Hyperparameters] = []
         self.micro_batch_size = hparams.batch_size if state.micro_cap is None else state.micro_cap
         self.accumulation = hparams.batch_size // self.micro_batch_size
+        self.on_gpu = self.accel.device.type != "cpu"
 
     def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
         monitor, schedule = self.state.monitor, self.schedule
@@ -81,7 +82,13 @@ class EpochLoop:
         val = train_loss  # a non-finite training loss ends the run "diverged"
         if math.isfinite(train_loss):
             val = self.validate(self.net)
-        monitor.update(val, updates=steps, samples=steps * batch_size, step_seconds=seconds)
+        monitor.update(
+            val,
+            updates=steps,
+            samples=steps * batch_size,
+            step_seconds=seconds,
+            train_loss=train_loss,
+        )
         if monitor.improved_:
             state.best_state = copy.deepcopy(state.model.state_dict())
         if checkpoint is not None:
@@ -99,7 +106,7 @@ class EpochLoop:
         pin = self.accel.device.type == "cuda"
         batches = self.source.train_batches(setting.batch_size, steps, self.state.generator, pin)
         per_step = self.schedule is not None and self.schedule.per_step
-        loss_sum = torch.zeros((), device=self.accel.device)
+        loss_sum = torch.zeros((), device=self.accel.device)  # float32: add_ casts a bf16 loss
         for i, batch in enumerate(batches):
             if per_step:
                 factor = self.schedule.lr_factor(epoch + (i + 1) / steps)
@@ -110,7 +117,9 @@ class EpochLoop:
             loss = self.update_with_retry(batch, setting.batch_size)
             if loss is None:
                 return None, i
-            loss_sum += loss
+            if self.state.monitor.reference_loss_ is None:  # once per fit: the loss at init
+                self.state.monitor.reference_loss_ = loss.item()
+            loss_sum.add_(loss)
         return loss_sum.item() / steps, steps
 
     def update_with_retry(self, batch, batch_size: int) -> torch.Tensor | None:
@@ -145,12 +154,13 @@ class EpochLoop:
         opt.zero_grad(set_to_none=True)
         total = None
         for part in parts:
-            part = to_device(part, self.accel.device)
+            if self.on_gpu:  # a CPU batch is where the CPU model needs it already
+                part = to_device(part, self.accel.device)
             with self.accel.autocast():
                 loss = self.loss(part)
             if len(parts) == 1:
                 self.accel.backward(loss)
-                total = loss.detach().float()
+                total = loss.detach()
                 break
             weight = batch_len(part) / batch_size
             self.accel.backward(loss * weight)

@@ -62,6 +62,12 @@ class TrialMonitor:
       ``stop_reason`` ``"pruned"`` or ``"diverged"`` and raises :class:`optuna.TrialPruned`
       with a message naming the epoch. Without a trial, a diverged run makes ``step`` return
       ``True`` instead.
+    * **A finite collapse is a divergence too.** When the loop passes ``train_loss``, an
+      epoch whose training loss is more than ``collapse_factor`` times the reference loss
+      (:attr:`reference_loss_`: the first update's loss where the loop sets it, else the
+      first epoch's mean) while its validation value is no better than the first epoch's
+      ends the run ``"diverged"``: a run stuck at chance error after its loss blew up, with
+      no NaN to show it.
     * After ``patience`` epochs without an improvement of more than ``min_delta``, ``step``
       returns ``True``: the loop should stop, restore its best weights and return
       :attr:`best_value_`. The trial then completes normally with its *best* epoch's value.
@@ -82,6 +88,8 @@ class TrialMonitor:
             must match the study's direction.
         max_epochs: The loop's epoch budget: the run is recorded as ``"completed"`` when it
             is reached. ``None`` leaves that to ``with`` or :meth:`finish`.
+        collapse_factor: The rise of the training loss over the first epoch's that, with no
+            validation gain over the first epoch, counts as a collapse (> 1).
 
     Raises:
         TypeError: If ``patience`` is not an integer or ``None``, or ``min_delta`` not a
@@ -106,6 +114,7 @@ class TrialMonitor:
         metric: str = "val_error",
         direction: str = "minimize",
         max_epochs: int | None = None,
+        collapse_factor: float = 10.0,
     ) -> None:
         if patience is not None:
             if isinstance(patience, bool) or not isinstance(patience, int):
@@ -128,6 +137,15 @@ class TrialMonitor:
             raise ValueError(
                 f"`max_epochs` must be an integer >= 1 or None, but got {max_epochs!r}."
             )
+        if (
+            isinstance(collapse_factor, bool)
+            or not isinstance(collapse_factor, numbers.Real)
+            or (not collapse_factor > 1)
+        ):
+            raise ValueError(
+                f"`collapse_factor` must be a number > 1, but got {collapse_factor!r}."
+            )
+        self.collapse_factor = float(collapse_factor)
         self.trial = trial
         # Optuna cannot report intermediate values of a multi-objective trial, nor prune it.
         study = getattr(trial, "study", None)
@@ -156,6 +174,8 @@ class TrialMonitor:
         self.improved_ = False
         self.stop_reason_: str | None = None
         self.history_: list[float] = []
+        self.train_losses_: list[float | None] = []
+        self.reference_loss_: float | None = None
         self.n_updates_ = 0
         self.n_samples_ = 0
         self.step_seconds_: float | None = None
@@ -183,6 +203,7 @@ class TrialMonitor:
         updates: int = 0,
         samples: int = 0,
         step_seconds: float | None = None,
+        train_loss: float | None = None,
     ) -> bool:
         """Take one epoch's validation value; return ``True`` when training should stop.
 
@@ -194,6 +215,7 @@ class TrialMonitor:
             samples: The epoch's training samples, for ``samples_per_second``.
             step_seconds: The epoch's seconds in training steps only; without it,
                 ``samples_per_second`` counts all wall-clock time.
+            train_loss: The epoch's mean training loss, to catch a finite collapse.
 
         Returns:
             ``True`` when patience has run out (or, without a trial, the run diverged).
@@ -202,7 +224,13 @@ class TrialMonitor:
         Raises:
             optuna.TrialPruned: If the pruner stops the trial or the value is not finite.
         """
-        self.update(value, updates=updates, samples=samples, step_seconds=step_seconds)
+        self.update(
+            value,
+            updates=updates,
+            samples=samples,
+            step_seconds=step_seconds,
+            train_loss=train_loss,
+        )
         return self.check()
 
     def update(
@@ -212,6 +240,7 @@ class TrialMonitor:
         updates: int = 0,
         samples: int = 0,
         step_seconds: float | None = None,
+        train_loss: float | None = None,
     ) -> None:
         """Count one epoch's validation value, without reporting it.
 
@@ -221,6 +250,7 @@ class TrialMonitor:
         value = float(value)
         self.epoch_ += 1
         self.history_.append(value)
+        self.train_losses_.append(None if train_loss is None else float(train_loss))
         self.count(updates=updates, samples=samples, step_seconds=step_seconds)
         signed = self._sign * value
         self.improved_ = math.isfinite(value) and signed < self._sign * self.best_value_ - (
@@ -250,6 +280,14 @@ class TrialMonitor:
         value = self.history_[-1]
         if not math.isfinite(value):
             return self.stop("diverged", f"validation value {value} at epoch {self.epoch_}")
+        if self._collapsed():
+            first = self.reference_loss_ or self.train_losses_[0]
+            return self.stop(
+                "diverged",
+                f"training loss {self.train_losses_[-1]:.4g} is over {self.collapse_factor:g}x "
+                f"the first {first:.4g} with {self.metric}={value:.4g} no better than at "
+                f"epoch 1 (epoch {self.epoch_})",
+            )
         if self._reports:
             self.trial.report(value, self.epoch_)
             if self.trial.should_prune():
@@ -259,6 +297,16 @@ class TrialMonitor:
         if self.max_epochs is not None and self.epoch_ >= self.max_epochs:
             self.finish()
         return False
+
+    def _collapsed(self) -> bool:
+        last = self.train_losses_[-1]
+        reference = self.reference_loss_
+        if reference is None and len(self.train_losses_) >= 2:
+            reference = self.train_losses_[0]
+        if last is None or reference is None or not reference > 0:
+            return False
+        rose = last > self.collapse_factor * reference
+        return rose and self._sign * self.history_[-1] >= self._sign * self.history_[0]
 
     def run_attrs(self) -> dict[str, object]:
         """What the run did, as the trial records it: :data:`RUN_ATTRS` and :attr:`attrs`."""
@@ -297,6 +345,8 @@ class TrialMonitor:
             "misses": self.misses_,
             "improved": self.improved_,
             "history": list(self.history_),
+            "train_losses": list(self.train_losses_),
+            "reference_loss": self.reference_loss_,
             "n_updates": self.n_updates_,
             "n_samples": self.n_samples_,
             "step_seconds": self.step_seconds_,
@@ -311,6 +361,8 @@ class TrialMonitor:
         self.misses_ = int(state["misses"])
         self.improved_ = bool(state["improved"])
         self.history_ = [float(v) for v in state["history"]]
+        self.train_losses_ = list(state.get("train_losses", [None] * len(self.history_)))
+        self.reference_loss_ = state.get("reference_loss")
         self.n_updates_ = int(state.get("n_updates", 0))
         self.n_samples_ = int(state.get("n_samples", 0))
         self.step_seconds_ = state.get("step_seconds")

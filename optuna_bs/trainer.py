@@ -217,8 +217,8 @@ def fit(
             g are recorded (``epoch_batch_size``, ...).
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, the batch mean; default
             cross-entropy (classification) or MSE (regression).
-        batch_loss: ``batch_loss(model, batch) -> scalar``, for batches that are not
-            ``(inputs, targets)`` pairs or target dicts; it replaces ``loss_fn``.
+        batch_loss: ``batch_loss(model, batch) -> scalar`` (the batch mean), for batches
+            that are not ``(inputs, targets)`` pairs or target dicts; it replaces ``loss_fn``.
         max_grad_norm: Clip the gradient's total norm to this before each update.
         micro_batch_size: ``"auto"`` (start at B; halve on out of memory) or a b that divides
             B: each update then accumulates B/b micro-batches. BatchNorm layers see

@@ -349,3 +349,21 @@ def test_a_loop_that_records_nothing_gets_a_report_that_says_why(tmp_path, capsy
     fig = plot_pareto_front(study, "n_updates")
     assert "Nothing to draw" in fig.layout.annotations[0].text
     assert fig.layout.xaxis.visible is False
+
+
+def test_a_finite_collapse_ends_the_run_diverged() -> None:
+    """Training loss 10x up with no validation gain: diverged, though every value is finite."""
+    study = optuna.create_study()
+    trial = study.ask()
+    monitor = TrialMonitor(trial)
+    monitor.reference_loss_ = 2.3  # the first update's loss, as fit sets it
+    assert monitor.step(0.6, train_loss=2.0) is False
+    assert monitor.step(0.5, train_loss=30.0) is False  # up 10x, but validation improved
+    with pytest.raises(optuna.TrialPruned, match="over 10x the first"):
+        monitor.step(0.9, train_loss=40.0)
+    assert trial.user_attrs["stop_reason"] == "diverged"
+    healthy = TrialMonitor(None)
+    assert [healthy.step(v, train_loss=loss) for v, loss in ((0.6, 2.0), (0.5, 1.0))] == [
+        False,
+        False,
+    ]

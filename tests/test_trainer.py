@@ -511,3 +511,24 @@ def test_a_dataset_study_under_a_pruner_records_what_the_report_reads(data, tmp_
         section = out.split(f"vs {cost}")[1]
         assert section.splitlines()[3].lstrip().startswith("#"), out  # a trial on the front
     assert "empty:" not in out
+
+
+def test_fit_ends_a_finite_collapse_diverged():
+    """Saturating logits keep the loss finite while a huge lr wrecks the model."""
+    data = load_data("digits")
+
+    class Saturating(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return 50 * torch.tanh(self.linear(x) / 50)
+
+    torch.manual_seed(0)
+    ok = fit(Saturating(), data, Hyperparameters(32, 0.05, 0.9, data.n_train), max_epochs=2)
+    assert ok.stop_reason == "completed"
+    torch.manual_seed(0)
+    bad = fit(Saturating(), data, Hyperparameters(32, 500.0, 0.9, data.n_train), max_epochs=2)
+    assert bad.stop_reason == "diverged"
+    assert all(math.isfinite(v) for v in bad.history) and bad.history[0] > 0.8
