@@ -109,7 +109,8 @@ class EpochLoop:
         loss_sum = torch.zeros((), device=self.accel.device)  # float32: add_ casts a bf16 loss
         for i, batch in enumerate(batches):
             if per_step:
-                factor = self.schedule.lr_factor(epoch + (i + 1) / steps)
+                # The update's midpoint in time: no update at a factor of exactly 0.
+                factor = self.schedule.lr_factor(epoch + (i + 0.5) / steps)
                 for group, base in zip(
                     self.state.optimizer.param_groups, self.state.lr_base, strict=True
                 ):
@@ -133,16 +134,17 @@ class EpochLoop:
             self.state.optimizer.zero_grad(set_to_none=True)
             free_memory(self.accel.device)
             b = self.micro_batch_size
-            if self.on_oom == "prune" or b % 2 or b == 1:
+            if self.on_oom == "prune" or b == 1:
                 return None
-            self.micro_batch_size = self.state.micro_cap = b // 2
-            self.accumulation = batch_size // (b // 2)
+            smaller = _divisor_at_most(batch_size, b // 2)  # the largest b' <= b/2 dividing B
+            self.micro_batch_size = self.state.micro_cap = smaller
+            self.accumulation = batch_size // smaller
             _logger.info(
                 "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
                 b,
                 batch_size,
                 self.accumulation,
-                b // 2,
+                smaller,
             )
 
     def update(self, batch, batch_size: int) -> torch.Tensor:

@@ -38,6 +38,7 @@ from typing import Any
 
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import is_spec
+from optuna_bs.schedules import SCHEDULES
 
 __all__ = [
     "StudyConfig",
@@ -119,7 +120,8 @@ class TrainSection:
     compile: bool = False
     augment: str = "none"  # "crop-flip": random padded crop and flip, on the device
     cudnn_benchmark: bool = False
-    # "constant" | "lr-decay" | "batch-ramp" | "momentum-ramp", or a list of them to search.
+    # One of schedules.SCHEDULES ("constant", "lr-decay", "batch-ramp", "momentum-ramp",
+    # "cosine"), or a list of them to search.
     schedule: str | tuple[str, ...] = "constant"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of max_epochs
     factor: float = 5.0  # lr divided, or batch multiplied, at each milestone
@@ -304,7 +306,6 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
 
 
 SECOND_OBJECTIVES = ("train_seconds", "n_updates")
-SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp")
 
 
 def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:

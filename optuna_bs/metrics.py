@@ -167,7 +167,7 @@ class _Tensors:
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.x, self.y = x, y
 
-    def eval_batches(self, split: str, batch_size: int):
+    def eval_batches(self, split: str, batch_size: int, pin: bool = False):
         for i in range(0, len(self.x), batch_size):
             yield self.x[i : i + batch_size], self.y[i : i + batch_size]
 
@@ -198,7 +198,8 @@ class Validator:
         was_training = net.training
         net.eval()
         total = torch.zeros((), device=self.accel.device, dtype=torch.float64)
-        for batch in self.source.eval_batches(self.split, self.batch_size):
+        pin = self.accel.device.type == "cuda"
+        for batch in self.source.eval_batches(self.split, self.batch_size, pin):
             batch = to_device(batch, self.accel.device)
             n = batch_len(batch)
             with self.accel.autocast():

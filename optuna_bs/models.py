@@ -62,10 +62,13 @@ def build_model(
     """
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a str, but got {type(name).__name__}: {name!r}.")
+    if ":" in name:  # your own model may get None for what the data cannot tell
+        input_shape = None if input_shape is None else _check_shape(input_shape)
+        if n_outputs is not None:
+            _check_int("n_outputs", n_outputs)
+        return _user_model(name, input_shape, n_outputs, kwargs, folder)
     input_shape = _check_shape(input_shape)
     _check_int("n_outputs", n_outputs)
-    if ":" in name:
-        return _user_model(name, input_shape, n_outputs, kwargs, folder)
     if name not in MODELS:
         choices = ", ".join(repr(m) for m in MODELS)
         raise ValueError(

@@ -8,6 +8,7 @@ written; :func:`run_study` then creates or resumes the study and runs its trials
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from optuna_bs.errors import ConfigError
 from optuna_bs.factories import import_object, is_spec
 from optuna_bs.models import build_model
 from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
+from optuna_bs.rules import Hyperparameters
 from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
@@ -217,6 +219,16 @@ def trial_schedule(config: StudyConfig, trial: optuna.trial.BaseTrial) -> Schedu
 
 
 def _build_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
+    if isinstance(data, Datasets) and is_spec(config.model.name):
+        # Your own model sizes itself: it gets what the Datasets tell without a pass over
+        # them (None where they cannot, e.g. dict inputs, or classes not declared).
+        return build_model(
+            config.model.name,
+            data.known_input_shape(),
+            data.known_n_outputs(),
+            folder=config.folder,
+            **config.model.options,
+        )
     return build_model(
         config.model.name,
         data.input_shape,
@@ -224,6 +236,23 @@ def _build_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
         folder=config.folder,
         **config.model.options,
     )
+
+
+def _check_optimizer_factory(spec: str, factory, space: BatchScalingSpace) -> None:
+    """Call an optimizer factory once on a dummy parameter: its errors surface before the
+    study is written, as one line."""
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    hp = Hyperparameters(space.batch_sizes[0], 1e-3, 0.9, space.n_train, beta2=0.999)
+    try:
+        opt = factory(probe, hp)
+    except Exception as err:
+        cause = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ConfigError(f"[train] optimizer {spec!r} failed on a probe: {cause}") from err
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise ConfigError(
+            f"[train] optimizer {spec!r} must return a torch.optim.Optimizer, but it returned "
+            f"{type(opt).__name__!r}."
+        )
 
 
 def _safe_name(name: str) -> str:
@@ -280,9 +309,11 @@ def prepare(
     for spec, what in ((config.train.optimizer, "optimizer"), (config.train.loss, "loss")):
         if is_spec(spec):  # fail now, before anything is written
             try:
-                import_object(spec, f"[train] {what}", folder=config.folder)
+                obj = import_object(spec, f"[train] {what}", folder=config.folder)
             except ValueError as err:
                 raise ConfigError(str(err)) from err
+            if what == "optimizer":
+                _check_optimizer_factory(spec, obj, space)
     micro = config.train.micro_batch_size
     if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
         raise ConfigError(
@@ -347,7 +378,18 @@ def load_data_and_model(config: StudyConfig) -> tuple[Data | Datasets, torch.nn.
 def _user_data(config: StudyConfig) -> Data | Datasets:
     spec = config.data.name
     factory = import_object(spec, "data factory", folder=config.folder)
-    data = factory(**config.data.options)
+    kwargs = dict(config.data.options)
+    accepts = inspect.signature(factory).parameters
+    for key in ("seed", "val_fraction"):  # passed on where the factory takes them
+        if key in accepts:
+            kwargs.setdefault(key, getattr(config.data, key))
+    try:
+        data = factory(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"data factory {spec!r}: {err}") from err
+    except Exception as err:  # anything else inside the user's factory
+        cause = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ValueError(f"data factory {spec!r} failed: {cause}") from err
     if isinstance(data, tuple | list) and len(data) == 2:
         data = Datasets(data[0], data[1], name=spec)
     if not isinstance(data, Data | Datasets):
@@ -519,7 +561,8 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
             best.values[0],
         )
     metric = prepared.config.train.metric
-    value = evaluate_split(model, prepared.data, "test", metric=metric)
+    loss = fit_arguments(prepared.config, replay)["loss_fn"]  # the study's own loss, if any
+    value = evaluate_split(model, prepared.data, "test", metric=metric, loss_fn=loss)
     if value is None:
         _logger.info("The data has no test split: trial %d is not evaluated.", best.number)
         return None

@@ -89,8 +89,10 @@ class Schedule(abc.ABC):
         """Hook: the factor on the epoch's ϵ at training time ``t``, in epochs (1.0 here).
 
         A per-step schedule (``per_step = True``) is asked before every update, with
-        ``t = epoch + (i + 1) / updates_per_epoch`` after update ``i`` of the epoch, so the
-        factor moves with time, not with the count of updates, even when B changes.
+        ``t = epoch + (i + ½) / updates_per_epoch`` for update ``i`` of the epoch (its midpoint,
+        so neither the first warm-up update nor the last cosine one is at a factor of 0), so
+        the factor moves with time, not with the count of updates, even when B changes. The
+        recorded ``epoch_lr`` is the epoch's ϵ before this factor.
         """
         return 1.0
 

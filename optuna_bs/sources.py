@@ -12,7 +12,8 @@ so a fit is reproducible and a resumed fit goes on with the same order:
   ``collate_fn``, ``num_workers`` and ``pin_memory``.
 
 A batch is a ``(inputs, targets)`` tuple or list, or a dict whose targets sit under one of
-:data:`TARGET_KEYS` (the other entries are the model's keyword arguments). :func:`split`
+:data:`TARGET_KEYS`: with one other entry, that entry is the model's input; with several,
+they are its keyword arguments. :func:`split`
 cuts any such batch into micro-batches for gradient accumulation.
 """
 
@@ -149,6 +150,21 @@ class Datasets:
                 self._n_outputs = 1 + max(int(unpack(b)[1].max()) for b in loader)
                 _logger.info("%s: %d classes, from the largest label.", self.name, self._n_outputs)
         return self._n_outputs
+
+    def known_input_shape(self) -> tuple[int, ...] | None:
+        """:attr:`input_shape`, or ``None`` when the inputs are not one tensor."""
+        try:
+            return self.input_shape
+        except TypeError:
+            return None
+
+    def known_n_outputs(self) -> int | None:
+        """:attr:`n_outputs` where it needs no pass over the data (given, ``classes``, or
+        regression targets); ``None`` otherwise."""
+        if self._n_outputs is None and self.task == "classification":
+            if not hasattr(self.train, "classes"):
+                return None
+        return self.n_outputs
 
     def __repr__(self) -> str:
         n_test = 0 if self.test is None else len(self.test)
@@ -313,7 +329,9 @@ class TensorSource:
         for i in range(0, steps * batch_size, batch_size):
             yield xs[i : i + batch_size], ys[i : i + batch_size]
 
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def eval_batches(
+        self, split: str, batch_size: int, pin: bool = False
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         """Batches of the ``"val"`` or ``"test"`` split, in order."""
         x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
         for i in range(0, len(x), batch_size):
@@ -348,7 +366,11 @@ class DatasetSource:
         self.name = datasets.name
         self.generator_device = torch.device("cpu")
         self._sampler = _EpochSampler()
+        # Seeds each epoch's workers from fit's checkpointed shuffle generator, never from
+        # torch's global one, so a resumed fit with num_workers > 0 replays the same epochs.
+        self._worker_seed = torch.Generator()
         self._loaders: dict[int, DataLoader] = {}
+        self._eval_loaders: dict[tuple[str, int], DataLoader] = {}
 
     @property
     def task(self) -> str:
@@ -364,7 +386,8 @@ class DatasetSource:
             collate_fn=ds.collate_fn,
             num_workers=ds.num_workers,
             pin_memory=ds.pin_memory or pin,
-            persistent_workers=ds.num_workers > 0 and sampler is not None,
+            persistent_workers=ds.num_workers > 0,
+            generator=self._worker_seed,
         )
 
     def train_batches(
@@ -372,21 +395,27 @@ class DatasetSource:
     ) -> Iterator[Any]:
         perm = torch.randperm(self.n_train, generator=gen)
         self._sampler.indices = perm[: steps * batch_size].tolist()
+        self._worker_seed.manual_seed(int(torch.randint(2**62, (), generator=gen)))
         if batch_size not in self._loaders:  # built once per B, rebuilt when B changes
             self._loaders = {
                 batch_size: self._loader(self.datasets.train, batch_size, self._sampler, pin)
             }
         return iter(self._loaders[batch_size])
 
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[Any]:
-        """Batches of the ``"val"`` or ``"test"`` Dataset, in order."""
-        return iter(self._loader(getattr(self.datasets, split), batch_size))
+    def eval_batches(self, split: str, batch_size: int, pin: bool = False) -> Iterator[Any]:
+        """Batches of the ``"val"`` or ``"test"`` Dataset, in order (one loader per split and
+        batch size, so its workers persist from epoch to epoch)."""
+        key = (split, batch_size)
+        if key not in self._eval_loaders:
+            dataset = getattr(self.datasets, split)
+            self._eval_loaders[key] = self._loader(dataset, batch_size, pin=pin)
+        return iter(self._eval_loaders[key])
 
     def split_size(self, split: str) -> int:
         ds = getattr(self.datasets, split)
         return 0 if ds is None else len(ds)
 
-    def check(self, needs_targets: bool) -> None:
+    def check(self, needs_targets: bool, has_batch_loss: bool = False) -> None:
         """Fail at the start, with one clear line, on items the loop could not use."""
         try:
             batch = self.datasets.sample_batch()
@@ -396,7 +425,16 @@ class DatasetSource:
                 f"({type(err).__name__}: {err}); check its __getitem__ and `collate_fn`."
             ) from err
         if needs_targets:
-            unpack(batch)
+            try:
+                unpack(batch)
+            except TypeError as err:
+                if not has_batch_loss:
+                    raise
+                raise TypeError(
+                    f"with `batch_loss`, training needs no (inputs, targets), but validation "
+                    f"by 'error' or a Metric does, and the batches are {_describe(batch)}: "
+                    "use metric='loss' (the validation loss by batch_loss)."
+                ) from err
         batch_len(batch)
 
 
@@ -412,6 +450,12 @@ def as_source(data: object) -> TensorSource | DatasetSource:
     if isinstance(data, Datasets):
         return DatasetSource(data)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)) and len(data) == 2:
+        if all(torch.is_tensor(d) for d in data):
+            raise TypeError(
+                "`data` is a pair of tensors, which reads as (train, val) Datasets: pass "
+                "optuna_bs.Data, or (TensorDataset(x_train, y_train), TensorDataset(x_val, "
+                "y_val))."
+            )
         return DatasetSource(Datasets(data[0], data[1]))
     raise TypeError(
         "`data` must be an optuna_bs.Data, an optuna_bs.Datasets, or a (train, val) pair of "

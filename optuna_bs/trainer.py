@@ -228,7 +228,7 @@ def fit(
             ``"prune"``: end the trial with ``"oom"`` at once (and let ``OOMAwareSampler``
             cap later batch sizes).
         eval_batch_size: The validation batch (default 4096 for tensors, max(B, 256) for
-            Datasets); halved on out of memory.
+            Datasets, at most 2b with a set ``micro_batch_size``); halved on out of memory.
 
     Returns:
         A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
@@ -247,13 +247,16 @@ def fit(
     source = as_source(data)
     _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom)
     _check_callables(loss_fn, batch_loss, max_grad_norm)
+    if isinstance(source, DatasetSource):  # unusable items fail here, in one line
+        source.check(
+            needs_targets=batch_loss is None or metric != "loss",
+            has_batch_loss=batch_loss is not None,
+        )
     # With a batch_loss and a validation loss, the items need not unpack (nor have a task).
     own_loss = batch_loss is not None and metric == "loss"
     task = "regression" if own_loss else source.task
     loss_fn = loss_fn or default_loss(task)
     metric = resolve_metric(metric, task, loss_fn)
-    if isinstance(source, DatasetSource):
-        source.check(needs_targets=batch_loss is None or metric.name != "val_loss")
     b = _check_micro_batch(micro_batch_size, hparams.batch_size)
     accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
     net = accel.prepare(model)  # what runs forward; ``model`` holds the state
@@ -287,6 +290,8 @@ def fit(
         eval_batch_size = (
             4096 if isinstance(source, TensorSource) else max(256, hparams.batch_size)
         )
+        if state.micro_cap is not None:  # B does not fit: neither would a bigger eval batch
+            eval_batch_size = min(eval_batch_size, 2 * state.micro_cap)
     loop = EpochLoop(
         state,
         net,

@@ -300,3 +300,27 @@ def test_cmaes_cannot_take_two_objectives(tmp_path):
     path.write_text('[study]\nsampler = "cmaes"\nobjectives = ["val_error", "n_updates"]\n')
     with pytest.raises(ConfigError, match="cmaes"):
         load_config(path)
+
+
+def test_the_schedule_vocabulary_is_the_schedules_module_s():
+    from optuna_bs.schedules import SCHEDULES
+
+    for name in SCHEDULES:
+        assert config_from_dict({"train": {"schedule": name}}).train.schedule == name
+    cfg = config_from_dict(
+        {
+            "train": {
+                "schedule": "cosine",
+                "warmup_per_step": True,
+                "warmup_epochs": 1,
+                "micro_batch_size": 8,
+                "on_oom": "prune",
+                "max_grad_norm": 1.0,
+            }
+        }
+    )
+    assert (cfg.train.micro_batch_size, cfg.train.on_oom) == (8, "prune")
+    with pytest.raises(ConfigError, match="`train.on_oom` must be one of"):
+        config_from_dict({"train": {"on_oom": "halve"}})
+    with pytest.raises(ConfigError, match="`train.micro_batch_size` must be an integer >= 1"):
+        config_from_dict({"train": {"micro_batch_size": "half"}})

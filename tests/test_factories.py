@@ -150,3 +150,117 @@ def test_noise_scale_on_a_datasets_factory_says_what_it_needs(tmp_path, capsys):
     assert main(["noise-scale", str(study_file)]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "in-memory tensors" in err, err
+
+
+DICT_CODE = """
+import torch
+from torch.utils.data import Dataset
+
+import optuna_bs
+
+
+class Pixels(Dataset):
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(n)
+        self.x = torch.randn(n, 5, generator=g)
+        self.y = (self.x[:, 0] > 0).long()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"pixels": self.x[i], "mask": torch.ones(5), "label": self.y[i]}
+
+
+def make(seed=0):
+    assert seed == 7  # [data] seed reaches a factory that takes it
+    val = Pixels(50)
+    return optuna_bs.Datasets(Pixels(200), val, val)  # test = val: the replay must match
+
+
+class KwNet(torch.nn.Module):
+    def __init__(self, input_shape, n_outputs):
+        super().__init__()
+        assert input_shape is None and n_outputs is None  # dict inputs, classes not declared
+        self.linear = torch.nn.Linear(5, 2)
+
+    def forward(self, *, pixels, mask):
+        return self.linear(pixels * mask)
+
+
+def ten_ce(out, y):
+    return 10 * torch.nn.functional.cross_entropy(out, y)
+
+
+def returns_none(params, hp):
+    return None
+
+
+def raises():
+    raise FileNotFoundError("no such folder: /data/images")
+"""
+
+DICT_STUDY = """
+[study]
+name = "kw"
+n_trials = 2
+storage = "sqlite:///{db}"
+
+[data]
+name = "kw_code:make"
+seed = 7
+
+[model]
+name = "kw_code:KwNet"
+
+[space]
+batch_size = [16, 32]
+
+[train]
+max_epochs = 2
+metric = "loss"
+loss = "kw_code:ten_ce"
+"""
+
+
+def _kw_project(tmp_path, study=DICT_STUDY):
+    folder = tmp_path / "kw"
+    folder.mkdir()
+    (folder / "kw_code.py").write_text(textwrap.dedent(DICT_CODE))
+    path = folder / "study.toml"
+    path.write_text(study.format(db=tmp_path / "kw.db"))
+    return path
+
+
+def test_dict_items_and_a_keyword_model_run_from_a_study_file(tmp_path, capsys):
+    assert main(["run", str(_kw_project(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    study = optuna.load_study(study_name="kw", storage=f"sqlite:///{tmp_path / 'kw.db'}")
+    best = min(t.value for t in study.trials if t.value is not None)
+    test = study.user_attrs["test_loss"]
+    assert "test_loss=" in out
+    # The test loss is the study's own loss (10x cross-entropy), not plain cross-entropy.
+    assert test == pytest.approx(best, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("replace", "word"),
+    [
+        (
+            ("[train]", '[train]\noptimizer = "kw_code:returns_none"'),
+            "must return a torch.optim.Optimizer",
+        ),
+        (
+            ('name = "kw_code:make"', 'name = "kw_code:raises"'),
+            "failed: FileNotFoundError: no such folder",
+        ),
+    ],
+)
+def test_factories_that_fail_are_one_line_before_anything_is_written(
+    tmp_path, capsys, replace, word
+):
+    study_file = _kw_project(tmp_path, DICT_STUDY.replace(*replace))
+    assert main(["run", str(study_file)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and word in err, err
+    assert not (tmp_path / "kw.db").exists()

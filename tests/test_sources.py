@@ -239,3 +239,56 @@ def test_unpackable_items_in_a_study_file_are_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert status == 2 and len(err.splitlines()) == 1 and word in err, err
         assert not (tmp_path / "optuna_bs.db").exists()
+
+
+def test_a_resumed_fit_with_loader_workers_and_dropout_replays_the_same_epochs(tmp_path):
+    """Worker seeds come from fit's checkpointed generator, not torch's global one."""
+    train, val = _pair(n=300)
+    ds = Datasets(train, val, num_workers=1)
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 3)
+        )
+
+    hp = Hyperparameters(16, 0.05, 0.9, 240)
+    kwargs = {"seed": 4, "metric": "loss"}
+    full = fit(model(), ds, hp, max_epochs=4, **kwargs)
+    fit(model(), ds, hp, max_epochs=2, checkpoint=tmp_path / "c.pt", **kwargs)
+    torch.manual_seed(123)  # whatever the global generator holds by then
+    resumed = fit(model(), ds, hp, max_epochs=4, resume_from=tmp_path / "c.pt", **kwargs)
+    assert resumed.history == full.history
+
+
+def test_misleading_shapes_get_messages_that_say_what_to_do():
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    with pytest.raises(TypeError, match="pair of tensors"):
+        fit(torch.nn.Linear(3, 2), (x, y), Hyperparameters(8, 0.1, 0.9, 40), max_epochs=1)
+    triple = TensorDataset(x, y, torch.ones(40))
+
+    def weighted(net, batch):
+        return torch.nn.functional.cross_entropy(net(batch[0]), batch[1])
+
+    with pytest.raises(TypeError, match="use metric='loss'"):
+        fit(
+            torch.nn.Linear(3, 2),
+            (triple, triple),
+            Hyperparameters(8, 0.1, 0.9, 40),
+            max_epochs=1,
+            batch_loss=weighted,
+        )
+
+
+def test_the_validation_loader_is_built_once(monkeypatch):
+    train, val = _pair()
+    built = []
+    original = sources.DatasetSource._loader
+
+    def counting(self, dataset, batch_size, sampler=None, pin=False):
+        built.append("train" if sampler is not None else "eval")
+        return original(self, dataset, batch_size, sampler, pin)
+
+    monkeypatch.setattr(sources.DatasetSource, "_loader", counting)
+    fit(torch.nn.Linear(6, 3), (train, val), Hyperparameters(16, 0.1, 0.9, 160), max_epochs=3)
+    assert built == ["train", "eval"]

@@ -410,10 +410,12 @@ def test_per_step_cosine_and_warmup_move_the_lr_every_update(data):
         schedule=Warmup(1, per_step=True).then(Cosine()),
     )
     assert len(lrs) == 4 * steps
-    assert lrs[0] == pytest.approx(0.1 / steps * (0.5 * (1 + math.cos(math.pi / steps / 4))))
+    t0, t_end = 0.5 / steps, 4 - 0.5 / steps  # each update's midpoint in epochs
+    assert lrs[0] == pytest.approx(0.1 * t0 * 0.5 * (1 + math.cos(math.pi * t0 / 4)))
     assert all(a < b for a, b in zip(lrs[: steps - 1], lrs[1:steps], strict=True))  # warm-up
     assert all(a > b for a, b in zip(lrs[steps:-1], lrs[steps + 1 :], strict=True))  # decay
-    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert lrs[-1] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * t_end / 4)))
+    assert lrs[-1] > 0  # no wasted update at lr 0
 
 
 def test_gradient_clipping_bounds_the_step(data):
@@ -532,3 +534,25 @@ def test_fit_ends_a_finite_collapse_diverged():
     bad = fit(Saturating(), data, Hyperparameters(32, 500.0, 0.9, data.n_train), max_epochs=2)
     assert bad.stop_reason == "diverged"
     assert all(math.isfinite(v) for v in bad.history) and bad.history[0] > 0.8
+
+
+def test_out_of_memory_at_an_odd_micro_batch_goes_on_to_a_divisor_of_b(data):
+    """B = 100 halves 100 -> 50 -> 25 -> 10 (the largest divisor of 100 at most 12)."""
+
+    class OOMAbove10(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            if self.training and len(x) > 10:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return self.inner(x)
+
+    result = fit(OOMAbove10(_model(data)), data, _hp(data, batch_size=100), max_epochs=1)
+    assert (result.stop_reason, result.micro_batch_size, result.accumulation_steps) == (
+        "completed",
+        10,
+        10,
+    )
+    assert result.n_updates == data.n_train // 100
