@@ -15,7 +15,7 @@ import torch
 from optuna_bs._accelerate import Accelerator
 from optuna_bs.monitor import TrialMonitor
 
-__all__ = ["TrainingState"]
+__all__ = ["TrainingState", "check_writable"]
 
 
 @dataclass
@@ -71,11 +71,46 @@ class TrainingState:
         os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
 
     def load(self, path: str | Path) -> None:
-        """Restore from a file written by :meth:`save` (``weights_only``: data, never code)."""
+        """Restore from a file written by :meth:`save` (``weights_only``: data, never code).
+
+        Raises:
+            ValueError: If ``path`` is missing, or is not a checkpoint of this model's fit.
+        """
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as err:
             raise ValueError(
                 f"`resume_from` must be a checkpoint file, but {path} does not exist."
             ) from err
-        self.load_state_dict(state)
+        except Exception as err:  # unpickling refuses it, or it is no torch file at all
+            raise ValueError(
+                f"`resume_from` must be a checkpoint written by optuna_bs.fit, but {path} is "
+                f"not one ({type(err).__name__})."
+            ) from err
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, RuntimeError, ValueError) as err:
+            cause = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            raise ValueError(
+                f"`resume_from` {path} does not fit this fit's model and optimizer ({cause})."
+            ) from err
+
+
+def check_writable(path: str | Path, what: str = "checkpoint") -> Path:
+    """Make sure a file can be written at ``path`` (its folder created), before training.
+
+    Raises:
+        ValueError: Naming the path and why, if it cannot.
+    """
+    path = Path(path)
+    probe = path.with_name(path.name + ".probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(
+            f"`{what}` {str(path)!r} cannot be written ({err.strerror or err}): choose a "
+            "writable folder."
+        ) from err
+    return path

@@ -47,7 +47,7 @@ from optuna_bs.sources import (
     TensorSource,
     as_source,
 )
-from optuna_bs.state import TrainingState
+from optuna_bs.state import TrainingState, check_writable
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -281,6 +281,8 @@ def fit(
     )
     state.generator.manual_seed(seed)
     state.aug_generator.manual_seed(seed + 1)
+    if checkpoint is not None:
+        check_writable(checkpoint)  # before an epoch of training, not after it
     resumed_from_epoch = 0
     if resume_from is not None:
         state.load(resume_from)

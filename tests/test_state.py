@@ -44,3 +44,32 @@ def test_a_saved_state_restores_every_part(tmp_path):
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="`resume_from` must be a checkpoint file"):
         _state().load(tmp_path / "none.pt")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not one"):
+        _state().load(junk)
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not fit this fit's model"):
+        _state().load(tmp_path / "other.pt")
+
+
+def test_an_unwritable_checkpoint_fails_before_training(tmp_path):
+    from optuna_bs import Hyperparameters, fit, load_data
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    data = load_data("synthetic", n_samples=200)
+    model = torch.nn.Linear(20, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="cannot be written"):
+        fit(
+            model,
+            data,
+            Hyperparameters(16, 0.1, 0.9, data.n_train),
+            max_epochs=1,
+            checkpoint=blocker / "c.pt",
+        )
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
