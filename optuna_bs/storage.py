@@ -51,11 +51,25 @@ _DRIVERS = {
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
+    The password may hold unencoded ``@`` or ``:`` (everything between the user's ``:`` and
+    the last ``@`` before the query is masked), or sit in the query as ``password=``.
+
     Example:
         >>> mask_url("postgresql+psycopg://alice:s3cret@db:5432/optuna")
         'postgresql+psycopg://alice:***@db:5432/optuna'
+        >>> mask_url("postgresql+psycopg://alice:p@ss:w@db/optuna?password=x&sslmode=require")
+        'postgresql+psycopg://alice:***@db/optuna?password=***&sslmode=require'
     """
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    head, q, query = rest.partition("?")
+    if "@" in head:
+        userinfo, _, host = head.rpartition("@")
+        if ":" in userinfo:
+            head = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)((?:^|[&;])(?:password|passwd|pwd)=)[^&;]*", r"\1***", query)
+    return f"{scheme}{sep}{head}{q}{query}"
 
 
 def is_sqlite(url: str | None) -> bool:

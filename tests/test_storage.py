@@ -45,6 +45,20 @@ def test_journal_file(tmp_path):
         ("mysql+pymysql://root:p%40ss@h/db", "mysql+pymysql://root:***@h/db"),
         ("postgresql://bob@db/o", "postgresql://bob@db/o"),
         ("sqlite:///x.db", "sqlite:///x.db"),
+        # an unencoded @ or : in the password
+        (
+            "postgresql+psycopg://postgres:p@ss:W0rd@127.0.0.1:1/t",
+            "postgresql+psycopg://postgres:***@127.0.0.1:1/t",
+        ),
+        # a password in the query
+        (
+            "mysql+pymysql://root@h/db?password=s3cret&charset=utf8",
+            "mysql+pymysql://root@h/db?password=***&charset=utf8",
+        ),
+        (
+            "postgresql://u@h/db?sslmode=require&PASSWORD=x",
+            "postgresql://u@h/db?sslmode=require&PASSWORD=***",
+        ),
     ],
 )
 def test_mask_url(url, masked):
