@@ -25,6 +25,11 @@ __all__ = ["main"]
 _logger = logging.getLogger(__name__)
 
 
+#: The environment variable a `--storage` left out is read from (how `launch` hands workers
+#: their store without putting a password on a command line).
+STORAGE_ENV = "OPTUNA_BS_STORAGE"
+
+
 class _UsageError(OptunaBSError):
     pass
 
@@ -56,7 +61,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     for p in (run, launch):
         p.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
-        p.add_argument("--storage", metavar="URL", help=f"study store (default {DEFAULT_STORAGE})")
+        p.add_argument(
+            "--storage",
+            metavar="URL",
+            help=f"study store (default: ${STORAGE_ENV}, then the file's, then {DEFAULT_STORAGE})",
+        )
         p.add_argument("--study-name", metavar="NAME", help="study name (default: the file's)")
         p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds")
         p.add_argument("--seed", type=int, metavar="N", help="seed of sampler, splits and inits")
@@ -154,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = "-v" in argv or "--verbose" in argv
     try:
         args = _build_parser().parse_args(argv)
+        if getattr(args, "storage", "") is None:  # a worker's store, kept off its command line
+            args.storage = os.environ.get(STORAGE_ENV) or None
         _configure_logging(args.verbose, args.quiet)
         return _COMMANDS[args.command](args)
     except (OptunaBSError, ValueError, TypeError) as err:
@@ -220,16 +231,19 @@ def _launch(args: argparse.Namespace) -> int:
         command += [args.study_file] if args.study_file else []
         command += ["--study-name", prepared.study_name, "--n-trials", str(n)]
         command += ["--seed", str(seed + 1000 * i), "--no-test", "-q"]
-        for flag in ("storage", "timeout", "device", "max_trials", "checkpoint_dir"):
+        for flag in ("timeout", "device", "max_trials", "checkpoint_dir"):
             value = getattr(args, flag)
             if value is not None:
                 command += [f"--{flag.replace('_', '-')}", str(value)]
         commands.append(command)
+        # The store goes through the environment: a password on a command line shows in `ps`.
+        env = {STORAGE_ENV: args.storage} if args.storage else {}
         if gpus:
-            envs.append({"CUDA_VISIBLE_DEVICES": gpus[i]})
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
         else:  # CPU workers share the cores instead of each spawning a thread per core
             threads = max(1, (os.cpu_count() or 1) // workers)
-            envs.append({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+            env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+        envs.append(env)
     _say(
         args,
         f"launching {len(commands)} workers on study {prepared.study_name!r} in "

@@ -538,3 +538,60 @@ def test_keep_best_checkpoint(tmp_path):
     assert kept == [
         tmp_path / "checkpoints" / "mnist1d_mlp" / f"trial_{best_trial(study).number}.pt"
     ]
+
+
+def _command_lines() -> list[str]:
+    """The command lines of every process of this machine, as `ps` shows them."""
+    lines = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+    return lines
+
+
+def test_launch_keeps_the_password_off_every_worker_command_line(postgres_url, tmp_path):
+    """The workers get the store through the environment; `ps` never shows the password."""
+    secret = "Pw" + uuid.uuid4().hex[:8]
+    user, _, host = postgres_url.partition("://")[2].partition("@")
+    scheme = postgres_url.partition("://")[0]
+    url = f"{scheme}://{user.split(':')[0]}:{secret}@{host}"  # trust auth ignores it
+    name = _name()
+    proc = subprocess.Popen(
+        [
+            *cli_command(),
+            "launch",
+            _study_file(tmp_path, FAST_STUDY),
+            "--storage",
+            url,
+            "--study-name",
+            name,
+            "--workers",
+            "2",
+            "--n-trials",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
+    workers_seen = set()
+    leaked = []
+    while proc.poll() is None:
+        for line in _command_lines():
+            if "optuna_bs.cli run" in line:
+                workers_seen.add(line)
+                if secret in line:
+                    leaked.append(line)
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out[-2000:]
+    assert workers_seen, "no worker process was seen"
+    assert not leaked
+    assert secret not in out
+    assert len(_trials(postgres_url, name)) == 4
+    _delete(postgres_url, name)
