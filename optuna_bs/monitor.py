@@ -65,9 +65,10 @@ class TrialMonitor:
     * **A finite collapse is a divergence too.** When the loop passes ``train_loss``, an
       epoch whose training loss is more than ``collapse_factor`` times the reference loss
       (:attr:`reference_loss_`: the first update's loss where the loop sets it, else the
-      first epoch's mean) while its validation value is no better than the first epoch's
-      ends the run ``"diverged"``: a run stuck at chance error after its loss blew up, with
-      no NaN to show it.
+      first epoch's mean), from the second epoch on, while its validation value is no better
+      than the first epoch's (and, with ``chance_value``, within 5% of chance) ends the run
+      ``"diverged"``: a run stuck at chance error after its loss blew up, with no NaN to show
+      it.
     * After ``patience`` epochs without an improvement of more than ``min_delta``, ``step``
       returns ``True``: the loop should stop, restore its best weights and return
       :attr:`best_value_`. The trial then completes normally with its *best* epoch's value.
@@ -90,6 +91,8 @@ class TrialMonitor:
             is reached. ``None`` leaves that to ``with`` or :meth:`finish`.
         collapse_factor: The rise of the training loss over the first epoch's that, with no
             validation gain over the first epoch, counts as a collapse (> 1).
+        chance_value: The value of guessing (``1 − 1/C`` for the error on C classes): when
+            given, a collapse must also sit within 5% of it.
 
     Raises:
         TypeError: If ``patience`` is not an integer or ``None``, or ``min_delta`` not a
@@ -115,6 +118,7 @@ class TrialMonitor:
         direction: str = "minimize",
         max_epochs: int | None = None,
         collapse_factor: float = 10.0,
+        chance_value: float | None = None,
     ) -> None:
         if patience is not None:
             if isinstance(patience, bool) or not isinstance(patience, int):
@@ -146,6 +150,7 @@ class TrialMonitor:
                 f"`collapse_factor` must be a number > 1, but got {collapse_factor!r}."
             )
         self.collapse_factor = float(collapse_factor)
+        self.chance_value = None if chance_value is None else float(chance_value)
         self.trial = trial
         # Optuna cannot report intermediate values of a multi-objective trial, nor prune it.
         study = getattr(trial, "study", None)
@@ -299,14 +304,19 @@ class TrialMonitor:
         return False
 
     def _collapsed(self) -> bool:
+        if len(self.train_losses_) < 2:  # one epoch cannot tell a collapse from a bad start
+            return False
         last = self.train_losses_[-1]
-        reference = self.reference_loss_
-        if reference is None and len(self.train_losses_) >= 2:
-            reference = self.train_losses_[0]
+        reference = self.reference_loss_ or self.train_losses_[0]
         if last is None or reference is None or not reference > 0:
             return False
-        rose = last > self.collapse_factor * reference
-        return rose and self._sign * self.history_[-1] >= self._sign * self.history_[0]
+        value = self._sign * self.history_[-1]
+        if not (
+            last > self.collapse_factor * reference and value >= self._sign * self.history_[0]
+        ):
+            return False
+        # Where chance is known (classification error), the value must sit there too.
+        return self.chance_value is None or value >= self._sign * self.chance_value * 0.95
 
     def run_attrs(self) -> dict[str, object]:
         """What the run did, as the trial records it: :data:`RUN_ATTRS` and :attr:`attrs`."""

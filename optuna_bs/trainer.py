@@ -267,6 +267,7 @@ def fit(
         min_delta=min_delta,
         metric=metric.name,
         direction=metric.direction,
+        chance_value=_chance_error(source, metric),
     )
     seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
     state = TrainingState(
@@ -334,6 +335,17 @@ def _data_class():
     from optuna_bs.data import Data
 
     return Data
+
+
+def _chance_error(source, metric: Metric) -> float | None:
+    """The error of guessing, 1 − 1/C, where the metric is the error and C is known."""
+    if metric.name != "val_error":
+        return None
+    if isinstance(source, TensorSource):
+        classes = source.data.n_outputs
+    else:
+        classes = source.datasets.known_n_outputs()
+    return 1 - 1 / classes if classes and classes > 1 else None
 
 
 def _make_optimizer(

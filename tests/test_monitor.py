@@ -355,10 +355,11 @@ def test_a_finite_collapse_ends_the_run_diverged() -> None:
     """Training loss 10x up with no validation gain: diverged, though every value is finite."""
     study = optuna.create_study()
     trial = study.ask()
-    monitor = TrialMonitor(trial)
+    monitor = TrialMonitor(trial, chance_value=0.9)  # 10 classes
     monitor.reference_loss_ = 2.3  # the first update's loss, as fit sets it
-    assert monitor.step(0.6, train_loss=2.0) is False
+    assert monitor.step(0.80, train_loss=40.0) is False  # one epoch cannot tell
     assert monitor.step(0.5, train_loss=30.0) is False  # up 10x, but validation improved
+    assert monitor.step(0.82, train_loss=40.0) is False  # no gain, but not at chance
     with pytest.raises(optuna.TrialPruned, match="over 10x the first"):
         monitor.step(0.9, train_loss=40.0)
     assert trial.user_attrs["stop_reason"] == "diverged"

@@ -165,7 +165,9 @@ def test_two_objective_study_file(tmp_path):
     assert len(study.directions) == 2
     assert study.metric_names == ["val_error", "train_seconds"]
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(done) == 6
+    assert len(study.trials) == 6 and len(done) >= 3  # the rest diverged
+    for t in study.get_trials(states=(optuna.trial.TrialState.PRUNED,)):
+        assert t.user_attrs["stop_reason"] == "diverged"
     for t in done:
         assert t.values[1] == t.user_attrs["train_seconds"]
     summary = summarize(study)
