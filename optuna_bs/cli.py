@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
 
@@ -260,8 +261,16 @@ def _launch(args: argparse.Namespace) -> int:
 
 def _report_command(args: argparse.Namespace) -> int:
     from optuna_bs.report import save_to_dashboard, summarize, write_report
+    from optuna_bs.state import check_writable
     from optuna_bs.storage import make_storage
 
+    url = args.storage or DEFAULT_STORAGE
+    database = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if database and not Path(database).exists():  # opening it would create an empty one
+        raise _UsageError(
+            f"`--storage` {mask_url(url)}: the database file {database!r} does not exist; "
+            "run a study first, or name the store it is in."
+        )
     storage = make_storage(args.storage, heartbeat_interval=None)
     try:
         study = optuna.load_study(study_name=args.study_name, storage=storage)
@@ -272,6 +281,10 @@ def _report_command(args: argparse.Namespace) -> int:
         raise _UsageError(
             f"`--study-name` {args.study_name!r} is not in {where}; its studies: {known}."
         ) from err
+    try:  # before any work: an unwritable folder is one line, not a traceback at the end
+        check_writable(Path(args.out) / "report.probe", "--out")
+    except ValueError as err:
+        raise _UsageError(str(err)) from err
     summary = summarize(study, args.batch_size)
     print(summary.to_text())
     path = write_report(study, args.out, summary=summary)
@@ -334,6 +347,9 @@ def _noise_scale(args: argparse.Namespace) -> int:
 
 def _storage_proxy(args: argparse.Namespace) -> int:
     from optuna_bs.storage import serve_proxy
+
+    if not 1 <= args.port <= 65535:  # before the store is opened (or created)
+        raise _UsageError(f"`--port` must be in 1..65535, but got {args.port}.")
 
     print(f"serving {mask_url(args.storage)} at grpc://{args.host}:{args.port} (Ctrl-C stops)")
     serve_proxy(args.storage, host=args.host, port=args.port)

@@ -290,3 +290,28 @@ def test_format_table():
     assert tuple(lines[0].split()) == HEADER[:1] + ("val_loss",) + HEADER[2:]
     assert set(lines[1].replace(" ", "")) == {"-"}
     assert lines[2].split() == ["#0", "0.1250", "32", "0.5", "0.9", "40", "3", "5", "1.3"]
+
+
+def test_report_on_a_missing_database_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = _assert_bad_input(
+        capsys, tmp_path, ["report", "--study-name", "nosuch"], "does not exist"
+    )
+    assert "optuna_bs.db" in line
+
+
+def test_report_into_an_unwritable_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", _study_file(tmp_path, TINY), "--no-test"]) == 0
+    (tmp_path / "blocker").write_text("")
+    capsys.readouterr()
+    status = main(["report", "--study-name", "tiny", "--out", str(tmp_path / "blocker" / "r")])
+    out, err = capsys.readouterr()
+    assert status == 2 and len(err.splitlines()) == 1 and "cannot be written" in err, err
+    assert out == ""  # nothing computed or printed before the check
+
+
+def test_storage_proxy_port_is_range_checked_before_the_store_opens(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["storage-proxy", "--storage", "sqlite:///p.db", "--port", "99999"]
+    _assert_bad_input(capsys, tmp_path, argv, "`--port` must be in 1..65535")
