@@ -38,9 +38,14 @@ class EpochLoop:
         self.accel: Accelerator = state.accelerator
         self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
         self.path: list[Hyperparameters] = []
+        self.batch_size = hparams.batch_size  # the epoch's B
         self.micro_batch_size = hparams.batch_size if state.micro_cap is None else state.micro_cap
-        self.accumulation = hparams.batch_size // self.micro_batch_size
         self.on_gpu = self.accel.device.type != "cpu"
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per update: B / b (b always divides B)."""
+        return self.batch_size // self.micro_batch_size
 
     def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
         monitor, schedule = self.state.monitor, self.schedule
@@ -63,7 +68,7 @@ class EpochLoop:
     def epoch(self, epoch: int, setting: Hyperparameters, checkpoint) -> bool:
         """Train and validate one epoch; ``True`` when the run should stop."""
         state, monitor = self.state, self.state.monitor
-        batch_size = setting.batch_size
+        batch_size = self.batch_size = setting.batch_size
         steps = self.source.n_train // batch_size  # full batches: B is what g assumes
         cap = batch_size if state.micro_cap is None else state.micro_cap
         self.micro_batch_size = _divisor_at_most(batch_size, cap)
@@ -77,7 +82,8 @@ class EpochLoop:
         if train_loss is None:  # out of memory at the smallest micro-batch, or "prune"
             monitor.count(updates=updates, samples=updates * batch_size, step_seconds=seconds)
             return monitor.stop(
-                "oom", f"out of memory at batch_size={batch_size}, micro-batch {self._b()}"
+                "oom",
+                f"out of memory at batch_size={batch_size}, micro-batch {self.micro_batch_size}",
             )
         val = train_loss  # a non-finite training loss ends the run "diverged"
         if math.isfinite(train_loss):
@@ -95,9 +101,6 @@ class EpochLoop:
             # Saved before the value is reported: a worker killed in between re-reports it.
             state.save(checkpoint)
         return monitor.check()
-
-    def _b(self) -> int:
-        return self.micro_batch_size
 
     def train_epoch(self, epoch: int, setting: Hyperparameters, steps: int):
         """Every update of one epoch: ``(mean training loss, updates)``; loss ``None`` when
@@ -138,7 +141,6 @@ class EpochLoop:
                 return None
             smaller = _divisor_at_most(batch_size, b // 2)  # the largest b' <= b/2 dividing B
             self.micro_batch_size = self.state.micro_cap = smaller
-            self.accumulation = batch_size // smaller
             _logger.info(
                 "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
                 b,
@@ -151,7 +153,6 @@ class EpochLoop:
         """Accumulate B/b micro-batches, each weighted b/B, then step: the update at b = B."""
         b = self.micro_batch_size
         parts = [batch] if b >= batch_size else split(batch, b)
-        self.accumulation = len(parts)
         opt = self.state.optimizer
         opt.zero_grad(set_to_none=True)
         total = None

@@ -222,19 +222,11 @@ def _build_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
     if isinstance(data, Datasets) and is_spec(config.model.name):
         # Your own model sizes itself: it gets what the Datasets tell without a pass over
         # them (None where they cannot, e.g. dict inputs, or classes not declared).
-        return build_model(
-            config.model.name,
-            data.known_input_shape(),
-            data.known_n_outputs(),
-            folder=config.folder,
-            **config.model.options,
-        )
+        shape, outputs = data.known_input_shape(), data.known_n_outputs()
+    else:
+        shape, outputs = data.input_shape, data.n_outputs
     return build_model(
-        config.model.name,
-        data.input_shape,
-        data.n_outputs,
-        folder=config.folder,
-        **config.model.options,
+        config.model.name, shape, outputs, folder=config.folder, **config.model.options
     )
 
 

@@ -29,6 +29,7 @@ import torch
 
 from optuna_bs._accelerate import Accelerator
 from optuna_bs._loop import EpochLoop
+from optuna_bs.data import Data
 from optuna_bs.metrics import (
     METRICS,
     Metric,
@@ -52,7 +53,6 @@ from optuna_bs.state import TrainingState, check_writable
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-    from optuna_bs.data import Data
     from optuna_bs.schedules import Schedule
     from optuna_bs.sources import Datasets
 
@@ -242,7 +242,7 @@ def fit(
         ValueError: For a bad value.
     """
     device = resolve_device(device)
-    if isinstance(data, _data_class()):
+    if isinstance(data, Data):
         data = place_data(data, device)
     source = as_source(data)
     _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom)
@@ -329,12 +329,6 @@ def fit(
     )
     _logger.debug("fit ended: %s", outcome)
     return outcome
-
-
-def _data_class():
-    from optuna_bs.data import Data
-
-    return Data
 
 
 def _chance_error(source, metric: Metric) -> float | None:
