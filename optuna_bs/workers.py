@@ -42,6 +42,10 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
     A trial cut by the outage is failed, or, if its worker could not even say so, failed
     later by the heartbeat and retried; this worker reconnects (``pool_pre_ping``) and runs
     the rest of its trials.
+
+    Ctrl-C (SIGINT) stops it for sure: Python drops a ``KeyboardInterrupt`` that lands in a
+    finalizer (a garbage-collected SQLAlchemy object, say), so the signal is also
+    remembered, and honoured when the trial it hit ends.
     """
     finished = 0
     start = time.monotonic()
@@ -51,30 +55,60 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
         nonlocal finished, outage_since
         finished += 1
         outage_since = None
+        interrupt.honour()
 
-    while finished < n_trials:
-        left = None if timeout is None else timeout - (time.monotonic() - start)
-        if left is not None and left <= 0:
-            return
-        try:
-            study.optimize(
-                objective,
-                n_trials=n_trials - finished,
-                timeout=left,
-                callbacks=[*callbacks, count],
-                show_progress_bar=show_progress_bar,
-            )
-            return
-        except Exception as err:
-            if not _is_outage(err):
-                raise
-            outage_since = outage_since or time.monotonic()
-            if time.monotonic() - outage_since > _RECONNECT_SECONDS:
-                raise StorageError(
-                    f"lost the study store for over {_RECONNECT_SECONDS} s: {type(err).__name__}"
-                ) from err
-            _logger.warning("Lost the study store (%s); reconnecting.", type(err).__name__)
-            time.sleep(2.0)
+    with _Interrupt() as interrupt:
+        while finished < n_trials:
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                return
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=n_trials - finished,
+                    timeout=left,
+                    callbacks=[*callbacks, count],
+                    show_progress_bar=show_progress_bar,
+                )
+                return
+            except Exception as err:
+                if not _is_outage(err):
+                    raise
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > _RECONNECT_SECONDS:
+                    raise StorageError(
+                        f"lost the study store for over {_RECONNECT_SECONDS} s: "
+                        f"{type(err).__name__}"
+                    ) from err
+                _logger.warning("Lost the study store (%s); reconnecting.", type(err).__name__)
+                time.sleep(2.0)
+                interrupt.honour()
+
+
+class _Interrupt:
+    """A SIGINT handler that raises ``KeyboardInterrupt`` and remembers that it did."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+
+    def __enter__(self) -> "_Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def honour(self) -> None:
+        """Raise ``KeyboardInterrupt`` if a SIGINT came (and was perhaps swallowed)."""
+        if self.seen:
+            raise KeyboardInterrupt
 
 
 def _is_outage(err: BaseException) -> bool:

@@ -595,3 +595,25 @@ def test_launch_keeps_the_password_off_every_worker_command_line(postgres_url, t
     assert secret not in out
     assert len(_trials(postgres_url, name)) == 4
     _delete(postgres_url, name)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_worker():
+    """Python drops a KeyboardInterrupt raised inside ``__del__``; the worker stops anyway."""
+    from optuna_bs.workers import optimize_reconnecting
+
+    class SignalsOnCollection:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler's KeyboardInterrupt is dropped here
+
+    def objective(trial):
+        SignalsOnCollection()  # collected at once: the interrupt lands in its finalizer
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optuna.create_study()
+    previous = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        optimize_reconnecting(study, objective, 20, None, [], False)
+    assert len(study.trials) == 1  # it stopped when that trial ended, not after 20
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
