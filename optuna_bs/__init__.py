@@ -13,7 +13,17 @@ from optuna_bs.metrics import Metric
 from optuna_bs.models import MODELS, build_model
 from optuna_bs.monitor import STOP_REASONS, TrialMonitor
 from optuna_bs.report import save_to_dashboard, summarize, write_report
-from optuna_bs.rules import RULES, Hyperparameters, lr_for_noise_scale, noise_scale, rescale
+from optuna_bs.rules import (
+    RULES,
+    Hyperparameters,
+    Rule,
+    lr_for_noise_scale,
+    noise_scale,
+    register_rule,
+    rescale,
+    weight_decay_for_timescale,
+    weight_decay_timescale,
+)
 from optuna_bs.schedules import (
     SCHEDULES,
     BatchRamp,
@@ -26,7 +36,7 @@ from optuna_bs.schedules import (
     Warmup,
 )
 from optuna_bs.sources import Datasets
-from optuna_bs.space import PARAMETERISATIONS, BatchScalingSpace
+from optuna_bs.space import BatchScalingSpace
 from optuna_bs.storage import make_storage, mask_url
 from optuna_bs.trainer import FitResult, TrainingState, evaluate, fit
 
@@ -54,8 +64,11 @@ __all__ = [
     "MODELS",
     "NotEnoughTrialsError",
     "OptunaBSError",
-    "PARAMETERISATIONS",
     "RULES",
+    "Rule",
+    "register_rule",
+    "weight_decay_for_timescale",
+    "weight_decay_timescale",
     "STOP_REASONS",
     "StorageError",
     "StudyConfig",

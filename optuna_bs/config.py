@@ -11,9 +11,8 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
               set or the factory's keyword arguments
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
-              alpha
-    [train]   max_epochs, patience, min_delta, device, metric, optimizer, weight_decay,
-              precision, channels_last, compile, augment, cudnn_benchmark, schedule,
+              alpha, beta2, eps, weight_decay, tau_epochs, allow_sgd_rule_for_adam
+    [train]   max_epochs, patience, min_delta, device, metric, optimizer, precision, channels_last, compile, augment, cudnn_benchmark, schedule,
               milestones, factor, warmup_epochs, warmup_per_step, max_batch_size, loss,
               max_grad_norm, micro_batch_size, on_oom
 
@@ -104,6 +103,11 @@ class SpaceSection:
     lr: tuple[float, float] = (1e-4, 1.0)
     reference_batch_size: int = 128
     alpha: float | None = None
+    beta2: float = 0.999  # Adam's, at reference_batch_size
+    eps: float = 1e-8
+    weight_decay: tuple[float, float] | float = 0.0  # λ, or [low, high] to search it
+    tau_epochs: tuple[float, float] | float | None = None  # AdamW's B/(ϵλN), instead of λ
+    allow_sgd_rule_for_adam: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,6 @@ class TrainSection:
     device: str = "auto"
     metric: str = "error"
     optimizer: str = "sgd"
-    weight_decay: float = 0.0
     precision: str = "fp32"  # "bf16" | "fp16": autocast (fp16 with a GradScaler)
     channels_last: bool = False
     compile: bool = False
@@ -189,6 +192,11 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "lr": _PAIR,
         "reference_batch_size": _INT,
         "alpha": _NUM,
+        "beta2": _NUM,
+        "eps": _NUM,
+        "weight_decay": _PAIR + _NUM,
+        "tau_epochs": _PAIR + _NUM,
+        "allow_sgd_rule_for_adam": (bool,),
     },
     "train": {
         "max_epochs": _INT,
@@ -197,7 +205,6 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "device": _STR,
         "metric": _STR,
         "optimizer": _STR,
-        "weight_decay": _NUM,
         "precision": _STR,
         "channels_last": (bool,),
         "compile": (bool,),
@@ -227,7 +234,15 @@ _CHOICES = {
 # Keys that also take the user's own code as "package.module:name".
 _SPEC_KEYS = {("train", "optimizer"), ("data", "name"), ("model", "name"), ("train", "loss")}
 # Keys whose value may be None: TOML cannot write it, but config_to_dict does.
-_NULLABLE = {("study", "timeout"), ("study", "storage"), ("space", "alpha"), ("train", "patience")}
+_NULLABLE = {
+    ("study", "timeout"),
+    ("study", "storage"),
+    ("space", "alpha"),
+    ("space", "tau_epochs"),
+    ("train", "patience"),
+}
+# Keys that moved, with their new place: the old one is refused with a pointer.
+_MOVED = {("train", "weight_decay"): "[space] weight_decay (or tau_epochs)"}
 _MINIMUM = {
     ("study", "n_trials"): 1,
     ("study", "n_startup_trials"): 0,
@@ -241,7 +256,6 @@ _MINIMUM = {
     ("train", "factor"): 1,
     ("train", "warmup_epochs"): 0,
     ("train", "max_batch_size"): 0,
-    ("train", "weight_decay"): 0,
     ("train", "max_grad_norm"): 0,
     ("train", "micro_batch_size"): 1,
 }
@@ -354,6 +368,8 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
     options: dict[str, Any] = {}
     for key, value in values.items():
         where = f"{source}: `{section}.{key}`"
+        if (section, key) in _MOVED:
+            raise ConfigError(f"{source}: `{section}.{key}` has moved to {_MOVED[section, key]}.")
         if key not in types:
             if section in _OPEN_SECTIONS and key != "options":
                 options[key] = value

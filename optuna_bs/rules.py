@@ -1,7 +1,16 @@
-"""Scaling rules that tie the batch size to the learning rate, momentum and Adam's betas.
+"""Scaling rules that tie the batch size to the learning rate, momentum, Adam's betas and eps,
+and AdamW's weight decay.
 
-Pure math on plain numbers: this module knows nothing of torch or Optuna. The formulas are
-the contract of DESIGN.md section 1.
+Pure math on plain numbers: this module imports neither torch nor Optuna. The formulas are
+the contract of DESIGN.md sections 1 and 10.
+
+* :func:`noise_scale` and :func:`lr_for_noise_scale`: SGD's g = ϵ(N/B − 1)/(1 − m).
+* :func:`weight_decay_timescale` and :func:`weight_decay_for_timescale`: AdamW's EMA
+  timescale τ_epoch = B/(ϵλN) (Wang & Aitchison 2024).
+* :class:`Rule` and :data:`RULES`: one class per parameterisation (what a trial samples,
+  how a configuration moves to another batch size, which optimizers it is valid for and what
+  a report shows), registered by name with :func:`register_rule`. :func:`rescale` and
+  :class:`~optuna_bs.space.BatchScalingSpace` dispatch through this registry.
 """
 
 from __future__ import annotations
@@ -14,9 +23,47 @@ from dataclasses import dataclass, field, replace
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["RULES", "Hyperparameters", "lr_for_noise_scale", "noise_scale", "rescale"]
+__all__ = [
+    "LR_EXPONENTS",
+    "RULES",
+    "Hyperparameters",
+    "Rule",
+    "get_rule",
+    "lr_for_noise_scale",
+    "noise_scale",
+    "optimizer_family",
+    "register_rule",
+    "rescale",
+    "weight_decay_for_timescale",
+    "weight_decay_timescale",
+]
 
-RULES = ("noise-scale", "linear", "sqrt", "power", "adam-sqrt")
+#: ϵ' = ϵ · κ^α when B → κB: the one table of the rules' learning-rate exponents. The
+#: noise-scale rule is exact, ϵ' = g(1 − m)/(N/B' − 1), about κ^1 for B ≪ N; "power" takes
+#: its own α.
+LR_EXPONENTS = {"linear": 1.0, "sqrt": 0.5, "adam-sqrt": 0.5, "independent": 0.0}
+
+#: Optimizer families. A name of :func:`optuna_bs.fit` (or an optimizer's class name, any
+#: case) maps to its family; the rules say which families they are valid for.
+OPTIMIZER_FAMILIES = {
+    "sgd": "sgd",
+    "adam": "adam",
+    "adamw": "adam",
+    "nadam": "adam",
+    "radam": "adam",
+    "adamax": "adam",
+    "rmsprop": "adam",
+}
+
+
+def optimizer_family(name: str | None) -> str | None:
+    """``"sgd"`` or ``"adam"`` for an optimizer's name or class name; ``None`` if unknown.
+
+    Example:
+        >>> optimizer_family("AdamW"), optimizer_family("sgd"), optimizer_family("Lion")
+        ('adam', 'sgd', None)
+    """
+    return OPTIMIZER_FAMILIES.get(name.lower()) if isinstance(name, str) else None
 
 
 def _type_error(name: str, kind: str, value: object) -> TypeError:
@@ -135,7 +182,8 @@ class Hyperparameters:
     """One point of the (batch size, learning rate, momentum) space, checked on creation.
 
     For Adam-family optimizers ``momentum`` plays the role of β1, and ``beta2`` and ``eps``
-    may be given (keyword-only). Integer and float fields are stored as built-in ``int`` and
+    may be given (keyword-only), as may ``weight_decay`` λ (AdamW's decoupled decay, or SGD's
+    L2 penalty). Integer and float fields are stored as built-in ``int`` and
     ``float``, so :meth:`user_attrs` can go straight into an Optuna trial.
 
     Raises:
@@ -154,6 +202,7 @@ class Hyperparameters:
     n_train: int
     beta2: float | None = field(default=None, kw_only=True)
     eps: float | None = field(default=None, kw_only=True)
+    weight_decay: float | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         n = _check_n_train(self.n_train)
@@ -167,6 +216,12 @@ class Hyperparameters:
             checked["beta2"] = _check_beta("beta2", self.beta2)
         if self.eps is not None:
             checked["eps"] = _check_positive("eps", self.eps)
+        if self.weight_decay is not None:
+            checked["weight_decay"] = _check_real("weight_decay", self.weight_decay)
+            if checked["weight_decay"] < 0:
+                raise ValueError(
+                    f"`weight_decay` must be >= 0, but got weight_decay={self.weight_decay!r}."
+                )
         for name, value in checked.items():  # frozen: normalise numpy scalars to built-ins
             object.__setattr__(self, name, value)
 
@@ -174,6 +229,13 @@ class Hyperparameters:
     def noise_scale(self) -> float:
         """The noise scale g = ϵ · (N/B − 1) / (1 − m) of these hyperparameters."""
         return noise_scale(self.lr, self.batch_size, self.n_train, self.momentum)
+
+    @property
+    def tau_epochs(self) -> float | None:
+        """AdamW's weight-decay timescale τ_epoch = B/(ϵλN) in epochs; ``None`` without decay."""
+        if not self.weight_decay:
+            return None
+        return weight_decay_timescale(self.lr, self.weight_decay, self.batch_size, self.n_train)
 
     def user_attrs(self) -> dict[str, float | int]:
         """Return the values to record on an Optuna trial with ``trial.set_user_attr``.
@@ -190,10 +252,43 @@ class Hyperparameters:
             "noise_scale": self.noise_scale,
             "n_train": self.n_train,
         }
-        attrs.update(
-            (k, v) for k, v in (("beta2", self.beta2), ("eps", self.eps)) if v is not None
+        extra = (
+            ("beta2", self.beta2),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+            ("tau_epochs", self.tau_epochs),
         )
+        attrs.update((k, v) for k, v in extra if v is not None)
         return attrs
+
+
+def weight_decay_timescale(lr: float, weight_decay: float, batch_size: int, n_train: int) -> float:
+    """AdamW's EMA timescale in epochs, τ_epoch = B / (ϵ λ N) (Wang & Aitchison 2024).
+
+    The weights are an exponential moving average of the updates with timescale
+    τ_iter = 1/(ϵλ) steps; an epoch is N/B steps. The best τ_epoch stays about constant as
+    B, N and the model change.
+
+    Example:
+        >>> round(weight_decay_timescale(1e-3, 0.1, batch_size=100, n_train=10_000), 6)
+        100.0
+    """
+    n = _check_n_train(n_train)
+    b = _check_batch_size(batch_size, n)
+    return b / (_check_positive("lr", lr) * _check_positive("weight_decay", weight_decay) * n)
+
+
+def weight_decay_for_timescale(tau_epochs: float, lr: float, batch_size: int, n_train: int) -> float:
+    """The weight decay λ = B / (ϵ τ N) that gives timescale ``tau_epochs``: the inverse of
+    :func:`weight_decay_timescale`.
+
+    Example:
+        >>> round(weight_decay_for_timescale(100.0, 1e-3, batch_size=100, n_train=10_000), 6)
+        0.1
+    """
+    n = _check_n_train(n_train)
+    b = _check_batch_size(batch_size, n)
+    return b / (_check_positive("lr", lr) * _check_positive("tau_epochs", tau_epochs) * n)
 
 
 def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) -> float:
@@ -202,13 +297,13 @@ def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) ->
     new_beta = 1.0 - kappa * (1.0 - beta)
     symbol = "β1" if name == "momentum" else "β2"
     if new_beta < 0.0:
-        # stacklevel=3 points at the user's call of rescale(), one frame above.
+        # stacklevel=5: the user's call of rescale(), above Rule.rescale and move_lr.
         warnings.warn(
             f"`{name}` ({symbol}) would become {new_beta:.6g} < 0 at batch_size={new_b}: the "
             f"Adam square-root rule does not apply beyond batch_size = B / (1 - {symbol}) = "
             f"{old_b / (1.0 - beta):.6g}; clamping {name} to 0.0.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=5,
         )
         return 0.0
     if new_beta >= 1.0:
@@ -219,16 +314,228 @@ def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) ->
     return new_beta
 
 
+#: Adam's defaults in torch.optim, taken where a study recorded no β2 or eps.
+ADAM_DEFAULTS = {"beta2": 0.999, "eps": 1e-8}
+
+
+class Rule:
+    """One parameterisation of the space: how a trial's learning rate (and Adam's betas) is
+    sampled, how a configuration moves to another batch size, which optimizer families it
+    is valid for, and which columns a report shows.
+
+    A new rule is a subclass with a ``name``, registered with :func:`register_rule`; the
+    space, :func:`rescale`, the analysis and the report then know it with no other edit.
+
+    Example:
+        >>> class Cubic(Rule):  # ϵ ∝ B^(1/3)
+        ...     name = "cubic-root"
+        ...     def move_lr(self, hp, batch_size):
+        ...         return replace(hp, batch_size=batch_size,
+        ...                        lr=hp.lr * (batch_size / hp.batch_size) ** (1 / 3))
+        >>> _ = register_rule(Cubic)
+        >>> hp = Hyperparameters(batch_size=64, lr=0.1, momentum=0.9, n_train=50_000)
+        >>> round(rescale(hp, 512, "cubic-root").lr, 6)
+        0.2
+        >>> del RULES["cubic-root"]
+    """
+
+    #: The name of the rule in study files, ``rescale(rule=...)`` and ``report --rule``.
+    name: str = ""
+    #: The optimizer families (``"sgd"``, ``"adam"``) the rule is derived for.
+    optimizers: tuple[str, ...] = ("sgd", "adam")
+    #: The trial parameter that carries the learning rate (the dashboard shows it).
+    lr_param: str = "reference_lr"
+
+    def __init__(self, alpha: float | None = None) -> None:
+        if alpha is not None:
+            raise ValueError(
+                f"`alpha` must be None unless rule='power', but got alpha={alpha!r} "
+                f"with rule={self.name!r}."
+            )
+        self.alpha: float | None = LR_EXPONENTS.get(self.name)
+
+    # -- what a trial samples -------------------------------------------------------------
+    def suggest_lr(self, trial, space, batch_size: int, momentum: float) -> Hyperparameters:
+        """Sample the learning rate (and what moves with it) of one trial at ``batch_size``.
+
+        The default samples a reference lr at ``space.reference_batch_size`` on a log scale
+        in ``space.lr`` and moves it to ``batch_size`` with :meth:`move_lr`.
+        """
+        ref_lr = trial.suggest_float(self.lr_param, *space.lr, log=True)
+        ref = Hyperparameters(
+            space.reference_batch_size,
+            ref_lr,
+            momentum,
+            space.n_train,
+            beta2=space.beta2,
+            eps=space.eps,
+        )
+        return self.move_lr(ref, batch_size)
+
+    def check_space(self, space) -> None:
+        """Raise ``ValueError`` if the space cannot hold this rule (the default checks nothing)."""
+
+    # -- how a configuration moves --------------------------------------------------------
+    def move_lr(self, hp: Hyperparameters, batch_size: int) -> Hyperparameters:
+        """``hp`` at ``batch_size``: its learning rate (and betas) moved; weight decay kept."""
+        kappa = batch_size / hp.batch_size
+        return replace(hp, batch_size=batch_size, lr=hp.lr * kappa**self.alpha)
+
+    def rescale(
+        self, hp: Hyperparameters, batch_size: int, *, keep_tau: bool = True
+    ) -> Hyperparameters:
+        """``hp`` at ``batch_size``, by this rule. With ``keep_tau`` and a weight decay, λ
+        moves so that AdamW's timescale τ_epoch = B/(ϵλN) stays (Wang & Aitchison 2024)."""
+        new = self.move_lr(hp, batch_size)
+        if keep_tau and hp.weight_decay:
+            lam = weight_decay_for_timescale(hp.tau_epochs, new.lr, new.batch_size, new.n_train)
+            new = replace(new, weight_decay=lam)
+        return new
+
+    # -- what a report shows --------------------------------------------------------------
+    def columns(self, family: str | None) -> tuple[str, ...]:
+        """The :class:`Hyperparameters` fields a table shows beside B, for an optimizer family.
+
+        SGD studies show the noise scale g; Adam-family studies show β1 (``momentum``), β2,
+        eps, the weight decay and its timescale τ, and no g, which means nothing for Adam.
+        """
+        if family == "adam":
+            return ("lr", "momentum", "beta2", "eps", "weight_decay", "tau_epochs")
+        return ("lr", "momentum", "noise_scale")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+#: The registered rules by name; :func:`register_rule` adds one.
+RULES: dict[str, type[Rule]] = {}
+
+
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    """Register a :class:`Rule` subclass under its ``name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Rule)) or not cls.name:
+        raise TypeError(f"`cls` must be a Rule subclass with a name, but got {cls!r}.")
+    RULES[cls.name] = cls
+    return cls
+
+
+def get_rule(rule: str | Rule, alpha: float | None = None) -> Rule:
+    """The :class:`Rule` named ``rule`` (``alpha`` for ``"power"``); a Rule passes through."""
+    if isinstance(rule, Rule):
+        return rule
+    if not isinstance(rule, str):
+        raise _type_error("rule", "a str", rule)
+    if rule not in RULES:
+        raise ValueError(f"`rule` must be one of {tuple(RULES)}, but got rule={rule!r}.")
+    return RULES[rule](alpha=alpha)
+
+
+@register_rule
+class NoiseScaleRule(Rule):
+    """Keep g = ϵ(N/B − 1)/(1 − m) and m (Smith et al. 2018); the space samples log g."""
+
+    name = "noise-scale"
+    optimizers = ("sgd",)
+    lr_param = "noise_scale"
+
+    def suggest_lr(self, trial, space, batch_size, momentum):
+        g = trial.suggest_float(self.lr_param, *space.noise_scale, log=True)
+        lr = lr_for_noise_scale(g, batch_size, space.n_train, momentum)
+        return Hyperparameters(batch_size, lr, momentum, space.n_train)
+
+    def move_lr(self, hp, batch_size):
+        lr = lr_for_noise_scale(hp.noise_scale, batch_size, hp.n_train, hp.momentum)
+        return replace(hp, batch_size=batch_size, lr=lr)
+
+
+@register_rule
+class LinearRule(Rule):
+    """ϵ ∝ B (Goyal et al. 2017), from a reference lr at a reference batch size."""
+
+    name = "linear"
+    optimizers = ("sgd",)
+
+
+@register_rule
+class SqrtRule(Rule):
+    """ϵ ∝ √B (Hoffer et al. 2017), from a reference lr at a reference batch size."""
+
+    name = "sqrt"
+
+
+@register_rule
+class PowerRule(Rule):
+    """ϵ ∝ B^α with a given α (for example a fitted one)."""
+
+    name = "power"
+
+    def __init__(self, alpha: float | None = None) -> None:
+        if alpha is None:
+            raise TypeError("`alpha` is required when rule='power', but got alpha=None.")
+        self.alpha = _check_real("alpha", alpha)
+
+
+@register_rule
+class AdamSqrtRule(Rule):
+    """Malladi et al. 2022 for Adam-family optimizers: ϵ' = √κ ϵ, 1 − β' = κ(1 − β) for β1
+    and β2, eps' = eps/√κ. A missing β2 or eps is torch's Adam default."""
+
+    name = "adam-sqrt"
+    optimizers = ("adam",)
+
+    def move_lr(self, hp, batch_size):
+        kappa = batch_size / hp.batch_size
+        beta2 = ADAM_DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
+        eps = ADAM_DEFAULTS["eps"] if hp.eps is None else hp.eps
+        return replace(
+            hp,
+            batch_size=batch_size,
+            lr=hp.lr * math.sqrt(kappa),
+            momentum=_scale_beta("momentum", hp.momentum, kappa, hp.batch_size, batch_size),
+            beta2=_scale_beta("beta2", beta2, kappa, hp.batch_size, batch_size),
+            eps=eps / math.sqrt(kappa),
+        )
+
+    def check_space(self, space) -> None:
+        kappa = space.batch_sizes[-1] / space.reference_batch_size
+        # 1 − β → κ(1 − β): the lowest β1 of a range is the first to cross 0.
+        m = space.momentum
+        m_low = m if isinstance(m, numbers.Real) else m[0]
+        for name, beta in (("momentum", m_low), ("beta2", space.beta2)):
+            if kappa * (1 - beta) > 1:
+                raise ValueError(
+                    f"'adam-sqrt' would push {name} = {beta} below 0 at batch_size="
+                    f"{space.batch_sizes[-1]} (κ = {kappa:g} from reference_batch_size="
+                    f"{space.reference_batch_size}): the rule does not apply; lower the batch "
+                    "range or raise reference_batch_size."
+                )
+
+
+@register_rule
+class IndependentRule(Rule):
+    """No rule: B, ϵ and m searched on their own (the baseline); rescaling keeps ϵ."""
+
+    name = "independent"
+    lr_param = "lr"
+
+    def suggest_lr(self, trial, space, batch_size, momentum):
+        lr = trial.suggest_float(self.lr_param, *space.lr, log=True)
+        return Hyperparameters(
+            batch_size, lr, momentum, space.n_train, beta2=space.beta2, eps=space.eps
+        )
+
+
 def rescale(
     hparams: Hyperparameters,
     batch_size: int,
-    rule: str = "noise-scale",
+    rule: str | Rule = "noise-scale",
     *,
     alpha: float | None = None,
+    keep_tau: bool = True,
 ) -> Hyperparameters:
     """Move hyperparameters tuned at batch size B to a new batch size B' (κ = B'/B).
 
-    Rules:
+    Rules (:data:`RULES`; :func:`register_rule` adds more):
         * ``"noise-scale"``: keep g and m, ϵ' = g (1 − m) / (N/B' − 1) (Smith et al. 2018).
         * ``"linear"``: ϵ' = κϵ (Goyal et al. 2017).
         * ``"sqrt"``: ϵ' = √κ ϵ (Hoffer et al. 2017).
@@ -236,14 +543,19 @@ def rescale(
         * ``"adam-sqrt"``: ϵ' = √κ ϵ, 1 − β' = κ(1 − β) for β1 (``momentum``) and β2,
           eps' = eps/√κ (Malladi et al. 2022). A missing ``beta2`` or ``eps`` is taken as
           PyTorch's Adam default (0.999, 1e-8).
+        * ``"independent"``: keep ϵ (the "keep the learning rate" baseline).
 
-    Other rules keep ``beta2`` and ``eps`` unchanged.
+    Other rules keep ``beta2`` and ``eps`` unchanged. A weight decay λ moves so that the
+    timescale τ_epoch = B/(ϵλN) stays (Wang & Aitchison 2024): λ' = B'/(ϵ'τN), so λ stays
+    under the linear rule and grows as √κ under the square-root rules; ``keep_tau=False``
+    keeps λ instead.
 
     Args:
         hparams: The tuned hyperparameters.
         batch_size: New batch size B', an integer in [1, n_train - 1].
-        rule: One of :data:`RULES`.
+        rule: A name of :data:`RULES`, or a :class:`Rule`.
         alpha: The exponent of the ``"power"`` rule; must be None for every other rule.
+        keep_tau: Keep AdamW's weight-decay timescale (the default) rather than λ.
 
     Returns:
         New :class:`Hyperparameters` at ``batch_size``.
@@ -264,19 +576,7 @@ def rescale(
     """
     if not isinstance(hparams, Hyperparameters):
         raise _type_error("hparams", "a Hyperparameters", hparams)
-    if not isinstance(rule, str):
-        raise _type_error("rule", "a str", rule)
-    if rule not in RULES:
-        raise ValueError(f"`rule` must be one of {RULES}, but got rule={rule!r}.")
-    if rule == "power":
-        if alpha is None:
-            raise TypeError("`alpha` is required when rule='power', but got alpha=None.")
-        alpha = _check_real("alpha", alpha)
-    elif alpha is not None:
-        raise ValueError(
-            f"`alpha` must be None unless rule='power', but got alpha={alpha!r} "
-            f"with rule={rule!r}."
-        )
+    rule = get_rule(rule, alpha)
     n, old_b = hparams.n_train, hparams.batch_size
     new_b = _check_batch_size(batch_size, n)
     if new_b > n / 10:
@@ -287,22 +587,8 @@ def rescale(
             UserWarning,
             stacklevel=2,
         )
-    kappa = new_b / old_b
-    if rule == "noise-scale":  # Smith et al. 2018: keep g and m fixed
-        lr = lr_for_noise_scale(hparams.noise_scale, new_b, n, hparams.momentum)
-    else:  # Goyal et al. 2017 (1), Hoffer et al. 2017 (1/2), Malladi et al. 2022 (1/2)
-        lr = hparams.lr * kappa ** {"linear": 1.0, "sqrt": 0.5, "adam-sqrt": 0.5}.get(rule, alpha)
-    new = replace(hparams, batch_size=new_b, lr=lr)
-    if rule == "adam-sqrt":  # Malladi et al. 2022; missing values are torch.optim.Adam's defaults
-        beta2 = 0.999 if hparams.beta2 is None else hparams.beta2
-        eps = 1e-8 if hparams.eps is None else hparams.eps
-        new = replace(
-            new,
-            momentum=_scale_beta("momentum", hparams.momentum, kappa, old_b, new_b),
-            beta2=_scale_beta("beta2", beta2, kappa, old_b, new_b),
-            eps=eps / math.sqrt(kappa),
-        )
+    new = rule.rescale(hparams, new_b, keep_tau=keep_tau)
     _logger.debug(
-        "rescale %s: batch_size %d -> %d, lr %g -> %g", rule, old_b, new_b, hparams.lr, new.lr
+        "rescale %s: batch_size %d -> %d, lr %g -> %g", rule.name, old_b, new_b, hparams.lr, new.lr
     )
     return new

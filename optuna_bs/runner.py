@@ -185,7 +185,6 @@ def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial) -> dict:
         "min_delta": train.min_delta,
         "metric": train.metric,
         "optimizer": optimizer,
-        "weight_decay": train.weight_decay,
         "precision": train.precision,
         "channels_last": train.channels_last,
         "compile": train.compile,
@@ -230,11 +229,21 @@ def _build_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
     )
 
 
-def _check_optimizer_factory(spec: str, factory, space: BatchScalingSpace) -> None:
-    """Call an optimizer factory once on a dummy parameter: its errors surface before the
-    study is written, as one line."""
+def _optimizer_name(config: StudyConfig, n_train: int) -> str:
+    """The optimizer's name: the study file's, or, for a factory, the class it builds.
+
+    A factory is called once on a dummy parameter, so that its errors surface before the
+    study is written, as one line, and the space can check its rule against the optimizer.
+    """
+    spec = config.train.optimizer
+    if not is_spec(spec):
+        return spec
+    try:
+        factory = import_object(spec, "[train] optimizer", folder=config.folder)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     probe = [torch.nn.Parameter(torch.zeros(1))]
-    hp = Hyperparameters(space.batch_sizes[0], 1e-3, 0.9, space.n_train, beta2=0.999)
+    hp = Hyperparameters(1, 1e-3, 0.9, max(n_train, 2), beta2=0.999, eps=1e-8)
     try:
         opt = factory(probe, hp)
     except Exception as err:
@@ -245,6 +254,7 @@ def _check_optimizer_factory(spec: str, factory, space: BatchScalingSpace) -> No
             f"[train] optimizer {spec!r} must return a torch.optim.Optimizer, but it returned "
             f"{type(opt).__name__!r}."
         )
+    return type(opt).__name__.lower()
 
 
 def _safe_name(name: str) -> str:
@@ -285,6 +295,7 @@ def prepare(
             estimate.b_simple,
             batch_size,
         )
+    optimizer = _optimizer_name(config, data.n_train)
     try:
         space = BatchScalingSpace(
             config.space.parameterisation,
@@ -295,17 +306,20 @@ def prepare(
             lr=config.space.lr,
             reference_batch_size=config.space.reference_batch_size,
             alpha=config.space.alpha,
+            beta2=config.space.beta2,
+            eps=config.space.eps,
+            weight_decay=config.space.weight_decay,
+            tau_epochs=config.space.tau_epochs,
+            optimizer=optimizer,
+            allow_sgd_rule_for_adam=config.space.allow_sgd_rule_for_adam,
         )
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[space] {err} (the data has n_train={data.n_train})") from err
-    for spec, what in ((config.train.optimizer, "optimizer"), (config.train.loss, "loss")):
-        if is_spec(spec):  # fail now, before anything is written
-            try:
-                obj = import_object(spec, f"[train] {what}", folder=config.folder)
-            except ValueError as err:
-                raise ConfigError(str(err)) from err
-            if what == "optimizer":
-                _check_optimizer_factory(spec, obj, space)
+    if is_spec(config.train.loss):  # fail now, before anything is written
+        try:
+            import_object(config.train.loss, "[train] loss", folder=config.folder)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     micro = config.train.micro_batch_size
     if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
         raise ConfigError(
@@ -510,6 +524,9 @@ def run_study(
     cfg = prepared.config
     study = open_study(prepared)
     study.set_user_attr("space", repr(prepared.space))
+    # What the report reads the study by: its rule, and the optimizer family it is for.
+    study.set_user_attr("parameterisation", prepared.space.parameterisation)
+    study.set_user_attr("optimizer", prepared.space.optimizer)
     callbacks = [*callbacks, prepared.free_memory]
     if cfg.study.keep_best_checkpoint:
         callbacks.append(prepared.drop_checkpoints_but_best)

@@ -16,6 +16,10 @@ Parameterisations (DESIGN §2):
 * ``"adam-sqrt"``: the square-root rule for Adam (Malladi et al. 2022): ϵ, β1, β2 and eps
   move from the reference batch size to B together.
 * ``"independent"``: B, ϵ and m each searched on their own; the naive baseline.
+
+Each parameterisation is a :class:`~optuna_bs.rules.Rule` of the registry
+:data:`~optuna_bs.rules.RULES`; the space samples B and m, the rule samples the learning rate,
+and the space adds the weight decay, given as λ or searched as AdamW's timescale τ_epoch.
 """
 
 from __future__ import annotations
@@ -23,29 +27,33 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import warnings
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import optuna
 
-from optuna_bs.rules import Hyperparameters, lr_for_noise_scale, rescale
+from optuna_bs.rules import (
+    ADAM_DEFAULTS,
+    RULES,
+    Hyperparameters,
+    get_rule,
+    optimizer_family,
+    weight_decay_for_timescale,
+)
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-__all__ = ["BatchScalingSpace", "OOMAwareSampler", "PARAMETERISATIONS"]
+__all__ = ["BatchScalingSpace", "OOMAwareSampler"]
 
 _logger = logging.getLogger(__name__)
-
-PARAMETERISATIONS = ("noise-scale", "linear", "sqrt", "power", "adam-sqrt", "independent")
-_ALPHAS = {"linear": 1.0, "sqrt": 0.5}
 
 
 class BatchScalingSpace:
     """A search space over batch size, learning rate and momentum, coupled by a scaling rule.
 
     Args:
-        parameterisation: One of :data:`PARAMETERISATIONS`.
+        parameterisation: A rule of :data:`~optuna_bs.rules.RULES`.
         n_train: The number of training samples N (the noise scale depends on it).
         batch_size: ``(low, high)``: B is a power of two in that range; or one fixed integer.
         noise_scale: ``(low, high)`` of g, sampled on a log scale (``"noise-scale"`` only).
@@ -54,6 +62,17 @@ class BatchScalingSpace:
             parameterisations, ϵ itself for ``"independent"``.
         reference_batch_size: B_ref of the rule-based parameterisations.
         alpha: The exponent of ``"power"``.
+        beta2: Adam's β2 at ``reference_batch_size`` (``"adam-sqrt"`` moves it with B).
+        eps: Adam's eps at ``reference_batch_size``.
+        weight_decay: λ, fixed, or ``(low, high)`` to search it on a log scale.
+        tau_epochs: AdamW's weight-decay timescale τ_epoch = B/(ϵλN), fixed or
+            ``(low, high)`` (log scale): λ then follows from τ in every trial (Wang &
+            Aitchison 2024). Give ``weight_decay`` or ``tau_epochs``, not both.
+        optimizer: The optimizer the trials train with (``"sgd"``, ``"adamw"``, a class
+            name), recorded on every trial so that the report reads the study right. A rule
+            derived for another family is refused (the SGD noise scale means nothing for
+            Adam) unless ``allow_sgd_rule_for_adam``.
+        allow_sgd_rule_for_adam: Run an SGD rule with an Adam-family optimizer anyway.
 
     Raises:
         TypeError: For an argument of the wrong type.
@@ -80,10 +99,16 @@ class BatchScalingSpace:
         lr: tuple[float, float] = (1e-4, 1.0),
         reference_batch_size: int = 128,
         alpha: float | None = None,
+        beta2: float = ADAM_DEFAULTS["beta2"],
+        eps: float = ADAM_DEFAULTS["eps"],
+        weight_decay: tuple[float, float] | float = 0.0,
+        tau_epochs: tuple[float, float] | float | None = None,
+        optimizer: str | None = None,
+        allow_sgd_rule_for_adam: bool = False,
     ) -> None:
-        if parameterisation not in PARAMETERISATIONS:
+        if parameterisation not in RULES:
             raise ValueError(
-                f"`parameterisation` must be one of {', '.join(PARAMETERISATIONS)}, "
+                f"`parameterisation` must be one of {', '.join(RULES)}, "
                 f"but got parameterisation={parameterisation!r}."
             )
         _check_int("n_train", n_train, 2, math.inf)
@@ -111,15 +136,41 @@ class BatchScalingSpace:
                 _check_momentum(m)
         if parameterisation not in ("noise-scale", "independent"):
             _check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
-        if parameterisation == "power":
-            if (
-                isinstance(alpha, bool)
-                or not isinstance(alpha, numbers.Real)
-                or not math.isfinite(alpha)
-            ):
-                raise TypeError(f"`alpha` must be a real number for 'power', but got {alpha!r}.")
-        elif alpha is not None:
-            raise ValueError(f"`alpha` applies to 'power' only, but got alpha={alpha!r}.")
+        if parameterisation == "power" and (
+            isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
+        ):
+            raise TypeError(f"`alpha` must be a real number for 'power', but got {alpha!r}.")
+        self.rule = get_rule(parameterisation, alpha)
+        self.optimizer = optimizer
+        self.family = optimizer_family(optimizer)
+        if self.family is not None and self.family not in self.rule.optimizers:
+            if not (self.family == "adam" and allow_sgd_rule_for_adam):
+                valid = [n for n, r in RULES.items() if self.family in r.optimizers]
+                raise ValueError(
+                    f"parameterisation {parameterisation!r} is an SGD rule, and optimizer "
+                    f"{optimizer!r} is Adam-family: use 'adam-sqrt' (Malladi et al. 2022; "
+                    f"valid: {', '.join(valid)}), or set allow_sgd_rule_for_adam."
+                )
+        if not 0 <= _check_real("beta2", beta2) < 1:
+            raise ValueError(f"`beta2` must be in [0, 1), but got beta2={beta2!r}.")
+        if _check_real("eps", eps) <= 0:
+            raise ValueError(f"`eps` must be > 0, but got eps={eps!r}.")
+        if tau_epochs is not None and weight_decay:
+            raise ValueError(
+                "give `weight_decay` or `tau_epochs`, not both: λ follows from τ = B/(ϵλN), "
+                f"but got weight_decay={weight_decay!r} and tau_epochs={tau_epochs!r}."
+            )
+        if isinstance(weight_decay, numbers.Real) and not isinstance(weight_decay, bool):
+            if weight_decay < 0:
+                raise ValueError(f"`weight_decay` must be >= 0, but got {weight_decay!r}.")
+        else:
+            _check_range("weight_decay", weight_decay, positive=True)
+        if tau_epochs is not None:
+            if isinstance(tau_epochs, numbers.Real) and not isinstance(tau_epochs, bool):
+                if not tau_epochs > 0:
+                    raise ValueError(f"`tau_epochs` must be > 0, but got {tau_epochs!r}.")
+            else:
+                _check_range("tau_epochs", tau_epochs, positive=True)
 
         self.parameterisation = parameterisation
         self.n_train = int(n_train)
@@ -128,9 +179,12 @@ class BatchScalingSpace:
         self.momentum = momentum
         self.lr = lr
         self.reference_batch_size = reference_batch_size
-        self.alpha = _ALPHAS.get(parameterisation, alpha)
-        if parameterisation == "adam-sqrt":
-            self._check_adam_betas()
+        self.alpha = self.rule.alpha
+        self.beta2 = float(beta2)
+        self.eps = float(eps)
+        self.weight_decay = weight_decay
+        self.tau_epochs = tau_epochs
+        self.rule.check_space(self)
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -157,44 +211,29 @@ class BatchScalingSpace:
         else:
             momentum = trial.suggest_float("momentum", *self.momentum)
 
-        kind = self.parameterisation
-        if kind == "noise-scale":
-            g = trial.suggest_float("noise_scale", *self._noise_scale, log=True)
-            lr = lr_for_noise_scale(g, batch_size, self.n_train, momentum)
-            hp = Hyperparameters(batch_size, lr, momentum, self.n_train)
-        elif kind == "independent":
-            lr = trial.suggest_float("lr", *self._lr, log=True)
-            hp = Hyperparameters(batch_size, lr, momentum, self.n_train)
-        else:
-            ref_lr = trial.suggest_float("reference_lr", *self._lr, log=True)
-            hp = self._from_reference(ref_lr, momentum, batch_size)
-
+        hp = self.rule.suggest_lr(trial, self, batch_size, momentum)
+        if self.family == "adam" or self.parameterisation == "adam-sqrt":
+            beta2 = self.beta2 if hp.beta2 is None else hp.beta2
+            hp = replace(hp, beta2=beta2, eps=self.eps if hp.eps is None else hp.eps)
+        else:  # SGD, or an optimizer not named: no Adam values to record
+            hp = replace(hp, beta2=None, eps=None)
+        hp = replace(hp, weight_decay=self._suggest_weight_decay(trial, hp))
         for key, value in hp.user_attrs().items():
             trial.set_user_attr(key, value)
+        trial.set_user_attr("parameterisation", self.parameterisation)
+        if self.optimizer is not None:
+            trial.set_user_attr("optimizer", self.optimizer)
         return hp
 
-    def _from_reference(self, ref_lr: float, momentum: float, batch_size: int) -> Hyperparameters:
-        ref = Hyperparameters(self.reference_batch_size, ref_lr, momentum, self.n_train)
-        if self.parameterisation != "adam-sqrt":
-            ratio = batch_size / self.reference_batch_size
-            return Hyperparameters(batch_size, ref_lr * ratio**self.alpha, momentum, self.n_train)
-        with warnings.catch_warnings():
-            # The N/10 warning is for hand-rescaling; here B's range is the user's choice.
-            warnings.simplefilter("ignore")
-            return rescale(ref, batch_size, rule="adam-sqrt")
-
-    def _check_adam_betas(self) -> None:
-        kappa = self.batch_sizes[-1] / self.reference_batch_size
-        # 1 − β → κ(1 − β): the lowest β1 of a range is the first to cross 0.
-        m_low = self.momentum if isinstance(self.momentum, numbers.Real) else self.momentum[0]
-        for name, beta in (("momentum", m_low), ("beta2", 0.999)):
-            if kappa * (1 - beta) > 1:
-                raise ValueError(
-                    f"'adam-sqrt' would push {name} = {beta} below 0 at batch_size="
-                    f"{self.batch_sizes[-1]} (κ = {kappa:g} from reference_batch_size="
-                    f"{self.reference_batch_size}): the rule does not apply; lower the batch "
-                    "range or raise reference_batch_size."
-                )
+    def _suggest_weight_decay(self, trial: BaseTrial, hp: Hyperparameters) -> float:
+        tau = self.tau_epochs
+        if tau is not None:
+            if not isinstance(tau, numbers.Real):
+                tau = trial.suggest_float("tau_epochs", *tau, log=True)
+            return weight_decay_for_timescale(tau, hp.lr, hp.batch_size, self.n_train)
+        if isinstance(self.weight_decay, numbers.Real):
+            return float(self.weight_decay)
+        return trial.suggest_float("weight_decay", *self.weight_decay, log=True)
 
     def __repr__(self) -> str:
         fields = {
@@ -215,6 +254,12 @@ def _check_int(name: str, value: object, low: float, high: float) -> None:
         raise TypeError(f"`{name}` must be an integer, but got {name}={value!r}.")
     if not low <= value <= high:
         raise ValueError(f"`{name}` must be in [{low}, {high}], but got {name}={value!r}.")
+
+
+def _check_real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"`{name}` must be a finite real number, but got {name}={value!r}.")
+    return float(value)
 
 
 def _check_momentum(m: float) -> None:

@@ -21,7 +21,7 @@ import logging
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,7 +165,7 @@ def fit(
     device: str | torch.device = "auto",
     metric: str | Metric = "error",
     optimizer: str | Callable = "sgd",
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     seed: int | None = None,
     checkpoint: str | Path | None = None,
     resume_from: str | Path | None = None,
@@ -200,7 +200,10 @@ def fit(
             :class:`~optuna_bs.Metric` of your own, which says whether lower is better.
         optimizer: ``"sgd"`` (with momentum), ``"adam"``, ``"adamw"``, or a callable
             ``(params, hparams) -> torch.optim.Optimizer`` that uses ``hparams.lr``.
-        weight_decay: L2 penalty (decoupled for AdamW) of a named optimizer.
+        weight_decay: L2 penalty (decoupled for AdamW) of a named optimizer; default
+            ``hparams.weight_decay``, else 0. The optimizer's real weight decay, betas and
+            eps are recorded on the trial (``weight_decay``, ``tau_epochs``, ``beta2``,
+            ``eps``), with its name as ``optimizer``.
         seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
         checkpoint: A file to save the whole :class:`TrainingState` to at the end of every
             epoch, replaced atomically.
@@ -245,6 +248,7 @@ def fit(
     if isinstance(data, Data):
         data = place_data(data, device)
     source = as_source(data)
+    weight_decay = _weight_decay(weight_decay, hparams)
     _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom)
     _check_callables(loss_fn, batch_loss, max_grad_norm)
     if isinstance(source, DatasetSource):  # unusable items fail here, in one line
@@ -308,6 +312,7 @@ def fit(
         Validator(source, metric, batch_loss, accel, eval_batch_size, "val"),
     )
     monitor.attrs["resumed_from_epoch"] = resumed_from_epoch
+    monitor.attrs.update(optimizer_attrs(opt, hparams))
     loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
@@ -340,6 +345,38 @@ def _chance_error(source, metric: Metric) -> float | None:
     else:
         classes = source.datasets.known_n_outputs()
     return 1 - 1 / classes if classes and classes > 1 else None
+
+
+def _weight_decay(given: float | None, hp: Hyperparameters) -> float:
+    if given is None:
+        return hp.weight_decay or 0.0
+    if hp.weight_decay is not None and not math.isclose(given, hp.weight_decay):
+        raise ValueError(
+            f"`weight_decay`={given!r} differs from hparams.weight_decay={hp.weight_decay!r}: "
+            "give one (the space's weight decay, or fit's)."
+        )
+    return given
+
+
+def optimizer_attrs(opt: torch.optim.Optimizer, hp: Hyperparameters) -> dict[str, object]:
+    """What the optimizer really trains with, as trial user attrs: its name, weight decay
+    (with AdamW's timescale τ_epoch) and, for the Adam family, β2 and eps.
+
+    The param group read is the one at the trial's lr with the largest weight decay (biases
+    and norms often sit in a group without decay).
+    """
+    groups = [g for g in opt.param_groups if math.isclose(g["lr"], hp.lr)] or opt.param_groups
+    group = max(groups, key=lambda g: g.get("weight_decay", 0.0))
+    attrs: dict[str, object] = {"optimizer": type(opt).__name__.lower()}
+    wd = float(group.get("weight_decay", 0.0))
+    attrs["weight_decay"] = wd
+    if wd > 0:
+        attrs["tau_epochs"] = replace(hp, weight_decay=wd).tau_epochs
+    if "betas" in group:
+        attrs["beta2"] = float(group["betas"][1])
+    if "eps" in group and "betas" in group:
+        attrs["eps"] = float(group["eps"])
+    return attrs
 
 
 def _make_optimizer(

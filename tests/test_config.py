@@ -83,13 +83,15 @@ batch_size = [16, 64]
 noise_scale = [2, 20]
 momentum = [0.5, 0.95]
 lr = [1e-3, 0.5]
+beta2 = 0.99
+eps = 1e-6
+tau_epochs = [1, 100]
 
 [train]
 max_epochs = 3
 patience = 2
 metric = "loss"
 optimizer = "adamw"
-weight_decay = 1e-4
 """,
     )
     config = load_config(path)
@@ -114,9 +116,8 @@ weight_decay = 1e-4
     assert config.space.noise_scale == (2, 20)
     assert config.space.momentum == (0.5, 0.95)
     assert config.space.lr == (1e-3, 0.5)
-    assert config.train == TrainSection(
-        max_epochs=3, patience=2, metric="loss", optimizer="adamw", weight_decay=1e-4
-    )
+    assert (config.space.beta2, config.space.eps, config.space.tau_epochs) == (0.99, 1e-6, (1, 100))
+    assert config.train == TrainSection(max_epochs=3, patience=2, metric="loss", optimizer="adamw")
 
 
 def test_fixed_batch_size_and_momentum_stay_scalars(tmp_path):
@@ -173,7 +174,10 @@ def test_empty_file_gives_the_default(tmp_path):
         ("[study]\ntimeout = 0\n", r"`study\.timeout` must be > 0 seconds, but got 0"),
         ("[train]\nmax_epochs = 0\n", r"`train\.max_epochs` must be >= 1"),
         ("[train]\npatience = -1\n", r"`train\.patience` must be >= 0"),
-        ("[train]\nweight_decay = -0.1\n", r"`train\.weight_decay` must be >= 0"),
+        (
+            "[train]\nweight_decay = 0.1\n",
+            r"`train\.weight_decay` has moved to \[space\] weight_decay \(or tau_epochs\)",
+        ),
         ("[train]\nmin_delta = nan\n", r"`train\.min_delta` must be >= 0, but got nan"),
         (
             "[data]\nval_fraction = 1.5\n",

@@ -119,7 +119,7 @@ def test_rescale_adam_sqrt_uses_pytorch_defaults() -> None:
 
 
 def test_rules_constant() -> None:
-    assert RULES == ("noise-scale", "linear", "sqrt", "power", "adam-sqrt")
+    assert tuple(RULES) == ("noise-scale", "linear", "sqrt", "power", "adam-sqrt", "independent")
 
 
 # --- round-trip properties over wide random inputs ------------------------------------------

@@ -14,7 +14,8 @@ from optuna.trial import FixedTrial, TrialState
 import optuna_bs.space
 from optuna_bs import rules
 from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
-from optuna_bs.space import PARAMETERISATIONS, BatchScalingSpace
+from optuna_bs.rules import RULES as PARAMETERISATIONS
+from optuna_bs.space import BatchScalingSpace
 
 N = 3200
 USER_ATTRS = {"lr", "momentum", "noise_scale", "batch_size", "n_train"}
