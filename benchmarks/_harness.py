@@ -45,7 +45,7 @@ from optuna_bs import (
     load_config,
     load_data,
 )
-from optuna_bs.runner import fit_arguments, make_pruner, make_sampler
+from optuna_bs.runner import fit_arguments, make_pruner, make_sampler, space_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -54,6 +54,7 @@ RESULTS = REPO / "benchmarks" / "results"
 TASKS = {
     "mnist1d_mlp": "studies/mnist1d_mlp.toml",
     "mnist1d_cnn": "studies/mnist1d_cnn.toml",
+    "mnist1d_cnn_adamw": "studies/mnist1d_cnn_adamw.toml",
     "digits_mlp": "studies/digits_mlp.toml",
 }
 #: The vanilla independent space of DESIGN §6 (B's top is cut below N where N <= 1024).
@@ -127,17 +128,7 @@ def make_space(task: Task, arm: Arm) -> BatchScalingSpace:
             lr=VANILLA_LR,
             momentum=VANILLA_MOMENTUM,
         )
-    cfg = task.config.space
-    kwargs = {
-        "batch_size": cfg.batch_size,
-        "noise_scale": cfg.noise_scale,
-        "momentum": cfg.momentum,
-        "lr": cfg.lr,
-        "reference_batch_size": cfg.reference_batch_size,
-        "alpha": cfg.alpha,
-        **dict(arm.space_options),
-    }
-    return BatchScalingSpace(cfg.parameterisation, n_train=n_train, **kwargs)
+    return space_from_config(task.config, n_train, **dict(arm.space_options))
 
 
 def make_arm_sampler(task: Task, arm: Arm, seed: int) -> optuna.samplers.BaseSampler:

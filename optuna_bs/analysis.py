@@ -12,8 +12,11 @@ first of a two-objective study (``[val_error, train_seconds]``).
   back.
 * :func:`pareto_front`: the trials no other trial beats on both error and cost (training
   seconds or parameter updates).
-* :func:`recommend`: the best trial's hyperparameters, moved to another batch size through
-  :func:`~optuna_bs.rules.rescale`.
+* :func:`fit_surge`: Adam's surge, ϵ*(B) = ϵ_max / (½(√(B_noise/B) + √(B/B_noise)))
+  (Li et al. 2024), fitted beside the power law; it says which of the two the data prefer.
+* :func:`study_rule`: the rule and optimizer family a study was run with (its attrs).
+* :func:`recommend`: the centre of the near-best trials, moved to another batch size by the
+  study's rule (g* for the noise-scale space), never a single lucky trial.
 """
 
 from __future__ import annotations
@@ -28,13 +31,21 @@ import numpy as np
 import optuna
 
 from optuna_bs.errors import NotEnoughTrialsError
-from optuna_bs.rules import Hyperparameters, noise_scale, rescale
+from optuna_bs.rules import (
+    Hyperparameters,
+    Rule,
+    get_rule,
+    noise_scale,
+    optimizer_family,
+    rescale,
+)
 
 __all__ = [
     "NoiseScaleFit",
     "NotEnoughTrialsError",
     "ParetoPoint",
     "ScalingFit",
+    "SurgeFit",
     "TrialPoint",
     "PARETO_COSTS",
     "complete_points",
@@ -42,14 +53,19 @@ __all__ = [
     "why_no_points",
     "fit_noise_scale",
     "fit_scaling_rule",
+    "fit_surge",
     "pareto_front",
     "recommend",
+    "rule_for",
+    "study_rule",
 ]
 
 _logger = logging.getLogger(__name__)
 
 PARETO_COSTS = ("train_seconds", "n_updates")
 _REQUIRED = ("batch_size", "lr", "momentum", "n_train")
+#: A recommendation this many times beyond the explored batch sizes is refused unless asked.
+MAX_EXTRAPOLATION = 4.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,24 @@ class TrialPoint:
     n_updates: int | None = None
     beta2: float | None = None
     eps: float | None = None
+    weight_decay: float | None = None
+
+    @property
+    def tau_epochs(self) -> float | None:
+        """AdamW's weight-decay timescale B/(ϵλN); ``None`` without weight decay."""
+        return self.hparams().tau_epochs
+
+    def hparams(self) -> Hyperparameters:
+        """The trial's hyperparameters."""
+        return Hyperparameters(
+            self.batch_size,
+            self.lr,
+            self.momentum,
+            self.n_train,
+            beta2=self.beta2,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +164,49 @@ class NoiseScaleFit:
 
 
 @dataclass(frozen=True)
+class SurgeFit:
+    """Adam's surge ϵ*(B) = ϵ_max / (½(√(B_noise/B) + √(B/B_noise))) (Li et al. 2024),
+    fitted to the same best-lr-per-B points as the power law, and which model they prefer.
+
+    Both models have two parameters, so they are compared by their weighted residual sums of
+    squares (in log lr): ``delta_aic`` = n·ln(SSE_power / SSE_surge) over the n batch sizes.
+    The surge is ``preferred`` when ``delta_aic`` >= :data:`SURGE_MIN_DELTA_AIC` and its peak
+    ``noise_batch_size`` lies inside the explored batch sizes (a peak outside them is a power
+    law of slope ±½ as far as the data can tell).
+    """
+
+    noise_batch_size: float
+    lr_max: float
+    sse: float
+    power_sse: float
+    delta_aic: float
+    preferred: bool
+    batch_sizes: tuple[int, ...]
+
+    def lr_at(self, batch_size: float) -> float:
+        """The surge curve's learning rate at ``batch_size``."""
+        b = batch_size / self.noise_batch_size
+        return self.lr_max / (0.5 * (math.sqrt(1 / b) + math.sqrt(b)))
+
+    def describe(self) -> str:
+        """One line: the model the data prefer, and why."""
+        which = "surge" if self.preferred else "power law"
+        return (
+            f"{which} preferred: surge B_noise = {self.noise_batch_size:.3g}, lr_max = "
+            f"{self.lr_max:.3g}, ΔAIC = {self.delta_aic:+.2f} against the power law "
+            f"(surge when >= {SURGE_MIN_DELTA_AIC:g} with B_noise inside "
+            f"{self.batch_sizes[0]}..{self.batch_sizes[-1]})"
+        )
+
+
+#: ΔAIC at which the surge is preferred to the power law (Burnham & Anderson: >= 2 is
+#: "substantial" support).
+SURGE_MIN_DELTA_AIC = 2.0
+#: The surge has a peak to find only with at least this many batch sizes.
+SURGE_MIN_SIZES = 4
+
+
+@dataclass(frozen=True)
 class ParetoPoint:
     """A trial on the Pareto front: nothing has both a lower error and a lower ``cost``."""
 
@@ -186,9 +263,50 @@ def complete_points(study: optuna.Study) -> list[TrialPoint]:
                 n_updates=None if a.get("n_updates") is None else int(a["n_updates"]),
                 beta2=a.get("beta2"),
                 eps=a.get("eps"),
+                weight_decay=a.get("weight_decay"),
             )
         )
     return points
+
+
+def study_rule(study: optuna.Study) -> tuple[str, str | None]:
+    """The rule a study was searched with, and its optimizer family (``"sgd"``, ``"adam"``).
+
+    Read from the study's user attrs ``parameterisation`` and ``optimizer`` (what
+    ``optuna-bs run`` records), else from its trials' (what
+    :class:`~optuna_bs.space.BatchScalingSpace` and :func:`~optuna_bs.fit` record), else
+    ``"noise-scale"``. An adam-sqrt study with no optimizer recorded is taken as Adam.
+
+    Example:
+        >>> study_rule(optuna.create_study())
+        ('noise-scale', None)
+    """
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+    def recorded(key: str) -> str | None:
+        value = study.user_attrs.get(key)
+        if isinstance(value, str):
+            return value
+        seen = [t.user_attrs[key] for t in trials if isinstance(t.user_attrs.get(key), str)]
+        return max(set(seen), key=seen.count) if seen else None
+
+    rule = recorded("parameterisation") or "noise-scale"
+    family = optimizer_family(recorded("optimizer"))
+    if family is None and rule == "adam-sqrt":
+        family = "adam"
+    return rule, family
+
+
+def rule_for(study: optuna.Study, rule: str | None = None, alpha: float | None = None) -> Rule:
+    """The :class:`~optuna_bs.rules.Rule` named ``rule``, by default the study's own; a
+    ``"power"`` rule without ``alpha`` takes the α its trials recorded."""
+    name = rule or study_rule(study)[0]
+    if name == "power" and alpha is None:
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if isinstance(t.user_attrs.get("alpha"), int | float):
+                alpha = t.user_attrs["alpha"]
+                break
+    return get_rule(name, alpha)
 
 
 def why_no_points(study: optuna.Study, attr: str | None = None) -> str | None:
@@ -285,20 +403,21 @@ def fit_scaling_rule(
     selected = _near_best(points, quantile, min_selected)
     fit = _fit_line(selected)
     if fit is None:
-        sizes = sorted({p.batch_size for p in selected})
+        sizes = sorted(_groups(selected))
         raise NotEnoughTrialsError(
-            f"cannot fit the scaling rule: the {len(selected)} near-best of "
-            f"{len(points)} complete trials of study {study.study_name!r} span "
-            f"{len(sizes)} batch size(s) {sizes}, and a fit needs at least 3. Run more trials."
+            f"cannot fit the scaling rule: of the {len(selected)} near-best of "
+            f"{len(points)} complete trials of study {study.study_name!r}, "
+            f"{len(sizes)} batch size(s) {sizes} hold at least {MIN_PER_SIZE} each, and a fit "
+            f"needs {MIN_FIT_SIZES} such batch sizes. Run more trials."
         )
     boot = []
     for _ in range(n_bootstrap):
         resampled = [points[i] for i in rng.integers(0, len(points), len(points))]
         line = _fit_line(_near_best(resampled, quantile, min_selected))
-        if line is not None:  # a resample may hold fewer than 3 batch sizes
-            boot.append(line[0])
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(boot, [tail, 100 - tail]) if boot else (math.nan, math.nan)
+        # A resample with too few batch sizes has no slope: it counts as the widest one
+        # seen, so that thin evidence widens the interval instead of vanishing from it.
+        boot.append(math.nan if line is None else line[0])
+    low, high = _interval(boot, confidence)
     alpha, log_c, sizes, log_lrs, counts = fit
     w = np.asarray(counts, dtype=float)
     anchor = float(np.sum(w * np.log(sizes)) / np.sum(w))
@@ -320,12 +439,24 @@ def fit_scaling_rule(
     return result
 
 
-def _fit_line(selected: list[TrialPoint]):
-    """α, log c, batch sizes, median log lrs and counts; None for fewer than 3 batch sizes."""
+#: A batch size counts in a fit when it holds at least this many near-best trials; a fit
+#: needs at least MIN_FIT_SIZES such batch sizes (one lucky trial per B fits anything).
+MIN_PER_SIZE = 2
+MIN_FIT_SIZES = 3
+
+
+def _groups(selected: list[TrialPoint]) -> dict[int, list[float]]:
+    """Log lrs of the near-best trials by batch size, for the sizes holding MIN_PER_SIZE."""
     groups: dict[int, list[float]] = {}
     for p in selected:
         groups.setdefault(p.batch_size, []).append(math.log(p.lr))
-    if len(groups) < 3:
+    return {b: v for b, v in groups.items() if len(v) >= MIN_PER_SIZE}
+
+
+def _fit_line(selected: list[TrialPoint]):
+    """α, log c, batch sizes, median log lrs and counts; None for too few batch sizes."""
+    groups = _groups(selected)
+    if len(groups) < MIN_FIT_SIZES:
         return None
     sizes = sorted(groups)
     x = np.log(sizes)
@@ -334,6 +465,67 @@ def _fit_line(selected: list[TrialPoint]):
     x_mean, y_mean = np.sum(w * x) / np.sum(w), np.sum(w * y) / np.sum(w)
     alpha = float(np.sum(w * (x - x_mean) * (y - y_mean)) / np.sum(w * (x - x_mean) ** 2))
     return alpha, float(y_mean - alpha * x_mean), sizes, y.tolist(), w.astype(int).tolist()
+
+
+def fit_surge(
+    study: optuna.Study, *, quantile: float = 0.25, min_selected: int = 5
+) -> SurgeFit:
+    """Fit Adam's surge curve beside the power law, and say which the data prefer.
+
+    Li et al. (NeurIPS 2024) find that for Adam the best lr rises as √B below B_noise and
+    falls past it: ϵ*(B) = ϵ_max / (½(√(B_noise/B) + √(B/B_noise))). The points are those of
+    :func:`fit_scaling_rule` (per batch size holding at least 2 near-best trials, their median
+    lr); B_noise is found on a fine log grid, ϵ_max in closed form.
+
+    Raises:
+        NotEnoughTrialsError: With fewer than :data:`SURGE_MIN_SIZES` such batch sizes.
+    """
+    points, _ = _checked(study, quantile, min_selected, 1, 0.95, 0)
+    selected = _near_best(points, quantile, min_selected)
+    groups = _groups(selected)
+    if len(groups) < SURGE_MIN_SIZES:
+        raise NotEnoughTrialsError(
+            f"cannot fit the surge: {len(groups)} batch size(s) {sorted(groups)} hold at "
+            f"least {MIN_PER_SIZE} near-best trials each, and the surge needs "
+            f"{SURGE_MIN_SIZES}. Run more trials."
+        )
+    line = _fit_line(selected)
+    sizes = np.array(line[2], dtype=float)
+    y, w = np.array(line[3]), np.array(line[4], dtype=float)
+    x = np.log(sizes)
+    power_sse = float(np.sum(w * (y - (line[1] + line[0] * x)) ** 2))
+    best = None
+    for log_bn in np.linspace(x[0] - math.log(64), x[-1] + math.log(64), 2001):
+        shape = -np.log(0.5 * (np.exp((log_bn - x) / 2) + np.exp((x - log_bn) / 2)))
+        log_max = float(np.sum(w * (y - shape)) / np.sum(w))
+        sse = float(np.sum(w * (y - log_max - shape) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, float(log_bn), log_max)
+    sse, log_bn, log_max = best
+    tiny = 1e-12 * max(power_sse, 1e-300)
+    delta = len(sizes) * math.log(max(power_sse, tiny) / max(sse, tiny))
+    inside = sizes[0] <= math.exp(log_bn) <= sizes[-1]
+    result = SurgeFit(
+        noise_batch_size=math.exp(log_bn),
+        lr_max=math.exp(log_max),
+        sse=sse,
+        power_sse=power_sse,
+        delta_aic=delta,
+        preferred=bool(delta >= SURGE_MIN_DELTA_AIC and inside),
+        batch_sizes=tuple(int(b) for b in sizes),
+    )
+    _logger.info("study %r: %s", study.study_name, result.describe())
+    return result
+
+
+def _interval(boot: list[float], confidence: float) -> tuple[float, float]:
+    """The bootstrap percentile interval; a NaN (no estimate) counts as -inf or +inf in turn."""
+    values = np.array(boot, dtype=float)
+    missing = np.flatnonzero(np.isnan(values))
+    values[missing[::2]], values[missing[1::2]] = -math.inf, math.inf
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
 
 
 def fit_noise_scale(
@@ -437,49 +629,73 @@ def pareto_front(study: optuna.Study, x: str = "train_seconds") -> list[ParetoPo
 def recommend(
     study: optuna.Study,
     batch_size: int | None = None,
-    rule: str = "noise-scale",
+    rule: str | None = None,
     *,
     alpha: float | None = None,
+    extrapolate: bool = False,
+    quantile: float = 0.25,
+    min_selected: int = 5,
 ) -> Hyperparameters:
-    """The best trial's hyperparameters, moved to ``batch_size`` by a scaling rule.
+    """The centre of the study's near-best trials, moved to ``batch_size`` by a rule.
+
+    Each near-best trial (the best ``quantile``, at least ``min_selected``) is moved to
+    ``batch_size`` by the rule, and the rule takes their centre: for the noise-scale rule,
+    the lr of g* (their median g) at their median m; for the others the median of each
+    value (lr, eps and weight decay on a log scale, 1 − β for β1 and β2). One lucky trial
+    does not move the answer (DESIGN §10: a seed's noise alone spans 5 points of error).
 
     Args:
         study: A finished study.
-        batch_size: The batch size to run next; ``None`` keeps the best trial's own.
-        rule: A rule of :func:`~optuna_bs.rules.rescale` (:data:`~optuna_bs.rules.RULES`).
+        batch_size: The batch size to run next; ``None``: the best trial's.
+        rule: A rule of :data:`~optuna_bs.rules.RULES`; ``None``: the study's own
+            (:func:`study_rule`).
         alpha: The exponent of ``rule="power"`` (for example a :class:`ScalingFit`'s).
+        extrapolate: Allow a batch size more than :data:`MAX_EXTRAPOLATION` times beyond
+            the explored ones.
+        quantile: The fraction of complete trials that are near-best.
+        min_selected: The fewest near-best trials.
 
     Returns:
         :class:`~optuna_bs.rules.Hyperparameters` at ``batch_size``.
 
     Raises:
         NotEnoughTrialsError: If the study has no usable complete trial.
-        ValueError: For a batch size outside [1, n_train - 1] or an unknown rule.
+        ValueError: For a batch size outside [1, n_train - 1], an unknown rule, or one far
+            beyond the explored batch sizes without ``extrapolate``.
 
     Warns:
         UserWarning: If ``batch_size`` lies outside the batch sizes the study explored, where
             the study has no evidence that the rule holds; and, from ``rescale``, beyond N/10.
     """
     best, points = _best(study)
-    hp = Hyperparameters(
-        best.batch_size, best.lr, best.momentum, best.n_train, beta2=best.beta2, eps=best.eps
-    )
-    if batch_size is None:
-        return hp
+    rule = rule_for(study, rule, alpha)
+    check_fraction("quantile", quantile, closed=True)
+    target = best.batch_size if batch_size is None else batch_size
+    Hyperparameters(target, best.lr, best.momentum, best.n_train)  # B' checked against N
+    low, high = min(p.batch_size for p in points), max(p.batch_size for p in points)
+    if (target > MAX_EXTRAPOLATION * high or target * MAX_EXTRAPOLATION < low) and not extrapolate:
+        raise ValueError(
+            f"batch_size={target} is over {MAX_EXTRAPOLATION:g}x beyond the batch sizes "
+            f"study {study.study_name!r} explored ({low}..{high}); a rule extrapolated that "
+            "far is a guess: run trials nearer it, or pass extrapolate=True (--extrapolate)."
+        )
+    near = _near_best(points, quantile, min_selected)
     with warnings.catch_warnings(record=True) as caught:  # re-raised at the caller's line
         warnings.simplefilter("always")
-        new = rescale(hp, batch_size, rule, alpha=alpha)
-    low, high = min(p.batch_size for p in points), max(p.batch_size for p in points)
+        new = rule.center([rescale(p.hparams(), target, rule) for p in near])
     if not low <= new.batch_size <= high:
         warnings.warn(
             f"batch_size={new.batch_size} is outside the batch sizes study "
-            f"{study.study_name!r} explored ({low}..{high}): the {rule!r} rule is "
+            f"{study.study_name!r} explored ({low}..{high}): the {rule.name!r} rule is "
             "extrapolated there, so check it with a short run.",
             UserWarning,
             stacklevel=2,
         )
-    for w in caught:
-        warnings.warn(w.message, w.category, stacklevel=2)
+    seen = set()
+    for w in caught:  # once each: every near-best trial may warn the same
+        if str(w.message) not in seen:
+            seen.add(str(w.message))
+            warnings.warn(w.message, w.category, stacklevel=2)
     return new
 
 

@@ -24,19 +24,23 @@ from optuna_bs.analysis import (
     NoiseScaleFit,
     ParetoPoint,
     ScalingFit,
+    SurgeFit,
     TrialPoint,
     check_fraction,
     complete_points,
     fit_noise_scale,
     fit_scaling_rule,
+    fit_surge,
     metric_name,
     pareto_front,
     recommend,
+    rule_for,
+    study_rule,
     why_no_points,
 )
 from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.plots import INSTALL_HINT, figures
-from optuna_bs.rules import Hyperparameters
+from optuna_bs.rules import Hyperparameters, column_label
 
 __all__ = ["Summary", "summarize", "write_report", "save_to_dashboard"]
 
@@ -47,8 +51,11 @@ _logger = logging.getLogger(__name__)
 class Summary:
     """What a study learned, as plain data: what ``optuna-bs report`` prints and writes.
 
-    ``fit`` (the rule) and ``noise`` (g*) are ``None`` when they cannot be fitted, and
-    ``fit_reason``/``noise_reason`` then say why.
+    ``rule`` and ``family`` are the study's rule and optimizer family (or the ``--rule``
+    given); ``columns`` the values its tables show (no g for the Adam family).
+    ``fit`` (the rule), ``surge`` (Adam's surge curve) and ``noise`` (g*, SGD only) are
+    ``None`` when they cannot be fitted, and ``fit_reason``/``surge_reason``/``noise_reason``
+    then say why.
     ``good_batch_sizes`` are the explored batch sizes whose best error is within
     ``tolerance`` (relative) of the study's best and at most N/10, where the rules hold:
     the recommended range. ``recommendation`` is the best trial moved to ``batch_size``
@@ -57,6 +64,9 @@ class Summary:
 
     study_name: str
     metric: str
+    rule: str
+    family: str | None
+    columns: tuple[str, ...]
     n_trials: int
     n_complete: int
     n_pruned: int
@@ -64,6 +74,8 @@ class Summary:
     fit_reason: str | None
     noise: NoiseScaleFit | None
     noise_reason: str | None
+    surge: SurgeFit | None
+    surge_reason: str | None
     best: TrialPoint | None
     good_batch_sizes: tuple[int, ...]
     tolerance: float
@@ -77,8 +89,10 @@ class Summary:
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) rows of the summary table."""
+        optimizer = {"adam": ", Adam family", "sgd": ", SGD"}.get(self.family, "")
         rows = [
             ("study", f"{self.study_name} ({self.metric})"),
+            ("rule", f"{self.rule}{optimizer}"),
             ("trials", f"{self.n_trials}: {self.n_complete} complete, {self.n_pruned} pruned"),
         ]
         f, g, b, r = self.fit, self.noise, self.best, self.recommendation
@@ -88,22 +102,36 @@ class Summary:
             ci = f"{f.alpha:.3f} ({f.alpha_low:.3f}..{f.alpha_high:.3f})"
             rows.append(("scaling rule", f"lr* = {f.coefficient:.3g} * B^{f.alpha:.3f}"))
             rows.append((f"alpha ({round(100 * f.confidence)}% CI)", ci))
-        if g is None:
-            rows.append(("best noise scale g*", f"not fitted: {self.noise_reason}"))
-        else:
-            ci = f"{g.best_noise_scale:.3g} ({g.low:.3g}..{g.high:.3g})"
-            rows.append((f"best noise scale g* ({round(100 * g.confidence)}% CI)", ci))
+        if self.surge is not None:
+            rows.append(("lr model", self.surge.describe()))
+        elif self.family == "adam":
+            rows.append(("lr model", f"surge not fitted: {self.surge_reason}"))
+        if self.family != "adam":  # g means nothing for Adam (DESIGN §10)
+            if g is None:
+                rows.append(("best noise scale g*", f"not fitted: {self.noise_reason}"))
+            else:
+                ci = f"{g.best_noise_scale:.3g} ({g.low:.3g}..{g.high:.3g})"
+                rows.append((f"best noise scale g* ({round(100 * g.confidence)}% CI)", ci))
         if b is not None:
-            where = f"B={b.batch_size}, lr={b.lr:.4g}, m={b.momentum:.3g}, g={b.noise_scale:.3g}"
+            where = f"B={b.batch_size}, {self.describe(b.hparams())}"
             rows.append(("best trial", f"#{b.number}: {self.metric}={b.error:.4f} at {where}"))
         if self.good_batch_sizes:
             sizes = ", ".join(map(str, self.good_batch_sizes))
             why = f"best {self.metric} within {self.tolerance:.0%} of the best, B <= N/10"
             rows.append(("recommended batch sizes", f"{sizes} ({why})"))
         if r is not None:
-            hp = f"lr={r.lr:.4g}, m={r.momentum:.3g}, g={r.noise_scale:.3g}"
-            rows.append((f"recommendation at B={r.batch_size}", hp))
+            what = "the centre of the near-best trials"
+            rows.append((f"recommendation at B={r.batch_size}", f"{self.describe(r)} ({what})"))
         return rows + [("warning", w) for w in self.warnings]
+
+    def describe(self, hp: Hyperparameters) -> str:
+        """``hp``'s values in this study's columns, e.g. "lr=0.01, beta1=0.9, ..."."""
+        parts = []
+        for column in self.columns:
+            value = getattr(hp, column)
+            if value is not None:
+                parts.append(f"{column_label(column, self.family)}={value:.4g}")
+        return ", ".join(parts)
 
     def pareto_rows(self, cost: str) -> list[tuple[str, ...]]:
         """Header and rows of the Pareto front over ``cost`` (one of :data:`PARETO_COSTS`)."""
@@ -142,7 +170,8 @@ def summarize(
     study: optuna.Study,
     batch_size: int | None = None,
     *,
-    rule: str = "noise-scale",
+    rule: str | None = None,
+    extrapolate: bool = False,
     tolerance: float = 0.05,
     **fit_options,
 ) -> Summary:
@@ -153,7 +182,8 @@ def summarize(
         study: A finished study.
         batch_size: The batch size to recommend hyperparameters for; ``None`` for the best
             trial's own.
-        rule: The rule of :func:`recommend`.
+        rule: The rule of :func:`recommend`; ``None``: the study's own (:func:`study_rule`).
+        extrapolate: Allow a recommendation far beyond the explored batch sizes.
         tolerance: Relative margin on the best error that makes a batch size "good".
         **fit_options: Passed to :func:`fit_scaling_rule` and :func:`fit_noise_scale`.
     """
@@ -161,10 +191,19 @@ def summarize(
     trials = study.get_trials(deepcopy=False)
     state = optuna.trial.TrialState
     points = complete_points(study)
+    family = study_rule(study)[1]
+    rule_obj = rule_for(study, rule)  # an unknown --rule is one clear error
+    rule = rule_obj.name
     fits: dict[str, tuple[object, str | None]] = {}
-    for name, function in (("fit", fit_scaling_rule), ("noise", fit_noise_scale)):
+    surge_options = {k: v for k, v in fit_options.items() if k in ("quantile", "min_selected")}
+    functions = {
+        "fit": (fit_scaling_rule, fit_options),
+        "noise": (fit_noise_scale, fit_options),
+        "surge": (fit_surge, surge_options),
+    }
+    for name, (function, options) in functions.items():
         try:
-            fits[name] = function(study, **fit_options), None
+            fits[name] = function(study, **options), None
         except NotEnoughTrialsError as err:
             fits[name] = None, str(err)
     best = min(points, key=lambda p: p.error) if points else None
@@ -173,7 +212,7 @@ def summarize(
     if best is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            recommendation = recommend(study, batch_size, rule)
+            recommendation = recommend(study, batch_size, rule_obj, extrapolate=extrapolate)
         per_b: dict[int, float] = {}
         for p in points:
             per_b[p.batch_size] = min(p.error, per_b.get(p.batch_size, math.inf))
@@ -183,6 +222,9 @@ def summarize(
     return Summary(
         study_name=study.study_name,
         metric=metric,
+        rule=rule,
+        family=family,
+        columns=rule_obj.columns(family),
         n_trials=len(trials),
         n_complete=sum(t.state == state.COMPLETE for t in trials),
         n_pruned=sum(t.state == state.PRUNED for t in trials),
@@ -190,6 +232,8 @@ def summarize(
         fit_reason=fits["fit"][1],
         noise=fits["noise"][0],
         noise_reason=fits["noise"][1],
+        surge=fits["surge"][0],
+        surge_reason=fits["surge"][1],
         best=best,
         good_batch_sizes=tuple(good),
         tolerance=tolerance,

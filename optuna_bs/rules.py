@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import statistics
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -291,6 +292,15 @@ def weight_decay_for_timescale(tau_epochs: float, lr: float, batch_size: int, n_
     return b / (_check_positive("lr", lr) * _check_positive("tau_epochs", tau_epochs) * n)
 
 
+def _log_median(values: list[float]) -> float:
+    return math.exp(statistics.median(math.log(v) for v in values))
+
+
+def _beta_median(values: list[float]) -> float:
+    """The median β on the scale of 1 − β, where the rules act."""
+    return 1.0 - _log_median([1.0 - v for v in values])
+
+
 def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) -> float:
     """Apply 1 − β → κ(1 − β), clamping at 0 with a warning, for β1 (``momentum``) or β2."""
     # Malladi et al. 2022, square-root scaling rule for Adam
@@ -392,6 +402,26 @@ class Rule:
             new = replace(new, weight_decay=lam)
         return new
 
+    def center(self, hps: list[Hyperparameters]) -> Hyperparameters:
+        """The centre of configurations at one batch size: the median of each value, on a
+        log scale for lr, eps and weight decay, and of 1 − β for β1 and β2."""
+
+        def optional(name, center):
+            values = [getattr(h, name) for h in hps]
+            return None if any(v is None for v in values) else center(values)
+
+        return replace(
+            hps[0],
+            lr=_log_median([h.lr for h in hps]),
+            momentum=_beta_median([h.momentum for h in hps]),
+            beta2=optional("beta2", _beta_median),
+            eps=optional("eps", _log_median),
+            weight_decay=optional(
+                "weight_decay",
+                lambda v: _log_median(v) if all(x > 0 for x in v) else statistics.median(v),
+            ),
+        )
+
     # -- what a report shows --------------------------------------------------------------
     def columns(self, family: str | None) -> tuple[str, ...]:
         """The :class:`Hyperparameters` fields a table shows beside B, for an optimizer family.
@@ -405,6 +435,23 @@ class Rule:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+#: How tables label a :class:`Hyperparameters` field (β1 is ``momentum``).
+COLUMN_LABELS = {
+    "lr": "lr",
+    "momentum": "m",
+    "noise_scale": "g",
+    "beta2": "beta2",
+    "eps": "eps",
+    "weight_decay": "wd",
+    "tau_epochs": "tau_ep",
+}
+
+
+def column_label(column: str, family: str | None) -> str:
+    """A table's label of ``column``: ``momentum`` is "beta1" for the Adam family, else "m"."""
+    return "beta1" if column == "momentum" and family == "adam" else COLUMN_LABELS[column]
 
 
 #: The registered rules by name; :func:`register_rule` adds one.
@@ -446,6 +493,13 @@ class NoiseScaleRule(Rule):
     def move_lr(self, hp, batch_size):
         lr = lr_for_noise_scale(hp.noise_scale, batch_size, hp.n_train, hp.momentum)
         return replace(hp, batch_size=batch_size, lr=lr)
+
+    def center(self, hps):
+        """g* (the median g) at the median m: the centre in the space's own coordinates."""
+        centre = super().center(hps)
+        g = _log_median([h.noise_scale for h in hps])
+        lr = lr_for_noise_scale(g, centre.batch_size, centre.n_train, centre.momentum)
+        return replace(centre, lr=lr)
 
 
 @register_rule

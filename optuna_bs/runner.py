@@ -257,6 +257,41 @@ def _optimizer_name(config: StudyConfig, n_train: int) -> str:
     return type(opt).__name__.lower()
 
 
+def space_from_config(
+    config: StudyConfig, n_train: int, batch_size=None, optimizer: str | None = None, **overrides
+) -> BatchScalingSpace:
+    """The study file's ``[space]`` over ``n_train`` samples: the one place it becomes a
+    :class:`BatchScalingSpace`, for the runner and the benchmarks alike.
+
+    ``batch_size`` replaces the file's (after ``"auto"`` is resolved); ``optimizer`` is the
+    optimizer's name (default the file's); ``overrides`` replace other arguments.
+
+    Raises:
+        ConfigError: For a space the data cannot hold, in one line.
+    """
+    cfg = config.space
+    kwargs = {
+        "n_train": n_train,
+        "batch_size": cfg.batch_size if batch_size is None else batch_size,
+        "noise_scale": cfg.noise_scale,
+        "momentum": cfg.momentum,
+        "lr": cfg.lr,
+        "reference_batch_size": cfg.reference_batch_size,
+        "alpha": cfg.alpha,
+        "beta2": cfg.beta2,
+        "eps": cfg.eps,
+        "weight_decay": cfg.weight_decay,
+        "tau_epochs": cfg.tau_epochs,
+        "optimizer": optimizer or config.train.optimizer,
+        "allow_sgd_rule_for_adam": cfg.allow_sgd_rule_for_adam,
+        **overrides,
+    }
+    try:
+        return BatchScalingSpace(cfg.parameterisation, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[space] {err} (the data has n_train={n_train})") from err
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
@@ -295,26 +330,7 @@ def prepare(
             estimate.b_simple,
             batch_size,
         )
-    optimizer = _optimizer_name(config, data.n_train)
-    try:
-        space = BatchScalingSpace(
-            config.space.parameterisation,
-            n_train=data.n_train,
-            batch_size=batch_size,
-            noise_scale=config.space.noise_scale,
-            momentum=config.space.momentum,
-            lr=config.space.lr,
-            reference_batch_size=config.space.reference_batch_size,
-            alpha=config.space.alpha,
-            beta2=config.space.beta2,
-            eps=config.space.eps,
-            weight_decay=config.space.weight_decay,
-            tau_epochs=config.space.tau_epochs,
-            optimizer=optimizer,
-            allow_sgd_rule_for_adam=config.space.allow_sgd_rule_for_adam,
-        )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[space] {err} (the data has n_train={data.n_train})") from err
+    space = space_from_config(config, data.n_train, batch_size, _optimizer_name(config, data.n_train))
     if is_spec(config.train.loss):  # fail now, before anything is written
         try:
             import_object(config.train.loss, "[train] loss", folder=config.folder)

@@ -221,6 +221,8 @@ class BatchScalingSpace:
         for key, value in hp.user_attrs().items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("parameterisation", self.parameterisation)
+        if self.parameterisation == "power":
+            trial.set_user_attr("alpha", self.alpha)
         if self.optimizer is not None:
             trial.set_user_attr("optimizer", self.optimizer)
         return hp

@@ -22,7 +22,7 @@ from optuna_bs.plots import (
     plot_noise_scale,
 )
 
-from .test_analysis import BATCH_SIZES, add, landscape_study, recommend_study
+from .test_analysis import BATCH_SIZES, add, landscape_study, small_study
 
 
 def curves_study():
@@ -98,7 +98,7 @@ def test_lr_info_draws_the_fit_and_reference_rules_through_the_anchor(study):
 
 
 def test_unfittable_study_still_plots_and_says_why():
-    study = recommend_study()
+    study = small_study()
     lr = _lr_info(study)
     assert lr.fit is None and "at least min_selected=5" in lr.reason
     assert lr.line_batch_sizes == lr.fitted_lrs == lr.linear_lrs == lr.sqrt_lrs == ()

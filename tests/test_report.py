@@ -12,7 +12,7 @@ from optuna_bs.analysis import pareto_front
 from optuna_bs.plots import _curves_info
 from optuna_bs.report import save_to_dashboard, summarize, write_report
 
-from .test_analysis import BATCH_SIZES, add, landscape_study, recommend_study
+from .test_analysis import BATCH_SIZES, add, landscape_study, small_study
 from .test_plots import curves_study
 
 
@@ -36,7 +36,7 @@ def test_summary_of_a_fitted_study():
 
 
 def test_summary_of_a_small_study_says_why_there_is_no_fit():
-    summary = summarize(recommend_study())
+    summary = summarize(small_study())
     assert summary.fit is None
     assert "has 4 usable complete trials" in summary.fit_reason
     assert summary.noise is None and summary.noise_reason == summary.fit_reason
