@@ -1,8 +1,8 @@
 """P8: the recommendation holds when you train it.
 
-    python benchmarks/rescale.py            # 2 tasks x 3 tuning seeds x 5 training seeds: ~15 min on 2 cores
-    python benchmarks/rescale.py --quick    # 1 tuning seed, 3 training seeds, 12 trials
-    python benchmarks/rescale.py --smoke    # tiny: digits, 2 epochs (the test suite's)
+    python benchmarks/rescale.py          # 2 tasks, 3 tuning x 5 training seeds: ~15 min, 2 cores
+    python benchmarks/rescale.py --quick  # 1 tuning seed, 3 training seeds, 12 trials
+    python benchmarks/rescale.py --smoke  # tiny: digits, 2 epochs (the test suite's)
 
 For each task and tuning seed:
 
@@ -145,9 +145,7 @@ def main() -> None:
             "b_new": mine[0]["b_new"],
             "arms": cells,
             "gap_to_searched_points": gap,
-            "met": bool(
-                gap <= 0.5 and cells["recommend"]["mean"] < cells["keep"]["mean"] - 0.005
-            ),
+            "met": bool(gap <= 0.5 and cells["recommend"]["mean"] < cells["keep"]["mean"] - 0.005),
         }
         rows = [
             (

@@ -467,9 +467,7 @@ def _fit_line(selected: list[TrialPoint]):
     return alpha, float(y_mean - alpha * x_mean), sizes, y.tolist(), w.astype(int).tolist()
 
 
-def fit_surge(
-    study: optuna.Study, *, quantile: float = 0.25, min_selected: int = 5
-) -> SurgeFit:
+def fit_surge(study: optuna.Study, *, quantile: float = 0.25, min_selected: int = 5) -> SurgeFit:
     """Fit Adam's surge curve beside the power law, and say which the data prefer.
 
     Li et al. (NeurIPS 2024) find that for Adam the best lr rises as √B below B_noise and

@@ -19,6 +19,7 @@ import optuna
 
 from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.errors import ConfigError, OptunaBSError
+from optuna_bs.rules import RULES
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 
 __all__ = ["main"]
@@ -114,6 +115,17 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--dashboard", action="store_true", help="save figures into the study")
     report.add_argument(
         "--batch-size", type=_positive_int, metavar="B", help="recommend a configuration at B"
+    )
+    report.add_argument(
+        "--rule",
+        metavar="RULE",
+        help="the rule the recommendation moves by (default: the study's own; one of "
+        f"{', '.join(RULES)})",
+    )
+    report.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="allow a batch size over 4x beyond the explored ones",
     )
 
     noise = sub.add_parser(
@@ -285,7 +297,7 @@ def _report_command(args: argparse.Namespace) -> int:
         check_writable(Path(args.out) / "report.probe", "--out")
     except ValueError as err:
         raise _UsageError(str(err)) from err
-    summary = summarize(study, args.batch_size)
+    summary = summarize(study, args.batch_size, rule=args.rule, extrapolate=args.extrapolate)
     print(summary.to_text())
     path = write_report(study, args.out, summary=summary)
     _say(args, f"report written to {path}")
@@ -398,7 +410,11 @@ def _report(args, study: optuna.Study, metric: str, test_value: float | None) ->
         print("no complete trial yet.")
         return
     if not args.quiet:
-        print(format_table(sorted(complete, key=lambda t: t.values[0])[: args.top], metric))
+        from optuna_bs.analysis import rule_for, study_rule
+
+        family = study_rule(study)[1]
+        top = sorted(complete, key=lambda t: t.values[0])[: args.top]
+        print(format_table(top, metric, columns=rule_for(study).columns(family), family=family))
     best = best_trial(study)
     line = f"best trial #{best.number}: val_{metric}={best.values[0]:.4f}"
     if test_value is not None:
@@ -406,20 +422,32 @@ def _report(args, study: optuna.Study, metric: str, test_value: float | None) ->
     print(line)
 
 
-def format_table(trials: Sequence[optuna.trial.FrozenTrial], metric: str = "error") -> str:
-    """A plain-text table of trials: value, B, lr, m, g, best epoch, epochs run, seconds."""
-    head = ("trial", f"val_{metric}", "B", "lr", "m", "g", "best_ep", "epochs", "seconds")
+def format_table(
+    trials: Sequence[optuna.trial.FrozenTrial],
+    metric: str = "error",
+    *,
+    columns: Sequence[str] = ("lr", "momentum", "noise_scale"),
+    family: str | None = None,
+) -> str:
+    """A plain-text table of trials: value, B, the rule's ``columns`` (lr, m and g for SGD;
+    lr, β1, β2, eps, weight decay and τ for Adam), best epoch, epochs run, seconds."""
+    from optuna_bs.rules import column_label
+
+    head = ("trial", f"val_{metric}", "B", *(column_label(c, family) for c in columns))
+    head += ("best_ep", "epochs", "seconds")
     rows = [head]
     for t in trials:
         a = t.user_attrs
+        values = []
+        for c in columns:
+            value = a.get(c)
+            values.append("" if value is None else f"{value:.3g}")
         rows.append(
             (
                 f"#{t.number}",
                 f"{t.values[0]:.4f}",
                 str(a.get("batch_size", "")),
-                f"{a.get('lr', float('nan')):.3g}",
-                f"{a.get('momentum', float('nan')):.3g}",
-                f"{a.get('noise_scale', float('nan')):.3g}",
+                *values,
                 str(a.get("best_epoch", "")),
                 str(a.get("epochs_run", "")),
                 f"{a.get('train_seconds', float('nan')):.1f}",

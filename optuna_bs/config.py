@@ -12,9 +12,10 @@ The defaults *are* the embedded MNIST-1D study (``studies/mnist1d_mlp.toml`` spe
     [model]   name ("mlp", "cnn1d" or "package.module:factory"), and its keyword arguments
     [space]   parameterisation, batch_size, noise_scale, momentum, lr, reference_batch_size,
               alpha, beta2, eps, weight_decay, tau_epochs, allow_sgd_rule_for_adam
-    [train]   max_epochs, patience, min_delta, device, metric, optimizer, precision, channels_last, compile, augment, cudnn_benchmark, schedule,
-              milestones, factor, warmup_epochs, warmup_per_step, max_batch_size, loss,
-              max_grad_norm, micro_batch_size, on_oom
+    [train]   max_epochs, patience, min_delta, device, metric, optimizer, precision,
+              channels_last, compile, augment, cudnn_benchmark, schedule, milestones, factor,
+              warmup_epochs, warmup_per_step, max_batch_size, loss, max_grad_norm,
+              micro_batch_size, on_oom
 
 ``optimizer`` and ``loss`` may name the user's code as ``"package.module:name"`` too: the
 optimizer factory is called as ``factory(params, hparams)`` and the loss as

@@ -26,11 +26,14 @@ from optuna_bs.analysis import (
     NotEnoughTrialsError,
     ParetoPoint,
     ScalingFit,
+    SurgeFit,
     complete_points,
     fit_noise_scale,
     fit_scaling_rule,
+    fit_surge,
     metric_name,
     pareto_front,
+    study_rule,
     why_no_points,
 )
 
@@ -38,8 +41,10 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 __all__ = [
+    "ADAM_FIGURES",
     "FIGURES",
     "figures",
+    "plot_error_vs_lr",
     "plot_learning_curves",
     "plot_lr_vs_batch_size",
     "plot_noise_scale",
@@ -54,6 +59,8 @@ _PALETTE = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#
 _PALETTE += ("#6ece58", "#b5de2b")
 _PRUNED_COLOR = "#9e9e9e"
 FIGURES = ("noise-scale", "lr-vs-batch-size", "pareto-seconds", "pareto-updates", "curves")
+#: An Adam-family study's figures: g means nothing for Adam, so error against lr instead.
+ADAM_FIGURES = ("error-vs-lr", *FIGURES[1:])
 
 
 def _go():
@@ -130,9 +137,11 @@ class NoiseScaleInfo:
     metric: str
 
 
-def _noise_scale_info(study: optuna.Study, fit: NoiseScaleFit | None = None) -> NoiseScaleInfo:
+def _noise_scale_info(
+    study: optuna.Study, fit: NoiseScaleFit | None = None, *, fit_g: bool = True
+) -> NoiseScaleInfo:
     points = complete_points(study)
-    fit, reason = _try(fit_noise_scale, study, fit)
+    fit, reason = _try(fit_noise_scale, study, fit) if fit_g else (None, "not an SGD study")
     return NoiseScaleInfo(
         numbers=tuple(p.number for p in points),
         noise_scales=tuple(p.noise_scale for p in points),
@@ -146,16 +155,14 @@ def _noise_scale_info(study: optuna.Study, fit: NoiseScaleFit | None = None) -> 
     )
 
 
-def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -> go.Figure:
-    """Validation error against noise scale g (log x), one colour per batch size, g* marked."""
-    info = _noise_scale_info(study, fit)
+def _by_batch_size(fig, xs, info) -> None:
+    """One marker trace per batch size: ``xs`` against the error."""
     go = _go()
-    fig = go.Figure()
     for b, color in info.colors.items():
         idx = [i for i, bi in enumerate(info.batch_sizes) if bi == b]
         fig.add_trace(
             go.Scatter(
-                x=[info.noise_scales[i] for i in idx],
+                x=[xs[i] for i in idx],
                 y=[info.errors[i] for i in idx],
                 mode="markers",
                 name=f"B={b}",
@@ -163,6 +170,25 @@ def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -
                 text=[f"trial #{info.numbers[i]}" for i in idx],
             )
         )
+
+
+def plot_error_vs_lr(study: optuna.Study) -> go.Figure:
+    """Validation error against the learning rate (log x), one colour per batch size: the
+    first figure of an Adam-family study, for which the SGD noise scale means nothing."""
+    info = _noise_scale_info(study, None, fit_g=False)
+    lrs = tuple(p.lr for p in complete_points(study))
+    fig = _go().Figure()
+    _by_batch_size(fig, lrs, info)
+    _layout(fig, f"{info.metric} against learning rate", "learning rate", info.metric, log_x=True)
+    return _say_why_empty(fig, study)
+
+
+def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -> go.Figure:
+    """Validation error against noise scale g (log x), one colour per batch size, g* marked."""
+    info = _noise_scale_info(study, fit)
+    go = _go()
+    fig = go.Figure()
+    _by_batch_size(fig, info.noise_scales, info)
     title = f"{info.metric} against noise scale g: g* not fitted (too few trials)"
     if info.best_noise_scale is not None and info.errors:
         (low, high), y = info.interval, (min(info.errors), max(info.errors))
@@ -237,8 +263,11 @@ def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
     )
 
 
-def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None) -> go.Figure:
-    """lr against B on log axes: trials, best lr per B, fitted rule, linear and sqrt rules."""
+def plot_lr_vs_batch_size(
+    study: optuna.Study, *, fit: ScalingFit | None = None, surge: SurgeFit | None = None
+) -> go.Figure:
+    """lr against B on log axes: trials, best lr per B, fitted rule, linear and sqrt rules,
+    and Adam's surge curve when it is fitted (``surge``)."""
     info = _lr_info(study, fit)
     go = _go()
     fig = go.Figure()
@@ -277,6 +306,11 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
             (info.linear_lrs, "linear rule: lr ∝ B", {"color": "#555", "dash": "dash"}),
             (info.sqrt_lrs, "sqrt rule: lr ∝ √B", {"color": "#555", "dash": "dot"}),
         )
+        if surge is not None:
+            which = "preferred" if surge.preferred else "not preferred"
+            ys = tuple(surge.lr_at(b) for b in info.line_batch_sizes)
+            name = f"surge: B_noise = {surge.noise_batch_size:.3g} ({which})"
+            lines += ((ys, name, {"color": "#1f77b4", "dash": "dashdot"}),)
         for ys, name, style in lines:
             fig.add_trace(
                 go.Scatter(x=info.line_batch_sizes, y=ys, mode="lines", name=name, line=style)
@@ -419,13 +453,21 @@ def plot_learning_curves(study: optuna.Study) -> go.Figure:
 
 
 def figures(
-    study: optuna.Study, *, fit: ScalingFit | None = None, noise: NoiseScaleFit | None = None
+    study: optuna.Study,
+    *,
+    fit: ScalingFit | None = None,
+    noise: NoiseScaleFit | None = None,
+    surge: SurgeFit | None = None,
 ) -> dict[str, go.Figure]:
-    """Every figure of the report, by its id in :data:`FIGURES`; fits given are not redone."""
+    """Every figure of the report, by id (:data:`FIGURES`, or :data:`ADAM_FIGURES` for an
+    Adam-family study); fits given are not redone."""
     fit, _ = _try(fit_scaling_rule, study, fit)
+    surge, _ = _try(fit_surge, study, surge)
+    adam = study_rule(study)[1] == "adam"
+    first = plot_error_vs_lr(study) if adam else plot_noise_scale(study, fit=noise)
     return {
-        "noise-scale": plot_noise_scale(study, fit=noise),
-        "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit),
+        ("error-vs-lr" if adam else "noise-scale"): first,
+        "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit, surge=surge),
         "pareto-seconds": plot_pareto_front(study, "train_seconds"),
         "pareto-updates": plot_pareto_front(study, "n_updates"),
         "curves": plot_learning_curves(study),

@@ -291,7 +291,7 @@ def write_report(
         The path of the HTML file.
     """
     summary = summary or summarize(study, batch_size)
-    figs = figures(study, fit=summary.fit, noise=summary.noise)
+    figs = figures(study, fit=summary.fit, noise=summary.noise, surge=summary.surge)
     tables = [f"<div>{_html_table([('item', 'value'), *summary.rows()], header=True)}</div>"]
     for cost in ("train_seconds", "n_updates"):
         title = f"Pareto front, {summary.metric} vs {cost}"
@@ -364,7 +364,9 @@ def save_to_dashboard(
             study.set_metric_names(names)
     summary = summary or summarize(study, batch_size)
     ids = []
-    for name, fig in figures(study, fit=summary.fit, noise=summary.noise).items():
+    for name, fig in figures(
+        study, fit=summary.fit, noise=summary.noise, surge=summary.surge
+    ).items():
         ids.append(
             optuna_dashboard.save_plotly_graph_object(
                 study, fig, graph_object_id=f"optuna-bs-{name}"

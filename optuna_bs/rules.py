@@ -279,7 +279,9 @@ def weight_decay_timescale(lr: float, weight_decay: float, batch_size: int, n_tr
     return b / (_check_positive("lr", lr) * _check_positive("weight_decay", weight_decay) * n)
 
 
-def weight_decay_for_timescale(tau_epochs: float, lr: float, batch_size: int, n_train: int) -> float:
+def weight_decay_for_timescale(
+    tau_epochs: float, lr: float, batch_size: int, n_train: int
+) -> float:
     """The weight decay λ = B / (ϵ τ N) that gives timescale ``tau_epochs``: the inverse of
     :func:`weight_decay_timescale`.
 

@@ -330,7 +330,9 @@ def prepare(
             estimate.b_simple,
             batch_size,
         )
-    space = space_from_config(config, data.n_train, batch_size, _optimizer_name(config, data.n_train))
+    space = space_from_config(
+        config, data.n_train, batch_size, _optimizer_name(config, data.n_train)
+    )
     if is_spec(config.train.loss):  # fail now, before anything is written
         try:
             import_object(config.train.loss, "[train] loss", folder=config.folder)

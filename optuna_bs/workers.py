@@ -92,7 +92,7 @@ class _Interrupt:
         self.seen = False
         self._previous = None
 
-    def __enter__(self) -> "_Interrupt":
+    def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self

@@ -13,6 +13,7 @@ from optuna_bs.analysis import (
     NotEnoughTrialsError,
     fit_noise_scale,
     fit_scaling_rule,
+    fit_surge,
     pareto_front,
     recommend,
 )
@@ -263,3 +264,38 @@ def test_pareto_front_of_a_two_objective_study_is_its_best_trials():
 def test_pareto_front_checks_x():
     with pytest.raises(ValueError, match="`x` must be one of"):
         pareto_front(pareto_study(POINTS), "epochs")
+
+
+def surge_study(b_noise=128.0, lr_max=0.01, *, per_b=30, seed=0):
+    """Best lr on Adam's surge curve (Li et al. 2024): up as √B, down past B_noise."""
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study()
+    for b in (8, 16, 32, 64, 128, 256, 512, 1024, 2048):
+        target = lr_max / (0.5 * (math.sqrt(b_noise / b) + math.sqrt(b / b_noise)))
+        for lr in target * np.exp(rng.uniform(-1.0, 1.0, per_b)):
+            error = 0.1 + 0.05 * math.log(lr / target) ** 2 + rng.normal(0.0, 0.001)
+            add(study, error, b, float(lr))
+    return study
+
+
+def test_surge_fit_finds_b_noise_and_is_preferred_on_a_surge():
+    fit = fit_surge(surge_study(b_noise=128.0))
+    assert 64 <= fit.noise_batch_size <= 256  # within 2x
+    assert fit.preferred and fit.delta_aic >= 2
+    assert fit.lr_at(fit.noise_batch_size) == pytest.approx(fit.lr_max)
+    assert "surge preferred" in fit.describe()
+    # A power law is not taken for a surge.
+    plain = fit_surge(landscape_study(0.5))
+    assert not plain.preferred and "power law preferred" in plain.describe()
+
+
+def test_surge_needs_four_batch_sizes():
+    with pytest.raises(NotEnoughTrialsError, match="surge needs 4"):
+        fit_surge(landscape_study(0.5, batch_sizes=(32, 64, 128)))
+
+
+def test_a_fit_to_thin_evidence_gets_a_wide_interval_not_a_confident_one():
+    """Six near-best trials, one per batch size: no fit at all, rather than a tight α."""
+    study = landscape_study(0.5, per_b=2, noise=0.05, seed=3)
+    with pytest.raises(NotEnoughTrialsError):
+        fit_scaling_rule(study, min_selected=5, quantile=0.1)

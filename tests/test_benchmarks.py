@@ -1,4 +1,4 @@
-"""Smoke test of the P1, P2, P3 and P5 benchmarks: each one's ``--smoke`` mode runs end to end.
+"""Smoke test of the P1, P2, P3, P5 and P8 benchmarks: each one's ``--smoke`` mode runs end to end.
 
 The smoke mode runs the same code as the full one (harness, arms, studies, statistics, tables,
 JSON) on a tiny budget: the digits task, 2 seeds, 2 epochs, a few trials, one process. Nothing
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "time_to_target.py": ("time_to_target_smoke.json", ["default", "vanilla"], "P2 goal"),
     "pruning.py": ("pruning_smoke.json", ["pruned", "none"], "P3 goal"),
     "throughput.py": ("throughput_smoke.json", None, "P5 training samples/s"),
+    "rescale.py": ("rescale_smoke.json", None, "P8 digits_mlp: test error"),
 }
 
 
@@ -56,6 +57,12 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
     if arms is not None:
         assert sorted({r["arm"] for r in result["runs"]}) == sorted(arms)
         assert all(r["trials"] for r in result["runs"])
+    elif script == "rescale.py":
+        cell = result["summary"]["digits_mlp"]
+        assert set(cell["arms"]) == {"recommend", "searched", "keep", "linear", "sqrt"}
+        assert all(0 <= a["mean"] <= 1 for a in cell["arms"].values())
+        assert isinstance(cell["gap_to_searched_points"], float)
+        assert "P8 goal digits_mlp" in run.stdout
     else:
         assert set(result["summary"]) == {"mlp/B=16", "mlp/B=128", "mlp/B=1024"}
         loops = {"fit", "tensors", "dataloader", "fit-dataset", "fit-micro"}

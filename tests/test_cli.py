@@ -99,6 +99,23 @@ BAD_INPUTS = {
         [],
         "`parameterisation` must be one of",
     ),
+    "adamw with the noise-scale space": (
+        _tiny_with("train", 'optimizer = "adamw"'),
+        [],
+        "use 'adam-sqrt'",
+    ),
+    "adamw with the linear space": (
+        _tiny_with("train", 'optimizer = "adamw"').replace(
+            "[space]", '[space]\nparameterisation = "linear"'
+        ),
+        [],
+        "use 'adam-sqrt'",
+    ),
+    "weight decay in [train]": (
+        _tiny_with("train", "weight_decay = 0.1"),
+        [],
+        "has moved to [space] weight_decay",
+    ),
     "error metric on regression": (
         _tiny_with("data", 'task = "regression"'),
         [],
@@ -211,6 +228,18 @@ def test_verbose_adds_the_traceback(tmp_path, monkeypatch, capsys):
     assert err.splitlines()[-1].startswith("optuna-bs: error: ")
     assert "did you mean 'max_epochs'" in err.splitlines()[-1]
     assert not (tmp_path / "optuna_bs.db").exists()
+
+
+def test_an_sgd_rule_for_adam_runs_when_allowed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = _tiny_with("train", 'optimizer = "adamw"').replace(
+        "[space]", "[space]\nallow_sgd_rule_for_adam = true"
+    )
+    study = _study_file(tmp_path, text)
+    assert main(["run", study, "--n-trials", "1", "--no-test", "--storage", "sqlite:///a.db"]) == 0
+    stored = optuna.load_study(study_name="tiny", storage="sqlite:///a.db")
+    assert stored.user_attrs["optimizer"] == "adamw"
+    assert stored.trials[0].user_attrs["optimizer"] == "adamw"  # what fit really built
 
 
 def test_script_exit_status_and_stderr_are_real(tmp_path):

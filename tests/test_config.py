@@ -116,7 +116,11 @@ optimizer = "adamw"
     assert config.space.noise_scale == (2, 20)
     assert config.space.momentum == (0.5, 0.95)
     assert config.space.lr == (1e-3, 0.5)
-    assert (config.space.beta2, config.space.eps, config.space.tau_epochs) == (0.99, 1e-6, (1, 100))
+    assert (config.space.beta2, config.space.eps, config.space.tau_epochs) == (
+        0.99,
+        1e-6,
+        (1, 100),
+    )
     assert config.train == TrainSection(max_epochs=3, patience=2, metric="loss", optimizer="adamw")
 
 

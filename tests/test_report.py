@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import optuna
 import pytest
 
 from optuna_bs import plots
-from optuna_bs.analysis import pareto_front
+from optuna_bs.analysis import pareto_front, recommend
 from optuna_bs.plots import _curves_info
 from optuna_bs.report import save_to_dashboard, summarize, write_report
 
@@ -173,3 +174,59 @@ def test_two_objective_study_file(tmp_path):
     summary = summarize(study)
     front = {p.number for p in summary.pareto_seconds}
     assert front == {t.number for t in study.best_trials}
+
+
+def adam_study(n_train=50_000):
+    """An AdamW study on the adam-sqrt space (τ fixed), its error lowest at lr = 3e-3 (B=32)."""
+    from optuna_bs.space import BatchScalingSpace
+
+    space = BatchScalingSpace(
+        "adam-sqrt",
+        n_train=n_train,
+        batch_size=(16, 128),
+        lr=(1e-4, 1e-1),
+        reference_batch_size=32,
+        tau_epochs=20.0,
+        optimizer="adamw",
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_user_attr("parameterisation", "adam-sqrt")
+    study.set_user_attr("optimizer", "adamw")
+    for _ in range(60):
+        trial = study.ask()
+        space.suggest(trial)
+        ref_lr = trial.params["reference_lr"]
+        study.tell(trial, 0.1 + 0.05 * math.log(ref_lr / 3e-3) ** 2)
+    return study
+
+
+def test_an_adam_study_is_reported_and_recommended_by_adam_sqrt():
+    study = adam_study()
+    summary = summarize(study, 256, n_bootstrap=100)
+    assert (summary.rule, summary.family) == ("adam-sqrt", "adam")
+    text = summary.to_text()
+    assert "adam-sqrt, Adam family" in text
+    assert "g*" not in text and "g=" not in text  # g means nothing for Adam
+    for label in ("beta1=", "beta2=", "eps=", "wd=", "tau_ep="):
+        assert label in text
+    # The recommendation is the adam-sqrt rule applied to the centre, τ kept.
+    at_32 = recommend(study, 32)
+    r = summary.recommendation
+    kappa = 256 / 32
+    assert r.lr == pytest.approx(math.sqrt(kappa) * at_32.lr, rel=1e-9)
+    assert 1 - r.momentum == pytest.approx(kappa * (1 - at_32.momentum), rel=1e-9)
+    assert 1 - r.beta2 == pytest.approx(kappa * (1 - at_32.beta2), rel=1e-6)
+    assert r.eps == pytest.approx(at_32.eps / math.sqrt(kappa), rel=1e-9)
+    assert r.tau_epochs == pytest.approx(20.0, rel=1e-9)
+    assert at_32.lr == pytest.approx(3e-3, rel=0.3)  # the centre of the near-best trials
+    # Its figures show error against lr, not against g.
+    assert list(plots.figures(study)) == list(plots.ADAM_FIGURES)
+
+
+def test_report_rule_overrides_the_study_rule():
+    study = adam_study()
+    summary = summarize(study, 64, rule="linear", n_bootstrap=50)
+    assert summary.rule == "linear"
+    assert summary.recommendation.lr == pytest.approx(2 * recommend(study, 32, "linear").lr)
+    with pytest.raises(ValueError, match="`rule` must be one of"):
+        summarize(study, 64, rule="cubic")

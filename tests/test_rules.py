@@ -337,3 +337,90 @@ def test_rules_does_not_import_torch_or_optuna() -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(rules)
     assert result.attempted >= 5 and result.failed == 0
+
+
+# --- AdamW's weight-decay timescale (Wang & Aitchison 2024) -----------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    b=st.integers(1, 1_000),
+    factor=st.sampled_from([2, 4, 8, 16]),
+    lr=st.floats(1e-5, 1.0),
+    wd=st.floats(1e-5, 1.0),
+    rule=st.sampled_from(["adam-sqrt", "sqrt", "linear", "noise-scale", "independent"]),
+)
+def test_rescale_keeps_tau_and_round_trips(b, factor, lr, wd, rule):
+    hp = Hyperparameters(b, lr, 0.9, 1_000_000, beta2=0.999, eps=1e-8, weight_decay=wd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        moved = rescale(hp, b * factor, rule)
+        back = rescale(moved, b, rule)
+    assert moved.tau_epochs == pytest.approx(hp.tau_epochs, rel=1e-12)
+    assert back.weight_decay == pytest.approx(wd, rel=1e-12)
+    assert back.lr == pytest.approx(lr, rel=1e-12)
+
+
+def test_tau_moves_weight_decay_as_the_rule_says():
+    hp = Hyperparameters(64, 1e-3, 0.9, 50_000, beta2=0.999, eps=1e-8, weight_decay=0.1)
+    assert hp.tau_epochs == pytest.approx(64 / (1e-3 * 0.1 * 50_000), rel=1e-12)
+    assert rules.weight_decay_timescale(1e-3, 0.1, 64, 50_000) == hp.tau_epochs
+    assert rules.weight_decay_for_timescale(hp.tau_epochs, 1e-3, 64, 50_000) == pytest.approx(0.1)
+    # Under the square-root rules λ grows as √κ; under the linear rule it stays.
+    assert rescale(hp, 256, "adam-sqrt").weight_decay == pytest.approx(0.2, rel=1e-12)
+    assert rescale(hp, 256, "linear").weight_decay == pytest.approx(0.1, rel=1e-12)
+    assert rescale(hp, 256, "adam-sqrt", keep_tau=False).weight_decay == 0.1
+    assert Hyperparameters(64, 1e-3, 0.9, 50_000).tau_epochs is None
+    attrs = hp.user_attrs()
+    assert attrs["weight_decay"] == 0.1 and attrs["tau_epochs"] == hp.tau_epochs
+    with pytest.raises(ValueError, match="weight_decay"):
+        Hyperparameters(64, 1e-3, 0.9, 50_000, weight_decay=-1.0)
+
+
+def test_adam_sqrt_moves_lr_betas_eps_and_keeps_tau():
+    hp = Hyperparameters(32, 1e-3, 0.9, 50_000, beta2=0.999, eps=1e-8, weight_decay=0.05)
+    new = rescale(hp, 128, "adam-sqrt")  # κ = 4
+    assert new.lr == pytest.approx(2e-3, rel=1e-12)
+    assert 1 - new.momentum == pytest.approx(4 * 0.1, rel=1e-12)
+    assert 1 - new.beta2 == pytest.approx(4 * 0.001, rel=1e-9)
+    assert new.eps == pytest.approx(0.5e-8, rel=1e-12)
+    assert new.tau_epochs == pytest.approx(hp.tau_epochs, rel=1e-12)
+
+
+# --- the registry ----------------------------------------------------------------------------
+
+
+def test_a_rule_added_through_the_registry_works_everywhere():
+    """One class and one registry line: the space, rescale and recommend all know it."""
+    import optuna
+
+    from optuna_bs.analysis import recommend
+    from optuna_bs.space import BatchScalingSpace
+
+    @rules.register_rule
+    class QuarterPower(rules.Rule):  # ϵ ∝ B^¼
+        name = "quarter"
+
+        def __init__(self, alpha=None):
+            super().__init__(alpha)
+            self.alpha = 0.25
+
+    try:
+        assert "quarter" in RULES
+        space = BatchScalingSpace("quarter", n_train=50_000, batch_size=(16, 256), lr=(0.01, 0.1))
+        study = optuna.create_study()
+        for _ in range(6):
+            trial = study.ask()
+            hp = space.suggest(trial)
+            ref = trial.params["reference_lr"]
+            assert hp.lr == pytest.approx(ref * (hp.batch_size / 128) ** 0.25, rel=1e-12)
+            study.tell(trial, 0.1)
+        assert trial.user_attrs["parameterisation"] == "quarter"
+        hp = Hyperparameters(16, 0.01, 0.9, 50_000)
+        assert rescale(hp, 256, "quarter").lr == pytest.approx(0.02, rel=1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            centre = recommend(study, 16)
+            assert recommend(study, 256).lr == pytest.approx(2 * centre.lr, rel=1e-9)
+    finally:
+        del RULES["quarter"]

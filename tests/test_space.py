@@ -13,8 +13,8 @@ from optuna.trial import FixedTrial, TrialState
 
 import optuna_bs.space
 from optuna_bs import rules
-from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
 from optuna_bs.rules import RULES as PARAMETERISATIONS
+from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
 from optuna_bs.space import BatchScalingSpace
 
 N = 3200
@@ -424,3 +424,54 @@ def test_module_doctests() -> None:
     result = doctest.testmod(optuna_bs.space)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_an_sgd_rule_with_an_adam_optimizer_is_refused_unless_allowed():
+    for rule in ("noise-scale", "linear"):
+        with pytest.raises(ValueError, match=r"SGD rule.*Adam-family: use 'adam-sqrt'"):
+            BatchScalingSpace(rule, n_train=N, optimizer="adamw")
+    space = BatchScalingSpace(
+        "noise-scale", n_train=N, optimizer="AdamW", allow_sgd_rule_for_adam=True
+    )
+    assert space.family == "adam"
+    BatchScalingSpace("adam-sqrt", n_train=N, batch_size=(16, 256), optimizer="adam")
+    BatchScalingSpace("sqrt", n_train=N, optimizer="adamw")  # the sqrt rule holds for both
+    BatchScalingSpace("noise-scale", n_train=N, optimizer="sgd")
+
+
+def test_adam_space_records_betas_eps_weight_decay_and_tau():
+    space = BatchScalingSpace(
+        "adam-sqrt",
+        n_train=N,
+        batch_size=(16, 256),
+        lr=(1e-4, 1e-2),
+        reference_batch_size=32,
+        beta2=0.99,
+        eps=1e-6,
+        tau_epochs=(1.0, 100.0),
+        optimizer="adamw",
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(10):
+        trial = study.ask()
+        hp = space.suggest(trial)
+        kappa = hp.batch_size / 32
+        a = trial.user_attrs
+        assert a["beta2"] == pytest.approx(1 - kappa * 0.01, rel=1e-9)
+        assert a["eps"] == pytest.approx(1e-6 / math.sqrt(kappa), rel=1e-9)
+        assert a["tau_epochs"] == pytest.approx(trial.params["tau_epochs"], rel=1e-9)
+        assert a["weight_decay"] == pytest.approx(
+            hp.batch_size / (hp.lr * trial.params["tau_epochs"] * N), rel=1e-9
+        )
+        assert (a["parameterisation"], a["optimizer"]) == ("adam-sqrt", "adamw")
+        study.tell(trial, 0.5)
+    with pytest.raises(ValueError, match="not both"):
+        BatchScalingSpace("adam-sqrt", n_train=N, weight_decay=0.1, tau_epochs=10.0)
+
+
+def test_an_sgd_space_records_no_adam_values():
+    trial = optuna.create_study().ask()
+    space = BatchScalingSpace("linear", n_train=N, weight_decay=5e-4, optimizer="sgd")
+    space.suggest(trial)
+    assert "beta2" not in trial.user_attrs and "eps" not in trial.user_attrs
+    assert trial.user_attrs["weight_decay"] == 5e-4
