@@ -58,8 +58,14 @@ def smooth_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 def adamw(params, hp: optuna_bs.Hyperparameters) -> torch.optim.Optimizer:
-    # The trial's lr and betas; the rule has set them for this batch size.
-    return torch.optim.AdamW(params, lr=hp.lr, betas=(hp.momentum, hp.beta2), weight_decay=0.05)
+    # The trial's lr, betas, eps and weight decay: the rule has set them for this batch size.
+    return torch.optim.AdamW(
+        params,
+        lr=hp.lr,
+        betas=(hp.momentum, hp.beta2),
+        eps=hp.eps,
+        weight_decay=hp.weight_decay,
+    )
 
 
 def main() -> None:
@@ -78,6 +84,8 @@ def main() -> None:
         batch_size=(16, 256),
         lr=(1e-4, 3e-2),
         reference_batch_size=64,
+        tau_epochs=(1.0, 300.0),  # AdamW's weight decay as its timescale B / (lr λ N)
+        optimizer="adamw",  # an SGD rule would be refused
     )
 
     def objective(trial: optuna.Trial) -> float:

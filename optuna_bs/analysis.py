@@ -631,6 +631,7 @@ def recommend(
     *,
     alpha: float | None = None,
     extrapolate: bool = False,
+    noise_batch_size: float | None = None,
     quantile: float = 0.25,
     min_selected: int = 5,
 ) -> Hyperparameters:
@@ -650,6 +651,8 @@ def recommend(
         alpha: The exponent of ``rule="power"`` (for example a :class:`ScalingFit`'s).
         extrapolate: Allow a batch size more than :data:`MAX_EXTRAPOLATION` times beyond
             the explored ones.
+        noise_batch_size: The critical batch size B_noise, where known (``optuna-bs
+            noise-scale``): the lr then bends as B nears it (:func:`~optuna_bs.rescale`).
         quantile: The fraction of complete trials that are near-best.
         min_selected: The fewest near-best trials.
 
@@ -680,7 +683,10 @@ def recommend(
     near = _near_best(points, quantile, min_selected)
     with warnings.catch_warnings(record=True) as caught:  # re-raised at the caller's line
         warnings.simplefilter("always")
-        new = rule.center([rescale(p.hparams(), target, rule) for p in near])
+        moved = [
+            rescale(p.hparams(), target, rule, noise_batch_size=noise_batch_size) for p in near
+        ]
+        new = rule.center(moved)
     if not low <= new.batch_size <= high:
         warnings.warn(
             f"batch_size={new.batch_size} is outside the batch sizes study "

@@ -123,6 +123,13 @@ def _build_parser() -> argparse.ArgumentParser:
         f"{', '.join(RULES)})",
     )
     report.add_argument(
+        "--noise-batch-size",
+        type=_positive_float,
+        metavar="B",
+        help="the critical batch size B_simple (optuna-bs noise-scale): the recommended lr "
+        "then bends as B nears it (McCandlish et al. 2018; Li et al. 2024 for Adam)",
+    )
+    report.add_argument(
         "--extrapolate",
         action="store_true",
         help="allow a batch size over 4x beyond the explored ones",
@@ -297,7 +304,13 @@ def _report_command(args: argparse.Namespace) -> int:
         check_writable(Path(args.out) / "report.probe", "--out")
     except ValueError as err:
         raise _UsageError(str(err)) from err
-    summary = summarize(study, args.batch_size, rule=args.rule, extrapolate=args.extrapolate)
+    summary = summarize(
+        study,
+        args.batch_size,
+        rule=args.rule,
+        extrapolate=args.extrapolate,
+        noise_batch_size=args.noise_batch_size,
+    )
     print(summary.to_text())
     path = write_report(study, args.out, summary=summary)
     _say(args, f"report written to {path}")

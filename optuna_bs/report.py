@@ -172,6 +172,7 @@ def summarize(
     *,
     rule: str | None = None,
     extrapolate: bool = False,
+    noise_batch_size: float | None = None,
     tolerance: float = 0.05,
     **fit_options,
 ) -> Summary:
@@ -184,6 +185,8 @@ def summarize(
             trial's own.
         rule: The rule of :func:`recommend`; ``None``: the study's own (:func:`study_rule`).
         extrapolate: Allow a recommendation far beyond the explored batch sizes.
+        noise_batch_size: The critical batch size, where measured (``optuna-bs
+            noise-scale``): the recommendation's lr bends as B nears it.
         tolerance: Relative margin on the best error that makes a batch size "good".
         **fit_options: Passed to :func:`fit_scaling_rule` and :func:`fit_noise_scale`.
     """
@@ -212,7 +215,13 @@ def summarize(
     if best is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            recommendation = recommend(study, batch_size, rule_obj, extrapolate=extrapolate)
+            recommendation = recommend(
+                study,
+                batch_size,
+                rule_obj,
+                extrapolate=extrapolate,
+                noise_batch_size=noise_batch_size,
+            )
         per_b: dict[int, float] = {}
         for p in points:
             per_b[p.batch_size] = min(p.error, per_b.get(p.batch_size, math.inf))

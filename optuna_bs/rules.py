@@ -303,6 +303,12 @@ def _beta_median(values: list[float]) -> float:
     return 1.0 - _log_median([1.0 - v for v in values])
 
 
+def _surge(batch_size: float, noise_batch_size: float) -> float:
+    """Adam's best lr against B (Li et al. 2024): ∝ 1 / (½(√(B_noise/B) + √(B/B_noise)))."""
+    ratio = batch_size / noise_batch_size
+    return 1.0 / (0.5 * (math.sqrt(1.0 / ratio) + math.sqrt(ratio)))
+
+
 def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) -> float:
     """Apply 1 − β → κ(1 − β), clamping at 0 with a warning, for β1 (``momentum``) or β2."""
     # Malladi et al. 2022, square-root scaling rule for Adam
@@ -393,12 +399,34 @@ class Rule:
         kappa = batch_size / hp.batch_size
         return replace(hp, batch_size=batch_size, lr=hp.lr * kappa**self.alpha)
 
+    def lr_curve(self, batch_size: float, noise_batch_size: float) -> float | None:
+        """The best lr against B, up to a constant, given the critical batch size B_noise;
+        ``None`` for a rule that has none (then B_noise changes nothing).
+
+        The default is SGD's, McCandlish et al. 2018: ϵ_opt(B) ∝ 1 / (1 + B_noise / B),
+        linear in B well below B_noise and flat well above it.
+        """
+        return 1.0 / (1.0 + noise_batch_size / batch_size)
+
     def rescale(
-        self, hp: Hyperparameters, batch_size: int, *, keep_tau: bool = True
+        self,
+        hp: Hyperparameters,
+        batch_size: int,
+        *,
+        keep_tau: bool = True,
+        noise_batch_size: float | None = None,
     ) -> Hyperparameters:
         """``hp`` at ``batch_size``, by this rule. With ``keep_tau`` and a weight decay, λ
-        moves so that AdamW's timescale τ_epoch = B/(ϵλN) stays (Wang & Aitchison 2024)."""
+        moves so that AdamW's timescale τ_epoch = B/(ϵλN) stays (Wang & Aitchison 2024).
+        With ``noise_batch_size`` (B_noise, e.g. ``optuna-bs noise-scale``'s B_simple), the
+        lr follows :meth:`lr_curve` instead of the rule's own power of B, which holds only
+        well below B_noise."""
         new = self.move_lr(hp, batch_size)
+        if noise_batch_size is not None:
+            bn = _check_positive("noise_batch_size", noise_batch_size)
+            curve = self.lr_curve(batch_size, bn)
+            if curve is not None:
+                new = replace(new, lr=hp.lr * curve / self.lr_curve(hp.batch_size, bn))
         if keep_tau and hp.weight_decay:
             lam = weight_decay_for_timescale(hp.tau_epochs, new.lr, new.batch_size, new.n_train)
             new = replace(new, weight_decay=lam)
@@ -518,12 +546,18 @@ class SqrtRule(Rule):
 
     name = "sqrt"
 
+    def lr_curve(self, batch_size, noise_batch_size):
+        return _surge(batch_size, noise_batch_size)
+
 
 @register_rule
 class PowerRule(Rule):
     """ϵ ∝ B^α with a given α (for example a fitted one)."""
 
     name = "power"
+
+    def lr_curve(self, batch_size, noise_batch_size):
+        return None
 
     def __init__(self, alpha: float | None = None) -> None:
         if alpha is None:
@@ -538,6 +572,9 @@ class AdamSqrtRule(Rule):
 
     name = "adam-sqrt"
     optimizers = ("adam",)
+
+    def lr_curve(self, batch_size, noise_batch_size):
+        return _surge(batch_size, noise_batch_size)
 
     def move_lr(self, hp, batch_size):
         kappa = batch_size / hp.batch_size
@@ -574,6 +611,9 @@ class IndependentRule(Rule):
     name = "independent"
     lr_param = "lr"
 
+    def lr_curve(self, batch_size, noise_batch_size):
+        return None
+
     def suggest_lr(self, trial, space, batch_size, momentum):
         lr = trial.suggest_float(self.lr_param, *space.lr, log=True)
         return Hyperparameters(
@@ -588,6 +628,7 @@ def rescale(
     *,
     alpha: float | None = None,
     keep_tau: bool = True,
+    noise_batch_size: float | None = None,
 ) -> Hyperparameters:
     """Move hyperparameters tuned at batch size B to a new batch size B' (κ = B'/B).
 
@@ -612,6 +653,10 @@ def rescale(
         rule: A name of :data:`RULES`, or a :class:`Rule`.
         alpha: The exponent of the ``"power"`` rule; must be None for every other rule.
         keep_tau: Keep AdamW's weight-decay timescale (the default) rather than λ.
+        noise_batch_size: The critical batch size B_noise, where known (``optuna-bs
+            noise-scale`` measures B_simple): the lr then follows McCandlish et al.'s
+            ϵ ∝ 1/(1 + B_noise/B) for the SGD rules and Li et al.'s surge for the square-root
+            rules, which bend the rule's power of B as B nears B_noise.
 
     Returns:
         New :class:`Hyperparameters` at ``batch_size``.
@@ -643,7 +688,7 @@ def rescale(
             UserWarning,
             stacklevel=2,
         )
-    new = rule.rescale(hparams, new_b, keep_tau=keep_tau)
+    new = rule.rescale(hparams, new_b, keep_tau=keep_tau, noise_batch_size=noise_batch_size)
     _logger.debug(
         "rescale %s: batch_size %d -> %d, lr %g -> %g", rule.name, old_b, new_b, hparams.lr, new.lr
     )

@@ -59,7 +59,9 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
         assert all(r["trials"] for r in result["runs"])
     elif script == "rescale.py":
         cell = result["summary"]["digits_mlp"]
-        assert set(cell["arms"]) == {"recommend", "searched", "keep", "linear", "sqrt"}
+        arms = {"recommend", "recommend + B_simple", "searched", "keep", "linear", "sqrt"}
+        assert set(cell["arms"]) == arms
+        assert all(b > 0 for b in cell["b_simple"])
         assert all(0 <= a["mean"] <= 1 for a in cell["arms"].values())
         assert isinstance(cell["gap_to_searched_points"], float)
         assert "P8 goal digits_mlp" in run.stdout

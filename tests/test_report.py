@@ -161,6 +161,29 @@ def test_report_command_on_an_unknown_study_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "'tinny' is not in" in err and "tiny" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["--batch-size", "2"], "over 4x beyond the batch sizes"),
+        (["--rule", "cubic"], "`rule` must be one of"),
+        (["--noise-batch-size", "0"], "--noise-batch-size"),
+    ],
+)
+def test_report_command_refuses_bad_recommendations_in_one_line(tmp_path, capsys, argv, word):
+    from optuna_bs.cli import main
+
+    _run_tiny(tmp_path, "tiny")
+    capsys.readouterr()
+    assert main(["report", "--study-name", "tiny", "--out", "fresh", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and word in err
+    assert not (tmp_path / "fresh" / "report-tiny.html").exists()
+    # With --extrapolate the far batch size is recommended, with a warning in the table.
+    if argv[0] == "--batch-size":
+        assert main(["report", "--study-name", "tiny", *argv, "--extrapolate"]) == 0
+        assert "recommendation at B=2" in capsys.readouterr().out
+
+
 def test_two_objective_study_file(tmp_path):
     study = _run_tiny(tmp_path, "mo", 'objectives = ["val_error", "train_seconds"]')
     assert len(study.directions) == 2

@@ -424,3 +424,26 @@ def test_a_rule_added_through_the_registry_works_everywhere():
             assert recommend(study, 256).lr == pytest.approx(2 * centre.lr, rel=1e-9)
     finally:
         del RULES["quarter"]
+
+
+def test_a_known_critical_batch_size_bends_the_lr():
+    """McCandlish et al. 2018 for the SGD rules, Li et al. 2024's surge for the sqrt rules."""
+    hp = Hyperparameters(32, 0.05, 0.9, 1_000_000, beta2=0.999, eps=1e-8)
+    # Far below B_noise the rules are unchanged; at B_noise the SGD lr has half its reach.
+    far = rescale(hp, 64, "linear", noise_batch_size=1e9).lr
+    assert far == pytest.approx(rescale(hp, 64, "linear").lr, rel=1e-6)
+    bent = rescale(hp, 256, "linear", noise_batch_size=256).lr
+    assert bent == pytest.approx(0.05 * (1 + 256 / 32) / (1 + 256 / 256), rel=1e-12)
+    # Far above it the lr stops growing.
+    flat = rescale(
+        Hyperparameters(4096, 0.05, 0.9, 1_000_000), 32768, "noise-scale", noise_batch_size=16
+    )
+    assert flat.lr == pytest.approx(0.05, rel=0.01)
+    # Adam: the best lr peaks at B_noise and falls past it.
+    up = rescale(hp, 128, "adam-sqrt", noise_batch_size=128).lr
+    down = rescale(hp, 2048, "adam-sqrt", noise_batch_size=128).lr
+    assert down < up and up == pytest.approx(0.05 * (0.5 * (2 + 0.5)), rel=1e-12)
+    # Rules without a curve ignore it.
+    assert rescale(hp, 128, "independent", noise_batch_size=64).lr == 0.05
+    with pytest.raises(ValueError, match="noise_batch_size"):
+        rescale(hp, 128, "linear", noise_batch_size=0)
