@@ -58,8 +58,10 @@ name = "mlp"
 hidden = [32]
 
 [space]
+parameterisation = "adam-sqrt"  # an AdamW factory: an SGD rule would be refused
 batch_size = [16, 64]
-noise_scale = [0.01, 10.0]
+reference_batch_size = 32
+lr = [1e-4, 1e-2]
 
 [train]
 max_epochs = 2
@@ -119,6 +121,10 @@ def test_factories_next_to_the_study_file_run_from_elsewhere_without_pythonpath(
         (
             ("micro_batch_size = 8", "micro_batch_size = 3"),
             "`micro_batch_size` must divide every batch size",
+        ),
+        (
+            ('parameterisation = "adam-sqrt"', 'parameterisation = "noise-scale"'),
+            "optimizer 'adamw' is Adam-family: use 'adam-sqrt'",
         ),
         (
             ('optimizer = "my_training:adamw"', 'optimizer = "no_such_module:adamw"'),
