@@ -388,7 +388,9 @@ class Rule:
             beta2=space.beta2,
             eps=space.eps,
         )
-        return self.move_lr(ref, batch_size)
+        with warnings.catch_warnings():  # what the space's range implies is said once, by
+            warnings.simplefilter("ignore")  # check_space, not in every trial
+            return self.move_lr(ref, batch_size)
 
     def check_space(self, space) -> None:
         """Raise ``ValueError`` if the space cannot hold this rule (the default checks nothing)."""
@@ -578,6 +580,16 @@ class AdamSqrtRule(Rule):
 
     def move_lr(self, hp, batch_size):
         kappa = batch_size / hp.batch_size
+        if 0 < kappa * (1 - hp.momentum) <= 1 and kappa * (1 - hp.momentum) > 0.5:
+            # stacklevel=4: the user's call of rescale(), above Rule.rescale and move_lr.
+            warnings.warn(
+                f"adam-sqrt moves β1 from {hp.momentum:.3g} to {1 - kappa * (1 - hp.momentum):.3g}"
+                f" at batch_size={batch_size}: far outside the small-(1 - β) regime the rule is "
+                "derived in (benchmark P8: β1 0.9 -> 0.2 cost 18+ points of test error); "
+                "rule='sqrt' keeps β1.",
+                UserWarning,
+                stacklevel=4,
+            )
         beta2 = ADAM_DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
         eps = ADAM_DEFAULTS["eps"] if hp.eps is None else hp.eps
         return replace(
@@ -602,6 +614,16 @@ class AdamSqrtRule(Rule):
                     f"{space.reference_batch_size}): the rule does not apply; lower the batch "
                     "range or raise reference_batch_size."
                 )
+        if kappa * (1 - m_low) > 0.5:
+            warnings.warn(
+                f"'adam-sqrt' moves β1 to {1 - kappa * (1 - m_low):.3g} at batch_size="
+                f"{space.batch_sizes[-1]} (κ = {kappa:g} from reference_batch_size="
+                f"{space.reference_batch_size}): far outside the small-(1 - β) regime the rule "
+                "is derived in; benchmark P8 lost 18+ points there. Narrow the batch range "
+                "around reference_batch_size, or use 'sqrt', which keeps β1.",
+                UserWarning,
+                stacklevel=3,  # the user's BatchScalingSpace(...)
+            )
 
 
 @register_rule

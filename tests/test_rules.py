@@ -174,6 +174,7 @@ def test_rescale_adam_sqrt_there_and_back(
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # a clamp would warn: there must be none
         warnings.filterwarnings("ignore", message=".*n_train / 10")
+        warnings.filterwarnings("ignore", message=".*small-\\(1 - β\\) regime")
         back = rescale(rescale(hp, b_new, "adam-sqrt"), b, "adam-sqrt")
     assert close(back.lr, lr) and close(back.eps, eps)
     # beta' = 1 - kappa (1 - beta) is stored next to 1.0, so its last bit (1.1e-16) is
@@ -375,6 +376,16 @@ def test_tau_moves_weight_decay_as_the_rule_says():
     assert attrs["weight_decay"] == 0.1 and attrs["tau_epochs"] == hp.tau_epochs
     with pytest.raises(ValueError, match="weight_decay"):
         Hyperparameters(64, 1e-3, 0.9, 50_000, weight_decay=-1.0)
+
+
+def test_adam_sqrt_warns_when_beta1_leaves_the_small_step_regime():
+    hp = Hyperparameters(32, 1e-3, 0.9, 50_000)
+    with pytest.warns(UserWarning, match=r"β1 from 0.9 to 0.2 .*rule='sqrt' keeps β1") as record:
+        rescale(hp, 256, "adam-sqrt")
+    assert record[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rescale(hp, 128, "adam-sqrt")  # 1 - β1 = 0.4: no warning
 
 
 def test_adam_sqrt_moves_lr_betas_eps_and_keeps_tau():

@@ -475,3 +475,16 @@ def test_an_sgd_space_records_no_adam_values():
     space.suggest(trial)
     assert "beta2" not in trial.user_attrs and "eps" not in trial.user_attrs
     assert trial.user_attrs["weight_decay"] == 5e-4
+
+
+def test_adam_space_warns_once_when_its_range_pushes_beta1_far():
+    with pytest.warns(UserWarning, match=r"moves β1 to 0.2 at batch_size=256") as record:
+        space = BatchScalingSpace(
+            "adam-sqrt", n_train=N, batch_size=(16, 256), reference_batch_size=32
+        )
+    assert len(record) == 1 and record[0].filename == __file__
+    study = optuna.create_study()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not again in every trial
+        for _ in range(5):
+            space.suggest(study.ask())
