@@ -482,6 +482,31 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("optuna_bs").setLevel(level)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    if not verbose and _drop_interrupts not in optimize_logger.filters:
+        optimize_logger.addFilter(_drop_interrupts)
+
+
+class _DropInterrupts(logging.Filter):
+    """Leave out Optuna's traceback of a Ctrl-C, and its "Trial N failed" line after it:
+    "optuna-bs: interrupted" says it in one line (the trial is still stored as failed; -v
+    keeps the traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        info = record.exc_info
+        if info and info[0] is not None and issubclass(info[0], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        if self.interrupted and "failed with value" in record.getMessage():
+            return False
+        return True
+
+
+_drop_interrupts = _DropInterrupts()
 
 
 def _positive_int(text: str) -> int:

@@ -34,6 +34,7 @@ from optuna_bs.rules import Hyperparameters
 from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
+from optuna_bs.state import check_creatable
 from optuna_bs.storage import make_storage
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
 from optuna_bs.workers import optimize_reconnecting
@@ -292,6 +293,10 @@ def space_from_config(
         raise ConfigError(f"[space] {err} (the data has n_train={n_train})") from err
 
 
+#: The longest study name Optuna's RDB schema stores.
+MAX_STUDY_NAME = 512
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
@@ -352,6 +357,17 @@ def prepare(
         resolved = resolve_device(device or config.train.device)
     except ValueError as err:
         raise ConfigError(f"[train] {err}") from err
+    name = study_name or config.study.name
+    if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
+        raise ConfigError(
+            f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."
+        )
+    checkpoints = Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None
+    if checkpoints is not None:
+        try:  # before the first trial, and without creating anything
+            check_creatable(checkpoints / _safe_name(name), "--checkpoint-dir")
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     return Prepared(
         config=config,
         # Tensors move to the device once per worker, not once per trial.
@@ -364,9 +380,9 @@ def prepare(
             max_retry=config.study.max_retry,
             synchronous_commit=config.study.synchronous_commit,
         ),
-        study_name=study_name or config.study.name,
+        study_name=name,
         seed=config.study.seed if seed is None else seed,
-        checkpoint_dir=Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None,
+        checkpoint_dir=checkpoints,
     )
 
 

@@ -114,3 +114,27 @@ def check_writable(path: str | Path, what: str = "checkpoint") -> Path:
             "writable folder."
         ) from err
     return path
+
+
+def check_creatable(folder: str | Path, what: str) -> Path:
+    """Make sure ``folder`` exists as a writable folder, or could be created, without
+    creating it: every part that exists is a folder, and the deepest one is writable.
+
+    Raises:
+        ValueError: Naming the path, what is in the way and the fix.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(
+            f"`{what}` {str(folder)!r} cannot be created: {str(existing)!r} is a file, not a "
+            "folder; choose another folder."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`{what}` {str(folder)!r} cannot be written: {str(existing)!r} is not writable; "
+            "choose a writable folder."
+        )
+    return folder

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -146,7 +147,20 @@ def make_storage(
                         )
                     ),
                 }
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            for attempt in range(3):
+                try:
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, **heartbeat
+                    )
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+                    # Two processes creating one fresh database race on its tables and its
+                    # schema-version row; the loser finds the schema made a moment later.
+                    racing = isinstance(err, sqlalchemy.exc.IntegrityError) or (
+                        "already exists" in str(err)
+                    )
+                    if attempt == 2 or not racing:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
     except ModuleNotFoundError as err:
         fix = _DRIVERS.get(parsed.get_backend_name(), "install its SQLAlchemy driver")
         raise StorageError(f"storage {mask_url(url)!r} needs {err.name}: {fix}.") from err

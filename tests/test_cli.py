@@ -116,6 +116,7 @@ BAD_INPUTS = {
         [],
         "has moved to [space] weight_decay",
     ),
+    "study name too long": (TINY, ["--study-name", "x" * 600], "at most 512 characters"),
     "error metric on regression": (
         _tiny_with("data", 'task = "regression"'),
         [],
@@ -228,6 +229,18 @@ def test_verbose_adds_the_traceback(tmp_path, monkeypatch, capsys):
     assert err.splitlines()[-1].startswith("optuna-bs: error: ")
     assert "did you mean 'max_epochs'" in err.splitlines()[-1]
     assert not (tmp_path / "optuna_bs.db").exists()
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_one_line_before_any_trial(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    study = _study_file(tmp_path, TINY)
+    line = _assert_bad_input(
+        capsys, tmp_path, ["run", study, "--checkpoint-dir", "afile"], "afile"
+    )
+    assert "is a file, not a folder" in line
 
 
 def test_an_sgd_rule_for_adam_runs_when_allowed(tmp_path, monkeypatch, capsys):

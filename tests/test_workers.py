@@ -617,3 +617,67 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_worker():
     assert len(study.trials) == 1  # it stopped when that trial ended, not after 20
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
     assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
+
+
+def test_ctrl_c_on_run_is_one_line_and_exit_130(tmp_path):
+    """No Optuna traceback of the KeyboardInterrupt: one line, status 130, the trial FAIL."""
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    proc = subprocess.Popen(
+        [
+            *cli_command(),
+            "run",
+            str(_study_file(tmp_path, SLOW_STUDY)),
+            "--storage",
+            url,
+            "--n-trials",
+            "50",
+            "--no-test",
+            "-q",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    storage = make_storage(url)
+
+    def running():
+        try:
+            return _trials_so_far(storage, "mnist1d_mlp", (optuna.trial.TrialState.RUNNING,))
+        except KeyError:  # the study is not created yet
+            return []
+
+    _wait_for(running, what="a trial to run")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["optuna-bs: interrupted"], err[-2000:]
+    states = {t.state for t in optuna.load_study(study_name="mnist1d_mlp", storage=url).trials}
+    assert optuna.trial.TrialState.RUNNING not in states
+
+
+def test_two_runs_creating_one_sqlite_file_both_succeed(tmp_path):
+    """They race on the new file's schema; the loser waits for it instead of a traceback."""
+    study = _study_file(
+        tmp_path, SLOW_STUDY.replace("seconds_per_step = 0.03", "seconds_per_step = 0")
+    )
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    command = [
+        *cli_command(),
+        "run",
+        str(study),
+        "--storage",
+        url,
+        "--n-trials",
+        "1",
+        "--no-test",
+        "-q",
+    ]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=_env(), stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert len(optuna.load_study(study_name="mnist1d_mlp", storage=url).trials) == 2
