@@ -23,6 +23,7 @@ import logging
 import math
 import numbers
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 import optuna
@@ -378,6 +379,12 @@ class TrialMonitor:
         self.step_seconds_ = state.get("step_seconds")
         self._seconds_before = float(state.get("seconds", 0.0))
         self._start = time.perf_counter()
+        if self._reports:  # a retry continues the dead trial's curve, from its checkpoint
+            with warnings.catch_warnings():  # the same trial resumed has them already
+                warnings.simplefilter("ignore")
+                for epoch, value in enumerate(self.history_, start=1):
+                    if math.isfinite(value):
+                        self.trial.report(value, epoch)
         self.stop_reason_ = None
         self.recorded_ = False
 

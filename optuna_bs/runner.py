@@ -104,27 +104,33 @@ class Prepared:
         resume = next((p for p in reversed(parents) if p.exists()), None)
         if resume is not None:
             trial.set_user_attr("resumed_from_trial", int(resume.stem.removeprefix("trial_")))
-        completed = False
-        try:
-            result = fit(
-                model,
-                self.data,
-                hparams,
-                trial=trial,
-                device=self.device,
-                seed=seed,
-                checkpoint=own,
-                resume_from=resume,
-                **fit_arguments(self.config, trial),
-            )
-            completed = True
-        finally:
-            # A finished trial needs no checkpoint, nor do the dead trials it resumed; a
-            # killed worker never gets here, so its trial's checkpoint waits for the retry.
-            keep = completed and self.config.study.keep_best_checkpoint
-            for path in parents + ([] if keep or own is None else [own]):
-                path.unlink(missing_ok=True)
+        # The checkpoints are deleted by drop_finished_checkpoints, once the trial's end is
+        # in the store: if that write fails (the database is down), the retry resumes.
+        result = fit(
+            model,
+            self.data,
+            hparams,
+            trial=trial,
+            device=self.device,
+            seed=seed,
+            checkpoint=own,
+            resume_from=resume,
+            **fit_arguments(self.config, trial),
+        )
         return result, model
+
+    def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Callback: the trial's end is committed, so its checkpoint and those of the dead
+        trials it retried can go (the best's stays with ``keep_best_checkpoint``)."""
+        if self.checkpoint_dir is None:
+            return
+        folder = self.checkpoint_dir / _safe_name(self.study_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            dead = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+        keep = trial.state == TrialState.COMPLETE and self.config.study.keep_best_checkpoint
+        for number in dead + ([] if keep else [trial.number]):
+            (folder / f"trial_{number}.pt").unlink(missing_ok=True)
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: on a GPU, release the last trial's memory, so the next one starts clean.
@@ -561,7 +567,7 @@ def run_study(
     # What the report reads the study by: its rule, and the optimizer family it is for.
     study.set_user_attr("parameterisation", prepared.space.parameterisation)
     study.set_user_attr("optimizer", prepared.space.optimizer)
-    callbacks = [*callbacks, prepared.free_memory]
+    callbacks = [*callbacks, prepared.free_memory, prepared.drop_finished_checkpoints]
     if cfg.study.keep_best_checkpoint:
         callbacks.append(prepared.drop_checkpoints_but_best)
     n_trials = cfg.study.n_trials if n_trials is None else n_trials

@@ -140,10 +140,12 @@ def make_storage(
                 heartbeat = {
                     "heartbeat_interval": heartbeat_interval,
                     "grace_period": grace_period or 2 * heartbeat_interval,
-                    # The retried trial keeps the dead one's curve: pruning sees it whole.
+                    # The retry does not inherit the dead trial's curve: one that resumes
+                    # from its checkpoint reports it again (TrialMonitor.load_state_dict),
+                    # and one that starts afresh has a curve of its own run only.
                     "heartbeat_stale_trial_callback": (
                         optuna.storages.RetryHeartbeatStaleTrialCallback(
-                            max_retry=max_retry, inherit_intermediate_values=True
+                            max_retry=max_retry, inherit_intermediate_values=False
                         )
                     ),
                 }

@@ -132,3 +132,32 @@ def test_study_file_sets_the_median_pruner():
     assert isinstance(pruner, optuna.pruners.MedianPruner)
     # Optuna keeps these private; they are what decides when a trial can be pruned.
     assert (pruner._n_startup_trials, pruner._n_warmup_steps, pruner._n_min_trials) == (3, 2, 3)
+
+
+def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_path):
+    """The store drops out as a trial ends: its checkpoint stays for the retry (the trial is
+    still RUNNING in the store); a trial whose end is committed leaves no checkpoint."""
+    import sqlalchemy.exc
+
+    config = config_from_dict(
+        {**TINY, "study": {**TINY["study"], "checkpoint_dir": str(tmp_path / "ckpt")}}
+    )
+    prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    storage = prepared.storage
+    real = storage.set_trial_state_values
+    calls = {"n": 0}
+
+    def flaky(trial_id, state, values=None):
+        if state.is_finished() and calls["n"] == 0:
+            calls["n"] += 1  # the first trial's end is lost with the connection
+            raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("server gone"))
+        return real(trial_id, state, values)
+
+    storage.set_trial_state_values = flaky
+    study = run_study(prepared, n_trials=2)
+    folder = tmp_path / "ckpt" / "tiny"
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == optuna.trial.TrialState.RUNNING  # for the heartbeat to retry
+    assert (folder / "trial_0.pt").exists()  # what the retry resumes from
+    done = [n for n, s in states.items() if s.is_finished()]
+    assert len(done) == 2 and not any((folder / f"trial_{n}.pt").exists() for n in done)
