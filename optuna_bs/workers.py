@@ -50,6 +50,11 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
     finished = 0
     start = time.monotonic()
     outage_since = None
+    ran: list[int] = []  # the trials this process started, by number
+
+    def tracked(trial):
+        ran.append(trial.number)
+        return objective(trial)
 
     def count(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal finished, outage_since
@@ -63,8 +68,12 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
             if left is not None and left <= 0:
                 return
             try:
+                if outage_since is not None:  # back after an outage: count from the store
+                    finished = _finished_in_store(study, ran)
+                    if finished >= n_trials:
+                        return
                 study.optimize(
-                    objective,
+                    tracked,
                     n_trials=n_trials - finished,
                     timeout=left,
                     callbacks=[*callbacks, count],
@@ -109,6 +118,17 @@ class _Interrupt:
         """Raise ``KeyboardInterrupt`` if a SIGINT came (and was perhaps swallowed)."""
         if self.seen:
             raise KeyboardInterrupt
+
+
+def _finished_in_store(study: optuna.Study, numbers: list[int]) -> int:
+    """How many of the trials ``numbers`` the store holds as finished.
+
+    A trial whose end was committed just as the connection dropped is finished though its
+    worker saw an error; one left RUNNING is retried by the heartbeat, and that retry counts
+    when it runs. So the budget is kept through an outage: a 4-trial run ends with 4.
+    """
+    mine = set(numbers)
+    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False) if t.number in mine)
 
 
 def _is_outage(err: BaseException) -> bool:

@@ -161,3 +161,27 @@ def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_
     assert (folder / "trial_0.pt").exists()  # what the retry resumes from
     done = [n for n, s in states.items() if s.is_finished()]
     assert len(done) == 2 and not any((folder / f"trial_{n}.pt").exists() for n in done)
+
+
+def test_the_budget_holds_when_a_committed_end_is_reported_as_an_outage(tmp_path):
+    """The connection drops just after a trial's end is committed: the worker saw an error,
+    but the store holds the trial finished, so it is counted once: 2 asked, 2 run, not 3."""
+    import sqlalchemy.exc
+
+    prepared = prepare(config_from_dict(TINY), storage=f"sqlite:///{tmp_path / 's.db'}")
+    storage = prepared.storage
+    real = storage.set_trial_state_values
+    calls = {"n": 0}
+
+    def committed_then_lost(trial_id, state, values=None):
+        result = real(trial_id, state, values)
+        if state.is_finished() and calls["n"] == 0:
+            calls["n"] += 1
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("connection reset"))
+        return result
+
+    storage.set_trial_state_values = committed_then_lost
+    study = run_study(prepared, n_trials=2)
+    assert calls["n"] == 1
+    assert len(study.trials) == 2
+    assert all(t.state.is_finished() for t in study.trials)
