@@ -47,9 +47,8 @@ def read_cifar10(root: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
     if not folder.is_dir():
-        raise ValueError(
-            f"`root` must be a CIFAR-10 folder, but {str(root)!r} does not exist: {_WHERE}."
-        )
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"`root` must be a CIFAR-10 folder, but {str(root)!r} {what}: {_WHERE}.")
     missing = [f for f in CIFAR10_FILES if not (folder / f).is_file()]
     if missing:
         raise ValueError(f"`root` {str(root)!r} lacks {', '.join(missing)}: {_WHERE}.")

@@ -144,10 +144,14 @@ def load_data(
         raise ValueError(f"`val_fraction` must be in (0, 1), but got val_fraction={val_fraction}.")
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
-        allowed = ", ".join(repr(o) for o in _OPTIONS[name])
+        # Every keyword the data set takes, the common ones too: a typo of num_samples
+        # is told so, not shown only data_seed.
+        valid = [*(["num_samples"] if name == "mnist1d" else []), *_OPTIONS[name]]
+        valid += ["seed", "val_fraction"]
+        allowed = ", ".join(repr(o) for o in valid)
         raise TypeError(
             f"load_data() got unexpected option(s) {', '.join(map(repr, unknown))} for data set "
-            f"{name!r}; allowed options: {allowed}.{_hint(unknown[0], _OPTIONS[name])}"
+            f"{name!r}; allowed options: {allowed}.{_hint(unknown[0], valid)}"
         )
     if num_samples is not None:
         if name != "mnist1d":

@@ -161,3 +161,14 @@ def test_data_checks_its_fields() -> None:
 def test_bad_input(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         load_data(**kwargs)
+
+
+def test_a_misspelt_num_samples_is_pointed_at_num_samples():
+    with pytest.raises(TypeError, match=r"'num_samples', 'data_seed'.*Did you mean 'num_samples'"):
+        load_data("mnist1d", num_sample=3)
+
+
+def test_a_cifar_root_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        load_data("cifar10", root=str(tmp_path / "afile"))
