@@ -77,3 +77,31 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
             assert all(isinstance(cell[r], float) for r in ratios)
         for table in ("P5 (Dataset)", "P5 accumulation"):
             assert table in run.stdout
+
+
+@pytest.mark.slow
+def test_fault_benchmark_smoke_loses_nothing(tmp_path):
+    """The fault benchmark on a PostgreSQL cluster of its own: SIGKILL and Ctrl-C lose no
+    trial, overrun no budget, leave nothing RUNNING and show no password."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "faults.py"),
+            "--smoke",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Faults: what each one lost" in run.stdout
+    faults = json.loads((tmp_path / "faults_smoke.json").read_text())["faults"]
+    assert set(faults) == {"sigkill", "ctrl-c-run", "ctrl-c-launch"}
+    assert all(not f["password_seen"] and f["running"] == 0 for f in faults.values())
+    kill = faults["sigkill"]
+    assert (kill["finished"], kill["overrun"], kill["epochs_redone"]) == (3, 0, 0)
+    for name in ("ctrl-c-run", "ctrl-c-launch"):
+        assert faults[name]["status"] == 130
+    assert faults["ctrl-c-run"]["stderr_lines"] == 1  # "optuna-bs: interrupted"

@@ -1,0 +1,378 @@
+"""Faults: what each one loses, on a PostgreSQL server of the benchmark's own.
+
+    python benchmarks/faults.py           # every fault: ~6 minutes on 2 cores
+    python benchmarks/faults.py --smoke   # SIGKILL and Ctrl-C only (the test suite's)
+
+The benchmark starts a throw-away PostgreSQL cluster (``initdb`` into a temporary folder, a
+free port, run as the ``postgres`` user when this is root), so that an outage can be made by
+stopping it: the machine's own server is never touched. The store URL carries a password, and
+every output and every worker's command line is searched for it.
+
+Faults, each on a fresh study of a model whose steps take a known time (8 epochs a trial):
+
+* ``sigkill``: a worker is SIGKILLed in its first trial, past epoch 3; a second worker then
+  runs the study to its budget (``--max-trials 3``).
+* ``outage-10``, ``outage-60``: 2 workers (``launch``) on a 6-trial budget; the server is
+  stopped for 10 or 60 s while both are in a trial, then started again.
+* ``workers-8x25``: ``launch --workers 8 --n-trials 200``.
+* ``ctrl-c-run``, ``ctrl-c-launch``: SIGINT in the middle of a trial.
+
+Reported per fault: trials asked and finished (complete or pruned), failed, left RUNNING,
+the budget overrun, epochs redone (of a dead trial, those its retry trained again), the exit
+status, the lines on stderr, and whether the password was seen. Results go to
+benchmarks/results/faults.json.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PASSWORD = "Fault-s3cret"
+STUDY = """
+[study]
+n_trials = 5
+pruner = "none"
+heartbeat_interval = 1
+checkpoint_dir = "{checkpoints}"
+[data]
+name = "synthetic"
+n_samples = 300
+n_features = 6
+[model]
+name = "tests.slow_model:factory"
+seconds_per_step = 0.03
+[space]
+batch_size = 32
+noise_scale = [5.0, 50.0]
+[train]
+max_epochs = 8
+patience = 0
+"""
+
+
+class Server:
+    """A PostgreSQL cluster in a temporary folder, on a free port, that can be stopped."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+        if not found or not found[-1]:
+            raise SystemExit("faults.py needs PostgreSQL's initdb and pg_ctl (DESIGN §8)")
+        self.bin = Path(found[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="optuna-bs-faults-"))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.user:
+            shutil.chown(self.root, "postgres")
+        self._run("initdb", "-D", self.root / "data", "-A", "trust", "-U", "postgres")
+        self.start()
+        self._psql(f"CREATE ROLE bench LOGIN PASSWORD '{PASSWORD}'")
+        self._psql("CREATE DATABASE bench OWNER bench")
+        self.url = f"postgresql+psycopg://bench:{PASSWORD}@127.0.0.1:{self.port}/bench"
+
+    def _run(self, tool: str, *args) -> None:
+        command = [*self.user, str(self.bin / tool), *map(str, args)]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+    def _psql(self, sql: str) -> None:
+        args = ["-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "-c", sql]
+        self._run("psql", *args)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            "pg_ctl",
+            "-D",
+            self.root / "data",
+            "-o",
+            options,
+            "-l",
+            self.root / "log",
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop")
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _cli() -> list[str]:
+    script = Path(sys.executable).with_name("optuna-bs")
+    return [str(script)] if script.exists() else [shutil.which("optuna-bs")]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO)}  # the test model factory
+
+
+def _trials(url: str, name: str) -> list:
+    try:
+        return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+    except (KeyError, Exception):  # not created yet, or the server is down
+        return []
+
+
+def _wait(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise RuntimeError("timed out")
+
+
+def _running(url, name, n, epoch=1):
+    def check():
+        running = [t for t in _trials(url, name) if t.state.name == "RUNNING"]
+        return len(running) >= n and all(len(t.intermediate_values) >= epoch for t in running)
+
+    return check
+
+
+def _count(url: str, name: str, asked: int, procs: list, outputs: list[str]) -> dict:
+    trials = _trials(url, name)
+    by_number = {t.number: t for t in trials}
+    redone = 0
+    for t in trials:
+        dead = t.user_attrs.get("resumed_from_trial")
+        if dead is not None and dead in by_number:
+            redone += len(by_number[dead].intermediate_values) - t.user_attrs.get(
+                "resumed_from_epoch", 0
+            )
+    for t in trials:  # dead trials retried from scratch: all their epochs are redone
+        retry_of = t.system_attrs.get("failed_trial")
+        if retry_of is not None and "resumed_from_trial" not in t.user_attrs:
+            redone += len(by_number[retry_of].intermediate_values) if retry_of in by_number else 0
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    command_lines = []
+    for proc in procs:
+        try:
+            command_lines.append(Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode())
+        except OSError:
+            pass
+    seen = any(PASSWORD in text for text in [*outputs, *command_lines])
+    return {
+        "asked": asked,
+        "finished": finished,
+        "failed": sum(t.state.name == "FAIL" for t in trials),
+        "running": sum(t.state.name == "RUNNING" for t in trials),
+        "overrun": max(0, finished - asked),
+        "epochs_redone": redone,
+        "password_seen": seen,
+    }
+
+
+def _study(root: Path, name: str) -> Path:
+    path = root / f"{name}.toml"
+    path.write_text(STUDY.format(checkpoints=root / "checkpoints"))
+    return path
+
+
+def _popen(args, cwd) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*_cli(), *map(str, args)],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=False,
+    )
+
+
+def fault_sigkill(server: Server, root: Path) -> dict:
+    name = "sigkill"
+    common = [
+        "run",
+        _study(root, name),
+        "--storage",
+        server.url,
+        "--study-name",
+        name,
+        "-q",
+        "--no-test",
+    ]
+    victim = _popen([*common, "--n-trials", 1], root)
+    _wait(_running(server.url, name, 1, epoch=3))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(2.5)  # past the heartbeat's grace period
+    rescuer = _popen([*common, "--n-trials", 10, "--max-trials", 3], root)
+    out, err = rescuer.communicate(timeout=600)
+    result = _count(server.url, name, 3, [], [out, err])
+    return {**result, "status": rescuer.returncode, "stderr_lines": _lines(err)}
+
+
+def fault_outage(server: Server, root: Path, seconds: float) -> dict:
+    name = f"outage{int(seconds)}"
+    launcher = _popen(
+        [
+            "launch",
+            _study(root, name),
+            "--storage",
+            server.url,
+            "--study-name",
+            name,
+            "--workers",
+            2,
+            "--n-trials",
+            6,
+            "--no-test",
+        ],
+        root,
+    )
+    _wait(_running(server.url, name, 2, epoch=2))
+    server.stop()
+    time.sleep(seconds)
+    server.start()
+    out, err = launcher.communicate(timeout=900)
+    result = _count(server.url, name, 6, [], [out, err])
+    return {**result, "status": launcher.returncode, "stderr_lines": _lines(err)}
+
+
+def fault_workers(server: Server, root: Path) -> dict:
+    name = "workers8x25"
+    study = _study(root, name)
+    study.write_text(
+        study.read_text()
+        .replace("seconds_per_step = 0.03", "seconds_per_step = 0")
+        .replace("max_epochs = 8", "max_epochs = 2")
+    )
+    launcher = _popen(
+        [
+            "launch",
+            study,
+            "--storage",
+            server.url,
+            "--study-name",
+            name,
+            "--workers",
+            8,
+            "--n-trials",
+            200,
+            "--no-test",
+        ],
+        root,
+    )
+    seen = []
+    while launcher.poll() is None:  # the workers' command lines, while they run
+        for path in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                text = Path(path).read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "optuna-bs" in text:
+                seen.append(text)
+        time.sleep(0.5)
+    out, err = launcher.communicate()
+    result = _count(server.url, name, 200, [], [out, err, *seen])
+    return {**result, "status": launcher.returncode, "stderr_lines": _lines(err)}
+
+
+def fault_ctrl_c(server: Server, root: Path, command: str) -> dict:
+    name = f"ctrlc{command}"
+    args = [
+        command,
+        _study(root, name),
+        "--storage",
+        server.url,
+        "--study-name",
+        name,
+        "--n-trials",
+        400,
+        "--no-test",
+    ]
+    if command == "launch":
+        args += ["--workers", 2]
+    proc = _popen(args, root)
+    _wait(_running(server.url, name, 2 if command == "launch" else 1))
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=180)
+    trials = _trials(server.url, name)
+    result = _count(server.url, name, len(trials), [], [out, err])
+    return {
+        **result,
+        "status": proc.returncode,
+        "stderr_lines": _lines(err),
+        "seconds_to_stop": round(time.monotonic() - started, 1),
+    }
+
+
+def _lines(err: str) -> int:
+    """Lines on stderr, progress-bar frames left out."""
+    return sum(1 for line in re.split(r"[\r\n]", err) if line.strip() and "%|" not in line)
+
+
+def main() -> None:
+    parser = h.parser(__doc__)
+    args = parser.parse_args()
+    smoke = h.mode(args) == "smoke"
+    server = Server()
+    root = Path(tempfile.mkdtemp(prefix="optuna-bs-fault-studies-"))
+    faults = {
+        "sigkill": lambda: fault_sigkill(server, root),
+        "ctrl-c-run": lambda: fault_ctrl_c(server, root, "run"),
+        "ctrl-c-launch": lambda: fault_ctrl_c(server, root, "launch"),
+    }
+    if not smoke:
+        faults |= {
+            "outage-10": lambda: fault_outage(server, root, 10),
+            "outage-60": lambda: fault_outage(server, root, 60),
+            "workers-8x25": lambda: fault_workers(server, root),
+        }
+    results = {}
+    try:
+        for fault, run in faults.items():
+            start = time.perf_counter()
+            results[fault] = {**run(), "seconds": round(time.perf_counter() - start, 1)}
+            print(f"  {fault}: {json.dumps(results[fault])}", file=sys.stderr, flush=True)
+    finally:
+        server.close()
+        shutil.rmtree(root, ignore_errors=True)
+    columns = (
+        "asked",
+        "finished",
+        "failed",
+        "running",
+        "overrun",
+        "epochs_redone",
+        "password_seen",
+        "status",
+        "stderr_lines",
+    )
+    h.print_table(
+        "Faults: what each one lost (a PostgreSQL server of the benchmark's own)",
+        ("fault", *columns),
+        [(fault, *(r[c] for c in columns)) for fault, r in results.items()],
+    )
+    h.write_json(args, "faults", {"faults": results})
+
+
+if __name__ == "__main__":
+    main()
