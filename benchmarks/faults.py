@@ -18,9 +18,9 @@ Faults, each on a fresh study of a model whose steps take a known time (8 epochs
 * ``ctrl-c-run``, ``ctrl-c-launch``: SIGINT in the middle of a trial.
 
 Reported per fault: trials asked and finished (complete or pruned), failed, left RUNNING,
-the budget overrun, epochs redone (of a dead trial, those its retry trained again), the exit
-status, the lines on stderr, and whether the password was seen. Results go to
-benchmarks/results/faults.json.
+how far the study ended from its budget, epochs redone (of a dead trial, those its retry
+trained again), the exit status, the lines on stderr, and whether the password was seen.
+Results go to benchmarks/results/faults.json.
 """
 
 from __future__ import annotations
@@ -126,8 +126,11 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [shutil.which("optuna-bs")]
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(REPO)}  # the test model factory
+def _env(url: str | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the test model factory
+    if url is not None:  # the store as a careful user passes it: never on a command line
+        env["OPTUNA_BS_STORAGE"] = url
+    return env
 
 
 def _trials(url: str, name: str) -> list:
@@ -161,9 +164,9 @@ def _count(url: str, name: str, asked: int, procs: list, outputs: list[str]) -> 
     for t in trials:
         dead = t.user_attrs.get("resumed_from_trial")
         if dead is not None and dead in by_number:
-            redone += len(by_number[dead].intermediate_values) - t.user_attrs.get(
-                "resumed_from_epoch", 0
-            )
+            # A checkpoint may be one epoch ahead of the values reported: nothing redone.
+            reported = len(by_number[dead].intermediate_values)
+            redone += max(0, reported - t.user_attrs.get("resumed_from_epoch", 0))
     for t in trials:  # dead trials retried from scratch: all their epochs are redone
         retry_of = t.system_attrs.get("failed_trial")
         if retry_of is not None and "resumed_from_trial" not in t.user_attrs:
@@ -181,7 +184,7 @@ def _count(url: str, name: str, asked: int, procs: list, outputs: list[str]) -> 
         "finished": finished,
         "failed": sum(t.state.name == "FAIL" for t in trials),
         "running": sum(t.state.name == "RUNNING" for t in trials),
-        "overrun": max(0, finished - asked),
+        "off_budget": finished - asked,  # > 0 an overrun, < 0 trials lost from the budget
         "epochs_redone": redone,
         "password_seen": seen,
     }
@@ -193,11 +196,11 @@ def _study(root: Path, name: str) -> Path:
     return path
 
 
-def _popen(args, cwd) -> subprocess.Popen:
+def _popen(args, cwd, url: str | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [*_cli(), *map(str, args)],
         cwd=cwd,
-        env=_env(),
+        env=_env(url),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -210,19 +213,17 @@ def fault_sigkill(server: Server, root: Path) -> dict:
     common = [
         "run",
         _study(root, name),
-        "--storage",
-        server.url,
         "--study-name",
         name,
         "-q",
         "--no-test",
     ]
-    victim = _popen([*common, "--n-trials", 1], root)
+    victim = _popen([*common, "--n-trials", 1], root, url=server.url)
     _wait(_running(server.url, name, 1, epoch=3))
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     time.sleep(2.5)  # past the heartbeat's grace period
-    rescuer = _popen([*common, "--n-trials", 10, "--max-trials", 3], root)
+    rescuer = _popen([*common, "--n-trials", 10, "--max-trials", 3], root, url=server.url)
     out, err = rescuer.communicate(timeout=600)
     result = _count(server.url, name, 3, [], [out, err])
     return {**result, "status": rescuer.returncode, "stderr_lines": _lines(err)}
@@ -230,22 +231,8 @@ def fault_sigkill(server: Server, root: Path) -> dict:
 
 def fault_outage(server: Server, root: Path, seconds: float) -> dict:
     name = f"outage{int(seconds)}"
-    launcher = _popen(
-        [
-            "launch",
-            _study(root, name),
-            "--storage",
-            server.url,
-            "--study-name",
-            name,
-            "--workers",
-            2,
-            "--n-trials",
-            6,
-            "--no-test",
-        ],
-        root,
-    )
+    args = ["launch", _study(root, name), "--study-name", name, "--workers", 2]
+    launcher = _popen([*args, "--n-trials", 6, "--no-test"], root, url=server.url)
     _wait(_running(server.url, name, 2, epoch=2))
     server.stop()
     time.sleep(seconds)
@@ -263,22 +250,8 @@ def fault_workers(server: Server, root: Path) -> dict:
         .replace("seconds_per_step = 0.03", "seconds_per_step = 0")
         .replace("max_epochs = 8", "max_epochs = 2")
     )
-    launcher = _popen(
-        [
-            "launch",
-            study,
-            "--storage",
-            server.url,
-            "--study-name",
-            name,
-            "--workers",
-            8,
-            "--n-trials",
-            200,
-            "--no-test",
-        ],
-        root,
-    )
+    args = ["launch", study, "--study-name", name, "--workers", 8, "--n-trials", 200, "--no-test"]
+    launcher = _popen(args, root, url=server.url)  # the URL in no process's command line
     seen = []
     while launcher.poll() is None:  # the workers' command lines, while they run
         for path in glob.glob("/proc/[0-9]*/cmdline"):
@@ -291,7 +264,13 @@ def fault_workers(server: Server, root: Path) -> dict:
         time.sleep(0.5)
     out, err = launcher.communicate()
     result = _count(server.url, name, 200, [], [out, err, *seen])
-    return {**result, "status": launcher.returncode, "stderr_lines": _lines(err)}
+    errors = [line for line in (out + err).splitlines() if "error" in line.lower()]
+    return {
+        **result,
+        "status": launcher.returncode,
+        "stderr_lines": _lines(err),
+        "errors": errors[:5],
+    }
 
 
 def fault_ctrl_c(server: Server, root: Path, command: str) -> dict:
@@ -299,8 +278,6 @@ def fault_ctrl_c(server: Server, root: Path, command: str) -> dict:
     args = [
         command,
         _study(root, name),
-        "--storage",
-        server.url,
         "--study-name",
         name,
         "--n-trials",
@@ -309,13 +286,14 @@ def fault_ctrl_c(server: Server, root: Path, command: str) -> dict:
     ]
     if command == "launch":
         args += ["--workers", 2]
-    proc = _popen(args, root)
+    proc = _popen(args, root, url=server.url)
     _wait(_running(server.url, name, 2 if command == "launch" else 1))
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     trials = _trials(server.url, name)
     result = _count(server.url, name, len(trials), [], [out, err])
+    result["off_budget"] = None  # stopped on purpose: there is no budget to keep
     return {
         **result,
         "status": proc.returncode,
@@ -360,7 +338,7 @@ def main() -> None:
         "finished",
         "failed",
         "running",
-        "overrun",
+        "off_budget",
         "epochs_redone",
         "password_seen",
         "status",

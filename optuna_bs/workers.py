@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import optuna
 import sqlalchemy.exc
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs.errors import StorageError
 
@@ -121,14 +121,15 @@ class _Interrupt:
 
 
 def _finished_in_store(study: optuna.Study, numbers: list[int]) -> int:
-    """How many of the trials ``numbers`` the store holds as finished.
+    """How many of the trials ``numbers`` the store holds as complete or pruned.
 
-    A trial whose end was committed just as the connection dropped is finished though its
-    worker saw an error; one left RUNNING is retried by the heartbeat, and that retry counts
-    when it runs. So the budget is kept through an outage: a 4-trial run ends with 4.
+    A trial whose end was committed just as the connection dropped counts, though its worker
+    saw an error. One the outage cut does not: left RUNNING, the heartbeat retries it and the
+    retry counts when it runs; failed by its worker, it is run again as a new trial. So the
+    budget is kept through an outage: a 4-trial run ends with 4 finished, never 3 or 5.
     """
-    mine = set(numbers)
-    return sum(t.state.is_finished() for t in study.get_trials(deepcopy=False) if t.number in mine)
+    mine, done = set(numbers), (TrialState.COMPLETE, TrialState.PRUNED)
+    return sum(t.number in mine for t in study.get_trials(deepcopy=False, states=done))
 
 
 def _is_outage(err: BaseException) -> bool:

@@ -101,7 +101,7 @@ def test_fault_benchmark_smoke_loses_nothing(tmp_path):
     assert set(faults) == {"sigkill", "ctrl-c-run", "ctrl-c-launch"}
     assert all(not f["password_seen"] and f["running"] == 0 for f in faults.values())
     kill = faults["sigkill"]
-    assert (kill["finished"], kill["overrun"], kill["epochs_redone"]) == (3, 0, 0)
+    assert (kill["finished"], kill["off_budget"], kill["epochs_redone"]) == (3, 0, 0)
     for name in ("ctrl-c-run", "ctrl-c-launch"):
         assert faults[name]["status"] == 130
     assert faults["ctrl-c-run"]["stderr_lines"] == 1  # "optuna-bs: interrupted"
