@@ -1,7 +1,7 @@
 """Faults: what each one loses, on a PostgreSQL server of the benchmark's own.
 
     python benchmarks/faults.py           # every fault: ~6 minutes on 2 cores
-    python benchmarks/faults.py --smoke   # SIGKILL and Ctrl-C only (the test suite's)
+    python benchmarks/faults.py --smoke   # SIGKILL, Ctrl-C, a 10 s outage (the test suite's)
 
 The benchmark starts a throw-away PostgreSQL cluster (``initdb`` into a temporary folder, a
 free port, run as the ``postgres`` user when this is root), so that an outage can be made by
@@ -317,10 +317,10 @@ def main() -> None:
         "sigkill": lambda: fault_sigkill(server, root),
         "ctrl-c-run": lambda: fault_ctrl_c(server, root, "run"),
         "ctrl-c-launch": lambda: fault_ctrl_c(server, root, "launch"),
+        "outage-10": lambda: fault_outage(server, root, 10),
     }
     if not smoke:
         faults |= {
-            "outage-10": lambda: fault_outage(server, root, 10),
             "outage-60": lambda: fault_outage(server, root, 60),
             "workers-8x25": lambda: fault_workers(server, root),
         }
