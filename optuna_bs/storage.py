@@ -22,6 +22,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import optuna
 import sqlalchemy.exc
@@ -118,8 +119,17 @@ def make_storage(
         return optuna.storages.JournalStorage(backend)
     if url.startswith("grpc://"):
         return _grpc_proxy(url)
+    authority = url.partition("://")[2].partition("/")[0]
+    if authority.count("@") > 1:  # the driver would take part of the password for the host
+        raise StorageError(
+            f"`storage` {mask_url(url)!r}: its password holds an unencoded '@'; percent-encode "
+            "it (@ as %40, : as %3A, / as %2F)."
+        )
     try:
         parsed = make_url(url)
+        _ = parsed.port  # a port that is not a number fails here, not deep in the driver
+    except ValueError as err:
+        raise StorageError(f"`storage` {mask_url(url)!r}: its port must be a number.") from err
     except sqlalchemy.exc.ArgumentError as err:
         raise StorageError(
             f"`storage` must be an SQLAlchemy URL such as 'sqlite:///optuna_bs.db' or "
@@ -129,6 +139,8 @@ def make_storage(
     engine_kwargs: dict = {"pool_pre_ping": True}
     if not synchronous_commit and parsed.get_backend_name() == "postgresql":
         engine_kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        _check_sqlite_file(Path(parsed.database))
     if parsed.get_backend_name() == "sqlite":
         # Wait for a lock instead of failing at once when a reader holds the file.
         engine_kwargs = {"connect_args": {"timeout": 30}}
@@ -171,6 +183,24 @@ def make_storage(
         if parsed.password:
             cause = cause.replace(parsed.password, "***")
         raise StorageError(f"cannot open storage {mask_url(url)!r}: {cause}") from err
+
+
+def _check_sqlite_file(database: Path) -> None:
+    """A read-only SQLite file, or a folder it cannot be created in, is one line now rather
+    than SQLite's "attempt to write a readonly database" at the first trial."""
+    if database.exists():
+        if not os.access(database, os.R_OK | os.W_OK):
+            raise StorageError(
+                f"the SQLite file {str(database)!r} is read-only: make it writable "
+                f"(chmod u+w) or choose another --storage."
+            )
+        return
+    folder = database.parent if str(database.parent) else Path(".")
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"the SQLite file {str(database)!r} cannot be created: the folder {str(folder)!r} "
+            "is not writable; choose another --storage."
+        )
 
 
 def _grpc_proxy(url: str) -> optuna.storages.BaseStorage:

@@ -98,3 +98,34 @@ def test_postgres_synchronous_commit_off_is_set_on_the_session():
         with storage.engine.connect() as conn:
             value = conn.execute(sqlalchemy.text("show synchronous_commit")).scalar()
         assert value == expected
+
+
+def test_an_unencoded_at_in_the_password_is_one_line_that_repeats_none_of_it():
+    with pytest.raises(StorageError, match="unencoded '@'") as err:
+        make_storage("postgresql+psycopg://u:S3@cr3t@127.0.0.1:1/db")
+    assert "S3" not in str(err.value) and "cr3t" not in str(err.value)
+    with pytest.raises(StorageError, match="port must be a number") as err:
+        make_storage("postgresql+psycopg://u:S3cr3t@host:notaport/db")
+    assert "S3cr3t" not in str(err.value)
+
+
+def test_a_read_only_sqlite_file_or_folder_is_one_line_before_any_trial(tmp_path, monkeypatch):
+    """As root every file is writable, so the permission is what os.access says."""
+    import os
+
+    import optuna_bs.storage as storage_module
+
+    db = tmp_path / "ro.db"
+    make_storage(f"sqlite:///{db}")  # the file exists
+    real = os.access
+    monkeypatch.setattr(
+        storage_module.os, "access", lambda p, mode: False if str(p) == str(db) else real(p, mode)
+    )
+    with pytest.raises(StorageError, match=r"ro\.db' is read-only: make it writable"):
+        make_storage(f"sqlite:///{db}")
+    monkeypatch.setattr(
+        storage_module.os, "access", lambda p, mode: False if str(p) == str(tmp_path) else True
+    )
+    with pytest.raises(StorageError, match="cannot be created: the folder .* is not writable"):
+        make_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    assert not (tmp_path / "new.db").exists()
