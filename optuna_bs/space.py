@@ -245,6 +245,15 @@ class BatchScalingSpace:
                 {"noise_scale": self.noise_scale} if self.parameterisation == "noise-scale" else {}
             ),
             **({"lr": self.lr} if self.parameterisation != "noise-scale" else {}),
+            **(
+                {"reference_batch_size": self.reference_batch_size}
+                if self.parameterisation not in ("noise-scale", "independent")
+                else {}
+            ),
+            **({"beta2": self.beta2, "eps": self.eps} if self.family == "adam" else {}),
+            **({"weight_decay": self.weight_decay} if self.weight_decay else {}),
+            **({"tau_epochs": self.tau_epochs} if self.tau_epochs is not None else {}),
+            **({"optimizer": self.optimizer} if self.optimizer is not None else {}),
             "n_train": self.n_train,
         }
         args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
