@@ -41,30 +41,13 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _harness as h  # noqa: E402
+
+from tests.slow_model import SLOW_STUDY  # noqa: E402  (the worker tests' study, and model)
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Fault-s3cret"
-STUDY = """
-[study]
-n_trials = 5
-pruner = "none"
-heartbeat_interval = 1
-checkpoint_dir = "{checkpoints}"
-[data]
-name = "synthetic"
-n_samples = 300
-n_features = 6
-[model]
-name = "tests.slow_model:factory"
-seconds_per_step = 0.03
-[space]
-batch_size = 32
-noise_scale = [5.0, 50.0]
-[train]
-max_epochs = 8
-patience = 0
-"""
 
 
 class Server:
@@ -192,7 +175,8 @@ def _count(url: str, name: str, asked: int, procs: list, outputs: list[str]) -> 
 
 def _study(root: Path, name: str) -> Path:
     path = root / f"{name}.toml"
-    path.write_text(STUDY.format(checkpoints=root / "checkpoints"))
+    checkpoints = f'heartbeat_interval = 1\ncheckpoint_dir = "{root / "checkpoints"}"'
+    path.write_text(SLOW_STUDY.replace("heartbeat_interval = 1", checkpoints))
     return path
 
 

@@ -1,7 +1,8 @@
 """A model factory for worker tests: an MLP whose training steps take a known time.
 
 Used as ``[model] name = "tests.slow_model:factory"`` so that a trial lasts long enough to be
-killed in the middle.
+killed in the middle. ``SLOW_STUDY`` is the study file of such trials (8 epochs of 6 steps
+of 30 ms, a 1 s heartbeat), shared by the worker tests and ``benchmarks/faults.py``.
 """
 
 from __future__ import annotations
@@ -31,3 +32,25 @@ def factory(input_shape, n_outputs, seconds_per_step: float = 0.02) -> torch.nn.
         torch.nn.Linear(16, n_outputs),
     )
     return _Slow(inner, seconds_per_step)
+
+
+#: A study of 8-epoch trials whose steps take 30 ms each, with a 1 s heartbeat.
+SLOW_STUDY = """
+[study]
+n_trials = 5
+pruner = "none"
+heartbeat_interval = 1
+[data]
+name = "synthetic"
+n_samples = 300
+n_features = 6
+[model]
+name = "tests.slow_model:factory"
+seconds_per_step = 0.03
+[space]
+batch_size = 32
+noise_scale = [5.0, 50.0]
+[train]
+max_epochs = 8
+patience = 0
+"""

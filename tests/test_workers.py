@@ -22,6 +22,7 @@ from optuna_bs.storage import make_storage
 from optuna_bs.trainer import FitResult
 
 from .conftest import REPO, _server_url, cli_command
+from .slow_model import SLOW_STUDY
 
 COMPLETE, PRUNED, FAIL = (
     optuna.trial.TrialState.COMPLETE,
@@ -45,26 +46,6 @@ hidden = [8]
 batch_size = [16, 32]
 [train]
 max_epochs = 2
-"""
-
-SLOW_STUDY = """
-[study]
-n_trials = 5
-pruner = "none"
-heartbeat_interval = 1
-[data]
-name = "synthetic"
-n_samples = 300
-n_features = 6
-[model]
-name = "tests.slow_model:factory"
-seconds_per_step = 0.03
-[space]
-batch_size = 32
-noise_scale = [5.0, 50.0]
-[train]
-max_epochs = 8
-patience = 0
 """
 
 
