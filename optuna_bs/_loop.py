@@ -7,6 +7,7 @@ then the monitor's verdict.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -16,6 +17,7 @@ import warnings
 import torch
 
 from optuna_bs._accelerate import Accelerator
+from optuna_bs.distributed import broadcast
 from optuna_bs.metrics import free_memory
 from optuna_bs.rules import Hyperparameters
 from optuna_bs.schedules import epoch_attrs
@@ -27,25 +29,52 @@ _logger = logging.getLogger(__name__)
 
 
 class EpochLoop:
-    """The epoch loop of one fit: train, validate, checkpoint, ask the monitor."""
+    """The epoch loop of one fit: train, validate, checkpoint, ask the monitor.
+
+    With ``shard=(rank, K)`` (``torch.distributed``), ``net`` is a ``DistributedDataParallel``
+    and ``eval_net`` the model it wraps: each rank trains on its B/K share of every batch,
+    rank 0 alone validates and checkpoints, and every rank feeds the monitor rank 0's values,
+    so every rank takes the same decisions at the same epoch.
+    """
 
     def __init__(
-        self, state, net, source, hparams, schedule, loss_fn, batch_loss, clip, on_oom, validate
+        self,
+        state,
+        net,
+        source,
+        hparams,
+        schedule,
+        loss_fn,
+        batch_loss,
+        clip,
+        on_oom,
+        validate,
+        *,
+        eval_net=None,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.state, self.net, self.source, self.hparams = state, net, source, hparams
         self.schedule, self.loss_fn, self.batch_loss = schedule, loss_fn, batch_loss
         self.clip, self.on_oom, self.validate = clip, on_oom, validate
+        self.eval_net = net if eval_net is None else eval_net
+        self.shard = shard
         self.accel: Accelerator = state.accelerator
         self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
         self.path: list[Hyperparameters] = []
         self.batch_size = hparams.batch_size  # the epoch's B
-        self.micro_batch_size = hparams.batch_size if state.micro_cap is None else state.micro_cap
+        local = self.local_batch
+        self.micro_batch_size = local if state.micro_cap is None else state.micro_cap
         self.on_gpu = self.accel.device.type != "cpu"
 
     @property
+    def local_batch(self) -> int:
+        """This rank's share of B: B / K."""
+        return self.batch_size // self.shard[1]
+
+    @property
     def accumulation(self) -> int:
-        """Micro-batches per update: B / b (b always divides B)."""
-        return self.batch_size // self.micro_batch_size
+        """Micro-batches per update on each rank: B / (K b) (b always divides B/K)."""
+        return self.local_batch // self.micro_batch_size
 
     def run(self, max_epochs: int, checkpoint, *, resuming: bool) -> None:
         monitor, schedule = self.state.monitor, self.schedule
@@ -70,8 +99,9 @@ class EpochLoop:
         state, monitor = self.state, self.state.monitor
         batch_size = self.batch_size = setting.batch_size
         steps = self.source.n_train // batch_size  # full batches: B is what g assumes
-        cap = batch_size if state.micro_cap is None else state.micro_cap
-        self.micro_batch_size = _divisor_at_most(batch_size, cap)
+        local = self.local_batch
+        cap = local if state.micro_cap is None else state.micro_cap
+        self.micro_batch_size = _divisor_at_most(local, cap)
         if self.schedule is not None:
             _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
         tic = time.perf_counter()
@@ -85,9 +115,14 @@ class EpochLoop:
                 "oom",
                 f"out of memory at batch_size={batch_size}, micro-batch {self.micro_batch_size}",
             )
+        rank, size = self.shard
+        if size > 1:  # every rank decides on rank 0's numbers
+            train_loss, monitor.reference_loss_ = broadcast((train_loss, monitor.reference_loss_))
         val = train_loss  # a non-finite training loss ends the run "diverged"
-        if math.isfinite(train_loss):
-            val = self.validate(self.net)
+        if math.isfinite(train_loss) and rank == 0:
+            val = self.validate(self.eval_net)
+        if size > 1:
+            val = broadcast(val)
         monitor.update(
             val,
             updates=steps,
@@ -97,7 +132,7 @@ class EpochLoop:
         )
         if monitor.improved_:
             state.best_state = copy.deepcopy(state.model.state_dict())
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:
             # Saved before the value is reported: a worker killed in between re-reports it.
             state.save(checkpoint)
         return monitor.check()
@@ -107,7 +142,9 @@ class EpochLoop:
         out of memory ended the run (after ``updates`` updates)."""
         self.net.train()
         pin = self.accel.device.type == "cuda"
-        batches = self.source.train_batches(setting.batch_size, steps, self.state.generator, pin)
+        batches = self.source.train_batches(
+            setting.batch_size, steps, self.state.generator, pin, shard=self.shard
+        )
         per_step = self.schedule is not None and self.schedule.per_step
         loss_sum = torch.zeros((), device=self.accel.device)  # float32: add_ casts a bf16 loss
         for i, batch in enumerate(batches):
@@ -118,7 +155,7 @@ class EpochLoop:
                     self.state.optimizer.param_groups, self.state.lr_base, strict=True
                 ):
                     group["lr"] = base * setting.lr / self.hparams.lr * factor
-            loss = self.update_with_retry(batch, setting.batch_size)
+            loss = self.update_with_retry(batch, self.local_batch)
             if loss is None:
                 return None, i
             if self.state.monitor.reference_loss_ is None:  # once per fit: the loss at init
@@ -127,7 +164,8 @@ class EpochLoop:
         return loss_sum.item() / steps, steps
 
     def update_with_retry(self, batch, batch_size: int) -> torch.Tensor | None:
-        """One update; on out of memory, halve the micro-batch and redo it (B is kept)."""
+        """One update of this rank's ``batch_size`` samples; on out of memory, halve the
+        micro-batch and redo it (B is kept)."""
         while True:
             try:
                 return self.update(batch, batch_size)
@@ -156,20 +194,28 @@ class EpochLoop:
         opt = self.state.optimizer
         opt.zero_grad(set_to_none=True)
         total = None
-        for part in parts:
+        for i, part in enumerate(parts):
             if self.on_gpu:  # a CPU batch is where the CPU model needs it already
                 part = to_device(part, self.accel.device)
-            with self.accel.autocast():
-                loss = self.loss(part)
-            if len(parts) == 1:
-                self.accel.backward(loss)
-                total = loss.detach()
-                break
-            weight = batch_len(part) / batch_size
-            self.accel.backward(loss * weight)
+            # DistributedDataParallel averages the gradients over the ranks at the last
+            # micro-batch's backward only.
+            with self._no_sync(last=i == len(parts) - 1):
+                with self.accel.autocast():
+                    loss = self.loss(part)
+                if len(parts) == 1:
+                    self.accel.backward(loss)
+                    total = loss.detach()
+                    break
+                weight = batch_len(part) / batch_size
+                self.accel.backward(loss * weight)
             total = loss.detach().float() * weight + (0.0 if total is None else total)
         self.accel.step(opt, self.params, self.clip)
         return total
+
+    def _no_sync(self, last: bool):
+        if last or not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.net.no_sync()
 
     def loss(self, batch) -> torch.Tensor:
         if self.batch_loss is not None:

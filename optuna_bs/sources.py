@@ -308,6 +308,14 @@ def _describe(obj: Any) -> str:
 # --- sources ------------------------------------------------------------------------------
 
 
+def _shard(indices: torch.Tensor, steps: int, shard: tuple[int, int]) -> torch.Tensor:
+    """Rank r's contiguous share of each of ``steps`` equal batches of ``indices``."""
+    rank, size = shard
+    if size == 1:
+        return indices
+    return indices.view(steps, size, -1)[:, rank].reshape(-1)
+
+
 class TensorSource:
     """Batches of in-memory tensors: one gather per epoch, then contiguous slices."""
 
@@ -319,15 +327,24 @@ class TensorSource:
         self.generator_device = data.x_train.device
 
     def train_batches(
-        self, batch_size: int, steps: int, gen: torch.Generator, pin: bool
+        self,
+        batch_size: int,
+        steps: int,
+        gen: torch.Generator,
+        pin: bool,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``steps`` batches of B = ``batch_size``; with ``shard=(rank, K)``, this rank's
+        B/K share of each (every rank draws the same permutation)."""
         data = self.data
         perm = torch.randperm(data.n_train, generator=gen, device=data.x_train.device)
+        perm = _shard(perm[: steps * batch_size], steps, shard)
         xs, ys = data.x_train[perm], data.y_train[perm]
         if pin and xs.device.type == "cpu":
             xs, ys = xs.pin_memory(), ys.pin_memory()  # slices then copy without blocking
-        for i in range(0, steps * batch_size, batch_size):
-            yield xs[i : i + batch_size], ys[i : i + batch_size]
+        local = batch_size // shard[1]
+        for i in range(0, steps * local, local):
+            yield xs[i : i + local], ys[i : i + local]
 
     def eval_batches(
         self, split: str, batch_size: int, pin: bool = False
@@ -391,16 +408,21 @@ class DatasetSource:
         )
 
     def train_batches(
-        self, batch_size: int, steps: int, gen: torch.Generator, pin: bool
+        self,
+        batch_size: int,
+        steps: int,
+        gen: torch.Generator,
+        pin: bool,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Any]:
+        """As :meth:`TensorSource.train_batches`: only this rank's share is loaded."""
         perm = torch.randperm(self.n_train, generator=gen)
-        self._sampler.indices = perm[: steps * batch_size].tolist()
+        self._sampler.indices = _shard(perm[: steps * batch_size], steps, shard).tolist()
         self._worker_seed.manual_seed(int(torch.randint(2**62, (), generator=gen)))
-        if batch_size not in self._loaders:  # built once per B, rebuilt when B changes
-            self._loaders = {
-                batch_size: self._loader(self.datasets.train, batch_size, self._sampler, pin)
-            }
-        return iter(self._loaders[batch_size])
+        local = batch_size // shard[1]
+        if local not in self._loaders:  # built once per B, rebuilt when B changes
+            self._loaders = {local: self._loader(self.datasets.train, local, self._sampler, pin)}
+        return iter(self._loaders[local])
 
     def eval_batches(self, split: str, batch_size: int, pin: bool = False) -> Iterator[Any]:
         """Batches of the ``"val"`` or ``"test"`` Dataset, in order (one loader per split and

@@ -29,6 +29,7 @@ import torch
 
 from optuna_bs._accelerate import Accelerator
 from optuna_bs._loop import EpochLoop
+from optuna_bs.distributed import broadcast, is_distributed_trial, plan_batch, world
 from optuna_bs.data import Data
 from optuna_bs.metrics import (
     METRICS,
@@ -225,7 +226,8 @@ def fit(
         max_grad_norm: Clip the gradient's total norm to this before each update.
         micro_batch_size: ``"auto"`` (start at B; halve on out of memory) or a b that divides
             B: each update then accumulates B/b micro-batches. BatchNorm layers see
-            micro-batch statistics.
+            micro-batch statistics. Under ``torch.distributed`` with K ranks, B is the global
+            batch, b is per rank and divides B/K (:mod:`optuna_bs.distributed`).
         on_oom: ``"accumulate"``: on a CUDA out-of-memory error halve b and redo the update,
             so the trial keeps its B; only a failure at b = 1 ends it with ``"oom"``.
             ``"prune"``: end the trial with ``"oom"`` at once (and let ``OOMAwareSampler``
@@ -261,9 +263,15 @@ def fit(
     task = "regression" if own_loss else source.task
     loss_fn = loss_fn or default_loss(task)
     metric = resolve_metric(metric, task, loss_fn)
-    b = _check_micro_batch(micro_batch_size, hparams.batch_size)
+    rank, world_size = world()
+    if world_size > 1:
+        _check_distributed(trial, hparams, world_size)
+    b = _check_micro_batch(micro_batch_size, hparams.batch_size // world_size)
     accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
-    net = accel.prepare(model)  # what runs forward; ``model`` holds the state
+    net = eval_net = accel.prepare(model)  # what runs forward; ``model`` holds the state
+    if world_size > 1:  # also makes every rank start from rank 0's weights
+        ids = [device.index or 0] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     opt = _make_optimizer(optimizer, model, hparams, weight_decay)
     monitor = TrialMonitor(
         trial,
@@ -274,6 +282,7 @@ def fit(
         chance_value=_chance_error(source, metric),
     )
     seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
+    seed = broadcast(seed)  # every rank shuffles alike, and takes its share of each batch
     state = TrainingState(
         model=model,
         optimizer=opt,
@@ -286,7 +295,7 @@ def fit(
     )
     state.generator.manual_seed(seed)
     state.aug_generator.manual_seed(seed + 1)
-    if checkpoint is not None:
+    if checkpoint is not None and rank == 0:  # rank 0 alone writes it
         check_writable(checkpoint)  # before an epoch of training, not after it
     resumed_from_epoch = 0
     if resume_from is not None:
@@ -310,8 +319,11 @@ def fit(
         max_grad_norm,
         on_oom,
         Validator(source, metric, batch_loss, accel, eval_batch_size, "val"),
+        eval_net=eval_net,
+        shard=(rank, world_size),
     )
     monitor.attrs["resumed_from_epoch"] = resumed_from_epoch
+    monitor.attrs["world_size"] = world_size
     monitor.attrs.update(optimizer_attrs(opt, hparams))
     loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
     if state.best_state is not None:
@@ -334,6 +346,17 @@ def fit(
     )
     _logger.debug("fit ended: %s", outcome)
     return outcome
+
+
+def _check_distributed(trial, hparams: Hyperparameters, world_size: int) -> None:
+    """Under ``torch.distributed``: a trial every rank shares, and a B that K divides."""
+    if trial is not None and not is_distributed_trial(trial):
+        raise ValueError(
+            f"`trial` must be shared by all {world_size} ranks under torch.distributed (an "
+            "optuna_integration.TorchDistributedTrial, as optuna_bs.distributed.optimize "
+            "gives every rank), or every rank would prune on its own."
+        )
+    plan_batch(hparams.batch_size, world_size=world_size)  # a clear error if K does not divide B
 
 
 def _chance_error(source, metric: Metric) -> float | None:

@@ -1,0 +1,274 @@
+"""The effective batch, and one trial across several processes.
+
+**The effective batch.** The scaling rules are about the statistical batch of one update::
+
+    B = per-device batch × accumulation steps × world size
+
+:func:`plan_batch` splits a trial's B into the per-device batch and the accumulation that a
+memory limit allows, and :func:`check_effective_batch` refuses a training set-up whose product
+is not B. ``fit``, the Lightning callback and the Hugging Face ``hp_space`` all use these two.
+
+**One trial across K processes** (``torchrun --nproc-per-node K``, gloo on CPUs, NCCL on
+GPUs). Rank 0 owns the Optuna trial; every rank gets a
+``optuna_integration.TorchDistributedTrial``, which broadcasts rank 0's suggestions, reports
+and pruning verdicts, so every rank trains the same hyperparameters and stops at the same
+epoch::
+
+    import torch.distributed as dist
+    import optuna_bs
+    from optuna_bs.distributed import optimize
+
+    dist.init_process_group("gloo")
+    space = optuna_bs.BatchScalingSpace(n_train=len(train))
+
+    def objective(trial):  # a TorchDistributedTrial, on every rank
+        hp = space.suggest(trial)
+        return optuna_bs.fit(make_model(), (train, val), hp, trial=trial).best_value
+
+    study = optuna.load_study(...) if dist.get_rank() == 0 else None
+    optimize(study, objective, n_trials=20)
+
+B is the *global* batch: ``fit`` trains each rank on its B/K share of every batch and averages
+the gradients (``DistributedDataParallel``), so the update is the one of a single process at
+B, and the recorded noise scale is that of B.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+    from optuna.trial import BaseTrial, FrozenTrial
+
+__all__ = [
+    "BatchPlan",
+    "plan_batch",
+    "check_effective_batch",
+    "world",
+    "broadcast",
+    "distributed_trial",
+    "is_distributed_trial",
+    "optimize",
+    "INSTALL_HINT",
+]
+
+_logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "optuna-bs[distributed]"'
+
+
+# --- the effective batch -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one update of B samples is made: ``per_device`` × ``accumulation`` × ``world_size``.
+
+    Example:
+        >>> plan_batch(256, max_micro_batch=48, world_size=2)
+        BatchPlan(per_device=32, accumulation=4, world_size=2)
+    """
+
+    per_device: int
+    accumulation: int
+    world_size: int = 1
+
+    @property
+    def batch_size(self) -> int:
+        """The effective batch B."""
+        return self.per_device * self.accumulation * self.world_size
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, but got {name}={value!r}.")
+    return value
+
+
+def plan_batch(
+    batch_size: int, max_micro_batch: int | None = None, world_size: int = 1
+) -> BatchPlan:
+    """Split B into the largest per-device batch that fits ``max_micro_batch``, and the
+    accumulation steps that make up the rest.
+
+    Args:
+        batch_size: The trial's effective batch B.
+        max_micro_batch: The largest batch one device holds in memory; ``None`` for B/K.
+        world_size: The number of processes K that train one update together.
+
+    Returns:
+        A :class:`BatchPlan` whose product is ``batch_size``: the per-device batch is the
+        largest divisor of B/K that is at most ``max_micro_batch``.
+
+    Raises:
+        ValueError: If an argument is not a positive integer, or K does not divide B.
+    """
+    batch_size = _positive_int("batch_size", batch_size)
+    world_size = _positive_int("world_size", world_size)
+    if batch_size % world_size:
+        raise ValueError(
+            f"`batch_size` must be a multiple of the world size {world_size} (each process "
+            f"takes an equal share of every batch), but got batch_size={batch_size}."
+        )
+    local = batch_size // world_size
+    cap = local if max_micro_batch is None else _positive_int("max_micro_batch", max_micro_batch)
+    per_device = min(cap, local)
+    while local % per_device:
+        per_device -= 1
+    return BatchPlan(per_device, local // per_device, world_size)
+
+
+def check_effective_batch(
+    batch_size: int, per_device: int, accumulation: int, world_size: int
+) -> BatchPlan:
+    """Make sure a training set-up updates at the trial's B.
+
+    Raises:
+        ValueError: If per-device batch × accumulation × world size is not ``batch_size``; the
+            message names all three and the set-up that would be.
+    """
+    plan = BatchPlan(per_device, accumulation, world_size)
+    if plan.batch_size != batch_size:
+        fix = plan_batch(batch_size, per_device, world_size) if batch_size % world_size == 0 else None
+        hint = (
+            f"; for B={batch_size} use per-device batch {fix.per_device} with accumulation "
+            f"{fix.accumulation}"
+            if fix is not None
+            else ""
+        )
+        raise ValueError(
+            f"The effective batch is per-device batch {per_device} x accumulation "
+            f"{accumulation} x world size {world_size} = {plan.batch_size}, but the trial's "
+            f"batch_size is {batch_size}: the tuned learning rate would be applied at the "
+            f"wrong batch size{hint} (optuna_bs.distributed.plan_batch)."
+        )
+    return plan
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` outside ``torch.distributed``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value``, on every rank (the value itself outside ``torch.distributed``)."""
+    rank, size = world()
+    if size == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _trial_class():
+    try:
+        from optuna_integration import TorchDistributedTrial
+    except ImportError as err:
+        raise ImportError(
+            f"One trial across several processes needs optuna-integration: {INSTALL_HINT}"
+        ) from err
+    return TorchDistributedTrial
+
+
+def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
+    """``trial`` (on rank 0; ``None`` on the others) as one trial shared by every rank.
+
+    Raises:
+        ImportError: If optuna-integration is not installed.
+        ValueError: If rank 0 has no trial, or another rank has one.
+    """
+    import warnings
+
+    cls = _trial_class()
+    with warnings.catch_warnings():  # TorchDistributedTrial is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(trial)
+
+
+def is_distributed_trial(trial: object) -> bool:
+    """Whether ``trial`` is shared by every rank (so its reports and verdicts are too)."""
+    try:
+        from optuna_integration import TorchDistributedTrial
+    except ImportError:
+        return False
+    return isinstance(trial, TorchDistributedTrial)
+
+
+def optimize(
+    study: Study | None,
+    objective: Callable[[BaseTrial], float],
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    callbacks: Sequence[Callable[[Study, FrozenTrial], None]] | None = None,
+    catch: tuple[type[Exception], ...] = (),
+) -> None:
+    """``study.optimize`` with every rank of ``torch.distributed`` training each trial.
+
+    Rank 0 runs ``study.optimize`` (``study`` is ``None`` on the other ranks); before each
+    trial it tells the others to go on, and after the last one to stop. Every rank calls
+    ``objective`` with a :func:`distributed_trial` of the same trial, so the study gets each
+    trial once, however many processes train it. Every rank collects garbage after each
+    trial: a pruned trial's ``DistributedDataParallel`` otherwise outlives its process group,
+    and aborts the process when the group is destroyed.
+
+    Raises:
+        ValueError: If rank 0 has no study, or another rank has one.
+        RuntimeError: If ``torch.distributed`` is not initialized.
+    """
+    rank, size = world()
+    if size == 1 and rank == 0:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "optuna_bs.distributed.optimize needs torch.distributed: call "
+                "torch.distributed.init_process_group() first (torchrun sets its environment)."
+            )
+    if (rank == 0) != (study is not None):
+        raise ValueError(
+            f"`study` must be the study on rank 0 and None on the others, but rank {rank} got "
+            f"{'None' if study is None else 'a study'}."
+        )
+    if rank == 0:
+
+        def shared(trial: BaseTrial) -> float:
+            broadcast(True)
+            return objective(distributed_trial(trial))
+
+        try:
+            study.optimize(
+                shared,
+                n_trials=n_trials,
+                timeout=timeout,
+                callbacks=callbacks,
+                catch=catch,
+                gc_after_trial=True,
+            )
+        finally:
+            broadcast(False)
+        return
+    while broadcast(None):
+        try:
+            objective(distributed_trial(None))
+        except optuna.TrialPruned:
+            pass
+        except catch as err:  # rank 0 records the failure; this rank follows on
+            _logger.warning("Trial failed on rank %d: %r", rank, err)
+        gc.collect()
