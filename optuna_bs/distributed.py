@@ -136,7 +136,9 @@ def check_effective_batch(
     """
     plan = BatchPlan(per_device, accumulation, world_size)
     if plan.batch_size != batch_size:
-        fix = plan_batch(batch_size, per_device, world_size) if batch_size % world_size == 0 else None
+        fix = None
+        if batch_size % world_size == 0:
+            fix = plan_batch(batch_size, per_device, world_size)
         hint = (
             f"; for B={batch_size} use per-device batch {fix.per_device} with accumulation "
             f"{fix.accumulation}"

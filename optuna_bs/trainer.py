@@ -29,8 +29,8 @@ import torch
 
 from optuna_bs._accelerate import Accelerator
 from optuna_bs._loop import EpochLoop
-from optuna_bs.distributed import broadcast, is_distributed_trial, plan_batch, world
 from optuna_bs.data import Data
+from optuna_bs.distributed import broadcast, is_distributed_trial, plan_batch, world
 from optuna_bs.metrics import (
     METRICS,
     Metric,

@@ -97,9 +97,8 @@ def test_two_ranks_train_each_trial_at_the_global_batch_and_stop_together(tmp_pa
         batch = trial.user_attrs["batch_size"]
         assert batch == 2 ** trial.params["log2_batch_size"]  # the global B, not B/2
         # Each rank trained B/2 per update; the noise scale is that of the global B.
-        assert trial.user_attrs["micro_batch_size"] * trial.user_attrs["accumulation_steps"] * 2 == (
-            batch
-        )
+        attrs = trial.user_attrs
+        assert attrs["micro_batch_size"] * attrs["accumulation_steps"] * 2 == batch
         hp = optuna_bs.Hyperparameters(
             batch, trial.user_attrs["lr"], trial.user_attrs["momentum"], n_train=n_train
         )
