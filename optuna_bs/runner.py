@@ -20,7 +20,6 @@ from pathlib import Path
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -35,7 +34,7 @@ from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.state import check_creatable
-from optuna_bs.storage import make_storage
+from optuna_bs.storage import make_storage, retried_trials
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
 from optuna_bs.workers import optimize_reconnecting
 
@@ -125,9 +124,7 @@ class Prepared:
         if self.checkpoint_dir is None:
             return
         folder = self.checkpoint_dir / _safe_name(self.study_name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            dead = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+        dead = retried_trials(trial)
         keep = trial.state == TrialState.COMPLETE and self.config.study.keep_best_checkpoint
         for number in dead + ([] if keep else [trial.number]):
             (folder / f"trial_{number}.pt").unlink(missing_ok=True)
@@ -146,14 +143,7 @@ class Prepared:
         """This trial's checkpoint file, and those of the dead trials it retries."""
         if self.checkpoint_dir is None or isinstance(trial, optuna.trial.FixedTrial):
             return None, []
-        # Trial has no public system attrs: read them off the running FrozenTrial.
-        running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        frozen = next((t for t in running if t.number == trial.number), None)
-        history = []
-        if frozen is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        history = retried_trials(trial)
         folder = self.checkpoint_dir / _safe_name(self.study_name)
         return folder / f"trial_{trial.number}.pt", [folder / f"trial_{n}.pt" for n in history]
 

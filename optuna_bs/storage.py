@@ -37,6 +37,7 @@ __all__ = [
     "mask_url",
     "is_sqlite",
     "serve_proxy",
+    "retried_trials",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -241,3 +242,25 @@ def _first_line(err: BaseException) -> str:
     orig = getattr(err, "orig", None) or err
     text = str(orig).strip().splitlines()
     return text[0] if text else type(orig).__name__
+
+
+def retried_trials(trial: optuna.trial.BaseTrial) -> list[int]:
+    """The numbers of the dead trials that ``trial`` retries, oldest first.
+
+    ``RetryHeartbeatStaleTrialCallback`` queues a dead worker's trial again; its retry records
+    the trials it replaces, whose checkpoints it can resume from. A fresh trial, a
+    ``FixedTrial``, or one without a study (another rank's share of a trial) retries none.
+    """
+    study = getattr(trial, "study", None)
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        frozen = trial
+    elif study is None or isinstance(trial, optuna.trial.FixedTrial):
+        return []
+    else:  # Trial has no public system attrs: read them off the running FrozenTrial.
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        frozen = next((t for t in running if t.number == trial.number), None)
+    if frozen is None:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return list(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen))

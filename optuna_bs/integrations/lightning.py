@@ -1,0 +1,285 @@
+"""The coupled search inside ``lightning.pytorch``: a callback for the trial's Trainer.
+
+::
+
+    from optuna_bs.integrations.lightning import TrialCallback, batch_settings
+
+    def objective(trial):
+        hp = space.suggest(trial)
+        plan = batch_settings(hp, max_micro_batch=64)  # B = batch_size x accumulation
+        callback = TrialCallback(trial, hp, monitor="val_error", patience=3,
+                                 checkpoint_dir="checkpoints")
+        trainer = L.Trainer(max_epochs=20, accumulate_grad_batches=plan["accumulate_grad_batches"],
+                            callbacks=[callback])
+        trainer.fit(MyModule(lr=hp.lr, momentum=hp.momentum),
+                    datamodule=MyData(batch_size=plan["batch_size"]),
+                    ckpt_path=callback.ckpt_path)
+        return callback.result()
+
+Each validation epoch the callback reports the monitored metric to the trial, prunes through
+the study's pruner and early-stops on ``patience`` (:class:`~optuna_bs.TrialMonitor`); a
+pruned or diverged run stops the Trainer, and :meth:`TrialCallback.result` then raises
+:class:`optuna.TrialPruned`. It never raises inside Lightning, so under DDP every rank stops at
+the same epoch and leaves ``fit`` cleanly.
+
+**DDP.** Run the script under ``torchrun`` with ``optuna_bs.distributed.optimize``: every rank
+gets the same trial (a ``TorchDistributedTrial``), and the callback feeds every rank's monitor
+rank 0's numbers, so every rank takes the same decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from optuna_bs.distributed import check_effective_batch, is_distributed_trial, plan_batch
+from optuna_bs.monitor import TrialMonitor
+from optuna_bs.storage import retried_trials
+
+try:
+    import lightning.pytorch as pl
+except ImportError as err:
+    raise ImportError(
+        'optuna_bs.integrations.lightning needs lightning: pip install "optuna-bs[lightning]"'
+    ) from err
+
+if TYPE_CHECKING:
+    from optuna.trial import BaseTrial
+
+    from optuna_bs.rules import Hyperparameters
+
+__all__ = ["TrialCallback", "batch_settings"]
+
+_logger = logging.getLogger(__name__)
+
+
+def batch_settings(
+    hparams: Hyperparameters, max_micro_batch: int | None = None, world_size: int = 1
+) -> dict[str, int]:
+    """The DataModule's per-device ``batch_size`` and the Trainer's ``accumulate_grad_batches``
+    that make the trial's B on ``world_size`` devices, each holding at most
+    ``max_micro_batch`` samples.
+
+    Example:
+        >>> from optuna_bs import Hyperparameters
+        >>> batch_settings(Hyperparameters(256, 0.1, 0.9, n_train=4000), max_micro_batch=64)
+        {'batch_size': 64, 'accumulate_grad_batches': 4}
+    """
+    plan = plan_batch(hparams.batch_size, max_micro_batch, world_size)
+    return {"batch_size": plan.per_device, "accumulate_grad_batches": plan.accumulation}
+
+
+class TrialCallback(pl.Callback):
+    """Report, prune, early-stop and record one Optuna trial trained by a Lightning Trainer.
+
+    Args:
+        trial: The trial (a ``TorchDistributedTrial`` on every rank under DDP), or ``None``
+            for plain early stopping.
+        hparams: The trial's hyperparameters (``space.suggest(trial)``): the effective batch
+            is checked against ``hparams.batch_size``.
+        monitor: The logged validation metric (``self.log("val_error", ...)``).
+        direction: ``"minimize"`` or ``"maximize"``, as the study.
+        patience: Validation epochs without improvement before stopping; ``None`` never.
+        min_delta: The improvement that counts.
+        chance_value: The metric's value at chance (``1 − 1/C`` for the error), which
+            sharpens the collapse test (:class:`~optuna_bs.TrialMonitor`).
+        checkpoint_dir: Where to save ``trial_{number}.ckpt`` at each validation epoch, so a
+            retried trial resumes from its dead trial's (:attr:`ckpt_path`); ``None`` keeps
+            none.
+
+    Raises:
+        ValueError: At the start of training, if per-device batch × ``accumulate_grad_batches``
+            × world size is not B, or if under DDP the trial is not shared by every rank.
+    """
+
+    def __init__(
+        self,
+        trial: BaseTrial | None,
+        hparams: Hyperparameters,
+        *,
+        monitor: str = "val_error",
+        direction: str = "minimize",
+        patience: int | None = None,
+        min_delta: float = 0.0,
+        chance_value: float | None = None,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.trial = trial
+        self.hparams = hparams
+        self.monitor = TrialMonitor(
+            trial,
+            patience=patience,
+            min_delta=min_delta,
+            metric=monitor,
+            direction=direction,
+            chance_value=chance_value,
+        )
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.pruned_: optuna.TrialPruned | None = None
+        self._resumed_from: int | None = None
+        self._reset_epoch()
+
+    # --- resuming -------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """This trial's checkpoint, saved at each validation epoch."""
+        if self.checkpoint_dir is None or self.trial is None:
+            return None
+        return self.checkpoint_dir / f"trial_{self.trial.number}.ckpt"
+
+    @property
+    def ckpt_path(self) -> str | None:
+        """``Trainer.fit``'s ``ckpt_path``: the last checkpoint of the dead trial that this
+        trial retries, or ``None`` for a fresh trial."""
+        if self.checkpoint_dir is None or self.trial is None:
+            return None
+        for number in reversed(retried_trials(self.trial)):
+            path = self.checkpoint_dir / f"trial_{number}.ckpt"
+            if path.exists():
+                self._resumed_from = number
+                return str(path)
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The monitor's state goes into each Lightning checkpoint, and comes back on resume
+        (the retried trial then gets the dead trial's curve)."""
+        return {"monitor": self.monitor.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.monitor.load_state_dict(state_dict["monitor"])
+
+    # --- the run --------------------------------------------------------------------------
+
+    def _reset_epoch(self) -> None:
+        self._loss_sum = 0.0
+        self._batches = 0
+        self._samples = 0
+        self._busy = 0.0
+        self._tic: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (
+            trainer.world_size > 1
+            and self.trial is not None
+            and not is_distributed_trial(self.trial)
+        ):
+            raise ValueError(
+                f"`trial` must be shared by all {trainer.world_size} ranks under DDP (run the "
+                "study with optuna_bs.distributed.optimize under torchrun), or each rank would "
+                "prune on its own."
+            )
+        self.pruned_ = None
+        if self._resumed_from is not None and self.trial is not None:
+            self.trial.set_user_attr("resumed_from_trial", self._resumed_from)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        per_device = _loader_batch_size(trainer.train_dataloader)
+        plan = check_effective_batch(
+            self.hparams.batch_size,
+            per_device,
+            trainer.accumulate_grad_batches,
+            trainer.world_size,
+        )
+        self._epoch_start_step = trainer.global_step
+        self.monitor.attrs.update(
+            micro_batch_size=plan.per_device,
+            accumulation_steps=plan.accumulation,
+            world_size=plan.world_size,
+            resumed_from_epoch=self.monitor.epoch_,
+        )
+        if trainer.optimizers:
+            from optuna_bs.trainer import optimizer_attrs
+
+            self.monitor.attrs.update(optimizer_attrs(trainer.optimizers[0], self.hparams))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset_epoch()
+        self._epoch_start_step = trainer.global_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._tic = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._tic is not None:
+            self._busy += time.perf_counter() - self._tic
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            loss = float(loss.detach())
+            if self.monitor.reference_loss_ is None and math.isfinite(loss):
+                self.monitor.reference_loss_ = loss
+            self._loss_sum += loss
+            self._batches += 1
+        from optuna_bs.sources import batch_len
+
+        self._samples += batch_len(batch)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor.metric)
+        if value is None:
+            raise ValueError(
+                f"`monitor` is {self.monitor.metric!r}, but the validation logged only "
+                f"{sorted(trainer.callback_metrics)}: log it with self.log()."
+            )
+        train_loss = self._loss_sum / self._batches if self._batches else None
+        numbers = (float(value), train_loss, self.monitor.reference_loss_)
+        if trainer.world_size > 1:  # every rank decides on rank 0's numbers
+            numbers = trainer.strategy.broadcast(numbers)
+        value, train_loss, self.monitor.reference_loss_ = numbers
+        if train_loss is not None and not math.isfinite(train_loss):
+            value = train_loss  # a non-finite training loss ends the run "diverged"
+        self.monitor.update(
+            value,
+            updates=trainer.global_step - self._epoch_start_step,
+            samples=self._samples * trainer.world_size,
+            step_seconds=self._busy,
+            train_loss=train_loss,
+        )
+        self._epoch_start_step = trainer.global_step
+        self._samples, self._busy = 0, 0.0
+        if self.checkpoint_path is not None:
+            # Saved before the value is reported: a worker killed in between re-reports it.
+            trainer.save_checkpoint(self.checkpoint_path)
+        try:
+            stop = self.monitor.check()
+        except optuna.TrialPruned as pruned:
+            self.pruned_, stop = pruned, True
+        if stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.monitor.finish()
+
+    def result(self) -> float:
+        """The trial's value: the best validation epoch's metric.
+
+        Raises:
+            optuna.TrialPruned: If the run was pruned or diverged.
+        """
+        if self.pruned_ is not None:
+            raise self.pruned_
+        return self.monitor.best_value_
+
+
+def _loader_batch_size(loaders: Any) -> int:
+    """The per-device batch of the Trainer's training DataLoader."""
+    loader = loaders
+    if isinstance(loaders, dict | list | tuple):
+        loader = next(iter(loaders.values() if isinstance(loaders, dict) else loaders))
+    size = getattr(loader, "batch_size", None)
+    if size is None:
+        size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+    if not isinstance(size, int):
+        raise ValueError(
+            "The training DataLoader has no batch_size to check the effective batch against: "
+            "give it batch_size=batch_settings(hparams)['batch_size']."
+        )
+    return size
