@@ -1,0 +1,149 @@
+"""hp_space and the TrainerCallback, against the real ``transformers`` Trainer: a 2-layer BERT
+built from a config, on random tokens, on the CPU (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+import optuna_bs
+from optuna_bs.integrations.transformers import TrialCallback, hp_space
+from tests.hf_model import Tokens, model_init
+
+TRAIN, VAL = Tokens(256, 0), Tokens(64, 1)
+ARG_NAMES = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "weight_decay",
+)
+
+
+def adam_space() -> optuna_bs.BatchScalingSpace:
+    return optuna_bs.BatchScalingSpace(
+        "adam-sqrt",
+        n_train=len(TRAIN),
+        batch_size=(16, 64),
+        lr=(1e-4, 1e-2),
+        reference_batch_size=32,
+        optimizer="adamw",
+        tau_epochs=(10.0, 1000.0),
+    )
+
+
+class SeenArgs(TrainerCallback):
+    """What each trial's Trainer really trained with."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.seen.append(
+            {name: getattr(args, name) for name in ARG_NAMES} | {"ws": args.world_size}
+        )
+
+
+def search_trainer(tmp_path, search, callback, epochs=3):
+    spy = SeenArgs()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        eval_strategy="epoch",
+        logging_strategy="epoch",
+        num_train_epochs=epochs,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        log_level="error",
+    )
+    trainer = Trainer(
+        model_init=model_init,
+        args=args,
+        train_dataset=TRAIN,
+        eval_dataset=VAL,
+        callbacks=[callback, spy],
+    )
+    return trainer, spy
+
+
+class PruneSecond(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return trial.number == 1 and (trial.last_step or 0) >= 2
+
+
+@pytest.mark.slow
+def test_hyperparameter_search_trains_each_trial_at_what_the_space_derived(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'hf.db'}"
+    search = hp_space(adam_space(), max_micro_batch=16)
+    callback = TrialCallback(search, patience=5)
+    trainer, spy = search_trainer(tmp_path, search, callback)
+    study = optuna.create_study(storage=storage, study_name="hf", pruner=PruneSecond())
+    for log2_batch in (4, 5, 6):  # B = 16, 32, 64, so 1, 2 and 4 accumulation steps
+        study.enqueue_trial({"log2_batch_size": log2_batch})
+    trainer.hyperparameter_search(
+        backend="optuna",
+        hp_space=search,
+        compute_objective=callback.compute_objective,
+        n_trials=3,
+        direction="minimize",
+        storage=storage,
+        study_name="hf",
+        load_if_exists=True,
+        pruner=PruneSecond(),
+    )
+    trials = optuna.load_study(study_name="hf", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert len(spy.seen) == 3
+    for trial, args in zip(trials, spy.seen, strict=True):
+        attrs = trial.user_attrs
+        b = attrs["batch_size"]
+        assert b == 2 ** trial.params["log2_batch_size"]
+        assert args["per_device_train_batch_size"] == 16
+        assert args["gradient_accumulation_steps"] == b // 16
+        assert attrs["micro_batch_size"] * attrs["accumulation_steps"] * args["ws"] == b
+        # The space derived lr, beta1, beta2, eps and the weight decay from tau; the Trainer
+        # trained with exactly those.
+        assert args["learning_rate"] == pytest.approx(attrs["lr"])
+        assert args["adam_beta1"] == pytest.approx(attrs["momentum"])
+        assert args["adam_beta2"] == pytest.approx(attrs["beta2"])
+        assert args["adam_epsilon"] == pytest.approx(attrs["eps"])
+        assert args["weight_decay"] == pytest.approx(attrs["weight_decay"])
+        hp = optuna_bs.Hyperparameters(
+            b,
+            attrs["lr"],
+            attrs["momentum"],
+            n_train=len(TRAIN),
+            weight_decay=attrs["weight_decay"],
+        )
+        assert hp.tau_epochs == pytest.approx(trial.params["tau_epochs"])
+        assert attrs["optimizer"] == "adamw"
+        # The run's record, as fit's; reported by epoch, never at the Trainer's global step.
+        assert attrs["n_updates"] == (len(TRAIN) // b) * attrs["epochs_run"]
+        assert sorted(trial.intermediate_values) == list(range(1, attrs["epochs_run"] + 1))
+        assert attrs["samples_per_second"] > 0
+    assert trials[1].user_attrs["stop_reason"] == "pruned"
+    assert trials[1].user_attrs["epochs_run"] == 2
+    for trial in (trials[0], trials[2]):
+        assert trial.user_attrs["stop_reason"] == "completed"
+        assert trial.value == min(trial.intermediate_values.values())  # the best epoch's
+
+
+def test_a_world_size_the_trainer_does_not_have_is_refused(tmp_path):
+    search = hp_space(adam_space(), world_size=2)
+    callback = TrialCallback(search)
+    trainer, _ = search_trainer(tmp_path, search, callback, epochs=1)
+    with pytest.raises(ValueError, match=r"per-device batch \d+ x accumulation 1 x world size 1"):
+        trainer.hyperparameter_search(
+            backend="optuna", hp_space=search, n_trials=1, direction="minimize"
+        )
+
+
+def test_an_sgd_space_is_refused_for_the_trainers_adamw():
+    with pytest.raises(ValueError, match="adam-sqrt"):
+        hp_space(optuna_bs.BatchScalingSpace(n_train=1000))
+    with pytest.raises(TypeError, match="hp_space"):
+        TrialCallback(adam_space())
