@@ -99,6 +99,19 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="IDS",
         help="comma-separated GPU ids: one worker per GPU, each with its own CUDA_VISIBLE_DEVICES",
     )
+    launch.add_argument(
+        "--gpus-per-trial",
+        type=_positive_int,
+        metavar="K",
+        help="train each trial on K GPUs at once (torchrun, NCCL): one worker per K GPUs of "
+        "--gpus; B is the global batch",
+    )
+    launch.add_argument(
+        "--procs-per-trial",
+        type=_positive_int,
+        metavar="K",
+        help="train each trial on K CPU processes at once (torchrun, gloo); B is the global batch",
+    )
 
     report = sub.add_parser(
         "report",
@@ -198,13 +211,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from optuna_bs.distributed import init_from_env
     from optuna_bs.runner import evaluate_best_on_test, run_study
 
+    rank, world_size = init_from_env()  # under torchrun: one trial on every rank
+    if rank != 0:
+        args.quiet = True
     config, prepared = _prepare(args)
     url = args.storage or config.study.storage or DEFAULT_STORAGE
+    ranks = f" x {world_size} processes per trial" if world_size > 1 else ""
     _say(
         args,
-        f"study {prepared.study_name!r} in {mask_url(url)} on {prepared.device}: "
+        f"study {prepared.study_name!r} in {mask_url(url)} on {prepared.device}{ranks}: "
         f"{prepared.space!r}",
     )
     study = run_study(
@@ -214,6 +232,11 @@ def _run(args: argparse.Namespace) -> int:
         max_trials=args.max_trials,
         show_progress_bar=not args.quiet,
     )
+    if study is None:  # another rank's share of the trials: rank 0 reports
+        return 0
+    if world_size > 1 and not args.no_test:
+        _say(args, "the test split is evaluated in one process: optuna-bs launch does it")
+        args.no_test = True
     test_value = None if args.no_test else evaluate_best_on_test(prepared, study)
     _report(args, study, config.train.metric, test_value)
     return 0
@@ -226,11 +249,16 @@ def _launch(args: argparse.Namespace) -> int:
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if gpus is not None and not gpus:
         raise _UsageError("`--gpus` must list GPU ids such as 0,1,2,3, but got an empty list.")
-    if gpus and args.workers and args.workers != len(gpus):
+    per_trial = _processes_per_trial(args, gpus)
+    groups = None
+    if gpus:  # each worker trains its trials on per_trial GPUs of its own
+        groups = [",".join(gpus[i : i + per_trial]) for i in range(0, len(gpus), per_trial)]
+    if groups and args.workers and args.workers != len(groups):
         raise _UsageError(
-            f"`--workers` must match the {len(gpus)} GPUs of --gpus, but got {args.workers}."
+            f"`--workers` must match the {len(groups)} GPU groups of --gpus, but got "
+            f"{args.workers}."
         )
-    workers = len(gpus) if gpus else (args.workers or 1)
+    workers = len(groups) if groups else (args.workers or 1)
     config = load_config(args.study_file) if args.study_file else StudyConfig()
     url = args.storage or config.study.storage
     if workers > 1 and is_sqlite(url):
@@ -247,7 +275,11 @@ def _launch(args: argparse.Namespace) -> int:
     for i, n in enumerate(split_trials(n_trials, workers)):
         if n == 0:
             continue
-        command = [sys.executable, "-m", "optuna_bs.cli", "run"]
+        command = [sys.executable, "-m"]
+        if per_trial > 1:  # torchrun starts the worker's ranks; rank 0 owns its trials
+            command += ["torch.distributed.run", "--standalone"]
+            command += ["--nproc-per-node", str(per_trial), "-m"]
+        command += ["optuna_bs.cli", "run"]
         command += [args.study_file] if args.study_file else []
         command += ["--study-name", prepared.study_name, "--n-trials", str(n)]
         command += ["--seed", str(seed + 1000 * i), "--no-test", "-q"]
@@ -258,16 +290,17 @@ def _launch(args: argparse.Namespace) -> int:
         commands.append(command)
         # The store goes through the environment: a password on a command line shows in `ps`.
         env = {STORAGE_ENV: args.storage} if args.storage else {}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+        if groups:
+            env["CUDA_VISIBLE_DEVICES"] = groups[i]
         else:  # CPU workers share the cores instead of each spawning a thread per core
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            threads = max(1, (os.cpu_count() or 1) // (workers * per_trial))
             env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
         envs.append(env)
+    ranks = f", each trial on {per_trial} processes" if per_trial > 1 else ""
     _say(
         args,
         f"launching {len(commands)} workers on study {prepared.study_name!r} in "
-        f"{mask_url(url or DEFAULT_STORAGE)}: {n_trials} trials in all",
+        f"{mask_url(url or DEFAULT_STORAGE)}: {n_trials} trials in all{ranks}",
     )
     status = launch_workers(commands, envs=envs)
     if status == 0 and not args.no_test:
@@ -276,6 +309,30 @@ def _launch(args: argparse.Namespace) -> int:
         test_value = None
     _report(args, study, config.train.metric, test_value)
     return status
+
+
+def _processes_per_trial(args: argparse.Namespace, gpus: list[str] | None) -> int:
+    """K of --gpus-per-trial (GPUs) or --procs-per-trial (CPU processes, gloo): checked."""
+    if args.gpus_per_trial is not None and args.procs_per_trial is not None:
+        raise _UsageError(
+            "Give --gpus-per-trial (with --gpus) or --procs-per-trial (CPU), not both."
+        )
+    if args.gpus_per_trial is not None:
+        if not gpus:
+            raise _UsageError("`--gpus-per-trial` needs --gpus (on a CPU, use --procs-per-trial).")
+        if len(gpus) % args.gpus_per_trial:
+            raise _UsageError(
+                f"`--gpus-per-trial` must divide the {len(gpus)} GPUs of --gpus, but got "
+                f"{args.gpus_per_trial}."
+            )
+        return args.gpus_per_trial
+    if args.procs_per_trial is not None:
+        if gpus:
+            raise _UsageError(
+                "`--procs-per-trial` is for CPUs: with --gpus, use --gpus-per-trial."
+            )
+        return args.procs_per_trial
+    return 1
 
 
 def _report_command(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,10 @@ __all__ = [
     "broadcast",
     "distributed_trial",
     "is_distributed_trial",
+    "init_from_env",
+    "lead",
+    "follow",
+    "release",
     "optimize",
     "INSTALL_HINT",
 ]
@@ -191,16 +196,23 @@ def _trial_class():
 def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
     """``trial`` (on rank 0; ``None`` on the others) as one trial shared by every rank.
 
+    The shared trial is an ``optuna_integration.TorchDistributedTrial`` that also knows the
+    dead trials it retries (``retries``, from rank 0's study), so every rank resumes from the
+    same checkpoint.
+
     Raises:
         ImportError: If optuna-integration is not installed.
         ValueError: If rank 0 has no trial, or another rank has one.
     """
     import warnings
 
-    cls = _trial_class()
+    from optuna_bs.storage import retried_trials
+
     with warnings.catch_warnings():  # TorchDistributedTrial is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return cls(trial)
+        shared = _trial_class()(trial)
+    shared.retries = broadcast(None if trial is None else retried_trials(trial))
+    return shared
 
 
 def is_distributed_trial(trial: object) -> bool:
@@ -210,6 +222,82 @@ def is_distributed_trial(trial: object) -> bool:
     except ImportError:
         return False
     return isinstance(trial, TorchDistributedTrial)
+
+
+def init_from_env() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this initializes ``torch.distributed`` (NCCL
+    where CUDA is there, else gloo) and gives each rank its own GPU, ``LOCAL_RANK``.
+
+    Returns:
+        ``(rank, world size)``; ``(0, 1)`` outside ``torchrun``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return world()
+
+
+def lead(objective: Callable[[BaseTrial], float]) -> Callable[[BaseTrial], float]:
+    """Rank 0's objective: tell the other ranks to train the next trial, then train it with
+    them. Call :func:`release` once no trial is left."""
+
+    def shared(trial: BaseTrial) -> float:
+        broadcast(True)
+        try:
+            return objective(distributed_trial(trial))
+        except Exception as err:
+            if not _lost_a_rank(err):
+                raise
+            # Not an Exception, so Optuna does not mark the trial FAIL: it stays RUNNING,
+            # the heartbeat fails it, and its retry resumes from rank 0's checkpoint.
+            raise SystemExit(
+                f"optuna-bs: trial {trial.number} lost a rank ({type(err).__name__}); it is "
+                "left to the heartbeat, whose retry resumes it from its checkpoint."
+            ) from err
+
+    return shared
+
+
+def _lost_a_rank(err: BaseException) -> bool:
+    """Whether ``err`` says another rank of the process group is gone (gloo or NCCL)."""
+    import torch.distributed as dist
+
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and "gloo" in text and "peer" in text
+
+
+def release() -> None:
+    """Rank 0: no trial is left; the other ranks' :func:`follow` returns."""
+    broadcast(False)
+
+
+def follow(
+    objective: Callable[[BaseTrial], float], catch: tuple[type[Exception], ...] = ()
+) -> None:
+    """A rank other than 0: train every trial rank 0 leads, until it releases them.
+
+    Every rank collects garbage after each trial: a pruned trial's
+    ``DistributedDataParallel`` otherwise outlives its process group, and aborts the process
+    when the group is destroyed.
+    """
+    rank = world()[0]
+    while broadcast(None):
+        try:
+            objective(distributed_trial(None))
+        except optuna.TrialPruned:
+            pass
+        except catch as err:  # rank 0 records the failure; this rank follows on
+            _logger.warning("Trial failed on rank %d: %r", rank, err)
+        gc.collect()
 
 
 def optimize(
@@ -226,51 +314,36 @@ def optimize(
     Rank 0 runs ``study.optimize`` (``study`` is ``None`` on the other ranks); before each
     trial it tells the others to go on, and after the last one to stop. Every rank calls
     ``objective`` with a :func:`distributed_trial` of the same trial, so the study gets each
-    trial once, however many processes train it. Every rank collects garbage after each
-    trial: a pruned trial's ``DistributedDataParallel`` otherwise outlives its process group,
-    and aborts the process when the group is destroyed.
+    trial once, however many processes train it.
 
     Raises:
         ValueError: If rank 0 has no study, or another rank has one.
         RuntimeError: If ``torch.distributed`` is not initialized.
     """
-    rank, size = world()
-    if size == 1 and rank == 0:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError(
-                "optuna_bs.distributed.optimize needs torch.distributed: call "
-                "torch.distributed.init_process_group() first (torchrun sets its environment)."
-            )
+    rank = world()[0]
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "optuna_bs.distributed.optimize needs torch.distributed: call "
+            "torch.distributed.init_process_group() first (torchrun sets its environment)."
+        )
     if (rank == 0) != (study is not None):
         raise ValueError(
             f"`study` must be the study on rank 0 and None on the others, but rank {rank} got "
             f"{'None' if study is None else 'a study'}."
         )
-    if rank == 0:
-
-        def shared(trial: BaseTrial) -> float:
-            broadcast(True)
-            return objective(distributed_trial(trial))
-
-        try:
-            study.optimize(
-                shared,
-                n_trials=n_trials,
-                timeout=timeout,
-                callbacks=callbacks,
-                catch=catch,
-                gc_after_trial=True,
-            )
-        finally:
-            broadcast(False)
+    if rank != 0:
+        follow(objective, catch)
         return
-    while broadcast(None):
-        try:
-            objective(distributed_trial(None))
-        except optuna.TrialPruned:
-            pass
-        except catch as err:  # rank 0 records the failure; this rank follows on
-            _logger.warning("Trial failed on rank %d: %r", rank, err)
-        gc.collect()
+    try:
+        study.optimize(
+            lead(objective),
+            n_trials=n_trials,
+            timeout=timeout,
+            callbacks=callbacks,
+            catch=catch,
+            gc_after_trial=True,
+        )
+    finally:
+        release()

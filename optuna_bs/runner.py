@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs.config import StudyConfig, StudySection
 from optuna_bs.data import Data, load_data
+from optuna_bs.distributed import follow, lead, release, world
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import import_object, is_spec
 from optuna_bs.models import build_model
@@ -535,11 +536,13 @@ def run_study(
     max_trials: int | None = None,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
     show_progress_bar: bool = False,
-) -> optuna.Study:
+) -> optuna.Study | None:
     """Create the study, or resume it (same name and store), and run ``n_trials`` more.
 
-    Every worker of a shared study calls this with the same study name and store. A resumed
-    study goes on counting its trials; its sampler is re-seeded with the number of trials
+    Every worker of a shared study calls this with the same study name and store. Under
+    ``torchrun`` every rank calls it: rank 0 runs the study and returns it, and each other
+    rank trains every trial with rank 0 (:mod:`optuna_bs.distributed`) and returns ``None``.
+    A resumed study goes on counting its trials; its sampler is re-seeded with the number of trials
     already there, so it never proposes the first trials' configurations again.
 
     Args:
@@ -551,6 +554,18 @@ def run_study(
         callbacks: Optuna callbacks, called after each trial.
         show_progress_bar: Optuna's progress bar.
     """
+    rank, size = world()
+    if rank != 0:  # torchrun: rank 0 runs the study, this rank trains each trial with it
+        follow(prepared.objective)
+        return None
+    try:
+        return _run_study(prepared, n_trials, timeout, max_trials, callbacks, show_progress_bar)
+    finally:
+        if size > 1:
+            release()
+
+
+def _run_study(prepared, n_trials, timeout, max_trials, callbacks, show_progress_bar):
     cfg = prepared.config
     study = open_study(prepared)
     study.set_user_attr("space", repr(prepared.space))
@@ -570,9 +585,8 @@ def run_study(
             return study
         callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
     timeout = cfg.study.timeout if timeout is None else timeout
-    optimize_reconnecting(
-        study, prepared.objective, n_trials, timeout, callbacks, show_progress_bar
-    )
+    objective = prepared.objective if world()[1] == 1 else lead(prepared.objective)
+    optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar)
     return study
 
 

@@ -251,6 +251,9 @@ def retried_trials(trial: optuna.trial.BaseTrial) -> list[int]:
     the trials it replaces, whose checkpoints it can resume from. A fresh trial, a
     ``FixedTrial``, or one without a study (another rank's share of a trial) retries none.
     """
+    shared = getattr(trial, "retries", None)  # one trial of several ranks (distributed)
+    if shared is not None:
+        return list(shared)
     study = getattr(trial, "study", None)
     if isinstance(trial, optuna.trial.FrozenTrial):
         frozen = trial

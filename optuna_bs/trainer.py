@@ -270,7 +270,9 @@ def fit(
     accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
     net = eval_net = accel.prepare(model)  # what runs forward; ``model`` holds the state
     if world_size > 1:  # also makes every rank start from rank 0's weights
-        ids = [device.index or 0] if device.type == "cuda" else None
+        ids = None
+        if device.type == "cuda":
+            ids = [torch.cuda.current_device() if device.index is None else device.index]
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     opt = _make_optimizer(optimizer, model, hparams, weight_decay)
     monitor = TrialMonitor(

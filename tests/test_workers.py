@@ -662,3 +662,119 @@ def test_two_runs_creating_one_sqlite_file_both_succeed(tmp_path):
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert len(optuna.load_study(study_name="mnist1d_mlp", storage=url).trials) == 2
+
+
+# --- one trial on several processes (torchrun, gloo) -------------------------------------------
+
+
+def test_launch_trains_each_trial_on_two_processes(postgres_url, tmp_path):
+    name = _name()
+    run = _cli(
+        "launch",
+        _study_file(tmp_path, FAST_STUDY),
+        "--storage",
+        postgres_url,
+        "--study-name",
+        name,
+        "--workers",
+        2,
+        "--procs-per-trial",
+        2,
+        "--n-trials",
+        3,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "launching 2 workers" in run.stdout and "each trial on 2 processes" in run.stdout
+    trials = _trials(postgres_url, name)
+    assert len(trials) == 3  # the budget, once each: the ranks other than 0 created none
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    for t in trials:
+        assert t.state == COMPLETE
+        assert t.user_attrs["world_size"] == 2
+        assert t.user_attrs["micro_batch_size"] * 2 == t.user_attrs["batch_size"]  # global B
+    assert "test_error=" in run.stdout  # the test split, evaluated once by launch itself
+    _delete(postgres_url, name)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpus-per-trial", "2"], "`--gpus-per-trial` needs --gpus"),
+        (["--gpus", "0,1,2", "--gpus-per-trial", "2"], "must divide the 3 GPUs"),
+        (["--gpus", "0,1", "--procs-per-trial", "2"], "`--procs-per-trial` is for CPUs"),
+    ],
+)
+def test_launch_refuses_processes_per_trial_that_do_not_fit(tmp_path, args, message):
+    run = _cli("launch", _study_file(tmp_path, FAST_STUDY), *args, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and message in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.toml"]  # nothing written
+
+
+def _ranks_of(command_part: str, rank: str) -> list[int]:
+    """The pids of processes whose command line holds ``command_part`` and whose RANK is
+    ``rank`` (torchrun's workers)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if command_part in cmdline and f"RANK={rank}".encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+def test_a_dead_rank_fails_the_trial_and_its_retry_resumes_on_two_processes(
+    postgres_url, tmp_path
+):
+    """Rank 1 is killed mid-trial: torchrun ends rank 0, the heartbeat fails the trial, and
+    the next run's retry resumes from the checkpoint rank 0 wrote, again on 2 processes."""
+    name = _name()
+    study_file = _study_file(tmp_path, SLOW_STUDY)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "optuna_bs.cli",
+        "run",
+        str(study_file),
+        "--study-name",
+        name,
+        "--n-trials",
+        "1",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--no-test",
+        "-q",
+    ]
+    env = {**_env(), "OPTUNA_BS_STORAGE": postgres_url, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    checkpoint = tmp_path / "ckpt" / name / "trial_0.pt"
+    _wait_for(checkpoint.exists, timeout=120, what="rank 0's first checkpoint")
+    (victim,) = _wait_for(lambda: _ranks_of(name, "1"), what="rank 1")
+    os.kill(victim, signal.SIGKILL)
+    out = first.communicate(timeout=120)[0].decode(errors="replace")
+    assert first.returncode != 0
+    assert "trial 0 lost a rank" in out, out[-3000:]
+    (dead,) = _trials(postgres_url, name)
+    assert dead.state == optuna.trial.TrialState.RUNNING  # nobody could say it failed
+    time.sleep(2.5)  # the heartbeat's grace period: 2 x 1 s
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    trials = _trials(postgres_url, name)
+    assert [t.state for t in trials] == [FAIL, COMPLETE]
+    retry = trials[1].user_attrs
+    assert retry["resumed_from_trial"] == 0
+    assert retry["resumed_from_epoch"] >= 1
+    assert retry["world_size"] == 2
+    assert retry["epochs_run"] == 8
+    _delete(postgres_url, name)
