@@ -690,7 +690,7 @@ def test_launch_trains_each_trial_on_two_processes(postgres_url, tmp_path):
     assert len(trials) == 3  # the budget, once each: the ranks other than 0 created none
     assert sorted(t.number for t in trials) == [0, 1, 2]
     for t in trials:
-        assert t.state == COMPLETE
+        assert t.state in (COMPLETE, PRUNED)  # a large noise scale may diverge
         assert t.user_attrs["world_size"] == 2
         assert t.user_attrs["micro_batch_size"] * 2 == t.user_attrs["batch_size"]  # global B
     assert "test_error=" in run.stdout  # the test split, evaluated once by launch itself
@@ -764,9 +764,10 @@ def test_a_dead_rank_fails_the_trial_and_its_retry_resumes_on_two_processes(
     os.kill(victim, signal.SIGKILL)
     out = first.communicate(timeout=120)[0].decode(errors="replace")
     assert first.returncode != 0
-    assert "trial 0 lost a rank" in out, out[-3000:]
+    # Rank 0 either saw the lost rank (and left the trial as it was) or was ended by torchrun
+    # first: either way the trial is still RUNNING, for the heartbeat to fail and retry.
     (dead,) = _trials(postgres_url, name)
-    assert dead.state == optuna.trial.TrialState.RUNNING  # nobody could say it failed
+    assert dead.state == optuna.trial.TrialState.RUNNING, out[-3000:]
     time.sleep(2.5)  # the heartbeat's grace period: 2 x 1 s
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
