@@ -54,6 +54,16 @@ def test_outside_torch_distributed_there_is_one_process():
         optimize(optuna.create_study(), lambda t: 0.0, n_trials=1)
 
 
+def test_a_lost_rank_is_told_from_other_errors():
+    from optuna_bs.distributed import _lost_a_rank
+
+    gloo = "[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer"
+    assert _lost_a_rank(RuntimeError(gloo))
+    assert _lost_a_rank(torch.distributed.DistBackendError("NCCL watchdog"))
+    assert not _lost_a_rank(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not _lost_a_rank(ValueError("gloo peer"))
+
+
 def _torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]

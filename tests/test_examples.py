@@ -16,11 +16,21 @@ from .conftest import REPO
         ("tune_mnist1d.py", ["--n-trials", "2"], "best val_error"),
         ("own_training_loop.py", ["--n-trials", "3", "--max-epochs", "2"], "vs n_updates:"),
         ("own_dataset.py", ["--n-trials", "3", "--max-epochs", "2"], "vs n_updates:"),
+        ("lightning_digits.py", ["--n-trials", "3", "--max-epochs", "2"], "vs n_updates:"),
+        ("hf_trainer.py", ["--n-trials", "2", "--epochs", "2"], "vs n_updates:"),
+        (
+            "torchrun_fit.py",
+            ["--n-trials", "3", "--max-epochs", "2"],
+            "on 2 processes",  # under torchrun: the global B, trained by 2 ranks
+        ),
     ],
 )
 def test_example_runs(script, args, expected, tmp_path):
+    command = [sys.executable]
+    if script.startswith("torchrun"):
+        command += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     out = subprocess.run(
-        [sys.executable, str(REPO / "examples" / script), *args],
+        [*command, str(REPO / "examples" / script), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,

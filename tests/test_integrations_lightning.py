@@ -139,6 +139,7 @@ def test_a_retried_trial_resumes_from_the_dead_trials_lightning_checkpoint(tmp_p
     retry = study.ask()
     callback = run_trial(retry, max_epochs=4, checkpoint_dir=tmp_path / "ckpt")
     study.tell(retry, callback.result())
+    assert list((tmp_path / "ckpt").iterdir()) == []  # the run is over: both files went
     done = study.trials[1]
     assert done.user_attrs["resumed_from_trial"] == 0
     assert done.user_attrs["resumed_from_epoch"] == 2

@@ -7,7 +7,17 @@ import sys
 
 import optuna_bs
 
-EXTRAS = ("plotly", "optuna_dashboard", "psycopg", "pymysql", "torchvision")
+EXTRAS = (
+    "plotly",
+    "optuna_dashboard",
+    "psycopg",
+    "pymysql",
+    "torchvision",
+    "lightning",
+    "transformers",
+    "accelerate",
+    "optuna_integration",
+)
 
 
 def test_public_names_exist_and_are_listed():
@@ -36,3 +46,22 @@ print('ok')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_each_integration_without_its_framework_names_the_extra_that_fixes_it():
+    for module, blocked, extra in (
+        ("optuna_bs.integrations.lightning", "lightning", "optuna-bs[lightning]"),
+        ("optuna_bs.integrations.transformers", "transformers", "optuna-bs[transformers]"),
+    ):
+        code = f"""
+import sys
+sys.modules[{blocked!r}] = None  # as if it were not installed
+sys.modules[{blocked!r} + '.pytorch'] = None
+try:
+    import {module}
+except ImportError as err:
+    print(err)
+"""
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert f'pip install "{extra}"' in out.stdout

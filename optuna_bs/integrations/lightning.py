@@ -261,9 +261,15 @@ class TrialCallback(pl.Callback):
     def result(self) -> float:
         """The trial's value: the best validation epoch's metric.
 
+        The run is over, so its checkpoint, and those of the dead trials it retried, are
+        deleted (rank 0's files).
+
         Raises:
             optuna.TrialPruned: If the run was pruned or diverged.
         """
+        if self.checkpoint_path is not None:
+            for number in [*retried_trials(self.trial), self.trial.number]:
+                (self.checkpoint_dir / f"trial_{number}.ckpt").unlink(missing_ok=True)
         if self.pruned_ is not None:
             raise self.pruned_
         return self.monitor.best_value_
