@@ -136,7 +136,9 @@ def bench_ddp(repeats: int) -> dict:
 
 
 def bench_lightning(repeats: int) -> dict:
-    logging.getLogger("lightning").setLevel(logging.ERROR)
+    for name in ("lightning", "lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from optuna_bs.integrations.lightning import TrialCallback
     from tests.lightning_model import Classifier, Data, trainer
 
@@ -152,8 +154,18 @@ def bench_lightning(repeats: int) -> dict:
             tic = time.perf_counter()
             run.fit(Classifier(hp.lr, hp.momentum), datamodule=Data(16))
             times[arm].append(time.perf_counter() - tic)
-    ratios = [a / b for a, b in zip(times["callback"], times["plain"], strict=True)]
-    return {"seconds": {k: quartiles(v) for k, v in times.items()}, "ratio": quartiles(ratios)}
+    return _overhead(times, batches=4 * (384 // 16))
+
+
+def _overhead(times: dict[str, list[float]], batches: int) -> dict:
+    """The with / without ratio, and the extra microseconds per training batch."""
+    pairs = list(zip(times["callback"], times["plain"], strict=True))
+    return {
+        "seconds": {k: quartiles(v) for k, v in times.items()},
+        "ratio": quartiles(a / b for a, b in pairs),
+        "microseconds_per_batch": quartiles((a - b) / batches * 1e6 for a, b in pairs),
+        "batches": batches,
+    }
 
 
 def bench_transformers(repeats: int) -> dict:
@@ -196,8 +208,7 @@ def bench_transformers(repeats: int) -> dict:
                 tic = time.perf_counter()
                 run.train()
                 times[arm].append(time.perf_counter() - tic)
-    ratios = [a / b for a, b in zip(times["callback"], times["plain"], strict=True)]
-    return {"seconds": {k: quartiles(v) for k, v in times.items()}, "ratio": quartiles(ratios)}
+    return _overhead(times, batches=2 * (len(train) // 32))
 
 
 def _q(q: dict, digits: int = 3) -> str:
@@ -227,11 +238,13 @@ def main() -> None:
         ["fit, 2 procs / 1 proc x 2 threads", _q(ddp["ratio_vs_1x2"]), "ratio"],
         ["fit, 2 procs / 1 proc x 1 thread", _q(ddp["ratio_vs_1x1"]), "ratio"],
         ["max |w(2 procs) - w(1 proc)|, 2 epochs", f"{ddp['max_weight_difference']:.2g}", ""],
-        ["Lightning with TrialCallback / without", _q(results["lightning"]["ratio"]), "ratio"],
-        ["HF Trainer with TrialCallback / without", _q(results["transformers"]["ratio"]), "ratio"],
     ]
+    for name, key in (("Lightning", "lightning"), ("HF Trainer", "transformers")):
+        cost = results[key]
+        rows.append([f"{name} with TrialCallback / without", _q(cost["ratio"]), "ratio"])
+        rows.append([f"{name}: extra time per batch", _q(cost["microseconds_per_batch"]), "us"])
     print_table(f"integrations ({repeats} repeats; median [IQR])", ["what", "value", ""], rows)
-    print(f"\nwrote {write_json(args, 'integrations', results)}")
+    write_json(args, "integrations", results)
 
 
 if __name__ == "__main__":

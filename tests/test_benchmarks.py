@@ -1,4 +1,4 @@
-"""Smoke test of the P1, P2, P3, P5 and P8 benchmarks: each one's ``--smoke`` mode runs end to end.
+"""Smoke test of the benchmarks: each one's ``--smoke`` mode runs end to end.
 
 The smoke mode runs the same code as the full one (harness, arms, studies, statistics, tables,
 JSON) on a tiny budget: the digits task, 2 seeds, 2 epochs, a few trials, one process. Nothing
@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pruning.py": ("pruning_smoke.json", ["pruned", "none"], "P3 goal"),
     "throughput.py": ("throughput_smoke.json", None, "P5 training samples/s"),
     "rescale.py": ("rescale_smoke.json", None, "P8 digits_mlp: test error"),
+    "integrations.py": ("integrations_smoke.json", None, "integrations (1 repeats"),
 }
 
 
@@ -57,6 +58,11 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
     if arms is not None:
         assert sorted({r["arm"] for r in result["runs"]}) == sorted(arms)
         assert all(r["trials"] for r in result["runs"])
+    elif script == "integrations.py":
+        assert set(result) >= {"ddp", "lightning", "transformers"}
+        assert result["ddp"]["max_weight_difference"] < 1e-5  # 2 ranks make B's update
+        assert all(q["median"] > 0 for q in result["ddp"]["samples_per_second"].values())
+        assert result["lightning"]["ratio"]["median"] > 0
     elif script == "rescale.py":
         cell = result["summary"]["digits_mlp"]
         arms = {"recommend", "recommend + B_simple", "searched", "keep", "linear", "sqrt"}

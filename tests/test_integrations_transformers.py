@@ -3,12 +3,18 @@ built from a config, on random tokens, on the CPU (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import optuna
 import pytest
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import optuna_bs
 from optuna_bs.integrations.transformers import TrialCallback, hp_space
+from tests.conftest import REPO
 from tests.hf_model import Tokens, model_init
 
 TRAIN, VAL = Tokens(256, 0), Tokens(64, 1)
@@ -147,3 +153,30 @@ def test_an_sgd_space_is_refused_for_the_trainers_adamw():
         hp_space(optuna_bs.BatchScalingSpace(n_train=1000))
     with pytest.raises(TypeError, match="hp_space"):
         TrialCallback(adam_space())
+
+
+@pytest.mark.slow
+def test_under_ddp_on_two_processes_a_pruned_trial_stops_every_rank(tmp_path):
+    """The Trainer hands the trial to rank 0 alone; its own pruning would stop rank 0 and
+    leave rank 1 training (transformers #18609). The callback stops both at epoch 2."""
+    storage = f"sqlite:///{tmp_path / 'hf-ddp.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    done = subprocess.run(
+        [*command, "2", str(REPO / "tests" / "ddp_transformers.py"), str(tmp_path), storage, "x"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = optuna.load_study(study_name="x", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert [t.user_attrs["epochs_run"] for t in trials] == [4, 2]  # rank 0's record
+    assert json.loads((tmp_path / "rank1.json").read_text()) == [4, 2]  # rank 1 stopped too
+    for t in trials:
+        attrs = t.user_attrs
+        assert attrs["world_size"] == 2
+        assert attrs["micro_batch_size"] * attrs["accumulation_steps"] * 2 == attrs["batch_size"]
+        assert sorted(t.intermediate_values) == list(range(1, attrs["epochs_run"] + 1))

@@ -39,6 +39,7 @@ import optuna
 
 from optuna_bs.distributed import check_effective_batch, is_distributed_trial, plan_batch
 from optuna_bs.monitor import TrialMonitor
+from optuna_bs.sources import batch_len
 from optuna_bs.storage import retried_trials
 
 try:
@@ -211,13 +212,13 @@ class TrialCallback(pl.Callback):
             self._busy += time.perf_counter() - self._tic
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
-            loss = float(loss.detach())
-            if self.monitor.reference_loss_ is None and math.isfinite(loss):
-                self.monitor.reference_loss_ = loss
-            self._loss_sum += loss
+            loss = loss.detach()
+            if self.monitor.reference_loss_ is None:  # once per run: the loss at init
+                first = float(loss)
+                self.monitor.reference_loss_ = first if math.isfinite(first) else None
+            # Summed where it lives: no host sync per batch (one per epoch, at validation).
+            self._loss_sum = loss.float() + self._loss_sum
             self._batches += 1
-        from optuna_bs.sources import batch_len
-
         self._samples += batch_len(batch)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -229,7 +230,7 @@ class TrialCallback(pl.Callback):
                 f"`monitor` is {self.monitor.metric!r}, but the validation logged only "
                 f"{sorted(trainer.callback_metrics)}: log it with self.log()."
             )
-        train_loss = self._loss_sum / self._batches if self._batches else None
+        train_loss = float(self._loss_sum) / self._batches if self._batches else None
         numbers = (float(value), train_loss, self.monitor.reference_loss_)
         if trainer.world_size > 1:  # every rank decides on rank 0's numbers
             numbers = trainer.strategy.broadcast(numbers)

@@ -26,7 +26,10 @@ step, which differs from one batch size to another: a pruner comparing trials at
 then compares runs that have seen different amounts of data, or finds none to compare with.
 So while the callback is in charge, the Trainer's own ``trial.report`` and
 ``trial.should_prune`` calls are ignored, and the callback's epoch reports alone reach the
-study. ``compute_objective=callback.compute_objective`` makes the trial's value its best
+study. Under DDP (``torchrun``) the Trainer gives the trial to rank 0 only: the callback
+broadcasts rank 0's verdict, every rank stops at the same epoch, and rank 0 then raises
+:class:`optuna.TrialPruned` (the Trainer's own pruning stops rank 0 alone, and the others
+hang). ``compute_objective=callback.compute_objective`` makes the trial's value its best
 evaluation's, as ``fit`` does.
 """
 
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from optuna_bs.distributed import check_effective_batch, plan_batch
+from optuna_bs.distributed import broadcast, check_effective_batch, plan_batch
 from optuna_bs.monitor import TrialMonitor
 
 try:
@@ -187,6 +190,7 @@ class TrialCallback(TrainerCallback):
         self.patience, self.min_delta = patience, min_delta
         self.monitor: TrialMonitor | None = None
         self._trial: optuna.trial.Trial | None = None
+        self._pruned: optuna.TrialPruned | None = None
 
     # --- the Trainer's hooks --------------------------------------------------------------
 
@@ -254,6 +258,11 @@ class TrialCallback(TrainerCallback):
             )
         value = float(metrics[self.metric])
         train_loss = sum(self._losses) / len(self._losses) if self._losses else None
+        distributed = args.world_size > 1
+        if distributed:  # every rank decides on rank 0's numbers
+            value, train_loss, monitor.reference_loss_ = broadcast(
+                (value, train_loss, monitor.reference_loss_)
+            )
         if train_loss is not None and not math.isfinite(train_loss):
             value = train_loss  # a non-finite training loss ends the run "diverged"
         updates = state.global_step - self._last_step
@@ -267,9 +276,11 @@ class TrialCallback(TrainerCallback):
         self._last_step, self._busy, self._losses = state.global_step, 0.0, []
         try:
             stop = monitor.check()
-        except optuna.TrialPruned:
-            self._release()
-            raise
+        except optuna.TrialPruned as pruned:
+            # Raised once training has ended, so that under DDP every rank stops together.
+            self._pruned, stop = pruned, True
+        if distributed:  # rank 0 alone holds the trial: its verdict stops every rank
+            stop = broadcast(stop)
         if stop:
             control.should_training_stop = True
 
@@ -277,6 +288,9 @@ class TrialCallback(TrainerCallback):
         if self.monitor is not None:
             self.monitor.finish()
         self._release()
+        pruned, self._pruned = self._pruned, None
+        if pruned is not None:
+            raise pruned
 
     def _release(self) -> None:
         """Give the Trainer's own report and should_prune back to the trial."""
