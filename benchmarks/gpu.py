@@ -120,6 +120,9 @@ def _sync(device: torch.device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small model and data; any device")
+    parser.add_argument(
+        "--results-dir", type=Path, default=HERE / "results", help="where the JSON goes"
+    )
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -207,11 +210,11 @@ def main() -> None:
     print(f"fit / dataloader = {out['fit_vs_dataloader']:.2f}x (goal >= 1.5x)")
     print(f"fit / on-device  = {out['fit_vs_on_device']:.2f}x (goal >= 1.0x)")
     print(f"bf16 peak reached: {'n/a on ' + name if fraction is None else f'{fraction:.1%}'}")
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
     path = results / ("gpu_quick.json" if args.quick else "gpu.json")
     path.write_text(json.dumps(out, indent=2))
-    print(f"written to {path.relative_to(HERE.parent)}")
+    print(f"written to {path.name} in {results.name}/")
 
 
 if __name__ == "__main__":

@@ -175,10 +175,27 @@ def test_regression_tunes_the_validation_loss():
         fit(model, data, _hp(data), max_epochs=1, metric="error")
 
 
-def test_adam_uses_its_betas(data):
-    hp = Hyperparameters(32, 1e-2, 0.9, data.n_train, beta2=0.99, eps=1e-6)
-    result = fit(_model(data), data, hp, max_epochs=3, optimizer="adam", seed=0)
-    assert result.best_value < 0.2
+def test_adam_uses_its_betas(data, tmp_path):
+    """The named Adam takes β1 from momentum and β2, eps from the hyperparameters."""
+    hp = Hyperparameters(32, 1e-2, 0.8, data.n_train, beta2=0.99, eps=1e-6)
+    trial = optuna.create_study().ask()
+    ckpt = tmp_path / "adam.pt"
+    result = fit(
+        _model(data),
+        data,
+        hp,
+        trial=trial,
+        max_epochs=3,
+        optimizer="adam",
+        seed=0,
+        checkpoint=ckpt,
+    )
+    group = torch.load(ckpt, weights_only=True)["optimizer"]["param_groups"][0]
+    assert tuple(group["betas"]) == (0.8, 0.99)
+    assert group["eps"] == 1e-6
+    assert trial.user_attrs["optimizer"] == "adam"
+    assert (trial.user_attrs["beta2"], trial.user_attrs["eps"]) == (0.99, 1e-6)
+    assert result.best_value < 0.3  # and it trains
 
 
 @pytest.mark.parametrize(
@@ -206,6 +223,20 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_a_resumed_trial_records_the_epoch_it_resumed_from(data, tmp_path):
+    hp = _hp(data)
+    ckpt = tmp_path / "cut.pt"
+    fit(_model(data), data, hp, max_epochs=2, seed=1, checkpoint=ckpt)
+    study = optuna.create_study()
+    trial = study.ask()
+    result = fit(_model(data), data, hp, trial=trial, max_epochs=4, seed=1, resume_from=ckpt)
+    assert result.resumed_from_epoch == 2 and result.epochs_run == 4
+    assert trial.user_attrs["resumed_from_epoch"] == 2
+    assert result.user_attrs()["resumed_from_epoch"] == 2
+    # The checkpoint's 2 epochs are reported again, then the 2 trained now.
+    assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4]
 
 
 def test_resume_from_checkpoint_continues_exactly(data, tmp_path):
