@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
-import sqlalchemy.exc
-from sqlalchemy.engine import make_url
 
 from optuna_bs.errors import StorageError
 
@@ -120,6 +118,9 @@ def make_storage(
         return optuna.storages.JournalStorage(backend)
     if url.startswith("grpc://"):
         return _grpc_proxy(url)
+    import sqlalchemy.exc  # here, not at the top: the CLI's --help needs no database driver
+    from sqlalchemy.engine import make_url
+
     authority = url.partition("://")[2].partition("/")[0]
     if authority.count("@") > 1:  # the driver would take part of the password for the host
         raise StorageError(

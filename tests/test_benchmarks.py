@@ -28,6 +28,7 @@ BENCHMARKS = {
     "throughput.py": ("throughput_smoke.json", None, "P5 training samples/s"),
     "rescale.py": ("rescale_smoke.json", None, "P8 digits_mlp: test error"),
     "integrations.py": ("integrations_smoke.json", None, "integrations (1 repeats"),
+    "import_time.py": ("import_time_smoke.json", None, "start-up time, 2 repeats"),
 }
 
 
@@ -58,6 +59,9 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
     if arms is not None:
         assert sorted({r["arm"] for r in result["runs"]}) == sorted(arms)
         assert all(r["trials"] for r in result["runs"])
+    elif script == "import_time.py":
+        assert result["ratio_to_import_optuna"]["optuna-bs --help"]["median"] > 0
+        assert "optuna-bs --help / import optuna =" in run.stdout
     elif script == "integrations.py":
         assert set(result) >= {"ddp", "lightning", "transformers"}
         assert result["ddp"]["max_weight_difference"] < 1e-5  # 2 ranks make B's update

@@ -65,3 +65,37 @@ except ImportError as err:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert f'pip install "{extra}"' in out.stdout
+
+
+def test_rules_config_and_the_cli_help_do_not_import_torch():
+    code = (
+        "import optuna_bs.rules, optuna_bs.config; import sys; assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    code = (
+        "import sys, contextlib, io\n"
+        "from optuna_bs.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "assert 'torch' not in sys.modules, 'optuna-bs --help imported torch'\n"
+        "assert 'sqlalchemy' not in sys.modules, 'optuna-bs --help imported sqlalchemy'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_names_resolve_lazily_and_once():
+    code = (
+        "import sys, optuna_bs\n"
+        "assert 'torch' not in sys.modules\n"
+        "fit = optuna_bs.fit\n"
+        "assert 'torch' in sys.modules and optuna_bs.fit is fit\n"
+        "assert optuna_bs.distributed.plan_batch(8).batch_size == 8\n"
+        "assert set(optuna_bs.__all__) <= set(dir(optuna_bs))\n"
+        "try:\n"
+        "    optuna_bs.no_such_name\n"
+        "except AttributeError as err:\n"
+        "    assert 'no_such_name' in str(err)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
