@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from optuna_bs.vocabulary import AUGMENTATIONS, PRECISIONS
+
 __all__ = ["Accelerator", "PRECISIONS", "AUGMENTATIONS", "crop_flip"]
 
 _logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-AUGMENTATIONS = ("none", "crop-flip")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -21,6 +21,7 @@ from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.errors import ConfigError, OptunaBSError
 from optuna_bs.rules import RULES
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
+from optuna_bs.vocabulary import metric_name
 
 __all__ = ["main"]
 
@@ -503,7 +504,7 @@ def format_table(
     lr, β1, β2, eps, weight decay and τ for Adam), best epoch, epochs run, seconds."""
     from optuna_bs.rules import column_label
 
-    head = ("trial", f"val_{metric}", "B", *(column_label(c, family) for c in columns))
+    head = ("trial", metric_name(metric), "B", *(column_label(c, family) for c in columns))
     head += ("best_ep", "epochs", "seconds")
     rows = [head]
     for t in trials:

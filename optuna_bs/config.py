@@ -38,7 +38,19 @@ from typing import Any
 
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import is_spec
-from optuna_bs.schedules import SCHEDULES
+from optuna_bs.vocabulary import (
+    AUGMENTATIONS,
+    DEFAULTS,
+    METRICS,
+    OOM_POLICIES,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRUNERS,
+    SAMPLERS,
+    SCHEDULES,
+    SECOND_OBJECTIVES,
+    metric_name,
+)
 
 __all__ = [
     "StudyConfig",
@@ -53,9 +65,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "hyperband", "none")
 
 
 @dataclass(frozen=True)
@@ -98,14 +107,14 @@ class ModelSection:
 @dataclass(frozen=True)
 class SpaceSection:
     parameterisation: str = "noise-scale"
-    batch_size: tuple[int, int] | int | str = (16, 256)  # "auto": from the noise scale
-    noise_scale: tuple[float, float] = (1.0, 1000.0)
-    momentum: tuple[float, float] | float = 0.9
-    lr: tuple[float, float] = (1e-4, 1.0)
-    reference_batch_size: int = 128
+    batch_size: tuple[int, int] | int | str = DEFAULTS["batch_size"]  # "auto": noise scale
+    noise_scale: tuple[float, float] = DEFAULTS["noise_scale"]
+    momentum: tuple[float, float] | float = DEFAULTS["momentum"]
+    lr: tuple[float, float] = DEFAULTS["lr"]
+    reference_batch_size: int = DEFAULTS["reference_batch_size"]
     alpha: float | None = None
-    beta2: float = 0.999  # Adam's, at reference_batch_size
-    eps: float = 1e-8
+    beta2: float = DEFAULTS["beta2"]  # Adam's, at reference_batch_size
+    eps: float = DEFAULTS["eps"]
     weight_decay: tuple[float, float] | float = 0.0  # λ, or [low, high] to search it
     tau_epochs: tuple[float, float] | float | None = None  # AdamW's B/(ϵλN), instead of λ
     allow_sgd_rule_for_adam: bool = False
@@ -113,18 +122,18 @@ class SpaceSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    max_epochs: int = 15
-    patience: int | None = 4
+    max_epochs: int = DEFAULTS["max_epochs"]
+    patience: int | None = DEFAULTS["patience"]
     min_delta: float = 0.0
     device: str = "auto"
-    metric: str = "error"
-    optimizer: str = "sgd"
-    precision: str = "fp32"  # "bf16" | "fp16": autocast (fp16 with a GradScaler)
+    metric: str = DEFAULTS["metric"]
+    optimizer: str = DEFAULTS["optimizer"]
+    precision: str = DEFAULTS["precision"]  # "bf16" | "fp16": autocast (fp16: GradScaler)
     channels_last: bool = False
     compile: bool = False
-    augment: str = "none"  # "crop-flip": random padded crop and flip, on the device
+    augment: str = DEFAULTS["augment"]  # "crop-flip": random padded crop and flip, on device
     cudnn_benchmark: bool = False
-    # One of schedules.SCHEDULES ("constant", "lr-decay", "batch-ramp", "momentum-ramp",
+    # One of vocabulary.SCHEDULES ("constant", "lr-decay", "batch-ramp", "momentum-ramp",
     # "cosine"), or a list of them to search.
     schedule: str | tuple[str, ...] = "constant"
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of max_epochs
@@ -136,7 +145,7 @@ class TrainSection:
     loss: str = ""
     max_grad_norm: float = 0.0  # 0 for no clipping
     micro_batch_size: int | str = "auto"  # b dividing B: B/b accumulated micro-batches
-    on_oom: str = "accumulate"  # "accumulate": halve b and keep B; "prune": end the trial
+    on_oom: str = DEFAULTS["on_oom"]  # "accumulate": halve b, keep B; "prune": end the trial
 
 
 @dataclass(frozen=True)
@@ -226,11 +235,11 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
 _CHOICES = {
     ("study", "sampler"): SAMPLERS,
     ("study", "pruner"): PRUNERS,
-    ("train", "metric"): ("error", "loss"),
-    ("train", "optimizer"): ("sgd", "adam", "adamw"),
-    ("train", "precision"): ("fp32", "bf16", "fp16"),
-    ("train", "augment"): ("none", "crop-flip"),
-    ("train", "on_oom"): ("accumulate", "prune"),
+    ("train", "metric"): METRICS,
+    ("train", "optimizer"): OPTIMIZERS,
+    ("train", "precision"): PRECISIONS,
+    ("train", "augment"): AUGMENTATIONS,
+    ("train", "on_oom"): OOM_POLICIES,
 }
 # Keys that also take the user's own code as "package.module:name".
 _SPEC_KEYS = {("train", "optimizer"), ("data", "name"), ("model", "name"), ("train", "loss")}
@@ -306,7 +315,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
         sections[section] = _section(section, values, source)
     config = StudyConfig(**sections)
     objectives = config.study.objectives
-    metric = f"val_{config.train.metric}"
+    metric = metric_name(config.train.metric)
     if objectives and objectives[0] != metric:
         raise ConfigError(
             f"{source}: `study.objectives` must start with the tuned metric {metric!r}, "
@@ -318,9 +327,6 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             "use 'tpe', 'gp' or 'random'."
         )
     return config
-
-
-SECOND_OBJECTIVES = ("train_seconds", "n_updates")
 
 
 def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:
@@ -348,7 +354,7 @@ def _milestones(value: list, where: str) -> tuple[float, ...]:
 
 
 def _objectives(value: list, where: str) -> tuple[str, ...]:
-    allowed = ("val_error", "val_loss")
+    allowed = tuple(metric_name(m) for m in METRICS)
     if not value:
         return ()
     if (
@@ -357,8 +363,9 @@ def _objectives(value: list, where: str) -> tuple[str, ...]:
         or (len(value) == 2 and value[1] not in SECOND_OBJECTIVES)
     ):
         raise ConfigError(
-            f"{where} must be [metric] or [metric, cost] with metric 'val_error' or 'val_loss' "
-            f"and cost one of {', '.join(map(repr, SECOND_OBJECTIVES))}, but got {value!r}."
+            f"{where} must be [metric] or [metric, cost] with metric one of "
+            f"{', '.join(map(repr, allowed))} and cost one of "
+            f"{', '.join(map(repr, SECOND_OBJECTIVES))}, but got {value!r}."
         )
     return tuple(value)
 

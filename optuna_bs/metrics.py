@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from optuna_bs._accelerate import Accelerator
 from optuna_bs.sources import as_source, batch_len, forward, logits, to_device, unpack
+from optuna_bs.vocabulary import METRICS, metric_name
 
 if TYPE_CHECKING:
     from optuna_bs.data import Data
@@ -38,7 +39,6 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 #: The built-in validation metrics, by name.
-METRICS = ("error", "loss")
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,12 @@ def resolve_metric(
     if metric == "error":
         if task != "classification":
             raise ValueError(f"`metric` is 'error', but the data is a {task} task: use 'loss'.")
-        return Metric(_error_sum, "val_error", reduction="sum")
+        return Metric(_error_sum, metric_name("error"), reduction="sum")
 
     def loss_sum(out: Any, y: Any) -> torch.Tensor:
         return loss_fn(out, y).float() * len(y)
 
-    return Metric(loss_sum, "val_loss", reduction="sum")
+    return Metric(loss_sum, metric_name("loss"), reduction="sum")
 
 
 def evaluate(

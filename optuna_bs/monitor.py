@@ -28,27 +28,14 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from optuna_bs.vocabulary import DIRECTIONS, RUN_ATTRS, STOP_REASONS
+
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
 __all__ = ["TrialMonitor", "STOP_REASONS", "RUN_ATTRS", "DIRECTIONS"]
 
 _logger = logging.getLogger(__name__)
-
-#: Every value a trial's ``stop_reason`` user attr can take.
-STOP_REASONS = ("completed", "early_stopped", "pruned", "diverged", "oom")
-#: The user attrs the monitor records on a trial when its run ends, however it ends.
-RUN_ATTRS = (
-    "best_epoch",
-    "epochs_run",
-    "stop_reason",
-    "metric",
-    "n_updates",
-    "train_seconds",
-    "samples_per_second",
-)
-#: Which way the monitored value improves (as Optuna's study directions).
-DIRECTIONS = ("minimize", "maximize")
 
 
 class TrialMonitor:

@@ -22,6 +22,8 @@ import statistics
 import warnings
 from dataclasses import dataclass, field, replace
 
+from optuna_bs.vocabulary import DEFAULTS
+
 _logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -337,7 +339,7 @@ def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) ->
 MAX_ONE_MINUS_BETA1 = 0.5
 
 #: Adam's defaults in torch.optim, taken where a study recorded no β2 or eps.
-ADAM_DEFAULTS = {"beta2": 0.999, "eps": 1e-8}
+ADAM_DEFAULTS = {"beta2": DEFAULTS["beta2"], "eps": DEFAULTS["eps"]}
 
 
 class Rule:

@@ -37,6 +37,7 @@ from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.state import check_creatable
 from optuna_bs.storage import make_storage, retried_trials
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
+from optuna_bs.vocabulary import metric_name
 from optuna_bs.workers import optimize_reconnecting
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-METRIC_NAMES = {"error": "val_error", "loss": "val_loss"}
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -450,7 +450,7 @@ def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
 def make_sampler(
     name: str, *, seed: int, n_startup_trials: int = 10
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (one of :data:`optuna_bs.config.SAMPLERS`)."""
+    """The Optuna sampler called ``name`` (one of :data:`optuna_bs.vocabulary.SAMPLERS`)."""
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "random":
@@ -469,7 +469,7 @@ def make_pruner(
     startup_trials: int = StudySection.pruner_startup_trials,
     max_epochs: int = 15,
 ):
-    """The Optuna pruner called ``name`` (one of :data:`optuna_bs.config.PRUNERS`).
+    """The Optuna pruner called ``name`` (one of :data:`optuna_bs.vocabulary.PRUNERS`).
 
     ``"median"`` prunes a trial whose epoch is worse than the median of the trials before it
     at that epoch, after ``warmup_epochs`` epochs and once ``startup_trials`` trials have
@@ -492,7 +492,7 @@ def make_pruner(
 def open_study(prepared: Prepared) -> optuna.Study:
     """Create the study, or load it by name, with the configured sampler and pruner."""
     cfg = prepared.config
-    names = list(cfg.study.objectives) or [METRIC_NAMES[cfg.train.metric]]
+    names = list(cfg.study.objectives) or [metric_name(cfg.train.metric)]
     study = optuna.create_study(
         storage=prepared.storage,
         study_name=prepared.study_name,

@@ -24,6 +24,7 @@ from dataclasses import replace
 from itertools import pairwise
 
 from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
+from optuna_bs.vocabulary import SCHEDULES
 
 _logger = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ __all__ = [
     "epoch_attrs",
     "make_schedule",
 ]
-
-SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp", "cosine")
 
 
 class Schedule(abc.ABC):

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING
 import optuna
 
 from optuna_bs.rules import (
-    ADAM_DEFAULTS,
     RULES,
     Hyperparameters,
     get_rule,
     optimizer_family,
     weight_decay_for_timescale,
 )
+from optuna_bs.vocabulary import DEFAULTS
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -93,14 +93,14 @@ class BatchScalingSpace:
         parameterisation: str = "noise-scale",
         *,
         n_train: int,
-        batch_size: tuple[int, int] | int = (16, 512),
-        noise_scale: tuple[float, float] = (1.0, 1000.0),
-        momentum: tuple[float, float] | float = 0.9,
-        lr: tuple[float, float] = (1e-4, 1.0),
-        reference_batch_size: int = 128,
+        batch_size: tuple[int, int] | int = DEFAULTS["batch_size"],
+        noise_scale: tuple[float, float] = DEFAULTS["noise_scale"],
+        momentum: tuple[float, float] | float = DEFAULTS["momentum"],
+        lr: tuple[float, float] = DEFAULTS["lr"],
+        reference_batch_size: int = DEFAULTS["reference_batch_size"],
         alpha: float | None = None,
-        beta2: float = ADAM_DEFAULTS["beta2"],
-        eps: float = ADAM_DEFAULTS["eps"],
+        beta2: float = DEFAULTS["beta2"],
+        eps: float = DEFAULTS["eps"],
         weight_decay: tuple[float, float] | float = 0.0,
         tau_epochs: tuple[float, float] | float | None = None,
         optimizer: str | None = None,

@@ -50,6 +50,7 @@ from optuna_bs.sources import (
     as_source,
 )
 from optuna_bs.state import TrainingState, check_writable
+from optuna_bs.vocabulary import DEFAULTS, OOM_POLICIES, OPTIMIZERS
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -71,10 +72,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-#: What a CUDA out-of-memory error does: halve the micro-batch (B kept), or end the trial.
-OOM_POLICIES = ("accumulate", "prune")
 
 
 @dataclass(frozen=True)
@@ -160,27 +157,27 @@ def fit(
     hparams: Hyperparameters,
     *,
     trial: BaseTrial | None = None,
-    max_epochs: int = 20,
-    patience: int | None = None,
+    max_epochs: int = DEFAULTS["max_epochs"],
+    patience: int | None = DEFAULTS["patience"],
     min_delta: float = 0.0,
     device: str | torch.device = "auto",
-    metric: str | Metric = "error",
-    optimizer: str | Callable = "sgd",
+    metric: str | Metric = DEFAULTS["metric"],
+    optimizer: str | Callable = DEFAULTS["optimizer"],
     weight_decay: float | None = None,
     seed: int | None = None,
     checkpoint: str | Path | None = None,
     resume_from: str | Path | None = None,
-    precision: str = "fp32",
+    precision: str = DEFAULTS["precision"],
     channels_last: bool = False,
     compile: bool = False,
-    augment: str = "none",
+    augment: str = DEFAULTS["augment"],
     cudnn_benchmark: bool = False,
     schedule: Schedule | None = None,
     loss_fn: Callable | None = None,
     batch_loss: Callable | None = None,
     max_grad_norm: float | None = None,
     micro_batch_size: int | str = "auto",
-    on_oom: str = "accumulate",
+    on_oom: str = DEFAULTS["on_oom"],
     eval_batch_size: int | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
@@ -424,11 +421,20 @@ def _make_optimizer(
     params = model.parameters()
     if name == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=weight_decay)
-    adam_kwargs = {"betas": (hp.momentum, 0.999 if hp.beta2 is None else hp.beta2)}
+    beta2 = DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
+    adam_kwargs = {"betas": (hp.momentum, beta2)}
     if hp.eps is not None:
         adam_kwargs["eps"] = hp.eps
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    cls = _ADAM_FAMILY[name]
     return cls(params, lr=hp.lr, weight_decay=weight_decay, **adam_kwargs)
+
+
+#: How each Adam-family name of vocabulary.OPTIMIZERS is built (β1 from the momentum).
+_ADAM_FAMILY = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+}
 
 
 def _check_micro_batch(value: int | str, batch_size: int) -> int | None:

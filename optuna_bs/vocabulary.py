@@ -1,0 +1,105 @@
+"""The package's words, written once: every choice list, the shared defaults, the user attrs.
+
+Torch-free and Optuna-free, so the study files, the CLI's ``--help`` and the rules can read it
+at no cost. Every other module imports its lists and defaults from here, and so do the error
+messages; ``tests/test_vocabulary.py`` fails on a copy that drifts. To add a choice (an
+optimizer, say), add it here and where it is built (``trainer._make_optimizer``): the Python
+API, the CLI and the study files then accept it alike.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "METRICS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "AUGMENTATIONS",
+    "SCHEDULES",
+    "SAMPLERS",
+    "PRUNERS",
+    "SECOND_OBJECTIVES",
+    "OOM_POLICIES",
+    "DIRECTIONS",
+    "STOP_REASONS",
+    "RUN_ATTRS",
+    "HPARAM_ATTRS",
+    "DEFAULTS",
+    "metric_name",
+]
+
+#: ``fit``'s built-in validation values (its ``metric``; a study file's ``[train] metric``).
+METRICS = ("error", "loss")
+#: The optimizers built by name (``fit(optimizer=...)``, ``[train] optimizer``).
+OPTIMIZERS = ("sgd", "adam", "adamw", "nadam")
+#: Autocast precisions (``fp16`` with a GradScaler).
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: On-device augmentations of image batches.
+AUGMENTATIONS = ("none", "crop-flip")
+#: The epoch schedules of :mod:`optuna_bs.schedules`, by study-file name.
+SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp", "cosine")
+#: Optuna samplers a study file names.
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+#: Optuna pruners a study file names.
+PRUNERS = ("median", "hyperband", "none")
+#: The cost a two-objective study minimises beside the validation value.
+SECOND_OBJECTIVES = ("train_seconds", "n_updates")
+#: What a CUDA out-of-memory error does: halve the micro-batch (B kept), or end the trial.
+OOM_POLICIES = ("accumulate", "prune")
+#: Which way a monitored value improves (as Optuna's study directions).
+DIRECTIONS = ("minimize", "maximize")
+
+#: Every value a trial's ``stop_reason`` user attr can take.
+STOP_REASONS = ("completed", "early_stopped", "pruned", "diverged", "oom")
+#: The user attrs that record how a run went, however it ended (``TrialMonitor``).
+RUN_ATTRS = (
+    "best_epoch",
+    "epochs_run",
+    "stop_reason",
+    "metric",
+    "n_updates",
+    "train_seconds",
+    "samples_per_second",
+)
+#: The user attrs that record a trial's hyperparameters (``Hyperparameters.user_attrs``;
+#: the Adam values and the weight decay only where they are set).
+HPARAM_ATTRS = (
+    "batch_size",
+    "lr",
+    "momentum",
+    "noise_scale",
+    "n_train",
+    "beta2",
+    "eps",
+    "weight_decay",
+    "tau_epochs",
+)
+
+#: Defaults shared by the Python API and the study files: one value each.
+DEFAULTS = {
+    "batch_size": (16, 256),  # the searched B, powers of two
+    "noise_scale": (1.0, 1000.0),
+    "momentum": 0.9,
+    "lr": (1e-4, 1.0),
+    "reference_batch_size": 128,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "max_epochs": 15,
+    "patience": 4,
+    "metric": "error",
+    "optimizer": "sgd",
+    "precision": "fp32",
+    "augment": "none",
+    "on_oom": "accumulate",
+}
+
+
+def metric_name(metric: str) -> str:
+    """What the trial, the report and the study's objective call a built-in metric.
+
+    Example:
+        >>> metric_name("error")
+        'val_error'
+    """
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {', '.join(METRICS)}, but got {metric!r}.")
+    return f"val_{metric}"
