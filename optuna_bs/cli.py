@@ -38,11 +38,48 @@ class _UsageError(OptunaBSError):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, with one-line errors, and a record of its options and subcommands (so
+    ``launch`` forwards every ``run`` option derived from the parser, not from a list)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.options: list[argparse.Action] = []  # before argparse adds -h through it
+        self.commands: dict[str, _Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.options.append(action)
+        return action
+
     def error(self, message: str):  # one line, not argparse's usage block
         raise _UsageError(f"{self.prog}: {message}")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+#: ``run`` options that ``launch`` sets itself for each worker; it forwards all the others.
+_SET_BY_LAUNCH = frozenset(
+    {"help", "study_file", "storage", "study_name", "n_trials", "seed", "no_test", "quiet"}
+)
+
+
+def _forwarded_run_options(args: argparse.Namespace) -> list[str]:
+    """The ``run`` options given to ``launch``, as its workers' command-line arguments.
+
+    Derived from the ``run`` parser itself: a new ``run`` option is forwarded with no edit
+    here (``launch`` must accept it too, which a test checks).
+    """
+    forwarded: list[str] = []
+    for action in _build_parser().commands["run"].options:
+        if action.dest in _SET_BY_LAUNCH or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value is None or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)  # the long spelling
+        forwarded += [flag] if action.nargs == 0 else [flag, str(value)]
+    return forwarded
+
+
+def _build_parser() -> _Parser:
     parser = _Parser(
         prog="optuna-bs",
         description="Tune batch size, learning rate and momentum together with Optuna.",
@@ -188,6 +225,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for p in (run, launch, report, noise, proxy):
         p.add_argument("-v", "--verbose", action="store_true", help="log every trial; tracebacks")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+    parser.commands.update(run=run, launch=launch, report=report, noise=noise, proxy=proxy)
     return parser
 
 
@@ -284,10 +322,7 @@ def _launch(args: argparse.Namespace) -> int:
         command += [args.study_file] if args.study_file else []
         command += ["--study-name", prepared.study_name, "--n-trials", str(n)]
         command += ["--seed", str(seed + 1000 * i), "--no-test", "-q"]
-        for flag in ("timeout", "device", "max_trials", "checkpoint_dir"):
-            value = getattr(args, flag)
-            if value is not None:
-                command += [f"--{flag.replace('_', '-')}", str(value)]
+        command += _forwarded_run_options(args)
         commands.append(command)
         # The store goes through the environment: a password on a command line shows in `ps`.
         env = {STORAGE_ENV: args.storage} if args.storage else {}

@@ -357,3 +357,42 @@ def test_storage_proxy_port_is_range_checked_before_the_store_opens(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     argv = ["storage-proxy", "--storage", "sqlite:///p.db", "--port", "99999"]
     _assert_bad_input(capsys, tmp_path, argv, "`--port` must be in 1..65535")
+
+
+# --- launch forwards every run option ------------------------------------------------------
+
+
+def _example_value(action) -> list[str]:
+    """A value ``action`` accepts, as command-line words."""
+    if action.nargs == 0:
+        return []
+    if action.type is not None and action.type is not str:
+        return ["3"]
+    return ["somewhere"]
+
+
+def test_launch_forwards_every_run_option_to_its_workers():
+    """A new ``run`` option needs no edit in ``launch``: it is derived from the run parser.
+    This fails if ``launch`` does not accept one, or does not hand it on."""
+    from optuna_bs.cli import _SET_BY_LAUNCH, _build_parser, _forwarded_run_options
+
+    parser = _build_parser()
+    options = [
+        a
+        for a in parser.commands["run"].options
+        if a.option_strings and a.dest not in _SET_BY_LAUNCH
+    ]
+    assert {"timeout", "device", "max_trials", "checkpoint_dir", "verbose"} <= {
+        a.dest for a in options
+    }
+    for action in options:
+        flag = max(action.option_strings, key=len)
+        words = [flag, *_example_value(action)]
+        args = parser.parse_args(["launch", "study.toml", *words])
+        forwarded = _forwarded_run_options(args)
+        assert forwarded[:1] == [flag], f"launch does not forward {flag}"
+        if len(words) > 1:  # the worker parses the value it is handed back to the same one
+            again = parser.parse_args(["run", "study.toml", *forwarded])
+            assert getattr(again, action.dest) == getattr(args, action.dest), flag
+    # Left at their defaults, nothing is forwarded.
+    assert _forwarded_run_options(parser.parse_args(["launch", "study.toml"])) == []
