@@ -50,7 +50,12 @@ def model_init(trial=None) -> BertForSequenceClassification:
         max_position_embeddings=LENGTH,
         num_labels=2,
     )
-    return BertForSequenceClassification(config)
+    model = BertForSequenceClassification(config)
+    # Its loss ignores num_items_in_batch; without this the Trainer would scale its gradient by
+    # gradient_accumulation_steps, and the update would not be the one at B (TrialCallback
+    # refuses such a model).
+    model.accepts_loss_kwargs = False
+    return model
 
 
 def main() -> None:

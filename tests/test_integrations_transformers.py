@@ -10,12 +10,13 @@ import sys
 
 import optuna
 import pytest
+import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import optuna_bs
 from optuna_bs.integrations.transformers import TrialCallback, hp_space
 from tests.conftest import REPO
-from tests.hf_model import Tokens, model_init
+from tests.hf_model import Tokens, bert, model_init
 
 TRAIN, VAL = Tokens(256, 0), Tokens(64, 1)
 ARG_NAMES = (
@@ -180,3 +181,76 @@ def test_under_ddp_on_two_processes_a_pruned_trial_stops_every_rank(tmp_path):
         assert attrs["world_size"] == 2
         assert attrs["micro_batch_size"] * attrs["accumulation_steps"] * 2 == attrs["batch_size"]
         assert sorted(t.intermediate_values) == list(range(1, attrs["epochs_run"] + 1))
+
+
+class Gradient(TrainerCallback):
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def _first_gradient(tmp_path, per_device, accumulation, fixed=True):
+    grab = Gradient()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "g"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        max_grad_norm=0.0,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        log_level="error",
+    )
+    model = bert(fixed=fixed)
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    Trainer(model=model, args=args, train_dataset=TRAIN, callbacks=[grab]).train()
+    return grab.grad
+
+
+def test_with_accepts_loss_kwargs_off_an_accumulated_update_is_the_one_at_b(tmp_path):
+    """transformers 5 scales a sequence classifier's gradient by the accumulation steps;
+    model_init's fix makes 16 x 4 the update of 64 x 1 (to float rounding)."""
+    whole = _first_gradient(tmp_path, 64, 1)
+    torch.testing.assert_close(_first_gradient(tmp_path, 16, 4), whole, rtol=1e-4, atol=1e-6)
+    unfixed = _first_gradient(tmp_path, 16, 4, fixed=False)
+    assert unfixed.norm() / whole.norm() == pytest.approx(4.0, rel=1e-3)  # the bug it avoids
+
+
+def test_a_model_whose_gradient_the_trainer_would_scale_is_refused(tmp_path):
+    search = hp_space(adam_space(), max_micro_batch=16)
+    callback = TrialCallback(search)
+    trainer, _ = search_trainer(tmp_path, search, callback, epochs=1)
+    trainer.model_init = lambda trial: bert(fixed=False)
+    storage = f"sqlite:///{tmp_path / 'refused.db'}"
+    study = optuna.create_study(storage=storage, study_name="refused")
+    study.enqueue_trial({"log2_batch_size": 6})  # B = 64: 16 x 4
+    with pytest.raises(ValueError, match="accepts_loss_kwargs = False"):
+        trainer.hyperparameter_search(
+            backend="optuna",
+            hp_space=search,
+            n_trials=1,
+            direction="minimize",
+            storage=storage,
+            study_name="refused",
+            load_if_exists=True,
+        )
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL  # before any training step
+
+
+def test_the_callback_on_a_plain_train_records_nothing_and_a_foreign_search_is_named(tmp_path):
+    search = hp_space(adam_space())
+    callback = TrialCallback(search)
+    trainer, _ = search_trainer(tmp_path, search, callback, epochs=1)
+    trainer.train()  # outside any search: the callback stands by
+    assert callback.monitor is None
+    with pytest.raises(ValueError, match="hp_space=search"):
+        trainer.hyperparameter_search(
+            backend="optuna",
+            hp_space=lambda trial: {"learning_rate": 1e-3},
+            n_trials=1,
+            direction="minimize",
+        )

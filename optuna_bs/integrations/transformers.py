@@ -129,6 +129,47 @@ def hp_space(
     return HpSpace(space, max_micro_batch=max_micro_batch, world_size=world_size)
 
 
+def _check_accumulation_scaling(model: Any, loader: Any) -> None:
+    """Refuse a model whose gradient the Trainer would scale by the accumulation steps.
+
+    The Trainer does not divide the loss by the accumulation steps when the model's
+    ``forward`` takes ``**kwargs`` (it then passes ``num_items_in_batch`` and expects a loss
+    already normalised by it). Models whose loss ignores it (transformers 5's
+    ``*ForSequenceClassification``, for one) then get a gradient that many times too large:
+    the update is no longer the one at B, and gradient clipping cuts it differently. Tested on
+    one training batch, in eval mode, with the random state restored.
+    """
+    import inspect
+
+    import torch
+
+    if model is None or loader is None or getattr(model, "accepts_loss_kwargs", None) is False:
+        return
+    params = inspect.signature(model.forward).parameters.values()
+    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    state, training = torch.get_rng_state(), model.training
+    try:
+        batch = next(iter(loader))
+        if not isinstance(batch, dict) or "labels" not in batch:
+            return
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        model.eval()
+        with torch.no_grad():
+            plain = model(**batch).loss
+            counted = model(**batch, num_items_in_batch=torch.tensor(10**6, device=device)).loss
+    finally:
+        torch.set_rng_state(state)
+        model.train(training)
+    if plain is not None and torch.allclose(plain, counted):
+        raise ValueError(
+            f"{type(model).__name__}'s loss ignores num_items_in_batch, so the Trainer would "
+            "scale its gradient by gradient_accumulation_steps and the update would not be the "
+            "one at the trial's B: set model.accepts_loss_kwargs = False in model_init."
+        )
+
+
 def _ignore_report(value: float, step: int) -> None:
     """The Trainer's own report, at its global step: dropped (see the module docstring)."""
 
@@ -191,14 +232,24 @@ class TrialCallback(TrainerCallback):
         self.monitor: TrialMonitor | None = None
         self._trial: optuna.trial.Trial | None = None
         self._pruned: optuna.TrialPruned | None = None
+        self._last_step, self._busy, self._losses = 0, 0.0, []
+        self._tic: float | None = None
 
     # --- the Trainer's hooks --------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         trial, hp = self.search.trial, self.search.hparams
-        if hp is None:  # a plain train() outside the search
-            self.monitor = None
+        if hp is None:
+            if state.trial_params is not None:  # a search, but not through this space
+                raise ValueError(
+                    "The Trainer runs a hyperparameter search, but not with this callback's "
+                    "space: give hyperparameter_search hp_space=search, the hp_space(...) "
+                    "that TrialCallback was built with."
+                )
+            self.monitor = None  # a plain train(), outside any search: nothing to record
             return
+        if args.gradient_accumulation_steps > 1:
+            _check_accumulation_scaling(kwargs.get("model"), kwargs.get("train_dataloader"))
         plan = check_effective_batch(
             hp.batch_size,
             args.per_device_train_batch_size,
@@ -233,7 +284,8 @@ class TrialCallback(TrainerCallback):
         self._tic: float | None = None
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
-        self._tic = time.perf_counter()
+        if self.monitor is not None:
+            self._tic = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
         if self._tic is not None:
