@@ -66,6 +66,8 @@ PARETO_COSTS = ("train_seconds", "n_updates")
 _REQUIRED = ("batch_size", "lr", "momentum", "n_train")
 #: A recommendation this many times beyond the explored batch sizes is refused unless asked.
 MAX_EXTRAPOLATION = 4.0
+#: The fewest near-best trials a fit, or the recommendation's centre, takes.
+MIN_SELECTED = 5
 
 
 @dataclass(frozen=True)
@@ -366,7 +368,7 @@ def fit_scaling_rule(
     study: optuna.Study,
     *,
     quantile: float = 0.25,
-    min_selected: int = 5,
+    min_selected: int = MIN_SELECTED,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -467,7 +469,9 @@ def _fit_line(selected: list[TrialPoint]):
     return alpha, float(y_mean - alpha * x_mean), sizes, y.tolist(), w.astype(int).tolist()
 
 
-def fit_surge(study: optuna.Study, *, quantile: float = 0.25, min_selected: int = 5) -> SurgeFit:
+def fit_surge(
+    study: optuna.Study, *, quantile: float = 0.25, min_selected: int = MIN_SELECTED
+) -> SurgeFit:
     """Fit Adam's surge curve beside the power law, and say which the data prefer.
 
     Li et al. (NeurIPS 2024) find that for Adam the best lr rises as √B below B_noise and
@@ -530,7 +534,7 @@ def fit_noise_scale(
     study: optuna.Study,
     *,
     quantile: float = 0.25,
-    min_selected: int = 5,
+    min_selected: int = MIN_SELECTED,
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -633,7 +637,7 @@ def recommend(
     extrapolate: bool = False,
     noise_batch_size: float | None = None,
     quantile: float = 0.25,
-    min_selected: int = 5,
+    min_selected: int = MIN_SELECTED,
 ) -> Hyperparameters:
     """The centre of the study's near-best trials, moved to ``batch_size`` by a rule.
 
@@ -642,6 +646,8 @@ def recommend(
     the lr of g* (their median g) at their median m; for the others the median of each
     value (lr, eps and weight decay on a log scale, 1 − β for β1 and β2). One lucky trial
     does not move the answer (DESIGN §10: a seed's noise alone spans 5 points of error).
+    With fewer than ``min_selected`` complete trials there is no centre: the best trial
+    alone is moved.
 
     Args:
         study: A finished study.
@@ -680,7 +686,9 @@ def recommend(
             f"study {study.study_name!r} explored ({low}..{high}); a rule extrapolated that "
             "far is a guess: run trials nearer it, or pass extrapolate=True (--extrapolate)."
         )
-    near = _near_best(points, quantile, min_selected)
+    # Too few complete trials for a centre: the near-best would take in poor ones too (with
+    # 2 trials, one at chance), so the best trial alone is moved.
+    near = _near_best(points, quantile, min_selected) if len(points) >= min_selected else [best]
     with warnings.catch_warnings(record=True) as caught:  # re-raised at the caller's line
         warnings.simplefilter("always")
         moved = [

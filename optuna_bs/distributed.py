@@ -150,6 +150,8 @@ def check_effective_batch(
             if fix is not None
             else ""
         )
+        if world_size > 1:
+            hint += f" (plan_batch(..., world_size={world_size}))"
         raise ValueError(
             f"The effective batch is per-device batch {per_device} x accumulation "
             f"{accumulation} x world size {world_size} = {plan.batch_size}, but the trial's "
@@ -316,18 +318,29 @@ def optimize(
     ``objective`` with a :func:`distributed_trial` of the same trial, so the study gets each
     trial once, however many processes train it.
 
+    Outside ``torch.distributed`` (one process) it is ``study.optimize``, so one script runs
+    under ``torchrun`` and as a plain ``python script.py``.
+
     Raises:
         ValueError: If rank 0 has no study, or another rank has one.
-        RuntimeError: If ``torch.distributed`` is not initialized.
+        RuntimeError: If ``WORLD_SIZE`` says this is one of several processes, but
+            ``torch.distributed`` is not initialized.
     """
-    import torch.distributed as dist
-
-    rank = world()[0]
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError(
-            "optuna_bs.distributed.optimize needs torch.distributed: call "
-            "torch.distributed.init_process_group() first (torchrun sets its environment)."
+    rank, size = world()
+    if size == 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun, but not joined
+            raise RuntimeError(
+                f"WORLD_SIZE={os.environ['WORLD_SIZE']}, but torch.distributed is not "
+                "initialized: call optuna_bs.distributed.init_from_env() first, or every rank "
+                "runs a study of its own."
+            )
+        if study is None:
+            raise ValueError("`study` must be the study: this is the only process.")
+        # One process (a plain ``python script.py``): the study, trial by trial, as usual.
+        study.optimize(
+            objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, catch=catch
         )
+        return
     if (rank == 0) != (study is not None):
         raise ValueError(
             f"`study` must be the study on rank 0 and None on the others, but rank {rank} got "

@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 
 from optuna_bs.analysis import (
+    MIN_SELECTED,
     PARETO_COSTS,
     NoiseScaleFit,
     ParetoPoint,
@@ -86,6 +87,8 @@ class Summary:
     pareto_updates: tuple[ParetoPoint, ...]
     # Why a front is empty, in words, by cost (None where it is not).
     pareto_reasons: dict[str, str | None] = field(default_factory=dict)
+    # Whether the recommendation is the near-best trials' centre, or (too few) the best's.
+    centred: bool = True
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) rows of the summary table."""
@@ -121,6 +124,8 @@ class Summary:
             rows.append(("recommended batch sizes", f"{sizes} ({why})"))
         if r is not None:
             what = "the centre of the near-best trials"
+            if not self.centred:
+                what = f"the best trial: a centre needs {MIN_SELECTED} complete trials"
             rows.append((f"recommendation at B={r.batch_size}", f"{self.describe(r)} ({what})"))
         return rows + [("warning", w) for w in self.warnings]
 
@@ -248,6 +253,7 @@ def summarize(
         tolerance=tolerance,
         batch_size=batch_size,
         recommendation=recommendation,
+        centred=len(points) >= MIN_SELECTED,
         warnings=tuple(str(w.message) for w in caught),
         pareto_seconds=tuple(pareto_front(study, "train_seconds")),
         pareto_updates=tuple(pareto_front(study, "n_updates")),

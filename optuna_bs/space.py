@@ -146,10 +146,16 @@ class BatchScalingSpace:
         if self.family is not None and self.family not in self.rule.optimizers:
             if not (self.family == "adam" and allow_sgd_rule_for_adam):
                 valid = [n for n, r in RULES.items() if self.family in r.optimizers]
+                if self.family == "adam":
+                    raise ValueError(
+                        f"parameterisation {parameterisation!r} is an SGD rule, and optimizer "
+                        f"{optimizer!r} is Adam-family: use 'adam-sqrt' (Malladi et al. 2022; "
+                        f"valid: {', '.join(valid)}), or set allow_sgd_rule_for_adam."
+                    )
                 raise ValueError(
-                    f"parameterisation {parameterisation!r} is an SGD rule, and optimizer "
-                    f"{optimizer!r} is Adam-family: use 'adam-sqrt' (Malladi et al. 2022; "
-                    f"valid: {', '.join(valid)}), or set allow_sgd_rule_for_adam."
+                    f"parameterisation {parameterisation!r} is a rule for Adam-family "
+                    f"optimizers, and optimizer {optimizer!r} is {self.family.upper()}: use one "
+                    f"of {', '.join(valid)}."
                 )
         if not 0 <= _check_real("beta2", beta2) < 1:
             raise ValueError(f"`beta2` must be in [0, 1), but got beta2={beta2!r}.")

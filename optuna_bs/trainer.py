@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -263,6 +264,12 @@ def fit(
     rank, world_size = world()
     if world_size > 1:
         _check_distributed(trial, hparams, world_size)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        warnings.warn(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']}, but torch.distributed is not initialized: "
+            "this process trains alone (call optuna_bs.distributed.init_from_env() first).",
+            stacklevel=2,
+        )
     b = _check_micro_batch(micro_batch_size, hparams.batch_size // world_size)
     accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
     net = eval_net = accel.prepare(model)  # what runs forward; ``model`` holds the state

@@ -299,3 +299,21 @@ def test_a_fit_to_thin_evidence_gets_a_wide_interval_not_a_confident_one():
     study = landscape_study(0.5, per_b=2, noise=0.05, seed=3)
     with pytest.raises(NotEnoughTrialsError):
         fit_scaling_rule(study, min_selected=5, quantile=0.1)
+
+
+def test_with_too_few_trials_the_recommendation_is_the_best_trial_not_a_centre():
+    """Two trials, one at chance: a "centre" of both would sit between them."""
+    study = optuna.create_study()
+    for lr, error in ((0.1, 0.05), (3.0, 0.9)):
+        hp = Hyperparameters(64, lr, 0.9, n_train=1000)
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=error, user_attrs={**hp.user_attrs(), "parameterisation": "noise-scale"}
+            )
+        )
+    rec = recommend(study, 64)
+    assert rec.lr == pytest.approx(0.1)
+    from optuna_bs.report import summarize
+
+    rows = dict(summarize(study).rows())
+    assert "the best trial: a centre needs 5 complete trials" in rows["recommendation at B=64"]

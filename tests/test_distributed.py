@@ -47,11 +47,20 @@ def test_a_mismatched_effective_batch_names_all_three_and_the_fix():
     assert "per-device batch 32 with accumulation 4" in message
 
 
-def test_outside_torch_distributed_there_is_one_process():
+def test_outside_torch_distributed_there_is_one_process(monkeypatch):
     assert world() == (0, 1)
     assert broadcast({"a": 1}) == {"a": 1}
-    with pytest.raises(RuntimeError, match="init_process_group"):
-        optimize(optuna.create_study(), lambda t: 0.0, n_trials=1)
+    study = optuna.create_study()
+    optimize(study, lambda t: t.suggest_float("x", 0, 1), n_trials=2)  # plain study.optimize
+    assert len(study.trials) == 2
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun, but never joined the group
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2.*init_from_env"):
+        optimize(study, lambda t: 0.0, n_trials=1)
+    data = optuna_bs.load_data("synthetic", n_samples=200, n_features=8)
+    hp = optuna_bs.Hyperparameters(32, 0.05, 0.9, n_train=data.n_train)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    with pytest.warns(UserWarning, match="trains alone"):
+        optuna_bs.fit(model, data, hp, max_epochs=1, device="cpu")
 
 
 def test_a_lost_rank_is_told_from_other_errors():

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+import warnings
 
 import optuna
 import pytest
@@ -190,3 +191,17 @@ def test_under_ddp_on_two_processes_both_ranks_stop_at_the_pruned_epoch(tmp_path
         # B is global: 2 ranks x 16 per device x accumulation.
         assert t.user_attrs["micro_batch_size"] == 16
         assert 2 * 16 * t.user_attrs["accumulation_steps"] == t.user_attrs["batch_size"]
+
+
+def test_a_loader_that_keeps_a_short_last_batch_is_warned_about():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from optuna_bs.integrations.lightning import _warn_partial_batches
+
+    data = TensorDataset(torch.zeros(100, 2))
+    with pytest.warns(UserWarning, match="drop_last=True"):
+        _warn_partial_batches(DataLoader(data, batch_size=32), 32, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_partial_batches(DataLoader(data, batch_size=32, drop_last=True), 32, 1)
+        _warn_partial_batches(DataLoader(data, batch_size=25), 25, 2)  # 100 = 2 x 2 x 25

@@ -488,3 +488,12 @@ def test_adam_space_warns_once_when_its_range_pushes_beta1_far():
         warnings.simplefilter("error")  # not again in every trial
         for _ in range(5):
             space.suggest(study.ask())
+
+
+def test_an_adam_rule_with_sgd_says_so_the_right_way_round():
+    with pytest.raises(
+        ValueError,
+        match="'adam-sqrt' is a rule for Adam-family optimizers, and "
+        "optimizer 'sgd' is SGD: use one of",
+    ):
+        BatchScalingSpace("adam-sqrt", n_train=1000, optimizer="sgd")

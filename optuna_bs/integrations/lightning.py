@@ -24,7 +24,9 @@ the same epoch and leaves ``fit`` cleanly.
 
 **DDP.** Run the script under ``torchrun`` with ``optuna_bs.distributed.optimize``: every rank
 gets the same trial (a ``TorchDistributedTrial``), and the callback feeds every rank's monitor
-rank 0's numbers, so every rank takes the same decision.
+rank 0's numbers, so every rank takes the same decision. Log the metric with
+``self.log(..., sync_dist=True)``, or rank 0's value covers its share of the validation set
+only; and give ``batch_settings`` the ``world_size``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +184,9 @@ class TrialCallback(pl.Callback):
             self.trial.set_user_attr("resumed_from_trial", self._resumed_from)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        per_device = _loader_batch_size(trainer.train_dataloader)
+        loader = trainer.train_dataloader
+        per_device = _loader_batch_size(loader)
+        _warn_partial_batches(loader, per_device, trainer.world_size)
         plan = check_effective_batch(
             self.hparams.batch_size,
             per_device,
@@ -248,7 +253,7 @@ class TrialCallback(pl.Callback):
         self._samples, self._busy = 0, 0.0
         if self.checkpoint_path is not None:
             # Saved before the value is reported: a worker killed in between re-reports it.
-            trainer.save_checkpoint(self.checkpoint_path)
+            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
         try:
             stop = self.monitor.check()
         except optuna.TrialPruned as pruned:
@@ -274,6 +279,20 @@ class TrialCallback(pl.Callback):
         if self.pruned_ is not None:
             raise self.pruned_
         return self.monitor.best_value_
+
+
+def _warn_partial_batches(loader: Any, per_device: int, world_size: int) -> None:
+    """Warn when each epoch ends with a batch smaller than B (the rules assume B)."""
+    dataset = getattr(loader, "dataset", None)
+    if getattr(loader, "drop_last", True) or not hasattr(dataset, "__len__"):
+        return
+    if len(dataset) % (per_device * world_size):
+        warnings.warn(
+            f"The training DataLoader keeps a last batch smaller than {per_device} per device "
+            f"({len(dataset)} samples): that update is not at the trial's B. Give it "
+            "drop_last=True.",
+            stacklevel=2,
+        )
 
 
 def _loader_batch_size(loaders: Any) -> int:
