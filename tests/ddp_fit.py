@@ -68,6 +68,8 @@ def main(mode: str, out: Path, storage: str | None = None, name: str = "ddp") ->
             study = optuna.create_study(
                 storage=storage, study_name=name, pruner=PruneAtEpoch(2), load_if_exists=True
             )
+            for log2_batch, g in ((5, 20.0), (6, 40.0)):  # noise scales that train
+                study.enqueue_trial({"log2_batch_size": log2_batch, "noise_scale": g})
 
         def tracked(trial):
             try:

@@ -54,6 +54,8 @@ def main(out: Path, storage: str, name: str) -> None:
     study = None
     if rank == 0:
         study = optuna.create_study(storage=storage, study_name=name, pruner=PruneAtEpoch())
+        for log2_batch, g in ((5, 20.0), (6, 40.0)):  # noise scales that train
+            study.enqueue_trial({"log2_batch_size": log2_batch, "noise_scale": g})
     optimize(study, objective, n_trials=2)
     (out / f"rank{rank}.json").write_text(json.dumps(seen))
     dist.destroy_process_group()

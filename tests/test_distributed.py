@@ -103,7 +103,7 @@ def test_two_ranks_train_each_trial_at_the_global_batch_and_stop_together(tmp_pa
     # Both ranks trained the same 2 trials and were stopped by the same verdict, same epoch.
     assert ranks[0] == ranks[1]
     assert [seen["trial"] for seen in ranks[0]] == [0, 1]
-    assert all("(epoch 2)" in s["pruned"] or "at epoch 2" in s["pruned"] for s in ranks[0])
+    assert all(s["pruned"].startswith("pruned:") and "at epoch 2" in s["pruned"] for s in ranks[0])
     n_train = optuna_bs.load_data("synthetic", n_samples=600, n_features=8, n_classes=3).n_train
     study = optuna.load_study(study_name=name, storage=rdb_url)
     trials = study.get_trials()

@@ -124,6 +124,7 @@ def test_a_non_finite_training_loss_ends_the_trial_diverged(tmp_path):
 
 def test_a_retried_trial_resumes_from_the_dead_trials_lightning_checkpoint(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
+    study.enqueue_trial({"log2_batch_size": 5, "noise_scale": 20.0})  # a g that trains
     dead = study.ask()
     run_trial(dead, max_epochs=2, checkpoint_dir=tmp_path / "ckpt")  # then its worker died
     assert (tmp_path / "ckpt" / "trial_0.ckpt").exists()
