@@ -58,6 +58,7 @@ INSTALL_HINT = "pip install 'optuna-bs[dashboard]'"
 _PALETTE = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779")
 _PALETTE += ("#6ece58", "#b5de2b")
 _PRUNED_COLOR = "#9e9e9e"
+_HEIGHT = 480  # px: every figure, in the report and the dashboard
 FIGURES = ("noise-scale", "lr-vs-batch-size", "pareto-seconds", "pareto-updates", "curves")
 #: An Adam-family study's figures: g means nothing for Adam, so error against lr instead.
 ADAM_FIGURES = ("error-vs-lr", *FIGURES[1:])
@@ -109,17 +110,77 @@ def _say_why_empty(fig, study: optuna.Study, attr: str | None = None):
 
 
 def _layout(fig, title: str, x: str, y: str, *, log_x: bool = False, log_y: bool = False):
-    """The layout every figure shares; legends go below, for the dashboard's narrow panels."""
+    """The layout every figure shares: legends below (the dashboard's panels are narrow), the
+    toolbar upright at the right edge (never over the title), full labels on log axes."""
     fig.update_layout(
-        title={"text": title, "font": {"size": 15}},
+        # The title sits in the lower half of a tall top margin, the toolbar in its upper
+        # half: the toolbar never covers the title.
+        title={
+            "text": title,
+            "font": {"size": 15},
+            "x": 0.01,
+            "xanchor": "left",
+            "y": 1 - 52 / _HEIGHT,
+            "yanchor": "middle",
+            "yref": "container",
+        },
         template="plotly_white",
         legend={"orientation": "h", "yanchor": "top", "y": -0.2},
-        margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        margin={"l": 60, "r": 20, "t": 76, "b": 40},
+        height=_HEIGHT,
     )
-    # "D2": log ticks at 1, 2, 5, 10, ... only
-    fig.update_xaxes(title=x, **({"type": "log", "dtick": "D2"} if log_x else {}))
-    fig.update_yaxes(title=y, **({"type": "log", "dtick": "D2"} if log_y else {}))
+    fig.update_xaxes(title=x, **(_log_axis(fig, "x") if log_x else {}))
+    fig.update_yaxes(title=y, **(_log_axis(fig, "y") if log_y else {}))
     return fig
+
+
+#: Mantissas of log-axis ticks, tried in turn: 1-2-5; decades on a wide range; finer steps
+#: on a narrow one.
+_TICK_MANTISSAS = ((1, 2, 5), (1,), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8))
+
+
+def log_ticks(values) -> list[float]:
+    """Ticks for a log axis spanning ``values``: 1-2-5 when that gives 3 to 8 ticks, decades
+    when it gives more, finer steps when fewer.
+
+    Every tick gets a full label ("0.02", "20"), never plotly's bare minor digit "2".
+
+    Example:
+        >>> log_ticks([0.009, 0.4])
+        [0.01, 0.02, 0.05, 0.1, 0.2]
+        >>> log_ticks([0.76, 1.2])
+        [0.8, 1.0, 1.2]
+    """
+    positive = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    if not positive:
+        return []
+    low, high = min(positive) / 1.1, max(positive) * 1.1  # what the axis shows, about
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    best: list[float] = []
+    for mantissas in _TICK_MANTISSAS:
+        ticks = [
+            float(f"{m * 10.0**k:.12g}")
+            for k in range(first, last + 1)
+            for m in mantissas
+            if low <= m * 10.0**k <= high
+        ]
+        if 3 <= len(ticks) <= 8:
+            return ticks
+        if len(ticks) > len(best) and (len(ticks) <= 8 or not best):
+            best = ticks
+    return best
+
+
+def _log_axis(fig, axis: str) -> dict:
+    """A log axis whose ticks are :func:`log_ticks` of the figure's own values."""
+    values = [v for trace in fig.data for v in (getattr(trace, axis, None) or ())]
+    ticks = log_ticks(v for v in values if isinstance(v, (int, float)))
+    return {
+        "type": "log",
+        "tickvals": ticks,
+        "ticktext": [f"{t:g}" for t in ticks],
+        "minor": {"showgrid": False},
+    }
 
 
 @dataclass(frozen=True)
@@ -279,8 +340,10 @@ def plot_lr_vs_batch_size(
             name="trials (colour: error)",
             marker={
                 "color": info.errors,
-                "colorscale": "Viridis_r",
+                # Oranges, not viridis: viridis means a batch size in the other figures.
+                "colorscale": "Oranges_r",
                 "size": 8,
+                "line": {"color": "#777", "width": 0.5},
                 "colorbar": {"title": {"text": "error"}, "thickness": 12},
             },
             text=[
@@ -321,7 +384,8 @@ def plot_lr_vs_batch_size(
             f"α = {f.alpha:.2f} ({pct}% CI {f.alpha_low:.2f}..{f.alpha_high:.2f})"
         )
     _layout(fig, title, "batch size B", "learning rate", log_x=True, log_y=True)
-    fig.update_xaxes(tickvals=[2**k for k in range(31)])
+    ticks = [2**k for k in range(31)]  # B is a power of two: label each one
+    fig.update_xaxes(tickvals=ticks, ticktext=[str(t) for t in ticks])
     return _say_why_empty(fig, study)
 
 
@@ -444,6 +508,8 @@ def plot_learning_curves(study: optuna.Study) -> go.Figure:
         )
         shown.add(group)
     _layout(fig, "Learning curves (pruned trials dimmed)", "epoch", info.metric)
+    last = max((max(c.epochs) for c in info.curves if c.epochs), default=1)
+    fig.update_xaxes(dtick=max(1, math.ceil(last / 10)))  # whole epochs, never "1.5"
     if not info.curves:
         fig.add_annotation(
             text="Nothing to draw: no trial has reported an intermediate value yet.",

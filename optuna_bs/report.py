@@ -320,6 +320,7 @@ def write_report(
             include_plotlyjs=i == 0,  # inlined once, so the file opens offline; others reuse it
             div_id=f"figure-{name}",
             default_height="480px",
+            config={"displaylogo": False},
         )
         for i, (name, fig) in enumerate(figs.items())
     ]
