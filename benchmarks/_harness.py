@@ -57,7 +57,7 @@ TASKS = {
     "mnist1d_cnn_adamw": "studies/mnist1d_cnn_adamw.toml",
     "digits_mlp": "studies/digits_mlp.toml",
 }
-#: The vanilla independent space of DESIGN §6 (B's top is cut below N where N <= 1024).
+#: The vanilla independent space of docs/design.md §8 (B's top is cut below N where N <= 1024).
 VANILLA_BATCH, VANILLA_LR, VANILLA_MOMENTUM = (16, 1024), (1e-4, 1.0), (0.0, 0.99)
 
 

@@ -56,7 +56,7 @@ class Server:
     def __init__(self) -> None:
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
         if not found or not found[-1]:
-            raise SystemExit("faults.py needs PostgreSQL's initdb and pg_ctl (DESIGN §8)")
+            raise SystemExit("faults.py needs PostgreSQL's initdb and pg_ctl (docs/design.md §7)")
         self.bin = Path(found[-1]).parent
         self.root = Path(tempfile.mkdtemp(prefix="optuna-bs-faults-"))
         with socket.socket() as s:

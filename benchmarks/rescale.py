@@ -20,7 +20,8 @@ as B nears it (McCandlish et al. 2018 for SGD, Li et al. 2024's surge for Adam).
 Baselines at 8 x B_ref: the best trial of a 30-trial search run directly there (the same
 space with B fixed at 8 x B_ref), and the tuned centre moved by "keep" (the same lr),
 "linear" and "sqrt" (λ kept); for AdamW also adam-sqrt with λ kept instead of τ.
-Goal (DESIGN §11): within 0.5 point of the searched best, clearly better than keeping the lr.
+Goal (docs/design.md §8): within 0.5 point of the searched best, clearly better than
+keeping the lr.
 Results go to benchmarks/results/rescale.json.
 """
 

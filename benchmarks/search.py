@@ -8,7 +8,7 @@
 
 Regret after k trials = the best complete trial's validation error after k trials minus the
 task's best known error (the best over every arm and seed of every full run). No pruning; every
-trial trains with the study file's max_epochs and patience. Arms (DESIGN §6):
+trial trains with the study file's max_epochs and patience. Arms (docs/design.md §8):
 
 * ``default``: the study file's space (noise-scale: B and log g, m fixed) and sampler (TPE);
 * ``vanilla-tpe``: Optuna's TPESampler with its defaults over the independent space

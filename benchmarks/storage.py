@@ -13,7 +13,7 @@ Three measurements, each printed as a table and written to benchmarks/results/st
 3. 8 workers x 25 trials on PostgreSQL and on MariaDB: trials lost or duplicated.
 
 Server URLs come from OPTUNA_BS_TEST_POSTGRES_URL / OPTUNA_BS_TEST_MYSQL_URL (defaults: the
-local servers of DESIGN §8).
+local servers of docs/design.md §7).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 Target = the task's best known validation error + 1 point (the goal's), and, reported too,
 +2 to +5 points. The best known error is read from P1's full results
 (benchmarks/results/search*.json), else taken over this run's own trials afterwards.
-Arms (DESIGN §6):
+Arms (docs/design.md §8):
 
 * ``default``: the study file as users get it: its space (noise-scale), sampler (TPE), pruner
   (median, with its warm-up) and early stopping, trials trained by ``optuna_bs.fit``;

@@ -7,8 +7,8 @@ Every function reads the COMPLETE trials of a study and the user attrs that
 first of a two-objective study (``[val_error, train_seconds]``).
 
 * :func:`fit_scaling_rule`: ϵ* = c · B^α, with a bootstrap interval on α;
-  :func:`fit_noise_scale`: the best noise scale g* (DESIGN §1). With too few trials or batch
-  sizes they raise :class:`NotEnoughTrialsError`: they never return a number they cannot
+  :func:`fit_noise_scale`: the best noise scale g* (docs/design.md §1). With too few trials or
+  batch sizes they raise :class:`NotEnoughTrialsError`: they never return a number they cannot
   back.
 * :func:`pareto_front`: the trials no other trial beats on both error and cost (training
   seconds or parameter updates).
@@ -541,7 +541,7 @@ def fit_noise_scale(
 ) -> NoiseScaleFit:
     """The best noise scale g*: the median g of the near-best complete trials.
 
-    DESIGN §1: the best g barely moves with B and m, so one number summarises the study.
+    docs/design.md §1: the best g barely moves with B and m, so one number summarises the study.
     The near-best trials, arguments and interval are those of :func:`fit_scaling_rule`; g*
     needs only ``min_selected`` complete trials, at any batch sizes.
 
@@ -645,7 +645,7 @@ def recommend(
     ``batch_size`` by the rule, and the rule takes their centre: for the noise-scale rule,
     the lr of g* (their median g) at their median m; for the others the median of each
     value (lr, eps and weight decay on a log scale, 1 − β for β1 and β2). One lucky trial
-    does not move the answer (DESIGN §10: a seed's noise alone spans 5 points of error).
+    does not move the answer (docs/design.md §3: a seed's noise alone spans 5 points of error).
     With fewer than ``min_selected`` complete trials there is no centre: the best trial
     alone is moved.
 

@@ -2,7 +2,7 @@
 
 The validation split that is tuned and pruned on is always taken from the *training* data,
 stratified by class and seeded by ``seed``; a data set's own test split is kept apart and never
-depends on ``seed`` (DESIGN.md §8).
+depends on ``seed`` (docs/design.md §7).
 """
 
 from __future__ import annotations

@@ -109,7 +109,7 @@ class Summary:
             rows.append(("lr model", self.surge.describe()))
         elif self.family == "adam":
             rows.append(("lr model", f"surge not fitted: {self.surge_reason}"))
-        if self.family != "adam":  # g means nothing for Adam (DESIGN §10)
+        if self.family != "adam":  # g means nothing for Adam (docs/design.md §3)
             if g is None:
                 rows.append(("best noise scale g*", f"not fitted: {self.noise_reason}"))
             else:

@@ -2,7 +2,7 @@
 and AdamW's weight decay.
 
 Pure math on plain numbers: this module imports neither torch nor Optuna. The formulas are
-the contract of DESIGN.md sections 1 and 10.
+the contract of docs/design.md §1 and §3.
 
 * :func:`noise_scale` and :func:`lr_for_noise_scale`: SGD's g = ϵ(N/B − 1)/(1 − m).
 * :func:`weight_decay_timescale` and :func:`weight_decay_for_timescale`: AdamW's EMA

@@ -594,7 +594,7 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
     """Retrain the study's best trial and return its error on the data's test split.
 
     The test split is touched here only, for one configuration chosen on validation
-    (DESIGN §8). The trial is re-run from its recorded parameters with its own seed, so on
+    (docs/design.md §7). The trial is re-run from its recorded parameters with its own seed, so on
     a CPU it reproduces the trial exactly. The value is stored as the study's user attrs
     ``test_<metric>`` and ``test_trial``.
 

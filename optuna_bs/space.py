@@ -6,10 +6,10 @@ and optuna-dashboard's plots work; the values that are derived, above all the le
 are recorded on the trial as user attrs ``batch_size``, ``lr``, ``momentum``, ``noise_scale``
 and ``n_train``.
 
-Parameterisations (DESIGN §2):
+Parameterisations (docs/design.md §2):
 
 * ``"noise-scale"`` (default): B a power of two, log g sampled, m fixed unless given a range;
-  ϵ = g (1 − m) / (N/B − 1). DESIGN §1: the best g barely moves with B and m, so the search
+  ϵ = g (1 − m) / (N/B − 1). docs/design.md §1: the best g barely moves with B and m, so the search
   is over the one quantity that matters plus B.
 * ``"linear"``, ``"sqrt"``, ``"power"``: a reference lr at a reference batch size, moved to B
   by ϵ = ϵ_ref (B / B_ref)^α with α = 1, ½ or ``alpha``.

@@ -8,7 +8,7 @@ that the noise scale and the scaling rules are about.
 **Memory decides only the micro-batch.** Each update averages B samples; with a micro-batch
 b < B it accumulates B/b backward passes, each weighted b/B, so the update is the one at b = B.
 On a CUDA out-of-memory error ``fit`` halves b, doubles the accumulation and redoes the update:
-B, and so the tuned learning rate, stay put (DESIGN §9).
+B, and so the tuned learning rate, stay put (docs/design.md §4).
 
 Each epoch's validation value goes to :class:`~optuna_bs.monitor.TrialMonitor`, which reports
 it, prunes, early-stops and records the run on the trial. At the end the best epoch's weights

@@ -37,7 +37,7 @@ def _server_url(variable: str) -> str:
 def storage_url(request, tmp_path):
     """Every store that is available: in-memory, SQLite, and the servers named by env vars.
 
-    A server whose variable is set but that cannot be reached fails the test (DESIGN §8).
+    A server whose variable is set but that cannot be reached fails the test (docs/design.md §7).
     """
     if request.param == "inmemory":
         return None

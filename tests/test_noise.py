@@ -91,7 +91,7 @@ def test_same_seed_same_estimate_and_the_callers_model_and_rng_are_untouched() -
     assert torch.equal(rng, torch.get_rng_state())
     cold = estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=10)
     assert cold.grad_sq_norm > 2 * a.grad_sq_norm  # training shrinks the mean gradient...
-    assert cold.b_simple < a.b_simple  # ... so the noise scale grows (DESIGN §1)
+    assert cold.b_simple < a.b_simple  # ... so the noise scale grows (docs/design.md §1)
 
 
 def test_a_pair_of_tensors_works_like_data() -> None:

@@ -99,3 +99,19 @@ def test_public_names_resolve_lazily_and_once():
         "    raise AssertionError('no AttributeError')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_design_section_the_code_cites_exists():
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    design = (repo / "docs" / "design.md").read_text()
+    sections = set(re.findall(r"^## (\d+)\.", design, flags=re.M))
+    cited = set()
+    for folder in ("optuna_bs", "tests", "benchmarks"):
+        for path in (repo / folder).rglob("*.py"):
+            text = path.read_text()
+            assert "DESIGN" + " §" not in text, f"{path.name} cites a design file that does not ship"
+            cited |= set(re.findall(r"docs/design\.md §(\d+)", text))
+    assert cited and cited <= sections, sorted(cited - sections)

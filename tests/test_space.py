@@ -25,7 +25,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def objective_value(hp: Hyperparameters) -> float:
-    """A smooth stand-in for validation error, best near g = 50 (DESIGN §1)."""
+    """A smooth stand-in for validation error, best near g = 50 (docs/design.md §1)."""
     return (math.log(hp.noise_scale) - math.log(50.0)) ** 2 + 1e-3 * math.log2(hp.batch_size)
 
 
@@ -73,7 +73,7 @@ def test_noise_scale_default_batch_power_of_two_and_lr_exact() -> None:
         # The issue's contract: the recorded lr is exactly what lr_for_noise_scale gives.
         assert frozen.user_attrs["lr"] == lr_for_noise_scale(g, b, N, 0.9)
         assert hp.lr == frozen.user_attrs["lr"]
-        # ... and it is the inverse of DESIGN §1's g = ϵ (N/B − 1) / (1 − m).
+        # ... and it is the inverse of docs/design.md §1's g = ϵ (N/B − 1) / (1 − m).
         assert math.isclose(g, hp.lr * (N / b - 1) / (1 - 0.9), rel_tol=1e-9)
         assert USER_ATTRS <= set(frozen.user_attrs)
         assert math.isclose(frozen.user_attrs["noise_scale"], g, rel_tol=1e-9)
@@ -237,7 +237,8 @@ def test_adam_sqrt_follows_malladi() -> None:
         assert math.isclose(hp.momentum, expected.momentum, rel_tol=REL)
         assert math.isclose(hp.beta2, expected.beta2, rel_tol=REL)
         assert math.isclose(hp.eps, expected.eps, rel_tol=REL)
-        # DESIGN §1 directly: ϵ → √κ ϵ, 1 − β → κ(1 − β), eps → eps/√κ (from torch's defaults).
+        # docs/design.md §1 directly: ϵ → √κ ϵ, 1 − β → κ(1 − β), eps → eps/√κ (from torch's
+        # defaults).
         assert math.isclose(hp.lr, ref_lr * math.sqrt(kappa), rel_tol=REL)
         assert math.isclose(1 - hp.momentum, kappa * (1 - beta1), rel_tol=1e-9)
         assert math.isclose(1 - hp.beta2, kappa * (1 - 0.999), rel_tol=1e-9)

@@ -1,4 +1,4 @@
-"""Many workers on one study in a real PostgreSQL / MariaDB (DESIGN §7: R1, R2, R3, R8).
+"""Many workers on one study in a real PostgreSQL / MariaDB (docs/design.md §6: R1, R2, R3, R8).
 
 These tests run the ``optuna-bs`` command as separate processes, as users do.
 """
