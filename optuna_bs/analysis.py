@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
 
+from optuna_bs._validation import check_fraction, check_int
 from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.rules import (
     Hyperparameters,
@@ -582,9 +582,9 @@ def _checked(study, quantile, min_selected, n_bootstrap, confidence, seed):
     """Check the fit arguments; the usable complete points and the bootstrap generator."""
     check_fraction("quantile", quantile, closed=True)
     check_fraction("confidence", confidence, closed=False)
-    _check_count("min_selected", min_selected, 3)
-    _check_count("n_bootstrap", n_bootstrap, 1)
-    _check_count("seed", seed, 0)
+    check_int("min_selected", min_selected, low=3)
+    check_int("n_bootstrap", n_bootstrap, low=1)
+    check_int("seed", seed, low=0)
     points = complete_points(study)
     if len(points) < min_selected:
         raise NotEnoughTrialsError(
@@ -709,21 +709,3 @@ def recommend(
             seen.add(str(w.message))
             warnings.warn(w.message, w.category, stacklevel=2)
     return new
-
-
-def check_fraction(name: str, value: object, *, closed: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, but got {name}={value!r}.")
-    ok = 0 < value <= 1 if closed else 0 < value < 1
-    if not ok:
-        interval = "(0, 1]" if closed else "(0, 1)"
-        raise ValueError(f"`{name}` must be in {interval}, but got {name}={value!r}.")
-    return float(value)
-
-
-def _check_count(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, but got {name}={value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
-    return int(value)

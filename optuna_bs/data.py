@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from optuna_bs._cifar import read_cifar10
+from optuna_bs._validation import check_int
 
 _logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def load_data(
     if name not in DATASETS:
         choices = ", ".join(repr(d) for d in DATASETS)
         raise ValueError(f"`name` must be one of {choices}, but got name={name!r}.{_hint(name)}")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, low=0)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
         raise TypeError(f"`val_fraction` must be a float, but got val_fraction={val_fraction!r}.")
     if not 0 < val_fraction < 1:
@@ -159,10 +160,10 @@ def load_data(
                 "`num_samples` applies only to 'mnist1d' (for 'synthetic' use the option "
                 f"n_samples), but got num_samples={num_samples!r} for {name!r}."
             )
-        _check_int("num_samples", num_samples, 100)
+        check_int("num_samples", num_samples, low=100)
     if name == "mnist1d":
         data_seed = options.get("data_seed", 42)
-        _check_int("data_seed", data_seed, 0)
+        check_int("data_seed", data_seed, low=0)
         x, y, x_test, y_test = _mnist1d_arrays(num_samples or 5000, data_seed)
         n_outputs, task = 10, "classification"
     elif name == "digits":
@@ -205,13 +206,6 @@ def _cifar10_arrays(root: str) -> tuple[np.ndarray, ...]:
 def _hint(value: str, choices: tuple[str, ...] = DATASETS) -> str:
     close = difflib.get_close_matches(value.lower(), choices, n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def _check_int(arg: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{arg}` must be an int, but got {arg}={value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{arg}` must be an int >= {minimum}, but got {arg}={value}.")
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, y_type: type) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,11 +279,11 @@ def _synthetic_arrays(
     n_targets: int = 1,
     data_seed: int = 0,
 ) -> tuple:
-    _check_int("n_samples", n_samples, 20)
-    _check_int("n_features", n_features, 1)
-    _check_int("n_classes", n_classes, 2)
-    _check_int("n_targets", n_targets, 1)
-    _check_int("data_seed", data_seed, 0)
+    check_int("n_samples", n_samples, low=20)
+    check_int("n_features", n_features, low=1)
+    check_int("n_classes", n_classes, low=2)
+    check_int("n_targets", n_targets, low=1)
+    check_int("data_seed", data_seed, low=0)
     if task not in _TASKS:
         raise ValueError(
             f"`task` must be one of {_TASKS}, but got task={task!r}.{_hint(str(task), _TASKS)}"

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from optuna_bs._validation import check_int
 from optuna_bs.factories import import_object
 
 _logger = logging.getLogger(__name__)
@@ -65,10 +66,10 @@ def build_model(
     if ":" in name:  # your own model may get None for what the data cannot tell
         input_shape = None if input_shape is None else _check_shape(input_shape)
         if n_outputs is not None:
-            _check_int("n_outputs", n_outputs)
+            check_int("n_outputs", n_outputs, low=1)
         return _user_model(name, input_shape, n_outputs, kwargs, folder)
     input_shape = _check_shape(input_shape)
-    _check_int("n_outputs", n_outputs)
+    check_int("n_outputs", n_outputs, low=1)
     if name not in MODELS:
         choices = ", ".join(repr(m) for m in MODELS)
         raise ValueError(
@@ -113,11 +114,11 @@ def mlp(
         ValueError: If an argument has a bad value.
     """
     in_features = math.prod(_check_shape(input_shape))
-    _check_int("n_outputs", n_outputs)
+    check_int("n_outputs", n_outputs, low=1)
     if isinstance(hidden, str) or not isinstance(hidden, Sequence):
         raise TypeError(f"`hidden` must be a sequence of ints, but got hidden={hidden!r}.")
-    for width in hidden:
-        _check_int("hidden", width, f"a sequence of ints >= 1, but got hidden={hidden!r}")
+    for i, width in enumerate(hidden):
+        check_int(f"hidden[{i}]", width, low=1)
     act = _activation(activation)
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
         raise TypeError(f"`dropout` must be a float, but got dropout={dropout!r}.")
@@ -173,9 +174,9 @@ def cnn1d(
             f"`input_shape` must be (length,) or (channels, length) for 'cnn1d', "
             f"but got input_shape={shape}."
         )
-    _check_int("n_outputs", n_outputs)
+    check_int("n_outputs", n_outputs, low=1)
     for arg, value in (("channels", channels), ("kernel_size", kernel_size), ("layers", layers)):
-        _check_int(arg, value)
+        check_int(arg, value, low=1)
     act = _activation(activation)
     in_channels, length = (1, shape[0]) if len(shape) == 1 else shape
     modules: list[nn.Module] = [nn.Unflatten(1, (1, length))] if len(shape) == 1 else []
@@ -236,8 +237,8 @@ def resnet18(input_shape: Sequence[int], n_outputs: int, *, width: int = 64) -> 
             f"`input_shape` must be (channels, height, width) for 'resnet18', "
             f"but got input_shape={shape}."
         )
-    _check_int("n_outputs", n_outputs)
-    _check_int("width", width)
+    check_int("n_outputs", n_outputs, low=1)
+    check_int("width", width, low=1)
     layers: list[nn.Module] = [
         nn.Conv2d(shape[0], width, 3, 1, 1, bias=False),
         nn.BatchNorm2d(width),
@@ -286,20 +287,12 @@ def _hint(value: str, choices: Sequence[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _check_int(arg: str, value: object, constraint: str = "") -> None:
-    message = f"`{arg}` must be " + (constraint or f"an int >= 1, but got {arg}={value!r}") + "."
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(message)
-    if value < 1:
-        raise ValueError(message)
-
-
 def _check_shape(input_shape: object) -> tuple[int, ...]:
     shape = (input_shape,) if isinstance(input_shape, numbers.Integral) else input_shape
     if isinstance(shape, str) or not isinstance(shape, Sequence) or not shape:
         raise TypeError(f"`input_shape` must be a tuple of ints, but got {input_shape!r}.")
-    for size in shape:
-        _check_int("input_shape", size, f"a tuple of ints >= 1, but got {input_shape!r}")
+    for i, size in enumerate(shape):
+        check_int(f"input_shape[{i}]", size, low=1)
     return tuple(int(s) for s in shape)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from optuna_bs._validation import check_int
 from optuna_bs.data import Data
 from optuna_bs.trainer import resolve_device
 
@@ -104,9 +105,9 @@ def estimate_noise_scale(
     x, y, task = _unpack(data)
     n = len(x)
     small, big = _check_batch_sizes(batch_sizes, n)
-    n_batches = _check_int("n_batches", n_batches, 2)
-    warmup_epochs = _check_int("warmup_epochs", warmup_epochs, 0)
-    seed = _check_int("seed", seed, 0)
+    n_batches = check_int("n_batches", n_batches, low=2)
+    warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0)
+    seed = check_int("seed", seed, low=0)
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"`lr` must be a real number, but got lr={lr!r}.")
     if not 0 < lr < math.inf:
@@ -191,7 +192,7 @@ def recommend_batch_sizes(
         raise ValueError(f"`b_simple` must be > 0 to recommend a range, but got {b_simple!r}.")
     if n_train is None:
         raise ValueError("`n_train` is required when `estimate` is a number.")
-    n_train = _check_int("n_train", n_train, 2)
+    n_train = check_int("n_train", n_train, low=2)
     upper = max(1.0, min(b_simple, n_train / 10))
     high = 2 ** math.floor(math.log2(upper))
     return max(1, high // 8), high
@@ -227,14 +228,6 @@ def _check_batch_sizes(batch_sizes: object, n: int) -> tuple[int, int]:
             f"but got batch_sizes={tuple(batch_sizes)!r}."
         )
     return small, big
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, but got {name}={value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
-    return int(value)
 
 
 def _loss(net, x, y, task: str, device: torch.device) -> torch.Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 
+from optuna_bs._validation import check_fraction
 from optuna_bs.analysis import (
     MIN_SELECTED,
     PARETO_COSTS,
@@ -27,7 +28,6 @@ from optuna_bs.analysis import (
     ScalingFit,
     SurgeFit,
     TrialPoint,
-    check_fraction,
     complete_points,
     fit_noise_scale,
     fit_scaling_rule,

@@ -22,6 +22,7 @@ import statistics
 import warnings
 from dataclasses import dataclass, field, replace
 
+from optuna_bs._validation import check_int, check_positive, check_real
 from optuna_bs.vocabulary import DEFAULTS
 
 _logger = logging.getLogger(__name__)
@@ -75,45 +76,17 @@ def _type_error(name: str, kind: str, value: object) -> TypeError:
     )
 
 
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise _type_error(name, "an integer", value)
-    return int(value)
-
-
-def _check_real(name: str, value: object) -> float:
-    """Return ``value`` as a finite float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise _type_error(name, "a real number", value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite real number, but got {name}={value!r}.")
-    return float(value)
-
-
-def _check_positive(name: str, value: object) -> float:
-    x = _check_real(name, value)
-    if x <= 0.0:
-        raise ValueError(f"`{name}` must be a real number > 0, but got {name}={value!r}.")
-    return x
-
-
 def _check_beta(name: str, value: object) -> float:
-    x = _check_real(name, value)
-    if not 0.0 <= x < 1.0:
-        raise ValueError(f"`{name}` must be a real number in [0, 1), but got {name}={value!r}.")
-    return x
+    return check_real(name, value, 0.0, 1.0, high_open=True)
 
 
 def _check_n_train(n_train: object) -> int:
-    n = _check_int("n_train", n_train)
-    if n < 2:
-        raise ValueError(f"`n_train` must be an integer >= 2, but got n_train={n_train!r}.")
-    return n
+    return check_int("n_train", n_train, low=2)
 
 
 def _check_batch_size(batch_size: object, n_train: int) -> int:
     """Check ``batch_size`` against an already checked ``n_train``."""
-    b = _check_int("batch_size", batch_size)
+    b = check_int("batch_size", batch_size)
     if not 1 <= b <= n_train - 1:
         raise ValueError(
             f"`batch_size` must be an integer in [1, n_train - 1] = [1, {n_train - 1}], "
@@ -151,7 +124,7 @@ def noise_scale(lr: float, batch_size: int, n_train: int, momentum: float = 0.0)
         >>> round(noise_scale(0.1, batch_size=128, n_train=3200, momentum=0.9), 6)
         24.0
     """
-    return _check_positive("lr", lr) * _noise_factor(batch_size, n_train, momentum)
+    return check_positive("lr", lr) * _noise_factor(batch_size, n_train, momentum)
 
 
 def lr_for_noise_scale(
@@ -176,7 +149,7 @@ def lr_for_noise_scale(
         >>> round(lr_for_noise_scale(24.0, batch_size=128, n_train=3200, momentum=0.9), 6)
         0.1
     """
-    g = _check_positive("noise_scale", noise_scale)
+    g = check_positive("noise_scale", noise_scale)
     return g / _noise_factor(batch_size, n_train, momentum)
 
 
@@ -212,15 +185,15 @@ class Hyperparameters:
         checked = {
             "n_train": n,
             "batch_size": _check_batch_size(self.batch_size, n),
-            "lr": _check_positive("lr", self.lr),
+            "lr": check_positive("lr", self.lr),
             "momentum": _check_beta("momentum", self.momentum),
         }
         if self.beta2 is not None:
             checked["beta2"] = _check_beta("beta2", self.beta2)
         if self.eps is not None:
-            checked["eps"] = _check_positive("eps", self.eps)
+            checked["eps"] = check_positive("eps", self.eps)
         if self.weight_decay is not None:
-            checked["weight_decay"] = _check_real("weight_decay", self.weight_decay)
+            checked["weight_decay"] = check_real("weight_decay", self.weight_decay)
             if checked["weight_decay"] < 0:
                 raise ValueError(
                     f"`weight_decay` must be >= 0, but got weight_decay={self.weight_decay!r}."
@@ -278,7 +251,7 @@ def weight_decay_timescale(lr: float, weight_decay: float, batch_size: int, n_tr
     """
     n = _check_n_train(n_train)
     b = _check_batch_size(batch_size, n)
-    return b / (_check_positive("lr", lr) * _check_positive("weight_decay", weight_decay) * n)
+    return b / (check_positive("lr", lr) * check_positive("weight_decay", weight_decay) * n)
 
 
 def weight_decay_for_timescale(
@@ -293,7 +266,7 @@ def weight_decay_for_timescale(
     """
     n = _check_n_train(n_train)
     b = _check_batch_size(batch_size, n)
-    return b / (_check_positive("lr", lr) * _check_positive("tau_epochs", tau_epochs) * n)
+    return b / (check_positive("lr", lr) * check_positive("tau_epochs", tau_epochs) * n)
 
 
 def _log_median(values: list[float]) -> float:
@@ -431,7 +404,7 @@ class Rule:
         well below B_noise."""
         new = self.move_lr(hp, batch_size)
         if noise_batch_size is not None:
-            bn = _check_positive("noise_batch_size", noise_batch_size)
+            bn = check_positive("noise_batch_size", noise_batch_size)
             curve = self.lr_curve(batch_size, bn)
             if curve is not None:
                 new = replace(new, lr=hp.lr * curve / self.lr_curve(hp.batch_size, bn))
@@ -570,7 +543,7 @@ class PowerRule(Rule):
     def __init__(self, alpha: float | None = None) -> None:
         if alpha is None:
             raise TypeError("`alpha` is required when rule='power', but got alpha=None.")
-        self.alpha = _check_real("alpha", alpha)
+        self.alpha = check_real("alpha", alpha)
 
 
 @register_rule

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from itertools import pairwise
 
+from optuna_bs._validation import check_int, check_real
 from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
 from optuna_bs.vocabulary import SCHEDULES
 
@@ -68,7 +69,7 @@ class Schedule(abc.ABC):
             TypeError: If ``base`` is not a :class:`~optuna_bs.rules.Hyperparameters`.
             ValueError: If ``epoch`` is not an integer >= 0.
         """
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, low=0)
         if not isinstance(base, Hyperparameters):
             raise TypeError(f"`base` must be a Hyperparameters, but got base={base!r}.")
         return self._apply(epoch, base)
@@ -97,7 +98,7 @@ class Schedule(abc.ABC):
 
     def path(self, base: Hyperparameters, max_epochs: int) -> list[Hyperparameters]:
         """Return the setting of every epoch ``0 .. max_epochs - 1``."""
-        return [self.at(e, base) for e in range(_check_int("max_epochs", max_epochs, 1))]
+        return [self.at(e, base) for e in range(check_int("max_epochs", max_epochs, low=1))]
 
     def then(self, other: Schedule) -> Compose:
         """Chain ``other`` after this schedule, e.g. ``Warmup(5).then(BatchRamp([30], 5))``."""
@@ -130,7 +131,7 @@ class LrDecay(Schedule):
 
     def __init__(self, milestones: Sequence[int], factor: float) -> None:
         self.milestones = tuple(int(m) for m in _check_steps(milestones, integer=True))
-        self.factor = _check_real("factor", factor, 1.0, low_open=True)
+        self.factor = check_real("factor", factor, 1.0, low_open=True)
 
     def _count(self, epoch: int) -> int:
         return sum(1 for m in self.milestones if m <= epoch)
@@ -139,7 +140,7 @@ class LrDecay(Schedule):
         return replace(setting, lr=setting.lr / self.factor ** self._count(epoch))
 
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
-        late = [m for m in self.milestones if m >= _check_int("max_epochs", max_epochs, 1)]
+        late = [m for m in self.milestones if m >= check_int("max_epochs", max_epochs, low=1)]
         if late:
             msg = f"`milestones` {late} are never reached in max_epochs={max_epochs} epochs."
             warnings.warn(f"{msg} Milestones are 0-based epoch indices.", stacklevel=2)
@@ -175,7 +176,7 @@ class BatchRamp(LrDecay):
     ) -> None:
         super().__init__(milestones, factor)
         if max_batch_size is not None:
-            max_batch_size = _check_int("max_batch_size", max_batch_size, 1)
+            max_batch_size = check_int("max_batch_size", max_batch_size, low=1)
         self.max_batch_size = max_batch_size
 
     def _momentum(self, epoch: int, momentum: float) -> float:
@@ -250,9 +251,11 @@ class MomentumRamp(BatchRamp):
     ) -> None:
         super().__init__(milestones, factor, max_batch_size=max_batch_size)
         if momentum_factor is not None:
-            momentum_factor = _check_real("momentum_factor", momentum_factor, 1.0, low_open=True)
+            momentum_factor = check_real("momentum_factor", momentum_factor, 1.0, low_open=True)
         self.momentum_factor = self.factor if momentum_factor is None else momentum_factor
-        self.max_momentum = _check_real("max_momentum", max_momentum, 0.0, 1.0, low_open=True)
+        self.max_momentum = check_real(
+            "max_momentum", max_momentum, 0.0, 1.0, low_open=True, high_open=True
+        )
 
     def _momentum(self, epoch: int, momentum: float) -> float:
         k = self._count(epoch)
@@ -286,7 +289,7 @@ class Warmup(Schedule):
     """
 
     def __init__(self, epochs: int, *, per_step: bool = False) -> None:
-        self.epochs = _check_int("epochs", epochs, 1)
+        self.epochs = check_int("epochs", epochs, low=1)
         self.per_step = bool(per_step)
 
     def lr_factor(self, t: float) -> float:
@@ -299,7 +302,7 @@ class Warmup(Schedule):
         return replace(setting, lr=setting.lr * (epoch + 1) / (self.epochs + 1))
 
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
-        if self.epochs >= _check_int("max_epochs", max_epochs, 1):
+        if self.epochs >= check_int("max_epochs", max_epochs, low=1):
             msg = f"Warmup({self.epochs}) lasts the whole run of max_epochs={max_epochs}"
             warnings.warn(f"{msg}, so ϵ never reaches its value: use fewer epochs.", stacklevel=2)
 
@@ -328,11 +331,11 @@ class Cosine(Schedule):
     per_step = True
 
     def __init__(self, min_factor: float = 0.0) -> None:
-        self.min_factor = _check_real("min_factor", min_factor, 0.0, 1.0)
+        self.min_factor = check_real("min_factor", min_factor, 0.0, 1.0, high_open=True)
         self.max_epochs: int | None = None
 
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
-        self.max_epochs = _check_int("max_epochs", max_epochs, 1)
+        self.max_epochs = check_int("max_epochs", max_epochs, low=1)
 
     def lr_factor(self, t: float) -> float:
         if self.max_epochs is None:
@@ -427,8 +430,8 @@ def make_schedule(
         close = difflib.get_close_matches(str(name), SCHEDULES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"`schedule` must be one of {SCHEDULES}, but got {name!r}.{hint}")
-    max_epochs = _check_int("max_epochs", max_epochs, 1)
-    warmup_epochs = _check_int("warmup_epochs", warmup_epochs, 0)
+    max_epochs = check_int("max_epochs", max_epochs, low=1)
+    warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0)
     fractions = _check_steps(milestones, integer=False)
     epochs = [max(1, math.floor(f * max_epochs + 1e-9)) for f in fractions]
     momentum = {"momentum_factor": momentum_factor, "max_momentum": max_momentum}
@@ -467,24 +470,6 @@ def count_updates(schedule: Schedule, base: Hyperparameters, max_epochs: int) ->
         (250, 150)
     """
     return sum(s.n_train // s.batch_size for s in schedule.path(base, max_epochs))
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, but got {name}={value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
-    return int(value)
-
-
-def _check_real(name, value, low, high=math.inf, *, low_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number, but got {name}={value!r}.")
-    above = value > low if low_open else value >= low
-    if not (math.isfinite(value) and above and value < high):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g})"
-        raise ValueError(f"`{name}` must be a number in {interval}, but got {name}={value!r}.")
-    return float(value)
 
 
 def _check_steps(values: object, *, integer: bool) -> Sequence[float]:

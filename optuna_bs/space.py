@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from optuna_bs._validation import check_int, check_real
 from optuna_bs.rules import (
     RULES,
     Hyperparameters,
@@ -111,9 +112,9 @@ class BatchScalingSpace:
                 f"`parameterisation` must be one of {', '.join(RULES)}, "
                 f"but got parameterisation={parameterisation!r}."
             )
-        _check_int("n_train", n_train, 2, math.inf)
+        check_int("n_train", n_train, 2)
         if isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool):
-            _check_int("batch_size", batch_size, 1, n_train - 1)
+            check_int("batch_size", batch_size, 1, n_train - 1)
             self._log2_batch = None
         else:
             low, high = _check_range("batch_size", batch_size, integer=True)
@@ -135,7 +136,7 @@ class BatchScalingSpace:
             for m in _check_range("momentum", momentum):
                 _check_momentum(m)
         if parameterisation not in ("noise-scale", "independent"):
-            _check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
+            check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
         if parameterisation == "power" and (
             isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
         ):
@@ -157,9 +158,9 @@ class BatchScalingSpace:
                     f"optimizers, and optimizer {optimizer!r} is {self.family.upper()}: use one "
                     f"of {', '.join(valid)}."
                 )
-        if not 0 <= _check_real("beta2", beta2) < 1:
+        if not 0 <= check_real("beta2", beta2) < 1:
             raise ValueError(f"`beta2` must be in [0, 1), but got beta2={beta2!r}.")
-        if _check_real("eps", eps) <= 0:
+        if check_real("eps", eps) <= 0:
             raise ValueError(f"`eps` must be > 0, but got eps={eps!r}.")
         if tau_epochs is not None and weight_decay:
             raise ValueError(
@@ -264,19 +265,6 @@ class BatchScalingSpace:
         }
         args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"BatchScalingSpace({self.parameterisation!r}, {args})"
-
-
-def _check_int(name: str, value: object, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer, but got {name}={value!r}.")
-    if not low <= value <= high:
-        raise ValueError(f"`{name}` must be in [{low}, {high}], but got {name}={value!r}.")
-
-
-def _check_real(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"`{name}` must be a finite real number, but got {name}={value!r}.")
-    return float(value)
 
 
 def _check_momentum(m: float) -> None:

@@ -82,7 +82,11 @@ def test_tiny_with_replaces_and_adds():
 # (study file text or None, extra arguments, a word the error line must hold)
 BAD_INPUTS = {
     "typo'd key": (_tiny_with("train", "max_epoch = 3"), [], "did you mean 'max_epochs'"),
-    "wrong type": (_tiny_with("study", 'n_trials = "2"'), [], "`study.n_trials` must be an int"),
+    "wrong type": (
+        _tiny_with("study", 'n_trials = "2"'),
+        [],
+        "`study.n_trials` must be an integer",
+    ),
     "unknown section": ("[trian]\nmax_epochs = 2\n", [], "unknown section [trian]"),
     "invalid TOML": ("[study\n", [], "not valid TOML"),
     "unknown data set": (_tiny_with("data", 'name = "mnist"'), [], "Did you mean 'mnist1d'"),

@@ -112,6 +112,8 @@ def test_every_design_section_the_code_cites_exists():
     for folder in ("optuna_bs", "tests", "benchmarks"):
         for path in (repo / folder).rglob("*.py"):
             text = path.read_text()
-            assert "DESIGN" + " §" not in text, f"{path.name} cites a design file that does not ship"
+            assert "DESIGN" + " §" not in text, (
+                f"{path.name} cites a design file that does not ship"
+            )
             cited |= set(re.findall(r"docs/design\.md §(\d+)", text))
     assert cited and cited <= sections, sorted(cited - sections)
