@@ -35,6 +35,7 @@ B, and the recorded noise scale is that of B.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -230,7 +231,8 @@ def init_from_env() -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) this initializes ``torch.distributed`` (NCCL
-    where CUDA is there, else gloo) and gives each rank its own GPU, ``LOCAL_RANK``.
+    where CUDA is there, else gloo) and gives each rank its own GPU, ``LOCAL_RANK``; at exit
+    the ranks wait for each other and destroy the group.
 
     Returns:
         ``(rank, world size)``; ``(0, 1)`` outside ``torchrun``.
@@ -243,7 +245,23 @@ def init_from_env() -> tuple[int, int]:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave)
     return world()
+
+
+def _leave() -> None:
+    """At exit: wait for the other ranks, then destroy the group. A group left to the
+    interpreter's teardown aborts the process ("terminate called without an active
+    exception") when its threads outlive it."""
+    import torch.distributed as dist
+
+    gc.collect()  # a last trial's DistributedDataParallel, before the group it uses
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        except Exception:  # another rank is gone already: nothing to wait for
+            pass
+        dist.destroy_process_group()
 
 
 def lead(objective: Callable[[BaseTrial], float]) -> Callable[[BaseTrial], float]:
