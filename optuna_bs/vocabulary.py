@@ -23,6 +23,8 @@ __all__ = [
     "STOP_REASONS",
     "RUN_ATTRS",
     "HPARAM_ATTRS",
+    "RECORD_ATTRS",
+    "USER_ATTRS",
     "DEFAULTS",
     "metric_name",
 ]
@@ -73,6 +75,28 @@ HPARAM_ATTRS = (
     "weight_decay",
     "tau_epochs",
 )
+
+#: What else a run records on its trial: the rule, the optimizer as built, the batch as
+#: trained (micro-batch × accumulation × world size), resuming, and a schedule's path.
+RECORD_ATTRS = (
+    "parameterisation",
+    "alpha",
+    "optimizer",
+    "micro_batch_size",
+    "accumulation_steps",
+    "world_size",
+    "resumed_from_epoch",
+    "resumed_from_trial",
+    "seed",
+    "memory_key",
+    "epoch_batch_size",
+    "epoch_lr",
+    "epoch_momentum",
+    "epoch_noise_scale",
+)
+#: Every trial user attr optuna-bs writes: the schema ``tests/test_vocabulary.py`` holds
+#: every real trial to.
+USER_ATTRS = RUN_ATTRS + HPARAM_ATTRS + RECORD_ATTRS
 
 #: Defaults shared by the Python API and the study files: one value each.
 DEFAULTS = {

@@ -17,6 +17,7 @@ import torch
 import optuna_bs
 from optuna_bs.cli import main as cli
 from optuna_bs.integrations.lightning import TrialCallback, batch_settings
+from optuna_bs.vocabulary import USER_ATTRS
 from tests.conftest import REPO
 from tests.lightning_model import N_TRAIN, Classifier, Data, trainer
 
@@ -78,6 +79,7 @@ def test_a_study_of_four_trials_prunes_records_and_reports(tmp_path):
         attrs = t.user_attrs
         for key in ("best_epoch", "epochs_run", "n_updates", "train_seconds"):
             assert key in attrs
+        assert set(attrs) <= set(USER_ATTRS), set(attrs) - set(USER_ATTRS)  # the schema
         assert attrs["samples_per_second"] > 0
         steps_per_epoch = N_TRAIN // attrs["batch_size"]  # optimizer steps, not micro-batches
         assert attrs["n_updates"] == steps_per_epoch * attrs["epochs_run"]

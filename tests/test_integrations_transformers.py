@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import optuna_bs
 from optuna_bs.integrations.transformers import TrialCallback, hp_space
+from optuna_bs.vocabulary import USER_ATTRS
 from tests.conftest import REPO
 from tests.hf_model import Tokens, bert, model_init
 
@@ -107,6 +108,7 @@ def test_hyperparameter_search_trains_each_trial_at_what_the_space_derived(tmp_p
     assert len(spy.seen) == 3
     for trial, args in zip(trials, spy.seen, strict=True):
         attrs = trial.user_attrs
+        assert set(attrs) <= set(USER_ATTRS), set(attrs) - set(USER_ATTRS)  # the schema
         b = attrs["batch_size"]
         assert b == 2 ** trial.params["log2_batch_size"]
         assert args["per_device_train_batch_size"] == 16

@@ -156,3 +156,27 @@ def test_an_optimizer_added_to_the_vocabulary_is_accepted_by_the_api_cli_and_stu
         cwd=tmp_path,
     )
     assert run.returncode == 2 and "adam-sqrt" in run.stderr
+
+
+def test_every_user_attr_a_trial_gets_is_in_the_schema(tmp_path):
+    """A study file's trial (with a schedule, so the per-epoch path too) writes only keys of
+    vocabulary.USER_ATTRS: a new key must be named there. (The Lightning and HF tests hold
+    their trials to the same schema.)"""
+    study_file = tmp_path / "schema.toml"
+    study_file.write_text(
+        NADAM_STUDY.replace('optimizer = "nadam"', 'optimizer = "nadam"\nschedule = "cosine"')
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run = subprocess.run(
+        [*cli_command(), "run", str(study_file), "--no-test", "-q", "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    (trial,) = optuna.load_study(study_name="mnist1d_mlp", storage=url).trials
+    assert {"epoch_lr", "stop_reason", "world_size", "beta2"} <= set(trial.user_attrs)
+    assert set(trial.user_attrs) <= set(vocabulary.USER_ATTRS), sorted(
+        set(trial.user_attrs) - set(vocabulary.USER_ATTRS)
+    )
