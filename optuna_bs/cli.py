@@ -257,7 +257,7 @@ def _run(args: argparse.Namespace) -> int:
     if rank != 0:
         args.quiet = True
     config, prepared = _prepare(args)
-    url = args.storage or config.study.storage or DEFAULT_STORAGE
+    url = _store(config)
     ranks = f" x {world_size} processes per trial" if world_size > 1 else ""
     _say(
         args,
@@ -298,8 +298,8 @@ def _launch(args: argparse.Namespace) -> int:
             f"{args.workers}."
         )
     workers = len(groups) if groups else (args.workers or 1)
-    config = load_config(args.study_file) if args.study_file else StudyConfig()
-    url = args.storage or config.study.storage
+    config = study_config(args)
+    url = _store(config)
     if workers > 1 and is_sqlite(url):
         raise _UsageError(
             f"SQLite cannot be shared by {workers} workers: use PostgreSQL "
@@ -336,7 +336,7 @@ def _launch(args: argparse.Namespace) -> int:
     _say(
         args,
         f"launching {len(commands)} workers on study {prepared.study_name!r} in "
-        f"{mask_url(url or DEFAULT_STORAGE)}: {n_trials} trials in all{ranks}",
+        f"{mask_url(url)}: {n_trials} trials in all{ranks}",
     )
     status = launch_workers(commands, envs=envs)
     if status == 0 and not args.no_test:
@@ -389,7 +389,7 @@ def _report_command(args: argparse.Namespace) -> int:
     except KeyError as err:
         names = optuna.get_all_study_names(storage)
         known = ", ".join(names) if names else "none"
-        where = mask_url(args.storage or DEFAULT_STORAGE)
+        where = mask_url(url)
         raise _UsageError(
             f"`--study-name` {args.study_name!r} is not in {where}; its studies: {known}."
         ) from err
@@ -412,7 +412,7 @@ def _report_command(args: argparse.Namespace) -> int:
         _say(
             args,
             f"figures and note saved into the study: optuna-dashboard "
-            f"{mask_url(args.storage or DEFAULT_STORAGE)}",
+            f"{mask_url(url)}",
         )
     return 0
 
@@ -474,22 +474,44 @@ def _storage_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Study-file keys a run option overrides: option -> (section, key).
+_OVERRIDES = {
+    "storage": ("study", "storage"),
+    "study_name": ("study", "name"),
+    "seed": ("study", "seed"),
+    "checkpoint_dir": ("study", "checkpoint_dir"),
+    "device": ("train", "device"),
+}
+
+
+def study_config(args: argparse.Namespace) -> StudyConfig:
+    """The study file (or the embedded study) with the command-line options that override it
+    folded in: the one place where flags become a :class:`StudyConfig`."""
+    config = load_config(args.study_file) if args.study_file else StudyConfig()
+    changes: dict[str, dict] = {}
+    for option, (section, key) in _OVERRIDES.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            changes.setdefault(section, {})[key] = value
+    return dataclasses.replace(
+        config,
+        **{
+            section: dataclasses.replace(getattr(config, section), **values)
+            for section, values in changes.items()
+        },
+    )
+
+
+def _store(config: StudyConfig) -> str:
+    """The study's store URL: the option's, else the study file's, else the default."""
+    return config.study.storage or DEFAULT_STORAGE
+
+
 def _prepare(args: argparse.Namespace, config: StudyConfig | None = None):
     from optuna_bs.runner import prepare
 
-    if config is None:
-        config = load_config(args.study_file) if args.study_file else StudyConfig()
-    if args.checkpoint_dir is not None:
-        study = dataclasses.replace(config.study, checkpoint_dir=args.checkpoint_dir)
-        config = dataclasses.replace(config, study=study)
-    prepared = prepare(
-        config,
-        storage=args.storage,
-        study_name=args.study_name,
-        seed=args.seed,
-        device=args.device,
-    )
-    return config, prepared
+    config = study_config(args) if config is None else config
+    return config, prepare(config)
 
 
 def _report(args, study: optuna.Study, metric: str, test_value: float | None) -> None:

@@ -400,3 +400,26 @@ def test_launch_forwards_every_run_option_to_its_workers():
             assert getattr(again, action.dest) == getattr(args, action.dest), flag
     # Left at their defaults, nothing is forwarded.
     assert _forwarded_run_options(parser.parse_args(["launch", "study.toml"])) == []
+
+
+def test_run_options_override_the_study_file_through_one_function(tmp_path):
+    from optuna_bs.cli import _OVERRIDES, _build_parser, study_config
+
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\nname = "from-file"\nseed = 1\n[train]\ndevice = "auto"\n')
+    parser = _build_parser()
+    config = study_config(parser.parse_args(["run", str(study)]))
+    assert (config.study.name, config.study.seed, config.train.device) == ("from-file", 1, "auto")
+    args = parser.parse_args(
+        ["run", str(study), "--storage", "sqlite:///x.db", "--study-name", "flag"]
+        + ["--seed", "7", "--device", "cpu", "--checkpoint-dir", "ck"]
+    )
+    config = study_config(args)
+    assert config.study.storage == "sqlite:///x.db" and config.study.name == "flag"
+    assert (config.study.seed, config.train.device, config.study.checkpoint_dir) == (
+        7,
+        "cpu",
+        "ck",
+    )
+    run_options = {a.dest for a in parser.commands["run"].options}
+    assert set(_OVERRIDES) <= run_options  # every override is a real option
