@@ -17,7 +17,7 @@ import warnings
 import torch
 
 from optuna_bs._accelerate import Accelerator
-from optuna_bs.distributed import broadcast
+from optuna_bs.distributed import broadcast, largest_divisor_at_most
 from optuna_bs.metrics import free_memory
 from optuna_bs.rules import Hyperparameters
 from optuna_bs.schedules import epoch_attrs
@@ -101,7 +101,7 @@ class EpochLoop:
         steps = self.source.n_train // batch_size  # full batches: B is what g assumes
         local = self.local_batch
         cap = local if state.micro_cap is None else state.micro_cap
-        self.micro_batch_size = _divisor_at_most(local, cap)
+        self.micro_batch_size = largest_divisor_at_most(local, cap)
         if self.schedule is not None:
             _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
         tic = time.perf_counter()
@@ -177,7 +177,9 @@ class EpochLoop:
             b = self.micro_batch_size
             if self.on_oom == "prune" or b == 1:
                 return None
-            smaller = _divisor_at_most(batch_size, b // 2)  # the largest b' <= b/2 dividing B
+            smaller = largest_divisor_at_most(
+                batch_size, b // 2
+            )  # the largest b' <= b/2 dividing B
             self.micro_batch_size = self.state.micro_cap = smaller
             _logger.info(
                 "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",
@@ -223,14 +225,6 @@ class EpochLoop:
         inputs, targets = unpack(batch)
         inputs = self.accel.inputs(inputs, train=True, generator=self.state.aug_generator)
         return self.loss_fn(forward(self.net, inputs), targets)
-
-
-def _divisor_at_most(batch_size: int, b: int) -> int:
-    """The largest divisor of ``batch_size`` that is at most ``b`` (a schedule's new B)."""
-    b = min(b, batch_size)
-    while batch_size % b:
-        b -= 1
-    return b
 
 
 def _set_hyperparameters(

@@ -411,8 +411,7 @@ def _report_command(args: argparse.Namespace) -> int:
         save_to_dashboard(study, summary=summary)
         _say(
             args,
-            f"figures and note saved into the study: optuna-dashboard "
-            f"{mask_url(url)}",
+            f"figures and note saved into the study: optuna-dashboard {mask_url(url)}",
         )
     return 0
 

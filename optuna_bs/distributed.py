@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchPlan",
     "plan_batch",
+    "largest_divisor_at_most",
     "check_effective_batch",
     "world",
     "broadcast",
@@ -125,10 +126,22 @@ def plan_batch(
         )
     local = batch_size // world_size
     cap = local if max_micro_batch is None else _positive_int("max_micro_batch", max_micro_batch)
-    per_device = min(cap, local)
-    while local % per_device:
-        per_device -= 1
+    per_device = largest_divisor_at_most(local, cap)
     return BatchPlan(per_device, local // per_device, world_size)
+
+
+def largest_divisor_at_most(batch_size: int, cap: int) -> int:
+    """The largest divisor of ``batch_size`` that is at most ``cap``: the micro-batch that
+    divides a batch into equal parts (``fit``'s out-of-memory halving uses it too).
+
+    Example:
+        >>> largest_divisor_at_most(96, 40)
+        32
+    """
+    b = min(cap, batch_size)
+    while batch_size % b:
+        b -= 1
+    return b
 
 
 def check_effective_batch(
