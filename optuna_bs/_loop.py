@@ -116,13 +116,13 @@ class EpochLoop:
                 f"out of memory at batch_size={batch_size}, micro-batch {self.micro_batch_size}",
             )
         rank, size = self.shard
-        if size > 1:  # every rank decides on rank 0's numbers
-            train_loss, monitor.reference_loss_ = broadcast((train_loss, monitor.reference_loss_))
         val = train_loss  # a non-finite training loss ends the run "diverged"
         if math.isfinite(train_loss) and rank == 0:
             val = self.validate(self.eval_net)
-        if size > 1:
-            val = broadcast(val)
+        if size > 1:  # every rank decides on rank 0's numbers: one broadcast per epoch
+            val, train_loss, monitor.reference_loss_ = broadcast(
+                (val, train_loss, monitor.reference_loss_)
+            )
         monitor.update(
             val,
             updates=steps,
@@ -177,9 +177,8 @@ class EpochLoop:
             b = self.micro_batch_size
             if self.on_oom == "prune" or b == 1:
                 return None
-            smaller = largest_divisor_at_most(
-                batch_size, b // 2
-            )  # the largest b' <= b/2 dividing B
+            # The largest b' <= b/2 that divides this rank's batch.
+            smaller = largest_divisor_at_most(batch_size, b // 2)
             self.micro_batch_size = self.state.micro_cap = smaller
             _logger.info(
                 "Out of memory at micro-batch %d: B=%d is now %d x %d micro-batches.",

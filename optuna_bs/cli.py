@@ -311,6 +311,7 @@ def _launch(args: argparse.Namespace) -> int:
     n_trials = args.n_trials or config.study.n_trials
     seed = prepared.seed
     commands, envs = [], []
+    forwarded = _forwarded_run_options(args)
     for i, n in enumerate(split_trials(n_trials, workers)):
         if n == 0:
             continue
@@ -322,7 +323,7 @@ def _launch(args: argparse.Namespace) -> int:
         command += [args.study_file] if args.study_file else []
         command += ["--study-name", prepared.study_name, "--n-trials", str(n)]
         command += ["--seed", str(seed + 1000 * i), "--no-test", "-q"]
-        command += _forwarded_run_options(args)
+        command += forwarded
         commands.append(command)
         # The store goes through the environment: a password on a command line shows in `ps`.
         env = {STORAGE_ENV: args.storage} if args.storage else {}

@@ -558,14 +558,17 @@ def run_study(
     if rank != 0:  # torchrun: rank 0 runs the study, this rank trains each trial with it
         follow(prepared.objective)
         return None
+    objective = prepared.objective if size == 1 else lead(prepared.objective)
     try:
-        return _run_study(prepared, n_trials, timeout, max_trials, callbacks, show_progress_bar)
+        return _run_study(
+            prepared, objective, n_trials, timeout, max_trials, callbacks, show_progress_bar
+        )
     finally:
         if size > 1:
             release()
 
 
-def _run_study(prepared, n_trials, timeout, max_trials, callbacks, show_progress_bar):
+def _run_study(prepared, objective, n_trials, timeout, max_trials, callbacks, show_progress_bar):
     cfg = prepared.config
     study = open_study(prepared)
     study.set_user_attr("space", repr(prepared.space))
@@ -585,7 +588,6 @@ def _run_study(prepared, n_trials, timeout, max_trials, callbacks, show_progress
             return study
         callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
     timeout = cfg.study.timeout if timeout is None else timeout
-    objective = prepared.objective if world()[1] == 1 else lead(prepared.objective)
     optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar)
     return study
 
