@@ -17,6 +17,7 @@ are restored.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -331,7 +332,14 @@ def fit(
     monitor.attrs["resumed_from_epoch"] = resumed_from_epoch
     monitor.attrs["world_size"] = world_size
     monitor.attrs.update(optimizer_attrs(opt, hparams))
-    loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
+    try:
+        loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
+    finally:
+        if world_size > 1:
+            # A DistributedDataParallel left to the garbage collector can outlive its process
+            # group (destroyed by the caller), and then aborts the process.
+            loop.net = net = None
+            gc.collect()
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     attrs = monitor.finish()
