@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -43,9 +44,13 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
     later by the heartbeat and retried; this worker reconnects (``pool_pre_ping``) and runs
     the rest of its trials.
 
-    Ctrl-C (SIGINT) stops it for sure: Python drops a ``KeyboardInterrupt`` that lands in a
-    finalizer (a garbage-collected SQLAlchemy object, say), so the signal is also
-    remembered, and honoured when the trial it hit ends.
+    Ctrl-C (SIGINT) stops it for sure, and leaves no trial RUNNING. While a trial trains,
+    the signal raises ``KeyboardInterrupt`` at once, and Optuna stores the trial as failed.
+    Outside training (the trial being created, sampled or told, the store being written) it
+    is only remembered: a ``KeyboardInterrupt`` there could cut Optuna between creating a
+    trial and failing it. A remembered signal is honoured as the next trial starts, or
+    when the trial ends; so is one that Python dropped because it landed in a finalizer
+    (a garbage-collected SQLAlchemy object, say).
     """
     finished = 0
     start = time.monotonic()
@@ -54,7 +59,8 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
 
     def tracked(trial):
         ran.append(trial.number)
-        return objective(trial)
+        with interrupt.armed():
+            return objective(trial)
 
     def count(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal finished, outage_since
@@ -95,10 +101,12 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
 
 
 class _Interrupt:
-    """A SIGINT handler that raises ``KeyboardInterrupt`` and remembers that it did."""
+    """A SIGINT handler that remembers the signal, and raises ``KeyboardInterrupt`` only
+    while :meth:`armed` (a trial's training), where Optuna fails the trial cleanly."""
 
     def __init__(self) -> None:
         self.seen = False
+        self._armed = False
         self._previous = None
 
     def __enter__(self) -> _Interrupt:
@@ -112,10 +120,22 @@ class _Interrupt:
 
     def _handle(self, signum, frame) -> None:
         self.seen = True
-        raise KeyboardInterrupt
+        if self._armed:
+            self._armed = False  # one KeyboardInterrupt per trial; Optuna then tells FAIL
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def armed(self):
+        """Within it, SIGINT raises at once; a signal that came before it is raised on entry."""
+        self.honour()
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
 
     def honour(self) -> None:
-        """Raise ``KeyboardInterrupt`` if a SIGINT came (and was perhaps swallowed)."""
+        """Raise ``KeyboardInterrupt`` if a SIGINT came (held back, or perhaps swallowed)."""
         if self.seen:
             raise KeyboardInterrupt
 

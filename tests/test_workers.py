@@ -594,6 +594,31 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_worker():
     assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
 
 
+def test_a_ctrl_c_between_creating_a_trial_and_training_it_leaves_no_trial_running():
+    """The signal lands while Optuna samples a trial it has already stored as RUNNING: it is
+    held back until training starts, so Optuna fails the trial instead of abandoning it."""
+    from optuna_bs.workers import optimize_reconnecting
+
+    class SignalsWhileSampling(optuna.samplers.RandomSampler):
+        def before_trial(self, study, trial):  # the trial is stored, its objective not begun
+            super().before_trial(study, trial)
+            if trial.number == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    trained = []
+
+    def objective(trial):
+        trained.append(trial.number)
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    study = optuna.create_study(sampler=SignalsWhileSampling(seed=0))
+    with pytest.raises(KeyboardInterrupt):
+        optimize_reconnecting(study, objective, 20, None, [], False)
+    assert trained == [0]  # trial 1 never trained: the held-back signal stopped it first
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+
+
 def test_ctrl_c_on_run_is_one_line_and_exit_130(tmp_path):
     """No Optuna traceback of the KeyboardInterrupt: one line, status 130, the trial FAIL."""
     url = f"sqlite:///{tmp_path / 'run.db'}"
