@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 #: Each public name and the module it lives in.
 _EXPORTS = {
+    "BatchLadderSampler": "optuna_bs.samplers",
     "BatchRamp": "optuna_bs.schedules",
     "BatchScalingSpace": "optuna_bs.space",
     "build_model": "optuna_bs.models",
@@ -77,6 +78,7 @@ _SUBMODULES = frozenset(
         "report",
         "rules",
         "runner",
+        "samplers",
         "schedules",
         "space",
         "storage",
@@ -122,6 +124,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         weight_decay_for_timescale,
         weight_decay_timescale,
     )
+    from optuna_bs.samplers import BatchLadderSampler
     from optuna_bs.schedules import (
         SCHEDULES,
         BatchRamp,
@@ -139,6 +142,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from optuna_bs.trainer import FitResult, TrainingState, evaluate, fit
 
 __all__ = [
+    "BatchLadderSampler",
     "BatchRamp",
     "BatchScalingSpace",
     "Compose",

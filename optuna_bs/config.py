@@ -321,12 +321,25 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             f"{source}: `study.objectives` must start with the tuned metric {metric!r}, "
             f"but got {list(objectives)}."
         )
+    if config.study.sampler == "ladder" and (
+        config.space.parameterisation == "independent" or isinstance(config.space.batch_size, int)
+    ):
+        raise ConfigError(
+            f"{source}: `study.sampler` 'ladder' climbs B at a fixed {_scale(config)}: it needs "
+            "a batch-size range and a coupled `space.parameterisation` (not 'independent'), "
+            f"but got parameterisation={config.space.parameterisation!r} and "
+            f"batch_size={config.space.batch_size!r}."
+        )
     if len(objectives) > 1 and config.study.sampler == "cmaes":
         raise ConfigError(
             f"{source}: `study.sampler` 'cmaes' cannot optimise two objectives; "
             "use 'tpe', 'gp' or 'random'."
         )
     return config
+
+
+def _scale(config: StudyConfig) -> str:
+    return "noise scale" if config.space.parameterisation == "noise-scale" else "reference lr"
 
 
 def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:

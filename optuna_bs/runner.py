@@ -31,13 +31,14 @@ from optuna_bs.factories import import_object, is_spec
 from optuna_bs.models import build_model
 from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
 from optuna_bs.rules import Hyperparameters
+from optuna_bs.samplers import BatchLadderSampler
 from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.state import check_creatable
 from optuna_bs.storage import make_storage, retried_trials
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
-from optuna_bs.vocabulary import metric_name
+from optuna_bs.vocabulary import SAMPLERS, metric_name
 from optuna_bs.workers import optimize_reconnecting
 
 __all__ = [
@@ -448,9 +449,13 @@ def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
 
 
 def make_sampler(
-    name: str, *, seed: int, n_startup_trials: int = 10
+    name: str, *, seed: int, n_startup_trials: int = 10, scale_param: str = "noise_scale"
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (one of :data:`optuna_bs.vocabulary.SAMPLERS`)."""
+    """The sampler called ``name`` (one of :data:`optuna_bs.vocabulary.SAMPLERS`).
+
+    ``"ladder"`` is :class:`~optuna_bs.samplers.BatchLadderSampler` over TPE; ``scale_param``
+    is the parameter it holds fixed while it climbs (the rule's, ``noise_scale`` by default).
+    """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "random":
@@ -459,7 +464,10 @@ def make_sampler(
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
-    raise ValueError(f"`sampler` must be one of tpe, random, gp, cmaes, but got {name!r}.")
+    if name == "ladder":
+        base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+        return BatchLadderSampler(base, seed=seed, scale_param=scale_param)
+    raise ValueError(f"`sampler` must be one of {', '.join(SAMPLERS)}, but got {name!r}.")
 
 
 def make_pruner(
@@ -515,7 +523,10 @@ def open_study(prepared: Prepared) -> optuna.Study:
         seed += 104729 * os.getpid()
     study.sampler = OOMAwareSampler(
         make_sampler(
-            cfg.study.sampler, seed=seed % 2**32, n_startup_trials=cfg.study.n_startup_trials
+            cfg.study.sampler,
+            seed=seed % 2**32,
+            n_startup_trials=cfg.study.n_startup_trials,
+            scale_param=prepared.space.rule.lr_param,
         ),
         memory_key=prepared.memory_key,
     )

@@ -39,8 +39,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTATIONS = ("none", "crop-flip")
 #: The epoch schedules of :mod:`optuna_bs.schedules`, by study-file name.
 SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp", "cosine")
-#: Optuna samplers a study file names.
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
+#: The samplers a study file names: Optuna's, and optuna-bs's ``"ladder"``
+#: (:class:`optuna_bs.samplers.BatchLadderSampler`: g* first, then the largest B that keeps it).
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "ladder")
 #: Optuna pruners a study file names.
 PRUNERS = ("median", "hyperband", "none")
 #: The cost a two-objective study minimises beside the validation value.

@@ -120,6 +120,20 @@ BAD_INPUTS = {
         [],
         "has moved to [space] weight_decay",
     ),
+    "ladder on the independent space": (
+        _tiny_with("study", 'sampler = "ladder"').replace(
+            "[space]", '[space]\nparameterisation = "independent"'
+        ),
+        [],
+        "'ladder' climbs B",
+    ),
+    "ladder at one batch size": (
+        _tiny_with("study", 'sampler = "ladder"').replace(
+            "batch_size = [16, 32]", "batch_size = 32"
+        ),
+        [],
+        "needs a batch-size range",
+    ),
     "study name too long": (TINY, ["--study-name", "x" * 600], "at most 512 characters"),
     "error metric on regression": (
         _tiny_with("data", 'task = "regression"'),
@@ -315,6 +329,23 @@ def test_run_a_tiny_study(tmp_path, monkeypatch, capsys):
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
     assert study.trials[1].user_attrs["stop_reason"] == "diverged"
     assert "test_error" in study.user_attrs
+
+
+def test_a_ladder_study_searches_g_then_climbs_the_batch(tmp_path, monkeypatch, capsys):
+    """``sampler = "ladder"`` in a study file: the search's trials at one B, then the rungs."""
+    monkeypatch.chdir(tmp_path)
+    text = _tiny_with("study", 'sampler = "ladder"').replace(
+        "batch_size = [16, 32]", "batch_size = [16, 64]\nnoise_scale = [5.0, 50.0]"
+    )
+    status = main(["run", _study_file(tmp_path, text), "--n-trials", "9", "-q", "--no-test"])
+    assert status == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna_bs.db")
+    ladder = [
+        (t.system_attrs["ladder"]["phase"], t.user_attrs["batch_size"]) for t in study.trials
+    ]
+    assert ladder[:6] == [("search", 32)] * 6  # the middle of 16..64
+    assert ladder[6] == ("climb", 64)
+    assert {phase for phase, _ in ladder[7:]} == {"refine"}
 
 
 def test_format_table():

@@ -1,0 +1,264 @@
+"""Samplers that know the scaling rule: the noise scale first, then the largest B that keeps it.
+
+:class:`BatchLadderSampler` (``sampler = "ladder"`` in a study file) looks for the *fastest
+good configuration* of a ``"noise-scale"`` space. At a fixed noise scale g the reachable error
+barely moves with B (docs/design.md §1), while a larger batch trains an epoch faster, up to the
+critical batch size. So it
+
+1. **searches g at one batch size** (``search_batch_size``, by default the middle power of two
+   of the range): a 1-D search, where a few trials go a long way;
+2. **climbs the batch ladder at g\\***: B doubles, ϵ follows from g, one trial per rung, for as
+   long as a rung's error stays within ``tolerance`` of the best error found (a rung that is
+   pruned or diverges ends the climb, and so does ``max_batch_size``, the critical batch size
+   of ``optuna-bs noise``, when it is given);
+3. **refines** with its base sampler (TPE) over the whole space, every trial so far included;
+   a momentum range in the space opens here, and since the space searches g itself, a new m
+   keeps g* in place (B ∝ 1/(1 − m)).
+
+The sampler keeps no state of its own: each trial's phase is derived from the study's trials
+(a trial records its phase in the system attr ``ladder``), so it works with the study's pruner,
+across many workers (a rung in flight counts as climbed, so a second worker takes the next one)
+and when a study resumes. Its proposals are values of the space's static distributions; only
+which value is proposed changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_bs._validation import check_int, check_real
+
+__all__ = ["BatchLadderSampler"]
+
+_logger = logging.getLogger(__name__)
+
+_ATTR = "ladder"  # the system attr holding a trial's phase (and its rung's batch)
+_SEARCH, _CLIMB, _REFINE = "search", "climb", "refine"
+
+
+class BatchLadderSampler(optuna.samplers.BaseSampler):
+    """Find g* at one batch size, then the largest batch that keeps its error.
+
+    Args:
+        base: The sampler of the search's noise scale and of the refining phase; Optuna's
+            ``TPESampler`` by default.
+        n_search: Trials that search g at ``search_batch_size`` before the climb.
+        search_batch_size: The batch size of the search; by default the middle power of two
+            of the space's range (rounded down).
+        tolerance: How much worse than the best error a rung may be and still count as good,
+            in the units of the study's first objective (0.02: 2 points of error).
+        max_batch_size: The top of the ladder, below the range's own top: the critical batch
+            size, beyond which a larger batch saves no steps.
+        momentum: The momentum of the search and the climb when the space searches it.
+        top_fraction: g* is the median g, on a log scale, of this fraction of the best search
+            trials (at least one): one lucky trial does not decide it.
+        seed: Seeds the default base sampler.
+        batch_param, scale_param, momentum_param: The parameter names of
+            :class:`~optuna_bs.BatchScalingSpace`.
+
+    Example:
+        >>> sampler = BatchLadderSampler(seed=0, n_search=6, tolerance=0.02)
+    """
+
+    def __init__(
+        self,
+        base: optuna.samplers.BaseSampler | None = None,
+        *,
+        n_search: int = 6,
+        search_batch_size: int | None = None,
+        tolerance: float = 0.02,
+        max_batch_size: int | None = None,
+        momentum: float = 0.9,
+        top_fraction: float = 0.34,
+        seed: int | None = None,
+        batch_param: str = "log2_batch_size",
+        scale_param: str = "noise_scale",
+        momentum_param: str = "momentum",
+    ) -> None:
+        check_int("n_search", n_search, 1)
+        if search_batch_size is not None:
+            check_int("search_batch_size", search_batch_size, 1)
+        if max_batch_size is not None:
+            check_int("max_batch_size", max_batch_size, 1)
+        if not check_real("tolerance", tolerance) >= 0:
+            raise ValueError(f"`tolerance` must be >= 0, but got tolerance={tolerance!r}.")
+        if not 0 <= check_real("momentum", momentum) < 1:
+            raise ValueError(f"`momentum` must be in [0, 1), but got momentum={momentum!r}.")
+        if not 0 < check_real("top_fraction", top_fraction) <= 1:
+            raise ValueError(
+                f"`top_fraction` must be in (0, 1], but got top_fraction={top_fraction!r}."
+            )
+        self.base = base or optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+        # The search is 1-D and short: TPE models it after 3 random draws, not 10.
+        self._search = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+        self.n_search = n_search
+        self.search_batch_size = search_batch_size
+        self.tolerance = float(tolerance)
+        self.max_batch_size = max_batch_size
+        self.momentum = float(momentum)
+        self.top_fraction = float(top_fraction)
+        self.batch_param = batch_param
+        self.scale_param = scale_param
+        self.momentum_param = momentum_param
+        self._plans: dict[int, dict] = {}  # trial id -> plan, for the trials this process runs
+
+    # --- the plan ----------------------------------------------------------------------------
+
+    def plan(self, study: optuna.Study) -> dict:
+        """What the next trial does, from the study's trials: its phase, and in the climb, its
+        batch size's log2 and the noise scale g*.
+
+        Returns:
+            ``{"phase": "search", "log2_batch_size": k}``,
+            ``{"phase": "climb", "log2_batch_size": k, "noise_scale": g}`` or
+            ``{"phase": "refine"}``.
+        """
+        trials = study.get_trials(deepcopy=False)
+        batch = _distribution(trials, self.batch_param)
+        if batch is None:  # the first trial: the range is not known yet
+            return {"phase": _SEARCH, self.batch_param: None}
+        k_search = self._search_log2(batch)
+        phases = [t.system_attrs.get(_ATTR, {}) for t in trials]
+        search = [t for t, p in zip(trials, phases, strict=True) if p.get("phase") == _SEARCH]
+        if len(search) < self.n_search:
+            return {"phase": _SEARCH, self.batch_param: k_search}
+        done = [t for t in search if t.state == TrialState.COMPLETE and t.values]
+        if not done:  # every search trial is still running (many workers): nothing to climb on
+            return {"phase": _REFINE}
+        best = min(t.values[0] for t in done)
+        g_star = self._g_star(done)
+        top = batch.high
+        if self.max_batch_size is not None:
+            top = min(top, math.floor(math.log2(self.max_batch_size)))
+        rungs = {
+            p["rung"]: t
+            for t, p in zip(trials, phases, strict=True)
+            if p.get("phase") == _CLIMB and "rung" in p
+        }
+        for k in range(k_search + 1, top + 1):
+            trial = rungs.get(k)
+            if trial is None:
+                return {"phase": _CLIMB, self.batch_param: k, self.scale_param: g_star}
+            if trial.state == TrialState.RUNNING:
+                continue  # in flight on another worker: take the next rung
+            if not self._holds(trial, best):
+                break
+        return {"phase": _REFINE}
+
+    def _search_log2(self, batch: optuna.distributions.IntDistribution) -> int:
+        if self.search_batch_size is None:
+            return (batch.low + batch.high) // 2
+        k = round(math.log2(self.search_batch_size))
+        return min(max(k, batch.low), batch.high)
+
+    def _g_star(self, done: Sequence[FrozenTrial]) -> float:
+        ranked = sorted(done, key=lambda t: t.values[0])
+        top = ranked[: max(1, round(self.top_fraction * len(ranked)))]
+        logs = sorted(math.log(t.params[self.scale_param]) for t in top)
+        mid = len(logs) // 2
+        centre = logs[mid] if len(logs) % 2 else (logs[mid - 1] + logs[mid]) / 2
+        return math.exp(centre)
+
+    def _holds(self, trial: FrozenTrial, best: float) -> bool:
+        """Whether a finished rung kept the error: complete, and within the tolerance."""
+        return (
+            trial.state == TrialState.COMPLETE
+            and trial.values is not None
+            and math.isfinite(trial.values[0])
+            and trial.values[0] <= best + self.tolerance
+        )
+
+    # --- Optuna's sampler interface ----------------------------------------------------------
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+        if "fixed_params" in trial.system_attrs:
+            # Enqueued, or the heartbeat's retry of a dead trial, whose system attrs (its place
+            # on the ladder included) Optuna copies: its values are set already.
+            if _ATTR not in trial.system_attrs:
+                study._storage.set_trial_system_attr(trial._trial_id, _ATTR, {"phase": "fixed"})
+            return
+        plan = self.plan(study)
+        record = {"phase": plan["phase"]}
+        if plan["phase"] == _CLIMB:
+            record["rung"] = plan[self.batch_param]
+            _logger.info(
+                "ladder: trial %d climbs to B=%d at g*=%.3g.",
+                trial.number,
+                2 ** plan[self.batch_param],
+                plan[self.scale_param],
+            )
+        study._storage.set_trial_system_attr(trial._trial_id, _ATTR, record)
+        self._plans[trial._trial_id] = plan
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        if self._plan_of(trial)["phase"] != _REFINE:
+            return {}
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict:
+        if self._plan_of(trial)["phase"] != _REFINE:
+            return {}
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ):
+        plan = self._plan_of(trial)
+        if plan["phase"] == _REFINE:
+            return self.base.sample_independent(study, trial, param_name, param_distribution)
+        if param_name == self.batch_param:
+            k = plan[self.batch_param]
+            return self._search_log2(param_distribution) if k is None else k
+        if param_name == self.scale_param and plan["phase"] == _CLIMB:
+            return _clip(plan[self.scale_param], param_distribution)
+        if param_name == self.momentum_param:
+            return _clip(self.momentum, param_distribution)
+        # The search's g (and any other parameter) from the 1-D search's own TPE, which reads
+        # the search trials only: they are the only trials yet.
+        return self._search.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        self._plans.pop(trial._trial_id, None)
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+        self._search.reseed_rng()
+
+    def _plan_of(self, trial: FrozenTrial) -> dict:
+        # A trial not planned here (an enqueued one) is left to the base sampler.
+        return self._plans.get(trial._trial_id, {"phase": _REFINE})
+
+
+def _distribution(trials: Sequence[FrozenTrial], name: str):
+    """The distribution of ``name`` in the study's trials (static: any trial's will do)."""
+    for trial in trials:
+        if name in trial.distributions:
+            return trial.distributions[name]
+    return None
+
+
+def _clip(value: float, distribution: BaseDistribution) -> float:
+    low, high = distribution.low, distribution.high
+    return min(max(value, low), high)

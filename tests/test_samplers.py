@@ -1,0 +1,163 @@
+"""The batch ladder: g* first at one batch size, then the largest B that keeps its error."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+
+import optuna
+import pytest
+
+import optuna_bs
+from optuna_bs.samplers import BatchLadderSampler
+
+N_TRAIN = 3200
+G_STAR = 40.0
+
+
+def _error_of_g(g: float) -> float:
+    """A synthetic task whose error depends on the noise scale alone, best at G_STAR."""
+    return 0.2 + 0.02 * math.log(g / G_STAR) ** 2
+
+
+def _study(sampler, storage=None):
+    return optuna.create_study(sampler=sampler, storage=storage)
+
+
+def _objective(space, critical_batch=None, seen=None):
+    def objective(trial):
+        hp = space.suggest(trial)
+        if seen is not None:
+            seen.append((trial.number, hp))
+        error = _error_of_g(hp.noise_scale)
+        if critical_batch is not None and hp.batch_size > critical_batch:
+            error += 0.1  # past the critical batch size, a larger batch costs error
+        return error
+
+    return objective
+
+
+def test_it_reaches_the_largest_batch_at_g_star_within_its_budget():
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 256))
+    sampler = BatchLadderSampler(seed=0, n_search=6, tolerance=0.02)
+    study = _study(sampler)
+    seen = []
+    study.optimize(_objective(space, seen=seen), n_trials=8)  # 6 to search g, 2 rungs
+    batches = [hp.batch_size for _, hp in seen]
+    assert batches[:6] == [64] * 6  # the search: the middle power of two of 16..256
+    assert batches[6:] == [128, 256]  # the climb, one trial per rung, up to the top
+    best = min(t.value for t in study.trials[:6])
+    top = study.trials[7]
+    assert top.value <= best + 0.02  # it kept the error
+    assert G_STAR / 2 < top.user_attrs["noise_scale"] < G_STAR * 2
+    # ϵ follows g from B: at a fixed g, doubling B about doubles the lr
+    lr = {hp.batch_size: hp.lr for _, hp in seen[6:]}
+    assert lr[256] / lr[128] == pytest.approx((N_TRAIN / 128 - 1) / (N_TRAIN / 256 - 1))
+    phases = [t.system_attrs["ladder"]["phase"] for t in study.trials]
+    assert phases == ["search"] * 6 + ["climb"] * 2
+
+
+def test_the_climb_stops_where_the_error_degrades_and_tpe_refines():
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 512))
+    sampler = BatchLadderSampler(seed=1, n_search=5, search_batch_size=32, tolerance=0.02)
+    study = _study(sampler)
+    seen = []
+    study.optimize(_objective(space, critical_batch=64, seen=seen), n_trials=12)
+    climb = [
+        hp.batch_size
+        for n, hp in seen
+        if study.trials[n].system_attrs["ladder"]["phase"] == "climb"
+    ]
+    assert climb == [64, 128]  # 64 holds; 128 costs 10 points and ends the climb: no 256
+    phases = [t.system_attrs["ladder"]["phase"] for t in study.trials]
+    assert phases[7:] == ["refine"] * 5
+
+
+def test_max_batch_size_tops_the_ladder():
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 512))
+    sampler = BatchLadderSampler(seed=2, n_search=4, max_batch_size=200)
+    study = _study(sampler)
+    seen = []
+    study.optimize(_objective(space, seen=seen), n_trials=7)
+    assert [hp.batch_size for _, hp in seen[:4]] == [64] * 4
+    climbs = [t for t in study.trials if t.system_attrs["ladder"]["phase"] == "climb"]
+    assert [t.user_attrs["batch_size"] for t in climbs] == [128]  # 64 searched; 256 > 200
+
+
+def test_a_searched_momentum_is_held_while_climbing_and_opened_in_the_refinement():
+    space = optuna_bs.BatchScalingSpace(
+        n_train=N_TRAIN, batch_size=(16, 256), momentum=(0.0, 0.99)
+    )
+    sampler = BatchLadderSampler(seed=3, n_search=4, momentum=0.9)
+    study = _study(sampler)
+    study.optimize(_objective(space), n_trials=20)
+    by_phase = {}
+    for t in study.trials:
+        by_phase.setdefault(t.system_attrs["ladder"]["phase"], []).append(t.params["momentum"])
+    assert set(by_phase["search"]) == {0.9} and set(by_phase["climb"]) == {0.9}
+    assert len(set(by_phase["refine"])) > 1  # TPE searches m once g* is known
+
+
+def test_two_workers_keep_to_static_distributions_and_climb_each_rung_once(tmp_path):
+    """Two threads on one SQLite study: the same names and ranges in every trial, values inside
+    them, no rung trained twice and no more search trials than asked for."""
+    url = f"sqlite:///{tmp_path / 'ladder.db'}"
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 512))
+    study = optuna.create_study(study_name="ladder", storage=url)
+    workers = []
+    for seed in (10, 11):
+        worker = optuna.load_study(
+            study_name="ladder", storage=url, sampler=BatchLadderSampler(seed=seed, n_search=4)
+        )
+        workers.append(
+            threading.Thread(
+                target=worker.optimize, args=(_objective(space),), kwargs={"n_trials": 8}
+            )
+        )
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    trials = study.trials
+    assert len(trials) == 16 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    first = trials[0].distributions
+    assert set(first) == {"log2_batch_size", "noise_scale"}
+    for t in trials:
+        assert t.distributions == first
+        assert all(
+            first[name]._contains(first[name].to_internal_repr(v)) for name, v in t.params.items()
+        )
+    phases = [t.system_attrs["ladder"] for t in trials]
+    assert sum(p["phase"] == "search" for p in phases) == 4
+    rungs = [p["rung"] for p in phases if p["phase"] == "climb"]
+    assert len(rungs) == len(set(rungs)) and rungs  # each rung once, by whichever worker
+
+
+def test_a_retried_trial_keeps_its_place_on_the_ladder():
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 256))
+    study = _study(BatchLadderSampler(seed=4, n_search=2))
+    study.optimize(_objective(space), n_trials=3)  # 2 search trials, then rung 128
+    rung = study.trials[2]
+    study.enqueue_trial(rung.params)  # as the heartbeat's retry does, with its system attrs
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0]
+    study._storage.set_trial_system_attr(waiting._trial_id, "ladder", rung.system_attrs["ladder"])
+    study.optimize(_objective(space), n_trials=1)
+    assert study.trials[3].system_attrs["ladder"] == {"phase": "climb", "rung": 7}
+    study.enqueue_trial({"log2_batch_size": 4, "noise_scale": 10.0})  # a user's own
+    study.optimize(_objective(space), n_trials=1)
+    assert study.trials[4].system_attrs["ladder"] == {"phase": "fixed"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_search": 0}, "`n_search` must be"),
+        ({"tolerance": -0.1}, "`tolerance` must be >= 0"),
+        ({"momentum": 1.0}, "`momentum` must be in [0, 1)"),
+        ({"top_fraction": 0.0}, "`top_fraction` must be in (0, 1]"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BatchLadderSampler(**kwargs)
