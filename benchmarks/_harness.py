@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from optuna_bs import (
+    BatchLadderSampler,
     BatchScalingSpace,
     Data,
     StudyConfig,
@@ -88,9 +89,12 @@ class Arm:
     """One side of a comparison: how a study searches, prunes and trains.
 
     Attributes:
-        space: ``"default"``, the study file's space, or ``"vanilla"``, the independent space
-            B in 2^[4, 10], lr in [1e-4, 1] (log), m in [0, 0.99].
-        sampler: ``"study"``, the study file's sampler with its settings (what users get), or
+        space: ``"default"``, the study file's space; ``"vanilla"``, the independent space
+            B in 2^[4, 10], lr in [1e-4, 1] (log), m in [0, 0.99]; or ``"fixed-m"``, the fair
+            baseline: independent (B, ϵ) over the study file's B range and lr in [1e-4, 1]
+            (log), m fixed at the study file's value (the same dimension, no rule).
+        sampler: ``"study"``, the study file's sampler with its settings (what users get);
+            ``"ladder"``, :class:`optuna_bs.BatchLadderSampler` over the study file's TPE; or
             ``"tpe"``, ``"gp"``, ``"cmaes"``, ``"random"`` with Optuna's defaults.
         pruner: ``"none"``, ``"study"`` (the study file's), ``"median"`` (Optuna's defaults,
             or ``pruner_options``), ``"percentile"`` (``pruner_options``, which must give the
@@ -128,12 +132,26 @@ def make_space(task: Task, arm: Arm) -> BatchScalingSpace:
             lr=VANILLA_LR,
             momentum=VANILLA_MOMENTUM,
         )
+    if arm.space == "fixed-m":
+        cfg = task.config.space
+        return BatchScalingSpace(
+            "independent",
+            n_train=n_train,
+            batch_size=cfg.batch_size,
+            lr=VANILLA_LR,
+            momentum=cfg.momentum,
+            **dict(arm.space_options),
+        )
     return space_from_config(task.config, n_train, **dict(arm.space_options))
 
 
 def make_arm_sampler(task: Task, arm: Arm, seed: int) -> optuna.samplers.BaseSampler:
     """The arm's sampler, seeded."""
     options = dict(arm.sampler_options)
+    if arm.sampler == "ladder":
+        study = task.config.study
+        base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=study.n_startup_trials)
+        return BatchLadderSampler(base, seed=seed, **options)
     if arm.sampler == "study" and not options:
         study = task.config.study
         return make_sampler(study.sampler, seed=seed, n_startup_trials=study.n_startup_trials)
@@ -474,6 +492,32 @@ def machine() -> dict:
         "optuna": optuna.__version__,
         "torch_threads_per_worker": 1,
     }
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Seed by seed, ``a`` against ``b`` (lower is better): wins, ties, losses and the
+    two-sided Wilcoxon signed-rank p-value (NaN with fewer than 2 untied seeds).
+
+    Infinite values (a target not reached) compare as the largest; their differences count as
+    the largest too.
+    """
+    from scipy.stats import wilcoxon
+
+    big = 1e12
+    x = np.nan_to_num(np.asarray(a, float), posinf=big)
+    y = np.nan_to_num(np.asarray(b, float), posinf=big)
+    d = x - y
+    wins, losses = int((d < 0).sum()), int((d > 0).sum())
+    p = math.nan
+    if wins + losses >= 2:
+        p = float(wilcoxon(d[d != 0]).pvalue)
+    return {"wins": wins, "ties": int((d == 0).sum()), "losses": losses, "p": p}
+
+
+def fmt_paired(t: dict) -> str:
+    """``"12-3-5 p=0.04"``: wins-ties-losses of the first arm, and the p-value."""
+    p = "n/a" if math.isnan(t["p"]) else f"{t['p']:.2g}"
+    return f"{t['wins']}-{t['ties']}-{t['losses']} p={p}"
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

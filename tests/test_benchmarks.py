@@ -20,10 +20,14 @@ from .conftest import REPO
 BENCHMARKS = {
     "search.py": (
         "search_smoke.json",
-        ["default", "vanilla-tpe", "gp", "cmaes", "random"],
+        ["default", "independent-fixed-m", "ladder", "vanilla-tpe", "gp", "cmaes", "random"],
         "P1 digits_mlp: best known",
     ),
-    "time_to_target.py": ("time_to_target_smoke.json", ["default", "vanilla"], "P2 goal"),
+    "time_to_target.py": (
+        "time_to_target_smoke.json",
+        ["default", "independent-fixed-m", "ladder", "vanilla"],
+        "P2 against the baselines",
+    ),
     "pruning.py": ("pruning_smoke.json", ["pruned", "none"], "P3 goal"),
     "throughput.py": ("throughput_smoke.json", None, "P5 training samples/s"),
     "rescale.py": ("rescale_smoke.json", None, "P8 digits_mlp: test error"),
@@ -32,10 +36,8 @@ BENCHMARKS = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(BENCHMARKS))
-def test_benchmark_smoke_mode_runs(script, tmp_path):
-    run = subprocess.run(
+def _smoke(script: str, tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             str(REPO / "benchmarks" / script),
@@ -44,11 +46,35 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
             "1",
             "--results-dir",
             str(tmp_path),
+            *extra,
         ],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["search.py", "time_to_target.py"])
+def test_a_search_benchmark_runs_the_arms_it_is_given(script, tmp_path):
+    """``--arms`` runs a subset: the fair baseline and the ladder alone, compared seed by seed."""
+    run = _smoke(script, tmp_path, "--arms", "independent-fixed-m", "ladder")
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / BENCHMARKS[script][0]).read_text())
+    assert sorted({r["arm"] for r in result["runs"]}) == ["independent-fixed-m", "ladder"]
+    assert "against independent-fixed-m" in run.stdout or "independent-fixed-m" in run.stdout
+    if script == "search.py":
+        paired = result["summary"]["digits_mlp"]["paired_vs_fixed_m"]["ladder"]
+        assert set(next(iter(paired.values()))) == {"wins", "ties", "losses", "p"}
+    else:
+        against = result["summary"]["digits_mlp"]["margins"]["0.03"]["against"]
+        assert set(against) == {"ladder"} and set(against["ladder"]) == {"independent-fixed-m"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_smoke_mode_runs(script, tmp_path):
+    run = _smoke(script, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     name, arms, title = BENCHMARKS[script]
     assert title in run.stdout
