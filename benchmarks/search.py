@@ -206,7 +206,7 @@ def report(summary: dict) -> None:
         print_table(
             "P1 goals: median regret ratio (<= 0.7x the fair baseline and <= 0.33x vanilla at "
             "10 trials; never worse, <= 1.0x, at 20 and 40)",
-            ["task", "arm", "against", "trials", "ratio of medians", "goal", ""],
+            ["task", "arm", "against", "trials", "ratio of medians", "goal", "verdict"],
             goals,
         )
 
