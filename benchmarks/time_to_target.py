@@ -63,7 +63,7 @@ ARMS = {
     ),
 }
 TARGET_MARGIN = 0.01  # the first goal's target (docs/design.md §6): best known + 1 point
-#: The baselines every arm is compared with, and the goal of docs/design.md §11 against each
+#: The baselines every arm is compared with, and the goal of docs/design.md §8 against each
 #: (at targets both reach in most seeds: +3 and +5 points).
 BASELINES = {"independent-fixed-m": 0.5, "vanilla": 0.33}
 FAIR_MARGINS = (0.03, 0.05)
@@ -208,7 +208,7 @@ def report(summary: dict) -> None:
     if goals:
         print_table(
             "P2 against the baselines: time-to-target ratio of medians, per-seed ratio, "
-            "wins-ties-losses with Wilcoxon p; goals at +3 and +5 points (docs/design.md §11)",
+            "wins-ties-losses with Wilcoxon p; goals at +3 and +5 points (docs/design.md §8)",
             ["task", "target", "arm", "against", "ratio", "per-seed ratio", "paired", "goal"],
             goals,
         )

@@ -47,3 +47,24 @@ def storage_url(request, tmp_path):
         request.param
     ]
     return _server_url(variable)
+
+
+#: Set to 1 (as .ci/run does, and CI=true does) to run the slow tests too.
+SLOW_VARIABLE = "OPTUNA_BS_TEST_SLOW"
+
+
+def run_slow_tests() -> bool:
+    """Whether the slow tests run: under CI, or when asked. A laptop's ``pytest -q`` leaves
+    them out, with the reason, and finishes in minutes."""
+    return os.environ.get(SLOW_VARIABLE) == "1" or os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow_tests() or "slow" in (config.getoption("markexpr") or ""):
+        return  # asked for, or chosen with -m: they run
+    skip = pytest.mark.skip(
+        reason=f"slow (whole studies, several processes): {SLOW_VARIABLE}=1 or CI=true runs it"
+    )
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
