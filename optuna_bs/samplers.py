@@ -107,6 +107,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         self.scale_param = scale_param
         self.momentum_param = momentum_param
         self._plans: dict[int, dict] = {}  # trial id -> plan, for the trials this process runs
+        self._announced = False  # the climb's outcome is logged once
 
     # --- the plan ----------------------------------------------------------------------------
 
@@ -117,7 +118,9 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         Returns:
             ``{"phase": "search", "log2_batch_size": k}``,
             ``{"phase": "climb", "log2_batch_size": k, "noise_scale": g}`` or
-            ``{"phase": "refine"}``.
+            ``{"phase": "refine"}``; once the climb is over, the refinement's plan also holds
+            ``g_star`` and the log2 of the batch size searched (``searched``) and of the
+            largest that kept the error (``held``).
         """
         trials = study.get_trials(deepcopy=False)
         batch = _distribution(trials, self.batch_param)
@@ -141,6 +144,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             for t, p in zip(trials, phases, strict=True)
             if p.get("phase") == _CLIMB and "rung" in p
         }
+        held = k_search
         for k in range(k_search + 1, top + 1):
             trial = rungs.get(k)
             if trial is None:
@@ -149,7 +153,8 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
                 continue  # in flight on another worker: take the next rung
             if not self._holds(trial, best):
                 break
-        return {"phase": _REFINE}
+            held = k
+        return {"phase": _REFINE, "g_star": g_star, "held": held, "searched": k_search}
 
     def _search_log2(self, batch: optuna.distributions.IntDistribution) -> int:
         if self.search_batch_size is None:
@@ -185,6 +190,17 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
                 study._storage.set_trial_system_attr(trial._trial_id, _ATTR, {"phase": "fixed"})
             return
         plan = self.plan(study)
+        if "held" in plan and not self._announced:
+            self._announced = True
+            _logger.info(
+                "ladder: g*=%.3g, searched at B=%d, keeps its error (within %g) up to B=%d; "
+                "TPE refines from trial %d.",
+                plan["g_star"],
+                2 ** plan["searched"],
+                self.tolerance,
+                2 ** plan["held"],
+                trial.number,
+            )
         record = {"phase": plan["phase"]}
         if plan["phase"] == _CLIMB:
             record["rung"] = plan[self.batch_param]

@@ -56,6 +56,8 @@ def test_it_reaches_the_largest_batch_at_g_star_within_its_budget():
     assert lr[256] / lr[128] == pytest.approx((N_TRAIN / 128 - 1) / (N_TRAIN / 256 - 1))
     phases = [t.system_attrs["ladder"]["phase"] for t in study.trials]
     assert phases == ["search"] * 6 + ["climb"] * 2
+    plan = sampler.plan(study)
+    assert plan["phase"] == "refine" and (plan["searched"], plan["held"]) == (6, 8)
 
 
 def test_the_climb_stops_where_the_error_degrades_and_tpe_refines():
@@ -72,6 +74,7 @@ def test_the_climb_stops_where_the_error_degrades_and_tpe_refines():
     assert climb == [64, 128]  # 64 holds; 128 costs 10 points and ends the climb: no 256
     phases = [t.system_attrs["ladder"]["phase"] for t in study.trials]
     assert phases[7:] == ["refine"] * 5
+    assert sampler.plan(study)["held"] == 6  # B = 64: the fastest batch that keeps g*'s error
 
 
 def test_max_batch_size_tops_the_ladder():
