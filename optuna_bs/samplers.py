@@ -17,15 +17,18 @@ critical batch size. So it
 
 The sampler keeps no state of its own: each trial's phase is derived from the study's trials
 (a trial records its phase in the system attr ``ladder``), so it works with the study's pruner,
-across many workers (a rung in flight counts as climbed, so a second worker takes the next one)
-and when a study resumes. Its proposals are values of the space's static distributions; only
-which value is proposed changes.
+across many workers and when a study resumes. A trial is planned from the trials numbered
+before it (it waits the few milliseconds another worker may need to record one of them), so
+workers agree: a rung in flight counts as climbed, and the next worker takes the next one. Its
+proposals are values of the space's static distributions; only which value is proposed changes.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 import optuna
@@ -40,6 +43,8 @@ _logger = logging.getLogger(__name__)
 
 _ATTR = "ladder"  # the system attr holding a trial's phase (and its rung's batch)
 _SEARCH, _CLIMB, _REFINE = "search", "climb", "refine"
+#: How long a trial waits for the plans of the trials created just before it (other workers').
+_WAIT_SECONDS = 2.0
 
 
 class BatchLadderSampler(optuna.samplers.BaseSampler):
@@ -111,9 +116,13 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
 
     # --- the plan ----------------------------------------------------------------------------
 
-    def plan(self, study: optuna.Study) -> dict:
+    def plan(self, study: optuna.Study, number: int | None = None) -> dict:
         """What the next trial does, from the study's trials: its phase, and in the climb, its
         batch size's log2 and the noise scale g*.
+
+        With ``number``, the plan of trial ``number``, from the trials numbered before it only:
+        so two workers that plan at once agree (the later trial sees the earlier one's rung,
+        in flight, and takes the next).
 
         Returns:
             ``{"phase": "search", "log2_batch_size": k}``,
@@ -123,6 +132,8 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             largest that kept the error (``held``).
         """
         trials = study.get_trials(deepcopy=False)
+        if number is not None:
+            trials = [t for t in trials if t.number < number]
         batch = _distribution(trials, self.batch_param)
         if batch is None:  # the first trial: the range is not known yet
             return {"phase": _SEARCH, self.batch_param: None}
@@ -189,7 +200,8 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             if _ATTR not in trial.system_attrs:
                 study._storage.set_trial_system_attr(trial._trial_id, _ATTR, {"phase": "fixed"})
             return
-        plan = self.plan(study)
+        self._wait_for_earlier_plans(study, trial)
+        plan = self.plan(study, trial.number)
         if "held" in plan and not self._announced:
             self._announced = True
             _logger.info(
@@ -212,6 +224,24 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             )
         study._storage.set_trial_system_attr(trial._trial_id, _ATTR, record)
         self._plans[trial._trial_id] = plan
+
+    def _wait_for_earlier_plans(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Wait (a few milliseconds, at most ``_WAIT_SECONDS``) until every trial created just
+        before this one has recorded its plan: another worker may be planning it right now."""
+        deadline = time.monotonic() + _WAIT_SECONDS
+        while time.monotonic() < deadline:
+            now = datetime.datetime.now()
+            pending = [
+                t
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number < trial.number
+                and _ATTR not in t.system_attrs
+                and t.datetime_start is not None
+                and (now - t.datetime_start).total_seconds() < _WAIT_SECONDS
+            ]
+            if not pending:
+                return
+            time.sleep(0.01)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial

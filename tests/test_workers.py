@@ -146,6 +146,32 @@ def test_launch_shares_the_budget_and_prefixes_output(postgres_url, tmp_path):
     _delete(postgres_url, name)
 
 
+@pytest.mark.slow
+def test_two_ladder_workers_share_one_ladder_on_postgres(postgres_url, tmp_path):
+    """``sampler = "ladder"`` under ``launch --workers 2``: two processes plan one search and
+    one climb between them (no rung trained twice), within the static distributions."""
+    name = _name()
+    text = FAST_STUDY.replace('pruner = "none"', 'pruner = "none"\nsampler = "ladder"')
+    text = text.replace("batch_size = [16, 32]", "batch_size = [8, 64]")
+    args = ("--storage", postgres_url, "--study-name", name, "--workers", 2, "--n-trials", 14)
+    run = _cli("launch", _study_file(tmp_path, text), *args, "--no-test", "-q")
+    assert run.returncode == 0, run.stdout[-2000:]
+    trials = _trials(postgres_url, name)
+    assert len(trials) == 14
+    first = trials[0].distributions
+    assert all(t.distributions == first for t in trials)
+    phases = [t.system_attrs["ladder"] for t in trials]
+    assert sum(p["phase"] == "search" for p in phases) == 6  # the ladder's n_search, not 7
+    assert {
+        t.user_attrs["batch_size"]
+        for t, p in zip(trials, phases, strict=True)
+        if p["phase"] == "search"
+    } == {16}
+    rungs = [p["rung"] for p in phases if p["phase"] == "climb"]
+    assert rungs and len(rungs) == len(set(rungs))
+    _delete(postgres_url, name)
+
+
 def test_sqlite_refuses_several_workers(tmp_path):
     run = _cli("launch", _study_file(tmp_path, FAST_STUDY), "--workers", 2, cwd=tmp_path)
     assert run.returncode == 2
