@@ -73,6 +73,8 @@ VARIANTS = {
     "default-m0": Arm(space_options=(("momentum", 0.0),)),
     "default-msearch": Arm(space_options=(("momentum", (0.0, 0.9)),)),
     "default-m0.5-gp": Arm(sampler="gp", space_options=(("momentum", 0.5),)),
+    # The ladder with m searched: held at 0.9 while it searches g and climbs, opened after.
+    "ladder-msearch": Arm(sampler="ladder", space_options=(("momentum", (0.0, 0.99)),)),
 }
 CHECKPOINTS = (5, 10, 20, 40)
 #: The fair baseline: the default's dimension and fixed m, without the rule.
