@@ -59,6 +59,7 @@ __all__ = [
     "distributed_trial",
     "is_distributed_trial",
     "init_from_env",
+    "leave_at_exit",
     "lead",
     "follow",
     "release",
@@ -258,14 +259,26 @@ def init_from_env() -> tuple[int, int]:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
-        atexit.register(_leave)
+        leave_at_exit()
     return world()
 
 
+_leaving = False
+
+
+def leave_at_exit() -> None:
+    """At this process's exit, collect garbage, wait for the other ranks and destroy the
+    process group, whoever created it (``init_from_env``, a Lightning strategy, the Hugging
+    Face Trainer). A group left to the interpreter's teardown aborts the process ("terminate
+    called without an active exception") when its threads outlive it. Registered once."""
+    global _leaving
+    if not _leaving:
+        _leaving = True
+        atexit.register(_leave)
+
+
 def _leave() -> None:
-    """At exit: wait for the other ranks, then destroy the group. A group left to the
-    interpreter's teardown aborts the process ("terminate called without an active
-    exception") when its threads outlive it."""
+    """What :func:`leave_at_exit` registers."""
     import torch.distributed as dist
 
     gc.collect()  # a last trial's DistributedDataParallel, before the group it uses

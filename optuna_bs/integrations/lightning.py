@@ -40,7 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from optuna_bs.distributed import check_effective_batch, is_distributed_trial, plan_batch
+from optuna_bs.distributed import (
+    check_effective_batch,
+    is_distributed_trial,
+    leave_at_exit,
+    plan_batch,
+)
 from optuna_bs.monitor import TrialMonitor
 from optuna_bs.sources import batch_len
 from optuna_bs.storage import retried_trials
@@ -179,6 +184,8 @@ class TrialCallback(pl.Callback):
                 "study with optuna_bs.distributed.optimize under torchrun), or each rank would "
                 "prune on its own."
             )
+        if trainer.world_size > 1:
+            leave_at_exit()  # the strategy's process group, destroyed before the interpreter
         self.pruned_ = None
         if self._resumed_from is not None and self.trial is not None:
             self.trial.set_user_attr("resumed_from_trial", self._resumed_from)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from optuna_bs.distributed import broadcast, check_effective_batch, plan_batch
+from optuna_bs.distributed import broadcast, check_effective_batch, leave_at_exit, plan_batch
 from optuna_bs.monitor import TrialMonitor
 
 try:
@@ -256,6 +256,8 @@ class TrialCallback(TrainerCallback):
             args.gradient_accumulation_steps,
             args.world_size,
         )
+        if args.world_size > 1:
+            leave_at_exit()  # the Trainer's process group, destroyed before the interpreter
         shared = None
         if isinstance(trial, optuna.trial.Trial):
             shared = _EpochTrial(trial)
