@@ -146,3 +146,33 @@ def test_plots_without_plotly_say_how_to_install_it(monkeypatch, study):
     with pytest.raises(ImportError, match=r"pip install 'optuna-bs\[dashboard\]'"):
         plot_noise_scale(study)
     assert _noise_scale_info(study).best_noise_scale  # the data needs no plotly
+
+
+@pytest.mark.parametrize(
+    ("values", "ticks"),
+    [
+        ([20.0, 480.0], [20.0, 50.0, 100.0, 200.0, 500.0]),  # 1-2-5 on a few decades
+        ([0.009, 0.4], [0.01, 0.02, 0.05, 0.1, 0.2]),
+        ([1e-4, 0.9], [1e-4, 1e-3, 0.01, 0.1]),  # decades on a wide range
+        ([0.76, 1.2], [0.8, 1.0, 1.2]),  # finer steps on a narrow one
+    ],
+)
+def test_log_axes_get_full_labels_at_readable_ticks(values, ticks):
+    assert plots.log_ticks(values) == ticks
+
+
+def test_every_log_axis_of_the_report_labels_each_tick_in_full(study):
+    """No bare minor digit ("2" for 20 s): each log axis names every tick as its number; a
+    batch-size axis ticks each power of two, the others at most 8 ticks (1-2-5, decades)."""
+    log_axes = 0
+    for fig in figures(study).values():
+        for axis in (fig.layout.xaxis, fig.layout.yaxis):
+            if axis.type != "log":
+                continue
+            log_axes += 1
+            assert [float(t) for t in axis.ticktext] == pytest.approx(list(axis.tickvals))
+            if "batch size" in axis.title.text:
+                assert all(math.log2(t).is_integer() for t in axis.tickvals)
+            else:  # this synthetic study's times all lie near 1 s: one tick is all there is
+                assert 1 <= len(axis.tickvals) <= 8
+    assert log_axes >= 3
