@@ -227,10 +227,18 @@ def make_loader(data: Data, batch_size: int, seed: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen)
 
 
-def _objective(task: Task, arm: Arm, seed: int, max_epochs: int, cache: dict | None) -> Callable:
+def _objective(
+    task: Task,
+    arm: Arm,
+    seed: int,
+    max_epochs: int,
+    cache: dict | None,
+    two_objective: bool = False,
+) -> Callable:
     """The arm's objective. With a ``cache`` (arms without a pruner only), a trial whose
     configuration and seed an earlier arm of the same seed already trained is not trained
-    again: samplers with the same seed share their random start-up trials."""
+    again: samplers with the same seed share their random start-up trials. With
+    ``two_objective``, it returns (validation error, seconds the trial took), uncached."""
     space = make_space(task, arm)
     train = task.config.train
     patience = (train.patience or None) if arm.early_stopping else None
@@ -282,12 +290,21 @@ def _objective(task: Task, arm: Arm, seed: int, max_epochs: int, cache: dict | N
             dataloader_epoch(model, opt, loader)
             error = val_error(model, task.data)
             best = min(best, error)
-            trial.report(error, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            if not two_objective:  # Optuna takes no reports of a two-objective trial
+                trial.report(error, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
         return best
 
     objective = with_fit if arm.loop == "fit" else with_dataloader
+    if two_objective:
+
+        def timed(trial: optuna.Trial) -> tuple[float, float]:
+            tic = time.perf_counter()
+            value = objective(trial)
+            return value, time.perf_counter() - tic
+
+        return timed
     return cached if cache is not None and arm.pruner == "none" else objective
 
 
@@ -296,7 +313,9 @@ class Job:
     """One study: a task, an arm, a seed and a trial budget.
 
     ``target``, when given, ends the study at the first complete trial that reaches it.
-    ``max_epochs`` overrides the study file's (smoke tests only).
+    ``max_epochs`` overrides the study file's (smoke tests only). ``two_objective`` makes the
+    study minimise (validation error, the trial's seconds), as ``objectives = ["val_error",
+    "train_seconds"]`` does (Optuna neither reports nor prunes such trials).
     """
 
     task: str
@@ -306,6 +325,7 @@ class Job:
     n_trials: int
     target: float | None = None
     max_epochs: int | None = None
+    two_objective: bool = False
 
 
 def run_arm(job: Job, cache: dict | None = None) -> dict:
@@ -318,7 +338,9 @@ def run_arm(job: Job, cache: dict | None = None) -> dict:
     task = load_task(job.task)
     max_epochs = job.max_epochs or task.config.train.max_epochs
     study = optuna.create_study(
-        sampler=make_arm_sampler(task, job.arm, job.seed), pruner=make_arm_pruner(task, job.arm)
+        sampler=make_arm_sampler(task, job.arm, job.seed),
+        pruner=make_arm_pruner(task, job.arm),
+        directions=["minimize", "minimize"] if job.two_objective else None,
     )
     ended: dict[int, float] = {}
     start = time.perf_counter()
@@ -326,11 +348,11 @@ def run_arm(job: Job, cache: dict | None = None) -> dict:
     def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         ended[trial.number] = time.perf_counter() - start
         done = trial.state == optuna.trial.TrialState.COMPLETE
-        if job.target is not None and done and trial.value <= job.target:
+        if job.target is not None and done and trial.values[0] <= job.target:
             study.stop()
 
     study.optimize(
-        _objective(task, job.arm, job.seed, max_epochs, cache),
+        _objective(task, job.arm, job.seed, max_epochs, cache, job.two_objective),
         n_trials=job.n_trials,
         callbacks=[on_trial_end],
         catch=(),
@@ -339,7 +361,7 @@ def run_arm(job: Job, cache: dict | None = None) -> dict:
     for t in study.trials:
         attrs = t.user_attrs
         reported = list(t.intermediate_values.values())
-        value = t.value if t.value is not None else min(reported, default=math.nan)
+        value = t.values[0] if t.values else min(reported, default=math.nan)
         trials.append(
             {
                 "value": value,
@@ -347,6 +369,7 @@ def run_arm(job: Job, cache: dict | None = None) -> dict:
                 "epochs": int(attrs.get("epochs_run", len(reported))),
                 "seconds": ended.get(t.number, math.nan),
                 "cached": bool(attrs.get("cached", False)),
+                **({"cost": t.values[1] if t.values else math.nan} if job.two_objective else {}),
                 **{k: attrs.get(k) for k in ("batch_size", "lr", "momentum", "noise_scale")},
             }
         )
@@ -492,6 +515,22 @@ def machine() -> dict:
         "optuna": optuna.__version__,
         "torch_threads_per_worker": 1,
     }
+
+
+def hypervolume_2d(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """The area that ``points`` (both coordinates minimised) dominate up to ``reference``.
+
+    Example:
+        >>> round(hypervolume_2d([(0.2, 3.0), (0.4, 1.0)], (1.0, 4.0)), 9)
+        2.0
+    """
+    inside = sorted((x, y) for x, y in points if x < reference[0] and y < reference[1])
+    area, lowest = 0.0, reference[1]
+    for i, (x, y) in enumerate(inside):
+        lowest = min(lowest, y)
+        right = inside[i + 1][0] if i + 1 < len(inside) else reference[0]
+        area += (right - x) * (reference[1] - lowest)
+    return area
 
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:

@@ -21,7 +21,9 @@ trial trains with the study file's max_epochs and patience. Arms (docs/design.md
 * ``gp``, ``cmaes``, ``random``: the same independent space under GPSampler, CmaEsSampler and
   RandomSampler, with their defaults.
 
-Variants of the default (``--arms``) are kept in :data:`VARIANTS`. Prints a table per task,
+Variants of the default (``--arms``) are kept in :data:`VARIANTS`. ``--two-objective`` makes
+every study minimise (validation error, the trial's seconds), as a study file's ``objectives``
+does, and adds the hypervolume of that front after each checkpoint (P2's two-objective part). Prints a table per task,
 writes benchmarks/results/search.json and, in the full mode, docs/p1_regret.png.
 """
 
@@ -41,6 +43,7 @@ from _harness import (  # noqa: E402
     best_so_far,
     fmt_paired,
     fmt_q,
+    hypervolume_2d,
     interleave,
     mode,
     paired_test,
@@ -134,6 +137,7 @@ def summarise(results: list[dict], arms: list[str], earlier: dict[str, float]) -
                 arm: {k: quartiles(c[:, k - 1]) for k in checkpoints(n_trials)}
                 for arm, c in curves.items()
             },
+            **({"hypervolume": _hypervolumes(runs, n_trials)} if _two_objective(runs) else {}),
             # Against the fair baseline, seed by seed (the seeds are paired: same seed, same
             # task; the arms' first trials differ, their training seeds do not).
             "paired_vs_fixed_m": {
@@ -153,6 +157,50 @@ def summarise(results: list[dict], arms: list[str], earlier: dict[str, float]) -
                 for arm, c in curves.items()
             },
         }
+    return out
+
+
+def _two_objective(runs: dict[str, list[dict]]) -> bool:
+    return all("cost" in t for rs in runs.values() for r in rs for t in r["trials"])
+
+
+def _hypervolumes(runs: dict[str, list[dict]], n_trials: int) -> dict:
+    """Per arm, the hypervolume of (validation error, seconds of the trial) over the complete
+    trials among the first k, at each checkpoint k: its quartiles over seeds, its ratio to the
+    fair baseline's (higher is better) and a paired test.
+
+    The reference point is common to every arm of the task: the 90th percentiles of the error
+    and of the seconds over all their complete trials, so the area measured is where good and
+    fast trials lie, not the tail of diverged ones.
+    """
+    done = [t for rs in runs.values() for r in rs for t in r["trials"] if t["state"] == "complete"]
+    ref = (
+        float(np.percentile([t["value"] for t in done], 90)),
+        float(np.percentile([t["cost"] for t in done], 90)),
+    )
+    per_seed = {
+        arm: {
+            k: [
+                hypervolume_2d(
+                    ((t["value"], t["cost"]) for t in r["trials"][:k] if t["state"] == "complete"),
+                    ref,
+                )
+                for r in rs
+            ]
+            for k in checkpoints(n_trials)
+        }
+        for arm, rs in runs.items()
+    }
+    out = {"reference": ref, "arms": {}}
+    for arm, by_k in per_seed.items():
+        out["arms"][arm] = {}
+        for k, values in by_k.items():
+            cell = {"quartiles": quartiles(values), "per_seed": values}
+            if FAIR in per_seed and arm != FAIR:
+                base = per_seed[FAIR][k]
+                cell["ratio_to_fixed_m"] = ratio(float(np.median(values)), float(np.median(base)))
+                cell["paired"] = paired_test([-v for v in values], [-v for v in base])
+            out["arms"][arm][k] = cell
     return out
 
 
@@ -185,6 +233,27 @@ def report(summary: dict) -> None:
             header,
             rows,
         )
+        hv = s.get("hypervolume")
+        if hv:
+            print_table(
+                f"P2 {task}: hypervolume of (val error, trial seconds), reference "
+                f"({hv['reference'][0]:.3f}, {hv['reference'][1]:.2f} s); median [IQR], "
+                f"÷{FAIR} (higher is better), paired wins-ties-losses",
+                ["arm"] + [f"@{k}" for k in ks],
+                [
+                    [arm]
+                    + [
+                        fmt_q(c["quartiles"], 1, 3)
+                        + (
+                            f"  {c['ratio_to_fixed_m']:.2f}x {fmt_paired(c['paired'])}"
+                            if "paired" in c
+                            else ""
+                        )
+                        for c in by_k.values()
+                    ]
+                    for arm, by_k in hv["arms"].items()
+                ],
+            )
         paired = s.get("paired_vs_fixed_m", {})
         if paired:
             print_table(
@@ -249,6 +318,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trials", type=int, help="trials per study (default: the mode's)")
     p.add_argument("--name", help="name of the JSON (default: search[_TASKS])")
     p.add_argument(
+        "--two-objective",
+        action="store_true",
+        help='studies minimise (val error, trial seconds), as objectives = ["val_error", '
+        '"train_seconds"] does; adds the hypervolume after each checkpoint',
+    )
+    p.add_argument(
         "--rescore",
         action="store_true",
         help="train nothing: recompute the regrets of every full run in the results folder "
@@ -276,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         range(seeds),
         n_trials=trials,
         max_epochs=2 if m == "smoke" else None,
+        two_objective=args.two_objective,
     )
     results = run_jobs(jobs, args.workers)
     earlier = earlier_best_known(args.results_dir) if m == "full" else {}

@@ -146,3 +146,35 @@ def test_fault_benchmark_smoke_loses_nothing(tmp_path):
     outage = faults["outage-10"]
     assert outage["failed"] >= 1 and outage["status"] == 0
     assert (outage["finished"], outage["off_budget"], outage["epochs_redone"]) == (6, 0, 0)
+
+
+@pytest.mark.slow
+def test_the_search_benchmark_measures_the_hypervolume_of_two_objective_studies(tmp_path):
+    """``--two-objective``: studies minimise (error, seconds); the summary adds, per arm and
+    checkpoint, the hypervolume against a reference common to the task's arms."""
+    run = _smoke(
+        "search.py", tmp_path, "--two-objective", "--arms", "independent-fixed-m", "ladder"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "hypervolume of (val error, trial seconds)" in run.stdout
+    result = json.loads((tmp_path / "search_smoke.json").read_text())
+    assert all(
+        t["cost"] > 0 for r in result["runs"] for t in r["trials"] if t["state"] == "complete"
+    )
+    hv = result["summary"]["digits_mlp"]["hypervolume"]
+    assert set(hv["arms"]) == {"independent-fixed-m", "ladder"}
+    ladder = hv["arms"]["ladder"]["3"]
+    assert ladder["quartiles"]["median"] >= 0 and set(ladder["paired"]) >= {"wins", "p"}
+
+
+def test_hypervolume_2d_is_the_dominated_area():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from _harness import hypervolume_2d
+    finally:
+        sys.path.pop(0)
+    ref = (1.0, 4.0)
+    assert hypervolume_2d([(0.2, 3.0), (0.4, 1.0)], ref) == pytest.approx(2.0)  # 0.8 + 1.8 - 0.6
+    assert hypervolume_2d([(0.2, 3.0), (0.4, 1.0), (0.5, 2.0)], ref) == pytest.approx(2.0)
+    assert hypervolume_2d([(1.5, 1.0), (0.5, 5.0)], ref) == 0.0  # beyond the reference
+    assert hypervolume_2d([], ref) == 0.0
