@@ -42,6 +42,7 @@ from optuna_bs.analysis import (
 from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.plots import INSTALL_HINT, figures
 from optuna_bs.rules import Hyperparameters, column_label
+from optuna_bs.samplers import ladder_outcome
 
 __all__ = ["Summary", "summarize", "write_report", "save_to_dashboard"]
 
@@ -89,6 +90,8 @@ class Summary:
     pareto_reasons: dict[str, str | None] = field(default_factory=dict)
     # Whether the recommendation is the near-best trials' centre, or (too few) the best's.
     centred: bool = True
+    # What a ladder study (sampler = "ladder") found, in words; None for other samplers.
+    ladder: str | None = None
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) rows of the summary table."""
@@ -122,6 +125,8 @@ class Summary:
             sizes = ", ".join(map(str, self.good_batch_sizes))
             why = f"best {self.metric} within {self.tolerance:.0%} of the best, B <= N/10"
             rows.append(("recommended batch sizes", f"{sizes} ({why})"))
+        if self.ladder is not None:
+            rows.append(("batch ladder", self.ladder))
         if r is not None:
             what = "the centre of the near-best trials"
             if not self.centred:
@@ -258,6 +263,7 @@ def summarize(
         pareto_seconds=tuple(pareto_front(study, "train_seconds")),
         pareto_updates=tuple(pareto_front(study, "n_updates")),
         pareto_reasons={c: why_no_points(study, c) for c in ("train_seconds", "n_updates")},
+        ladder=ladder_outcome(study),
     )
 
 

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs._validation import check_int, check_real
 
-__all__ = ["BatchLadderSampler"]
+__all__ = ["BatchLadderSampler", "ladder_outcome"]
 
 _logger = logging.getLogger(__name__)
 
@@ -215,7 +215,11 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             )
         record = {"phase": plan["phase"]}
         if plan["phase"] == _CLIMB:
-            record["rung"] = plan[self.batch_param]
+            record.update(
+                rung=plan[self.batch_param],
+                g_star=plan[self.scale_param],
+                tolerance=self.tolerance,
+            )
             _logger.info(
                 "ladder: trial %d climbs to B=%d at g*=%.3g.",
                 trial.number,
@@ -308,3 +312,43 @@ def _distribution(trials: Sequence[FrozenTrial], name: str):
 def _clip(value: float, distribution: BaseDistribution) -> float:
     low, high = distribution.low, distribution.high
     return min(max(value, low), high)
+
+
+def ladder_outcome(study: optuna.Study) -> str | None:
+    """What a ladder study found, in words, from its trials' records (``None`` if no
+    :class:`BatchLadderSampler` ran it): where it searched g, g*, and each rung's value.
+
+    Example (the words): "g searched at B=64 (6 trials); at g*=12.1: B=128 0.113, B=256
+    0.12, B=512 0.122; keeps the error (within 0.02 of 0.122) up to B=512".
+    """
+    labelled = [(t, t.system_attrs.get(_ATTR) or {}) for t in study.get_trials(deepcopy=False)]
+    search = [t for t, label in labelled if label.get("phase") == _SEARCH]
+    if not search:
+        return None
+    batch = {t.user_attrs.get("batch_size") for t in search} - {None}
+    where = f"B={min(batch)}" if len(batch) == 1 else "one batch size"
+    words = f"g searched at {where} ({len(search)} trials)"
+    climbs = sorted(
+        ((label["rung"], t, label) for t, label in labelled if label.get("phase") == _CLIMB),
+        key=lambda c: (c[0], c[1].number),
+    )
+    if not climbs:
+        return words + "; no climb yet"
+    done = [t for t in search if t.state == TrialState.COMPLETE and t.values]
+    best = min((t.values[0] for t in done), default=math.inf)
+    tolerance = climbs[0][2].get("tolerance", 0.0)
+    held, steps = min(batch, default=None), []
+    for rung, trial, _ in climbs:
+        value = trial.values[0] if trial.values else None
+        steps.append(
+            f"B={2**rung} " + (f"{value:.4g}" if value is not None else trial.state.name.lower())
+        )
+        if trial.state == TrialState.COMPLETE and value is not None and value <= best + tolerance:
+            if held is None or 2**rung > held:
+                held = 2**rung
+    g_star = climbs[0][2].get("g_star")
+    at = f"at g*={g_star:.3g}: " if g_star is not None else ""
+    return (
+        f"{words}; {at}{', '.join(steps)}; keeps the error (within {tolerance:g} of {best:.4g}) "
+        f"up to B={held}"
+    )

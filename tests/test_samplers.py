@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 import optuna_bs
-from optuna_bs.samplers import BatchLadderSampler
+from optuna_bs.samplers import BatchLadderSampler, ladder_outcome
 
 N_TRAIN = 3200
 G_STAR = 40.0
@@ -58,6 +58,13 @@ def test_it_reaches_the_largest_batch_at_g_star_within_its_budget():
     assert phases == ["search"] * 6 + ["climb"] * 2
     plan = sampler.plan(study)
     assert plan["phase"] == "refine" and (plan["searched"], plan["held"]) == (6, 8)
+    # The report says it in words (optuna-bs report's "batch ladder" row).
+    words = ladder_outcome(study)
+    assert words.startswith("g searched at B=64 (6 trials); at g*=")
+    assert "B=128 " in words and "B=256 " in words and words.endswith("up to B=256")
+    rows = dict(optuna_bs.summarize(study).rows())
+    assert rows["batch ladder"] == words
+    assert ladder_outcome(optuna.create_study()) is None  # not a ladder study: no row
 
 
 def test_the_climb_stops_where_the_error_degrades_and_tpe_refines():
@@ -146,7 +153,8 @@ def test_a_retried_trial_keeps_its_place_on_the_ladder():
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0]
     study._storage.set_trial_system_attr(waiting._trial_id, "ladder", rung.system_attrs["ladder"])
     study.optimize(_objective(space), n_trials=1)
-    assert study.trials[3].system_attrs["ladder"] == {"phase": "climb", "rung": 7}
+    assert study.trials[3].system_attrs["ladder"] == rung.system_attrs["ladder"]
+    assert rung.system_attrs["ladder"]["rung"] == 7
     study.enqueue_trial({"log2_batch_size": 4, "noise_scale": 10.0})  # a user's own
     study.optimize(_objective(space), n_trials=1)
     assert study.trials[4].system_attrs["ladder"] == {"phase": "fixed"}
