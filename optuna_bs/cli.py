@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 
 from optuna_bs.config import StudyConfig, load_config
-from optuna_bs.errors import ConfigError, OptunaBSError
+from optuna_bs.errors import ConfigError, OptunaBSError, in_chain
 from optuna_bs.rules import RULES
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from optuna_bs.vocabulary import metric_name
@@ -597,23 +597,25 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("optuna_bs").setLevel(level)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
-    optimize_logger = logging.getLogger("optuna.study._optimize")
-    if not verbose and _drop_interrupts not in optimize_logger.filters:
-        optimize_logger.addFilter(_drop_interrupts)
+    if not verbose:  # Optuna's logger has a handler of its own; the others reach the root's
+        for where in (logging.getLogger("optuna.study._optimize"), *logging.getLogger().handlers):
+            if _drop_interrupts not in where.filters:
+                where.addFilter(_drop_interrupts)
 
 
 class _DropInterrupts(logging.Filter):
-    """Leave out Optuna's traceback of a Ctrl-C, and its "Trial N failed" line after it:
+    """Leave out the tracebacks a Ctrl-C causes, and Optuna's "Trial N failed" line after it:
     "optuna-bs: interrupted" says it in one line (the trial is still stored as failed; -v
-    keeps the traceback)."""
+    keeps the tracebacks). Dropped: a record whose exception is a ``KeyboardInterrupt`` or
+    was raised while one was handled (SQLAlchemy's "Error closing cursor" when the interrupt
+    cut a query)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.interrupted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        info = record.exc_info
-        if info and info[0] is not None and issubclass(info[0], KeyboardInterrupt):
+        if record.exc_info and in_chain(record.exc_info[1], KeyboardInterrupt):
             self.interrupted = True
             return False
         if self.interrupted and "failed with value" in record.getMessage():

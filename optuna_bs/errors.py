@@ -1,8 +1,8 @@
-"""The exceptions optuna-bs raises for bad input."""
+"""The exceptions optuna-bs raises for bad input, and how it reads an exception's chain."""
 
 from __future__ import annotations
 
-__all__ = ["OptunaBSError", "ConfigError", "StorageError", "NotEnoughTrialsError"]
+__all__ = ["OptunaBSError", "ConfigError", "StorageError", "NotEnoughTrialsError", "in_chain"]
 
 
 class OptunaBSError(Exception):
@@ -23,3 +23,16 @@ class StorageError(OptunaBSError, ValueError):
 
 class NotEnoughTrialsError(OptunaBSError):
     """The study has too few usable complete trials, or batch sizes, for what was asked."""
+
+
+def in_chain(err: BaseException | None, types: type | tuple[type, ...]) -> bool:
+    """Whether ``err``, or an error it was raised from or during (``__cause__``,
+    ``__context__``), is one of ``types``: what a cleanup raised says little, what it was
+    cleaning up after says what happened (a lost connection, a Ctrl-C)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, types):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False

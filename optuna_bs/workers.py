@@ -20,7 +20,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_bs.errors import StorageError
+from optuna_bs.errors import StorageError, in_chain
 
 __all__ = ["launch_workers", "optimize_reconnecting", "split_trials"]
 
@@ -158,13 +158,7 @@ def _is_outage(err: BaseException) -> bool:
     Optuna may re-raise a lost connection as another error while it cleans up the trial, so
     the whole chain is looked at.
     """
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, _CONNECTION_ERRORS):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return in_chain(err, _CONNECTION_ERRORS)
 
 
 def split_trials(n_trials: int, workers: int) -> list[int]:
