@@ -23,8 +23,9 @@ trial trains with the study file's max_epochs and patience. Arms (docs/design.md
 
 Variants of the default (``--arms``) are kept in :data:`VARIANTS`. ``--two-objective`` makes
 every study minimise (validation error, the trial's seconds), as a study file's ``objectives``
-does, and adds the hypervolume of that front after each checkpoint (P2's two-objective part). Prints a table per task,
-writes benchmarks/results/search.json and, in the full mode, docs/p1_regret.png.
+does, and adds the hypervolume of that front after each checkpoint (P2's two-objective part).
+Prints a table per task, writes benchmarks/results/search.json and, in the full mode,
+docs/p1_<name>.png.
 """
 
 from __future__ import annotations
