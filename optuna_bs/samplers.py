@@ -182,13 +182,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         return math.exp(centre)
 
     def _holds(self, trial: FrozenTrial, best: float) -> bool:
-        """Whether a finished rung kept the error: complete, and within the tolerance."""
-        return (
-            trial.state == TrialState.COMPLETE
-            and trial.values is not None
-            and math.isfinite(trial.values[0])
-            and trial.values[0] <= best + self.tolerance
-        )
+        return _holds(trial, best, self.tolerance)
 
     # --- Optuna's sampler interface ----------------------------------------------------------
 
@@ -301,6 +295,16 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         return self._plans.get(trial._trial_id, {"phase": _REFINE})
 
 
+def _holds(trial: FrozenTrial, best: float, tolerance: float) -> bool:
+    """Whether a finished rung kept the error: complete, and within ``tolerance`` of ``best``."""
+    return (
+        trial.state == TrialState.COMPLETE
+        and bool(trial.values)
+        and math.isfinite(trial.values[0])
+        and trial.values[0] <= best + tolerance
+    )
+
+
 def _distribution(trials: Sequence[FrozenTrial], name: str):
     """The distribution of ``name`` in the study's trials (static: any trial's will do)."""
     for trial in trials:
@@ -337,15 +341,19 @@ def ladder_outcome(study: optuna.Study) -> str | None:
     done = [t for t in search if t.state == TrialState.COMPLETE and t.values]
     best = min((t.values[0] for t in done), default=math.inf)
     tolerance = climbs[0][2].get("tolerance", 0.0)
-    held, steps = min(batch, default=None), []
+    steps = []
     for rung, trial, _ in climbs:
-        value = trial.values[0] if trial.values else None
-        steps.append(
-            f"B={2**rung} " + (f"{value:.4g}" if value is not None else trial.state.name.lower())
-        )
-        if trial.state == TrialState.COMPLETE and value is not None and value <= best + tolerance:
-            if held is None or 2**rung > held:
-                held = 2**rung
+        shown = f"{trial.values[0]:.4g}" if trial.values else trial.state.name.lower()
+        steps.append(f"B={2**rung} {shown}")
+    # As the sampler climbs: rung by rung (a retry's trial in place of the dead one), a rung in
+    # flight passed over, the first finished rung that misses ends the climb.
+    held = min(batch, default=None)
+    for rung, trial in {rung: trial for rung, trial, _ in climbs}.items():
+        if trial.state == TrialState.RUNNING:
+            continue
+        if not _holds(trial, best, tolerance):
+            break
+        held = 2**rung
     g_star = climbs[0][2].get("g_star")
     at = f"at g*={g_star:.3g}: " if g_star is not None else ""
     return (

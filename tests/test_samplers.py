@@ -82,6 +82,7 @@ def test_the_climb_stops_where_the_error_degrades_and_tpe_refines():
     phases = [t.system_attrs["ladder"]["phase"] for t in study.trials]
     assert phases[7:] == ["refine"] * 5
     assert sampler.plan(study)["held"] == 6  # B = 64: the fastest batch that keeps g*'s error
+    assert ladder_outcome(study).endswith("up to B=64")  # the report says what the plan does
 
 
 def test_max_batch_size_tops_the_ladder():
