@@ -46,7 +46,13 @@ from optuna_bs import (
     load_config,
     load_data,
 )
-from optuna_bs.runner import fit_arguments, make_pruner, make_sampler, space_from_config
+from optuna_bs.runner import (
+    auto_noise_scales,
+    fit_arguments,
+    make_pruner,
+    make_sampler,
+    space_from_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -120,8 +126,12 @@ class Arm:
         return {k: (dict(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
 
 
-def make_space(task: Task, arm: Arm) -> BatchScalingSpace:
-    """The arm's search space over the task's training set."""
+def make_space(task: Task, arm: Arm, seed: int = 0) -> BatchScalingSpace:
+    """The arm's search space over the task's training set.
+
+    ``noise_scale = "auto"`` in ``space_options`` runs the range test, as the runner does,
+    on the model of ``seed``; its time counts in the study's.
+    """
     n_train = task.data.n_train
     if arm.space == "vanilla":
         high = min(VANILLA_BATCH[1], 2 ** math.floor(math.log2(n_train - 1)))
@@ -142,7 +152,13 @@ def make_space(task: Task, arm: Arm) -> BatchScalingSpace:
             momentum=cfg.momentum,
             **dict(arm.space_options),
         )
-    return space_from_config(task.config, n_train, **dict(arm.space_options))
+    options = dict(arm.space_options)
+    if options.get("noise_scale") == "auto":
+        cfg = task.config.space
+        options["noise_scale"] = auto_noise_scales(
+            task.config, task.data, _build(task, seed), cfg.batch_size, seed=seed
+        )
+    return space_from_config(task.config, n_train, **options)
 
 
 def make_arm_sampler(task: Task, arm: Arm, seed: int) -> optuna.samplers.BaseSampler:
@@ -239,7 +255,7 @@ def _objective(
     configuration and seed an earlier arm of the same seed already trained is not trained
     again: samplers with the same seed share their random start-up trials. With
     ``two_objective``, it returns (validation error, seconds the trial took), uncached."""
-    space = make_space(task, arm)
+    space = make_space(task, arm, seed)
     train = task.config.train
     patience = (train.patience or None) if arm.early_stopping else None
 

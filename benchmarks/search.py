@@ -79,6 +79,9 @@ VARIANTS = {
     "default-m0.5-gp": Arm(sampler="gp", space_options=(("momentum", 0.5),)),
     # The ladder with m searched: held at 0.9 while it searches g and climbs, opened after.
     "ladder-msearch": Arm(sampler="ladder", space_options=(("momentum", (0.0, 0.99)),)),
+    # The noise scale's range centred by a range test on the task (noise_scale = "auto").
+    "default-auto": Arm(space_options=(("noise_scale", "auto"),)),
+    "ladder-auto": Arm(sampler="ladder", space_options=(("noise_scale", "auto"),)),
 }
 CHECKPOINTS = (5, 10, 20, 40)
 #: The fair baseline: the default's dimension and fixed m, without the rule.

@@ -62,6 +62,11 @@ ARMS = {
         space="vanilla", sampler="tpe", pruner="median", loop="dataloader", early_stopping=False
     ),
 }
+#: Arms run only when named (``--arms``): the noise scale's range from a range test.
+VARIANTS = {
+    "default-auto": Arm(pruner="study", space_options=(("noise_scale", "auto"),)),
+    "ladder-auto": Arm(sampler="ladder", pruner="study", space_options=(("noise_scale", "auto"),)),
+}
 TARGET_MARGIN = 0.01  # the first goal's target (docs/design.md §6): best known + 1 point
 #: The baselines every arm is compared with, and the goal of docs/design.md §8 against each
 #: (at targets both reach in most seeds: +3 and +5 points).
@@ -245,7 +250,12 @@ def summarise(
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--max-trials", type=int, help="trial budget of a study (default: 3x the file)")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: all)")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=[*ARMS, *VARIANTS],
+        help="arms to run (default: all but the variants)",
+    )
     p.add_argument(
         "--stop-margin",
         type=float,
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         if task not in TASKS:
             p.error(f"--best-known: unknown task {task!r}; tasks: {', '.join(TASKS)}")
         known[task], source[task] = float(value), "--best-known"
-    arms = {a: ARMS[a] for a in args.arms or ARMS}
+    arms = {a: {**ARMS, **VARIANTS}[a] for a in args.arms or ARMS}
     jobs = []
     for task in tasks:
         budget = args.max_trials or (

@@ -101,3 +101,30 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     raise ValueError(
         f"`{name}` must be one of {', '.join(choices)}, but got {name}={value!r}{hint}."
     )
+
+
+def check_range(
+    name: str, value: object, *, integer: bool = False, positive: bool = False
+) -> tuple[float, float]:
+    """``value`` as a ``(low, high)`` pair with low <= high: integers >= 1 with ``integer``,
+    numbers > 0 with ``positive``."""
+    kind = numbers.Integral if integer else numbers.Real
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    ):
+        what = "integers" if integer else "numbers"
+        raise TypeError(
+            f"`{name}` must be a (low, high) pair of {what}, but got {name}={value!r}."
+        )
+    low, high = value
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"`{name}` must be finite, but got {name}=({low}, {high}).")
+    if positive and low <= 0:
+        raise ValueError(f"`{name}` must be > 0, but got {name}=({low}, {high}).")
+    if integer and low < 1:
+        raise ValueError(f"`{name}` must be >= 1, but got {name}=({low}, {high}).")
+    if low > high:
+        raise ValueError(f"`{name}` must have low <= high, but got {name}=({low}, {high}).")
+    return low, high

@@ -188,9 +188,11 @@ def _build_parser() -> _Parser:
 
     noise = sub.add_parser(
         "noise-scale",
-        help="measure the gradient noise scale: the critical batch size, before tuning",
+        help="measure the task before tuning: the critical batch size, and where g falls fastest",
         description="Estimate B_simple = tr(Σ)/|G|² (McCandlish et al. 2018) from gradients at "
-        "two batch sizes, and print the batch-size range it recommends for the search.",
+        "two batch sizes, and print the batch-size range it recommends for the search; for an "
+        "SGD noise-scale space, also run a range test of g and print the noise-scale range it "
+        "recommends (what batch_size and noise_scale = 'auto' use).",
     )
     noise.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
     noise.add_argument(
@@ -440,6 +442,7 @@ def _noise_scale(args: argparse.Namespace) -> int:
         seed=config.study.seed,
     )
     low, high = recommend_batch_sizes(estimate)
+    rows = _range_test_rows(config, data, model, (low, high))
     rows = [
         ("data", f"{data.name}: N = {data.n_train} training samples"),
         (
@@ -452,6 +455,7 @@ def _noise_scale(args: argparse.Namespace) -> int:
         ("tr(Sigma)", f"{estimate.trace_sigma:.4g}"),
         ("B_simple = tr(Sigma)/|G|^2", f"{estimate.b_simple:.4g} ± {estimate.standard_error:.2g}"),
         ("recommended batch_size", f"[{low}, {high}]"),
+        *rows,
     ]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
@@ -461,6 +465,27 @@ def _noise_scale(args: argparse.Namespace) -> int:
         "during training (try --warmup-epochs).",
     )
     return 0
+
+
+def _range_test_rows(config: StudyConfig, data, model, recommended: tuple[int, int]) -> list:
+    """The range test's rows of ``noise-scale``, for a space that searches SGD's g."""
+    from optuna_bs.noise import recommend_noise_scales
+    from optuna_bs.runner import range_test
+
+    if config.space.parameterisation != "noise-scale" or config.train.optimizer != "sgd":
+        return []
+    batch = config.space.batch_size
+    test = range_test(config, data, model, recommended if batch == "auto" else batch)
+    low, high = recommend_noise_scales(test)
+    return [
+        (
+            "range test",
+            f"{len(test.losses)} steps at B = {test.batch_size}, m = {test.momentum:g}"
+            + (", stopped where the loss blew up" if test.diverged else ""),
+        ),
+        ("steepest descent g_steep", f"{test.g_steep:.3g}"),
+        ("recommended noise_scale", f"[{low:g}, {high:g}]"),
+    ]
 
 
 def _storage_proxy(args: argparse.Namespace) -> int:

@@ -108,7 +108,7 @@ class ModelSection:
 class SpaceSection:
     parameterisation: str = "noise-scale"
     batch_size: tuple[int, int] | int | str = DEFAULTS["batch_size"]  # "auto": noise scale
-    noise_scale: tuple[float, float] = DEFAULTS["noise_scale"]
+    noise_scale: tuple[float, float] | str = DEFAULTS["noise_scale"]  # "auto": range test
     momentum: tuple[float, float] | float = DEFAULTS["momentum"]
     lr: tuple[float, float] = DEFAULTS["lr"]
     reference_batch_size: int = DEFAULTS["reference_batch_size"]
@@ -197,7 +197,7 @@ _TYPES: dict[str, dict[str, tuple[type, ...]]] = {
     "space": {
         "parameterisation": _STR,
         "batch_size": _PAIR + _INT + _STR,
-        "noise_scale": _PAIR,
+        "noise_scale": _PAIR + _STR,
         "momentum": _PAIR + _NUM,
         "lr": _PAIR,
         "reference_batch_size": _INT,
@@ -330,6 +330,12 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             f"but got parameterisation={config.space.parameterisation!r} and "
             f"batch_size={config.space.batch_size!r}."
         )
+    if config.space.noise_scale == "auto" and config.space.parameterisation != "noise-scale":
+        raise ConfigError(
+            f"{source}: `space.noise_scale` 'auto' runs a range test of SGD's noise scale: it "
+            "needs `space.parameterisation` 'noise-scale', but got "
+            f"{config.space.parameterisation!r}."
+        )
     if len(objectives) > 1 and config.study.sampler == "cmaes":
         raise ConfigError(
             f"{source}: `study.sampler` 'cmaes' cannot optimise two objectives; "
@@ -422,6 +428,9 @@ def _section(section: str, values: dict[str, Any], source: str) -> Any:
                 raise ConfigError(
                     f"{where} must be [low, high], an integer or 'auto', but got {value!r}."
                 )
+        elif (section, key) == ("space", "noise_scale") and isinstance(value, str):
+            if value != "auto":
+                raise ConfigError(f"{where} must be [low, high] or 'auto', but got {value!r}.")
         elif isinstance(value, list):
             if len(value) != 2 or not all(_is_number(v) for v in value):
                 raise ConfigError(

@@ -1,4 +1,12 @@
-"""Estimate the gradient noise scale, and from it a batch-size range worth searching.
+"""Measure a task before its study: where to search B, and where to search the noise scale g.
+
+Two probes, each with the range it recommends:
+
+- :func:`estimate_noise_scale` and :func:`recommend_batch_sizes`: the *gradient* noise scale
+  B_simple, the critical batch size, bounds the batch sizes worth searching;
+- :func:`lr_range_test` and :func:`recommend_noise_scales`: a short run of SGD whose noise
+  scale g = ϵ(N/B − 1)/(1 − m) grows step by step centres the range of g on the task's own
+  steepest descent (``[space] noise_scale = "auto"``).
 
 McCandlish, Kaplan, Amodei et al. (2018) define the simple noise scale B_simple = tr(Σ)/|G|²:
 G is the full-batch gradient and Σ the covariance of per-example gradients. Below about
@@ -14,19 +22,27 @@ import logging
 import math
 import numbers
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from optuna_bs._validation import check_int
+from optuna_bs._validation import check_int, check_range, check_real
 from optuna_bs.data import Data
 from optuna_bs.trainer import resolve_device
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["NoiseScaleEstimate", "estimate_noise_scale", "recommend_batch_sizes"]
+__all__ = [
+    "NoiseScaleEstimate",
+    "RangeTest",
+    "estimate_noise_scale",
+    "lr_range_test",
+    "recommend_batch_sizes",
+    "recommend_noise_scales",
+]
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,199 @@ def recommend_batch_sizes(
     upper = max(1.0, min(b_simple, n_train / 10))
     high = 2 ** math.floor(math.log2(upper))
     return max(1, high // 8), high
+
+
+@dataclass(frozen=True)
+class RangeTest:
+    """The result of :func:`lr_range_test`.
+
+    ``noise_scales`` and ``losses`` are the sweep, step by step (the training loss of each
+    step, smoothed over a centred window); ``g_steep`` is the noise scale where that loss falls
+    fastest against log g, before its minimum. ``diverged`` says the sweep stopped early
+    because the loss blew up, which is what ends a sweep that reaches too far.
+    """
+
+    noise_scales: tuple[float, ...]
+    losses: tuple[float, ...]
+    g_steep: float
+    batch_size: int
+    momentum: float
+    n_train: int
+    diverged: bool
+
+
+def lr_range_test(
+    model: torch.nn.Module,
+    data: Data | tuple[torch.Tensor, torch.Tensor],
+    *,
+    batch_size: int,
+    momentum: float = 0.9,
+    noise_scales: tuple[float, float] = (0.1, 1e4),
+    steps: int = 100,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+) -> RangeTest:
+    """Sweep the noise scale g of SGD upwards for a few steps, and find where the loss falls
+    fastest (Smith 2017's learning-rate range test, in units of g).
+
+    One step per value, g growing geometrically from ``noise_scales[0]`` to
+    ``noise_scales[1]`` over ``steps`` steps; each step's learning rate is ϵ = g(1 − m)/(N/B
+    − 1), so the answer holds at any batch size and momentum the rule couples to these
+    (docs/design.md §1). The sweep stops early once the loss is four times its lowest. The
+    steepest descent of the smoothed loss against log g is ``g_steep``: training there makes
+    the fastest progress, a little below where it becomes unstable, which is where the best
+    noise scale of a full run usually lies (BENCHMARKS.md measures how close). ``model`` is
+    not changed: a copy is trained.
+
+    Args:
+        model: Any network mapping inputs to logits or regression outputs.
+        data: A :class:`~optuna_bs.data.Data` (its training split), or ``(x, y)`` tensors.
+        batch_size: B, in [1, N − 1].
+        momentum: m, in [0, 1).
+        noise_scales: ``(low, high)`` of the sweep, 0 < low < high.
+        steps: Steps of the sweep, >= 10 (100 sweeps five decades at 20 per decade).
+        loss: ``loss(outputs, targets)``; by default cross-entropy for classification and
+            mean squared error for regression.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        seed: Seeds the batches and the model's own randomness.
+
+    Returns:
+        The sweep and ``g_steep``.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If an argument has a bad value, or the loss blows up before the sweep
+            has a descent to measure (lower ``noise_scales[0]``).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(2000, 5, generator=g)
+        >>> y = (x.sum(dim=1) > 0).long()
+        >>> test = lr_range_test(torch.nn.Linear(5, 2), (x, y), batch_size=32)
+        >>> 0.1 < test.g_steep < 1e4
+        True
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, but got {type(model).__name__}.")
+    x, y, task = _unpack(data)
+    n = len(x)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    if batch_size >= n:
+        raise ValueError(f"`batch_size` must be < n_train = {n}, but got batch_size={batch_size}.")
+    momentum = check_real("momentum", momentum, 0, 1, high_open=True)
+    low, high = check_range("noise_scales", noise_scales, positive=True)
+    if not low < high:
+        raise ValueError(f"`noise_scales` must have low < high, but got {noise_scales!r}.")
+    steps = check_int("steps", steps, low=10)
+    seed = check_int("seed", seed, low=0)
+    if loss is None:
+        loss = F.cross_entropy if task == "classification" else F.mse_loss
+    elif not callable(loss):
+        raise TypeError(f"`loss` must be callable, but got {type(loss).__name__}.")
+    device = resolve_device(device)
+    net = copy.deepcopy(model).to(device).train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("`model` has no parameter that requires a gradient.")
+    scales = np.geomspace(low, high, steps)
+    to_lr = (1 - momentum) / (n / batch_size - 1)  # ϵ = g(1 − m)/(N/B − 1)
+    opt = torch.optim.SGD(params, lr=float(scales[0] * to_lr), momentum=float(momentum))
+    gen = torch.Generator().manual_seed(seed)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    raw: list[float] = []
+    ema, lowest, diverged = 0.0, math.inf, False
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        perm, at = torch.randperm(n, generator=gen), 0
+        for i, g in enumerate(scales):
+            if at + batch_size > n:
+                perm, at = torch.randperm(n, generator=gen), 0
+            idx = perm[at : at + batch_size]
+            at += batch_size
+            for group in opt.param_groups:
+                group["lr"] = float(g * to_lr)
+            value = loss(net(x[idx].to(device)), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            raw.append(value.item())
+            # A causal average decides when to stop; the answer uses a centred one.
+            ema = 0.9 * ema + 0.1 * raw[-1]
+            smooth = ema / (1 - 0.9 ** (i + 1))
+            lowest = min(lowest, smooth)
+            if not math.isfinite(raw[-1]) or (i >= steps // 10 and smooth > 4 * lowest):
+                diverged = True
+                break
+    losses = _centred_mean(np.array(raw, dtype=float), max(3, steps // 10 | 1))
+    scales = scales[: len(losses)]
+    finite = np.isfinite(losses)
+    end = int(np.argmin(np.where(finite, losses, np.inf))) + 1
+    if end < 3:
+        raise ValueError(
+            f"The range test's loss rose from its first steps (g from {low:g}): there is no "
+            "descent to measure; lower `noise_scales[0]`."
+        )
+    slope = np.gradient(losses[:end], np.log(scales[:end]))
+    g_steep = float(scales[int(np.argmin(slope))])
+    _logger.debug("range test: g_steep = %.3g over %d steps", g_steep, len(raw))
+    return RangeTest(
+        noise_scales=tuple(float(v) for v in scales),
+        losses=tuple(float(v) for v in losses),
+        g_steep=g_steep,
+        batch_size=batch_size,
+        momentum=float(momentum),
+        n_train=n,
+        diverged=diverged,
+    )
+
+
+def recommend_noise_scales(
+    test: RangeTest | float, below: float = 5.0, above: float = 3.0
+) -> tuple[float, float]:
+    """The range of g to search: from ``g_steep / below`` to ``g_steep * above``.
+
+    Lopsided because the loss is: above g_steep training soon becomes unstable (a cliff in
+    the error), below it the error rises slowly. The defaults span 15×, against the 1000× of
+    the default [1, 1000]; BENCHMARKS.md has where the best g of full runs lay against
+    g_steep, and what the range gains.
+
+    Args:
+        test: A range test, or g_steep itself (> 0).
+        below, above: Factors > 1.
+
+    Returns:
+        ``(g_steep / below, g_steep * above)``, to three significant digits.
+
+    Example:
+        >>> recommend_noise_scales(60.0)
+        (12.0, 180.0)
+    """
+    if isinstance(test, RangeTest):
+        g = test.g_steep
+    elif isinstance(test, numbers.Real) and not isinstance(test, bool):
+        g = float(test)
+    else:
+        raise TypeError(f"`test` must be a RangeTest or a number, but got {test!r}.")
+    if not 0 < g < math.inf:
+        raise ValueError(f"`g_steep` must be a finite number > 0, but got {g!r}.")
+    below = check_real("below", below, 1, low_open=True)
+    above = check_real("above", above, 1, low_open=True)
+    return _round(g / below), _round(g * above)
+
+
+def _round(value: float) -> float:
+    """Three significant digits: a range that reads well and that every worker agrees on."""
+    return float(f"{value:.3g}")
+
+
+def _centred_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """A moving mean centred on each point (shorter at the ends); NaN stays where it was."""
+    half = window // 2
+    out = np.empty_like(values)
+    for i in range(len(values)):
+        out[i] = values[max(0, i - half) : i + half + 1].mean()
+    return out
 
 
 def _unpack(data: object) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,13 @@ from optuna_bs.distributed import follow, lead, release, world
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import import_object, is_spec
 from optuna_bs.models import build_model
-from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
+from optuna_bs.noise import (
+    RangeTest,
+    estimate_noise_scale,
+    lr_range_test,
+    recommend_batch_sizes,
+    recommend_noise_scales,
+)
 from optuna_bs.rules import Hyperparameters
 from optuna_bs.samplers import BatchLadderSampler
 from optuna_bs.schedules import Schedule, make_schedule
@@ -316,26 +323,53 @@ def prepare(
             set or model is unknown or gets a bad option.
         StorageError: If the store cannot be opened.
     """
-    data, model = load_data_and_model(config)
+    data, _ = load_data_and_model(config)  # the model is built to check [model]
     batch_size = config.space.batch_size
     if batch_size == "auto" and not isinstance(data, Data):
         raise ConfigError(
             "[space] batch_size = 'auto' measures the noise scale on in-memory tensors; with "
             "Datasets give a [low, high] range (optuna-bs noise-scale helps choose it)."
         )
-    if batch_size == "auto":
-        # Bound the search by the critical batch size, measured on this model and data.
-        small, big = default_probe_batch_sizes(data.n_train)
-        estimate = estimate_noise_scale(model, data, batch_sizes=(small, big), seed=0)
-        batch_size = recommend_batch_sizes(estimate)
-        _logger.info(
-            "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
-            estimate.b_simple,
-            batch_size,
+    if config.space.noise_scale == "auto" and not isinstance(data, Data):
+        raise ConfigError(
+            "[space] noise_scale = 'auto' runs a range test on in-memory tensors; with "
+            "Datasets give a [low, high] range (optuna_bs.noise.lr_range_test helps choose it)."
         )
-    space = space_from_config(
-        config, data.n_train, batch_size, _optimizer_name(config, data.n_train)
+    name = study_name or config.study.name
+    if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
+        raise ConfigError(
+            f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."
+        )
+    store = make_storage(
+        storage if storage is not None else config.study.storage,
+        heartbeat_interval=config.study.heartbeat_interval or None,
+        max_retry=config.study.max_retry,
+        synchronous_commit=config.study.synchronous_commit,
     )
+    optimizer = _optimizer_name(config, data.n_train)
+    overrides = {}
+    if "auto" in (batch_size, config.space.noise_scale):
+        # A study that has trials keeps the ranges they were drawn from (another worker's, or
+        # this study's before it stopped); a new one measures them on a seeded model.
+        stored = _stored_ranges(store, name)
+        probe = _probe_model(config, data)
+        if batch_size == "auto" and "log2_batch_size" in stored:
+            batch_size = tuple(2**k for k in stored["log2_batch_size"])
+        elif batch_size == "auto":
+            # Bound the search by the critical batch size, measured on this model and data.
+            small, big = default_probe_batch_sizes(data.n_train)
+            estimate = estimate_noise_scale(probe, data, batch_sizes=(small, big), seed=0)
+            batch_size = recommend_batch_sizes(estimate)
+            _logger.info(
+                "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
+                estimate.b_simple,
+                batch_size,
+            )
+        if config.space.noise_scale == "auto":
+            overrides["noise_scale"] = stored.get("noise_scale") or auto_noise_scales(
+                config, data, probe, batch_size, optimizer
+            )
+    space = space_from_config(config, data.n_train, batch_size, optimizer, **overrides)
     if is_spec(config.train.loss):  # fail now, before anything is written
         try:
             import_object(config.train.loss, "[train] loss", folder=config.folder)
@@ -355,11 +389,6 @@ def prepare(
         resolved = resolve_device(device or config.train.device)
     except ValueError as err:
         raise ConfigError(f"[train] {err}") from err
-    name = study_name or config.study.name
-    if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
-        raise ConfigError(
-            f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."
-        )
     checkpoints = Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None
     if checkpoints is not None:
         try:  # before the first trial, and without creating anything
@@ -372,16 +401,33 @@ def prepare(
         data=place_data(data, resolved) if isinstance(data, Data) else data,
         space=space,
         device=resolved,
-        storage=make_storage(
-            storage if storage is not None else config.study.storage,
-            heartbeat_interval=config.study.heartbeat_interval or None,
-            max_retry=config.study.max_retry,
-            synchronous_commit=config.study.synchronous_commit,
-        ),
+        storage=store,
         study_name=name,
         seed=config.study.seed if seed is None else seed,
         checkpoint_dir=checkpoints,
     )
+
+
+def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str, tuple]:
+    """The (low, high) of each parameter of the named study's trials; empty for a new study."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return {}
+    ranges = {}
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        for param, dist in trial.distributions.items():
+            if hasattr(dist, "low"):
+                ranges.setdefault(param, (dist.low, dist.high))
+    return ranges
+
+
+def _probe_model(config: StudyConfig, data: Data) -> torch.nn.Module:
+    """The model the probes of ``"auto"`` measure: seeded, so that every worker measures the
+    same ranges."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.study.seed or 0)
+        return _build_model(config, data)
 
 
 def load_data_and_model(config: StudyConfig) -> tuple[Data | Datasets, torch.nn.Module]:
@@ -439,6 +485,76 @@ def _user_data(config: StudyConfig) -> Data | Datasets:
         data.sample_batch()  # a Dataset whose items do not collate fails here, not mid-study
         data.task  # noqa: B018 (checks that the items unpack into inputs and targets)
     return data
+
+
+def auto_noise_scales(
+    config: StudyConfig,
+    data: Data,
+    model: torch.nn.Module,
+    batch_size: tuple[int, int] | int,
+    optimizer: str = "sgd",
+    *,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """``[space] noise_scale = "auto"``: the range of g centred on the task's own steepest
+    descent (:func:`range_test` and :func:`~optuna_bs.noise.recommend_noise_scales`).
+
+    The one place the study file's ``"auto"`` becomes a range, for the runner and the
+    benchmarks alike.
+
+    Raises:
+        ConfigError: If the space does not search SGD's noise scale.
+    """
+    tic = time.perf_counter()
+    test = range_test(config, data, model, batch_size, optimizer, seed=seed)
+    scales = recommend_noise_scales(test)
+    _logger.info(
+        "noise_scale = 'auto': the range test (%d steps at B=%d, m=%g, %.1f s) falls fastest "
+        "at g=%.3g, so noise scales %s.",
+        len(test.losses),
+        test.batch_size,
+        test.momentum,
+        time.perf_counter() - tic,
+        test.g_steep,
+        scales,
+    )
+    return scales
+
+
+def range_test(
+    config: StudyConfig,
+    data: Data,
+    model: torch.nn.Module,
+    batch_size: tuple[int, int] | int,
+    optimizer: str = "sgd",
+    *,
+    seed: int = 0,
+) -> RangeTest:
+    """The study's :func:`~optuna_bs.noise.lr_range_test`: at the middle power of two of the
+    batch range (where the ladder searches g), the study's momentum (0.9 where it is
+    searched, within its range) and loss.
+
+    Raises:
+        ConfigError: If the space does not search SGD's noise scale.
+    """
+    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
+        raise ConfigError(
+            "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
+            "parameterisation 'noise-scale' and optimizer 'sgd', but got "
+            f"{config.space.parameterisation!r} and {optimizer!r}."
+        )
+    if isinstance(batch_size, int):
+        b = batch_size
+    else:
+        low, high = (math.floor(math.log2(b)) for b in batch_size)
+        b = 2 ** ((low + high) // 2)
+    momentum = config.space.momentum
+    if not isinstance(momentum, float | int):
+        momentum = min(max(0.9, momentum[0]), momentum[1])
+    loss = None
+    if config.train.loss:
+        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
+    return lr_range_test(model, data, batch_size=b, momentum=momentum, loss=loss, seed=seed)
 
 
 def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from optuna_bs._validation import check_int, check_real
+from optuna_bs._validation import check_int, check_range, check_real
 from optuna_bs.rules import (
     RULES,
     Hyperparameters,
@@ -117,7 +117,7 @@ class BatchScalingSpace:
             check_int("batch_size", batch_size, 1, n_train - 1)
             self._log2_batch = None
         else:
-            low, high = _check_range("batch_size", batch_size, integer=True)
+            low, high = check_range("batch_size", batch_size, integer=True)
             if high >= n_train:
                 raise ValueError(
                     f"`batch_size` must lie in [1, n_train - 1] = [1, {n_train - 1}], "
@@ -128,12 +128,12 @@ class BatchScalingSpace:
                 raise ValueError(
                     f"`batch_size` must hold a power of two, but got batch_size=({low}, {high})."
                 )
-        self._noise_scale = _check_range("noise_scale", noise_scale, positive=True)
-        self._lr = _check_range("lr", lr, positive=True)
+        self._noise_scale = check_range("noise_scale", noise_scale, positive=True)
+        self._lr = check_range("lr", lr, positive=True)
         if isinstance(momentum, numbers.Real) and not isinstance(momentum, bool):
             _check_momentum(momentum)
         else:
-            for m in _check_range("momentum", momentum):
+            for m in check_range("momentum", momentum):
                 _check_momentum(m)
         if parameterisation not in ("noise-scale", "independent"):
             check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
@@ -171,13 +171,13 @@ class BatchScalingSpace:
             if weight_decay < 0:
                 raise ValueError(f"`weight_decay` must be >= 0, but got {weight_decay!r}.")
         else:
-            _check_range("weight_decay", weight_decay, positive=True)
+            check_range("weight_decay", weight_decay, positive=True)
         if tau_epochs is not None:
             if isinstance(tau_epochs, numbers.Real) and not isinstance(tau_epochs, bool):
                 if not tau_epochs > 0:
                     raise ValueError(f"`tau_epochs` must be > 0, but got {tau_epochs!r}.")
             else:
-                _check_range("tau_epochs", tau_epochs, positive=True)
+                check_range("tau_epochs", tau_epochs, positive=True)
 
         self.parameterisation = parameterisation
         self.n_train = int(n_train)
@@ -270,31 +270,6 @@ class BatchScalingSpace:
 def _check_momentum(m: float) -> None:
     if not 0 <= m < 1:
         raise ValueError(f"`momentum` must be in [0, 1), but got momentum={m!r}.")
-
-
-def _check_range(
-    name: str, value: object, *, integer: bool = False, positive: bool = False
-) -> tuple[float, float]:
-    kind = numbers.Integral if integer else numbers.Real
-    if (
-        not isinstance(value, tuple | list)
-        or len(value) != 2
-        or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
-    ):
-        what = "integers" if integer else "numbers"
-        raise TypeError(
-            f"`{name}` must be a (low, high) pair of {what}, but got {name}={value!r}."
-        )
-    low, high = value
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"`{name}` must be finite, but got {name}=({low}, {high}).")
-    if positive and low <= 0:
-        raise ValueError(f"`{name}` must be > 0, but got {name}=({low}, {high}).")
-    if integer and low < 1:
-        raise ValueError(f"`{name}` must be >= 1, but got {name}=({low}, {high}).")
-    if low > high:
-        raise ValueError(f"`{name}` must have low <= high, but got {name}=({low}, {high}).")
-    return low, high
 
 
 class OOMAwareSampler(optuna.samplers.BaseSampler):

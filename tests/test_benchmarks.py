@@ -57,18 +57,26 @@ def _smoke(script: str, tmp_path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["search.py", "time_to_target.py"])
 def test_a_search_benchmark_runs_the_arms_it_is_given(script, tmp_path):
-    """``--arms`` runs a subset: the fair baseline and the ladder alone, compared seed by seed."""
-    run = _smoke(script, tmp_path, "--arms", "independent-fixed-m", "ladder")
+    """``--arms`` runs a subset: the fair baseline and the ladder alone, compared seed by seed;
+    and the ladder on the range test's noise scales (``ladder-auto``)."""
+    run = _smoke(script, tmp_path, "--arms", "independent-fixed-m", "ladder", "ladder-auto")
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / BENCHMARKS[script][0]).read_text())
-    assert sorted({r["arm"] for r in result["runs"]}) == ["independent-fixed-m", "ladder"]
+    arms = ["independent-fixed-m", "ladder", "ladder-auto"]
+    assert sorted({r["arm"] for r in result["runs"]}) == arms
+    # The range test's range spans 15x (the study file's [0.5, 500] spans 1000x).
+    for r in result["runs"]:
+        if r["arm"] == "ladder-auto":
+            scales = [t["noise_scale"] for t in r["trials"]]
+            assert max(scales) / min(scales) <= 15 + 1e-9
     assert "against independent-fixed-m" in run.stdout or "independent-fixed-m" in run.stdout
     if script == "search.py":
         paired = result["summary"]["digits_mlp"]["paired_vs_fixed_m"]["ladder"]
         assert set(next(iter(paired.values()))) == {"wins", "ties", "losses", "p"}
     else:
         against = result["summary"]["digits_mlp"]["margins"]["0.03"]["against"]
-        assert set(against) == {"ladder"} and set(against["ladder"]) == {"independent-fixed-m"}
+        assert set(against) == {"ladder", "ladder-auto"}
+        assert set(against["ladder"]) == {"independent-fixed-m"}
 
 
 @pytest.mark.slow

@@ -1,17 +1,27 @@
-"""Tests for optuna_bs.noise: the two-batch-size noise-scale estimator and the batch range."""
+"""Tests for optuna_bs.noise: the two-batch-size noise-scale estimator and the batch range; the
+range test of g and the noise-scale range."""
 
 from __future__ import annotations
 
 import dataclasses
 import doctest
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
 from optuna_bs import noise
 from optuna_bs.data import Data
-from optuna_bs.noise import NoiseScaleEstimate, estimate_noise_scale, recommend_batch_sizes
+from optuna_bs.noise import (
+    NoiseScaleEstimate,
+    RangeTest,
+    estimate_noise_scale,
+    lr_range_test,
+    recommend_batch_sizes,
+    recommend_noise_scales,
+)
 
 D, N, SIGMA = 10, 20_000, 1.0
 
@@ -257,3 +267,212 @@ def test_auto_batch_size_bounds_the_space_by_the_estimate(tmp_path):
     low, high = prepared.space.batch_size
     assert high <= prepared.data.n_train // 10 and low == max(1, high // 8)
     assert high & (high - 1) == 0  # a power of two
+
+
+# --- the range test of g ---------------------------------------------------------------------
+
+
+def digits_mlp(seed: int = 0):
+    from optuna_bs.data import load_data
+    from optuna_bs.models import build_model
+
+    data = load_data("digits", seed=0)
+    torch.manual_seed(seed)
+    return build_model("mlp", data.input_shape, data.n_outputs, hidden=[64]), data
+
+
+def test_the_range_test_finds_the_steepest_descent_before_the_loss_turns():
+    model, data = digits_mlp()
+    test = lr_range_test(model, data, batch_size=32, momentum=0.9, seed=0)
+    g, loss = np.array(test.noise_scales), np.array(test.losses)
+    assert np.all(np.diff(np.log(g)) > 0) and len(g) == len(loss) <= 100
+    assert g[0] == pytest.approx(0.1)
+    turn = int(np.argmin(loss))
+    at = int(np.searchsorted(g, test.g_steep))
+    assert g[at] == test.g_steep and 0 < at < turn  # on the way down, not at the bottom
+    assert loss[at + 1] < loss[at - 1] < loss[0]  # where it falls
+    slopes = np.gradient(loss[: turn + 1], np.log(g[: turn + 1]))
+    assert slopes[at] == pytest.approx(slopes.min())  # and falls fastest
+    # The sweep goes on until the loss blows up (4x its lowest), then stops.
+    assert test.diverged and g[-1] < 1e4
+    assert (test.batch_size, test.momentum, test.n_train) == (32, 0.9, data.n_train)
+
+
+def test_the_range_test_leaves_the_model_and_the_random_state_alone_and_repeats_by_seed():
+    model, data = digits_mlp()
+    before = [p.detach().clone() for p in model.parameters()]
+    state = torch.random.get_rng_state()
+    first = lr_range_test(model, data, batch_size=32, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert lr_range_test(model, data, batch_size=32, seed=3) == first
+    assert isinstance(first, RangeTest)
+
+
+def test_the_range_test_sweeps_in_units_of_g_through_the_rule():
+    """Each step's learning rate is lr_for_noise_scale(g, B, N, m): the optimizer sees it."""
+    from optuna_bs.rules import lr_for_noise_scale
+
+    model, data = digits_mlp()
+    seen = []
+    step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.param_groups[0]["lr"], self.param_groups[0]["momentum"]))
+        return step(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", spy)
+        test = lr_range_test(model, data, batch_size=64, momentum=0.5, steps=20)
+    assert len(seen) >= len(test.losses)
+    for g, (lr, m) in zip(test.noise_scales, seen, strict=False):
+        assert m == 0.5
+        assert lr == pytest.approx(lr_for_noise_scale(g, 64, data.n_train, 0.5))
+
+
+def test_a_range_test_whose_loss_only_rises_says_what_to_do():
+    model, data = digits_mlp()
+    with pytest.raises(ValueError, match="lower `noise_scales\\[0\\]`"):
+        lr_range_test(model, data, batch_size=32, noise_scales=(1e5, 1e7), steps=20)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"batch_size": 0}, ValueError, "`batch_size`"),
+        ({"batch_size": 10_000}, ValueError, "`batch_size` must be < n_train"),
+        ({"momentum": 1.0}, ValueError, "`momentum`"),
+        ({"noise_scales": (10.0, 1.0)}, ValueError, "`noise_scales`"),
+        ({"noise_scales": (0.0, 1.0)}, ValueError, "`noise_scales`"),
+        ({"noise_scales": 5}, TypeError, "`noise_scales`"),
+        ({"steps": 5}, ValueError, "`steps`"),
+        ({"loss": "mse"}, TypeError, "`loss`"),
+    ],
+)
+def test_range_test_bad_input_names_the_argument(kwargs, exc, match):
+    model, data = digits_mlp()
+    with pytest.raises(exc, match=match):
+        lr_range_test(model, data, **{"batch_size": 32, **kwargs})
+
+
+def test_the_recommended_noise_scales_straddle_g_steep_lopsidedly():
+    assert recommend_noise_scales(60.0) == (12.0, 180.0)
+    assert recommend_noise_scales(53.4, below=2, above=2) == (26.7, 107.0)  # 3 digits
+    model, data = digits_mlp()
+    test = lr_range_test(model, data, batch_size=32)
+    low, high = recommend_noise_scales(test)
+    assert low < test.g_steep < high and high / low == pytest.approx(15, rel=0.01)
+    for bad, exc in [(0.0, ValueError), (math.inf, ValueError), ("60", TypeError)]:
+        with pytest.raises(exc):
+            recommend_noise_scales(bad)
+    with pytest.raises(ValueError, match="`above`"):
+        recommend_noise_scales(60.0, above=1.0)
+
+
+# --- noise_scale = "auto" in study files -------------------------------------------------------
+
+AUTO_G_STUDY = """
+[study]
+name = "auto-g"
+[data]
+name = "digits"
+[model]
+hidden = [64]
+[space]
+batch_size = [8, 128]
+noise_scale = "auto"
+"""
+
+
+def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batch(tmp_path):
+    from optuna_bs.config import load_config
+    from optuna_bs.runner import _probe_model, prepare, range_test
+
+    path = tmp_path / "s.toml"
+    path.write_text(AUTO_G_STUDY)
+    config = load_config(path)
+    prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    test = range_test(config, prepared.data, _probe_model(config, prepared.data), (8, 128))
+    assert (test.batch_size, test.momentum) == (32, 0.9)  # where the ladder searches g
+    assert prepared.space.noise_scale == recommend_noise_scales(test)
+    assert prepared.space.noise_scale != (1.0, 1000.0)
+    # Every worker measures the same range: the probe model is seeded.
+    again = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert again.space.noise_scale == prepared.space.noise_scale
+
+
+def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_path, monkeypatch):
+    """A second worker, or a resumed study, takes 'auto' from the stored trials: it measures
+    nothing, and its distributions match the study's."""
+    import optuna
+
+    from optuna_bs import runner
+    from optuna_bs.config import load_config
+
+    path = tmp_path / "s.toml"
+    path.write_text(AUTO_G_STUDY.replace("[8, 128]", '"auto"'))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="auto-g", storage=url)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"log2_batch_size": 4, "noise_scale": 20.0},
+            distributions={
+                "log2_batch_size": optuna.distributions.IntDistribution(3, 6),
+                "noise_scale": optuna.distributions.FloatDistribution(7.0, 99.0, log=True),
+            },
+            value=0.1,
+        )
+    )
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a study with trials must not be measured again")
+
+    monkeypatch.setattr(runner, "lr_range_test", no_probe)
+    monkeypatch.setattr(runner, "estimate_noise_scale", no_probe)
+    prepared = runner.prepare(load_config(path), storage=url)
+    assert prepared.space.batch_size == (8, 64)
+    assert prepared.space.noise_scale == (7.0, 99.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "word"),
+    [
+        ('noise_scale = "automatic"', "'auto'"),
+        ('noise_scale = "auto"\nparameterisation = "independent"', "parameterisation"),
+    ],
+)
+def test_a_bad_auto_noise_scale_is_one_line_and_exit_2(tmp_path, capsys, change, word):
+    from optuna_bs.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(AUTO_G_STUDY.replace('noise_scale = "auto"', change))
+    assert main(["run", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and word in err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_auto_noise_scale_refuses_adam_in_one_line(tmp_path, capsys):
+    from optuna_bs.cli import main
+
+    path = tmp_path / "s.toml"
+    text = AUTO_G_STUDY + 'allow_sgd_rule_for_adam = true\n[train]\noptimizer = "adam"\n'
+    path.write_text(text)
+    assert main(["run", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optimizer 'sgd'" in err
+
+
+def test_noise_scale_command_prints_the_range_test_too(tmp_path, capsys):
+    from optuna_bs.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(AUTO_G_STUDY)
+    assert main(["noise-scale", str(path), "--n-batches", "10"]) == 0
+    out = capsys.readouterr().out
+    rows = dict(line.split("  ", 1) for line in out.splitlines() if "  " in line)
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    g_steep = float(rows["steepest descent g_steep"])
+    low, high = (float(v) for v in rows["recommended noise_scale"].strip("[]").split(","))
+    assert (low, high) == recommend_noise_scales(g_steep)
+    assert re.fullmatch(r"\d+ steps at B = 32, m = 0\.9(, stopped where .*)?", rows["range test"])
