@@ -24,13 +24,17 @@ import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from optuna_bs._validation import check_int, check_range, check_real
 from optuna_bs.data import Data
+from optuna_bs.metrics import default_loss
+from optuna_bs.sources import Datasets, as_source, forward, to_device, unpack
 from optuna_bs.trainer import resolve_device
 
 _logger = logging.getLogger(__name__)
@@ -235,13 +239,13 @@ class RangeTest:
 
 def lr_range_test(
     model: torch.nn.Module,
-    data: Data | tuple[torch.Tensor, torch.Tensor],
+    data: Data | Datasets | tuple[Dataset, Dataset],
     *,
     batch_size: int,
     momentum: float = 0.9,
     noise_scales: tuple[float, float] = (0.1, 1e4),
     steps: int = 100,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
 ) -> RangeTest:
@@ -250,22 +254,25 @@ def lr_range_test(
 
     One step per value, g growing geometrically from ``noise_scales[0]`` to
     ``noise_scales[1]`` over ``steps`` steps; each step's learning rate is ϵ = g(1 − m)/(N/B
-    − 1), so the answer holds at any batch size and momentum the rule couples to these
-    (docs/design.md §1). The sweep stops early once the loss is four times its lowest. The
-    steepest descent of the smoothed loss against log g is ``g_steep``: training there makes
-    the fastest progress, a little below where it becomes unstable, which is where the best
-    noise scale of a full run usually lies (BENCHMARKS.md measures how close). ``model`` is
-    not changed: a copy is trained.
+    − 1). The sweep stops early once the loss is four times its lowest. The steepest descent
+    of the smoothed loss against log g is ``g_steep``: training there makes the fastest
+    progress, a little below where it turns unstable, and near the best noise scale of full
+    runs at this batch size (BENCHMARKS.md measures how near). It is a property of this B:
+    the learning rate of steepest descent is about the same at every B (docs/design.md §2),
+    so measure at the batch size the search starts from. ``model`` is not changed: a copy is
+    trained.
 
     Args:
-        model: Any network mapping inputs to logits or regression outputs.
-        data: A :class:`~optuna_bs.data.Data` (its training split), or ``(x, y)`` tensors.
+        model: The network, as ``fit`` takes it.
+        data: What ``fit`` takes: a :class:`~optuna_bs.data.Data`, a
+            :class:`~optuna_bs.sources.Datasets` or a ``(train, val)`` pair of Datasets; the
+            training split is used.
         batch_size: B, in [1, N − 1].
         momentum: m, in [0, 1).
         noise_scales: ``(low, high)`` of the sweep, 0 < low < high.
         steps: Steps of the sweep, >= 10 (100 sweeps five decades at 20 per decade).
-        loss: ``loss(outputs, targets)``; by default cross-entropy for classification and
-            mean squared error for regression.
+        loss: ``loss(outputs, targets)``, as ``fit``'s ``loss_fn``; by default cross-entropy
+            for classification and mean squared error for regression.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         seed: Seeds the batches and the model's own randomness.
 
@@ -274,21 +281,23 @@ def lr_range_test(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If an argument has a bad value, or the loss blows up before the sweep
-            has a descent to measure (lower ``noise_scales[0]``).
+        ValueError: If an argument has a bad value, or the loss rises from the first steps
+            (lower ``noise_scales[0]``).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.randn(2000, 5, generator=g)
         >>> y = (x.sum(dim=1) > 0).long()
-        >>> test = lr_range_test(torch.nn.Linear(5, 2), (x, y), batch_size=32)
+        >>> from torch.utils.data import TensorDataset
+        >>> train, val = TensorDataset(x[:1600], y[:1600]), TensorDataset(x[1600:], y[1600:])
+        >>> test = lr_range_test(torch.nn.Linear(5, 2), (train, val), batch_size=32)
         >>> 0.1 < test.g_steep < 1e4
         True
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, but got {type(model).__name__}.")
-    x, y, task = _unpack(data)
-    n = len(x)
+    source = as_source(data)
+    n = source.n_train
     batch_size = check_int("batch_size", batch_size, low=1)
     if batch_size >= n:
         raise ValueError(f"`batch_size` must be < n_train = {n}, but got batch_size={batch_size}.")
@@ -298,10 +307,9 @@ def lr_range_test(
         raise ValueError(f"`noise_scales` must have low < high, but got {noise_scales!r}.")
     steps = check_int("steps", steps, low=10)
     seed = check_int("seed", seed, low=0)
-    if loss is None:
-        loss = F.cross_entropy if task == "classification" else F.mse_loss
-    elif not callable(loss):
+    if loss is not None and not callable(loss):
         raise TypeError(f"`loss` must be callable, but got {type(loss).__name__}.")
+    loss = loss or default_loss(source.task)
     device = resolve_device(device)
     net = copy.deepcopy(model).to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -309,22 +317,23 @@ def lr_range_test(
         raise ValueError("`model` has no parameter that requires a gradient.")
     scales = np.geomspace(low, high, steps)
     to_lr = (1 - momentum) / (n / batch_size - 1)  # ϵ = g(1 − m)/(N/B − 1)
-    opt = torch.optim.SGD(params, lr=float(scales[0] * to_lr), momentum=float(momentum))
-    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(params, lr=float(scales[0] * to_lr), momentum=momentum)
+    gen = torch.Generator(device=source.generator_device).manual_seed(seed)
     cuda = [device.index or 0] if device.type == "cuda" else []
     raw: list[float] = []
     ema, lowest, diverged = 0.0, math.inf, False
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        perm, at = torch.randperm(n, generator=gen), 0
+        batches = iter(())
         for i, g in enumerate(scales):
-            if at + batch_size > n:
-                perm, at = torch.randperm(n, generator=gen), 0
-            idx = perm[at : at + batch_size]
-            at += batch_size
+            batch = next(batches, None)
+            if batch is None:  # a new epoch's order
+                batches = iter(source.train_batches(batch_size, n // batch_size, gen, False))
+                batch = next(batches)
             for group in opt.param_groups:
                 group["lr"] = float(g * to_lr)
-            value = loss(net(x[idx].to(device)), y[idx].to(device))
+            inputs, targets = unpack(to_device(batch, device))
+            value = loss(forward(net, inputs), targets)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
@@ -338,8 +347,7 @@ def lr_range_test(
                 break
     losses = _centred_mean(np.array(raw, dtype=float), max(3, steps // 10 | 1))
     scales = scales[: len(losses)]
-    finite = np.isfinite(losses)
-    end = int(np.argmin(np.where(finite, losses, np.inf))) + 1
+    end = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf))) + 1
     if end < 3:
         raise ValueError(
             f"The range test's loss rose from its first steps (g from {low:g}): there is no "
@@ -353,7 +361,7 @@ def lr_range_test(
         losses=tuple(float(v) for v in losses),
         g_steep=g_steep,
         batch_size=batch_size,
-        momentum=float(momentum),
+        momentum=momentum,
         n_train=n,
         diverged=diverged,
     )

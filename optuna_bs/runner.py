@@ -330,11 +330,6 @@ def prepare(
             "[space] batch_size = 'auto' measures the noise scale on in-memory tensors; with "
             "Datasets give a [low, high] range (optuna-bs noise-scale helps choose it)."
         )
-    if config.space.noise_scale == "auto" and not isinstance(data, Data):
-        raise ConfigError(
-            "[space] noise_scale = 'auto' runs a range test on in-memory tensors; with "
-            "Datasets give a [low, high] range (optuna_bs.noise.lr_range_test helps choose it)."
-        )
     name = study_name or config.study.name
     if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
         raise ConfigError(
@@ -422,7 +417,7 @@ def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str,
     return ranges
 
 
-def _probe_model(config: StudyConfig, data: Data) -> torch.nn.Module:
+def _probe_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
     """The model the probes of ``"auto"`` measure: seeded, so that every worker measures the
     same ranges."""
     with torch.random.fork_rng():
@@ -489,7 +484,7 @@ def _user_data(config: StudyConfig) -> Data | Datasets:
 
 def auto_noise_scales(
     config: StudyConfig,
-    data: Data,
+    data: Data | Datasets,
     model: torch.nn.Module,
     batch_size: tuple[int, int] | int,
     optimizer: str = "sgd",
@@ -523,7 +518,7 @@ def auto_noise_scales(
 
 def range_test(
     config: StudyConfig,
-    data: Data,
+    data: Data | Datasets,
     model: torch.nn.Module,
     batch_size: tuple[int, int] | int,
     optimizer: str = "sgd",

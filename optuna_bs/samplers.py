@@ -9,8 +9,9 @@ critical batch size. So it
    of the range): a 1-D search, where a few trials go a long way;
 2. **climbs the batch ladder at g\\***: B doubles, ϵ follows from g, one trial per rung, for as
    long as a rung's error stays within ``tolerance`` of the best error found (a rung that is
-   pruned or diverges ends the climb, and so does ``max_batch_size``, the critical batch size
-   of ``optuna-bs noise``, when it is given);
+   pruned or diverges ends the climb, and so does the top of the batch range: with
+   ``batch_size = "auto"`` that is the critical batch size B_simple, and ``max_batch_size``
+   caps it too);
 3. **refines** with its base sampler (TPE) over the whole space, every trial so far included;
    a momentum range in the space opens here, and since the space searches g itself, a new m
    keeps g* in place (B ∝ 1/(1 − m)).

@@ -349,6 +349,39 @@ def test_a_ladder_study_searches_g_then_climbs_the_batch(tmp_path, monkeypatch, 
     assert {phase for phase, _ in ladder[7:]} == {"refine"}
 
 
+@pytest.mark.slow
+def test_a_ladder_on_auto_ranges_searches_within_the_range_test_and_stops_at_b_simple(
+    tmp_path, monkeypatch, capsys
+):
+    """``batch_size = noise_scale = "auto"``: the ladder's top rung is the critical batch size's
+    power of two, and g is searched in the range test's range."""
+    from optuna_bs.config import load_config
+    from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
+    from optuna_bs.runner import _probe_model, default_probe_batch_sizes, load_data_and_model
+
+    monkeypatch.chdir(tmp_path)
+    text = _tiny_with("study", 'sampler = "ladder"').replace(
+        "batch_size = [16, 32]", 'batch_size = "auto"\nnoise_scale = "auto"'
+    )
+    path = _study_file(tmp_path, text)
+    status = main(["run", path, "--n-trials", "8", "-q", "--no-test"])
+    assert status == 0, capsys.readouterr().err
+    config = load_config(path)
+    data, _ = load_data_and_model(config)
+    probe = _probe_model(config, data)
+    small_big = default_probe_batch_sizes(data.n_train)
+    estimate = estimate_noise_scale(probe, data, batch_sizes=small_big, seed=0)
+    low, high = recommend_batch_sizes(estimate)
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///optuna_bs.db")
+    g = study.trials[0].distributions["noise_scale"]
+    assert (g.low, g.high) != (1.0, 1000.0) and g.high / g.low == pytest.approx(15, rel=0.01)
+    batch = study.trials[0].distributions["log2_batch_size"]
+    assert (2**batch.low, 2**batch.high) == (low, high)
+    phases = [t.system_attrs["ladder"] for t in study.trials]
+    rungs = [p["rung"] for p in phases if p["phase"] == "climb"]
+    assert rungs and max(rungs) <= batch.high  # no rung above B_simple's power of two
+
+
 def test_format_table():
     trial = optuna.trial.create_trial(
         value=0.125,

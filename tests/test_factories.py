@@ -151,6 +151,37 @@ def test_a_missing_module_names_the_fix(tmp_path):
         import_object("not_here_at_all:f", "[data] name", folder=tmp_path)
 
 
+def test_auto_noise_scale_on_your_own_datasets_and_loss(tmp_path, monkeypatch):
+    """``noise_scale = "auto"`` runs the range test on the factory's Datasets, with the study
+    file's own loss, and the study searches g in the range it recommends."""
+    from optuna_bs import runner
+    from optuna_bs.config import load_config
+
+    study = (
+        STUDY.replace('parameterisation = "adam-sqrt"', 'parameterisation = "noise-scale"')
+        .replace("reference_batch_size = 32\nlr = [1e-4, 1e-2]", 'noise_scale = "auto"')
+        .replace('optimizer = "my_training:adamw"', 'optimizer = "sgd"')
+    )
+    study_file = _project(tmp_path, study)
+    monkeypatch.syspath_prepend(str(study_file.parent))
+    losses = []
+    real = runner.lr_range_test
+
+    def spy(model, data, **kwargs):
+        losses.append(kwargs["loss"].__name__)
+        return real(model, data, **kwargs)
+
+    monkeypatch.setattr(runner, "lr_range_test", spy)
+    assert main(["run", str(study_file), "-q", "--no-test"]) == 0
+    assert losses == ["smooth_ce"]  # the study file's loss, on the Datasets
+    trials = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}").trials
+    g = trials[0].distributions["noise_scale"]
+    assert g.high / g.low == pytest.approx(15, rel=0.01)
+    assert all(g.low <= t.params["noise_scale"] <= g.high for t in trials)
+    config = load_config(study_file)
+    assert config.space.noise_scale == "auto"
+
+
 def test_noise_scale_on_a_datasets_factory_says_what_it_needs(tmp_path, capsys):
     study_file = _project(tmp_path)
     assert main(["noise-scale", str(study_file)]) == 2

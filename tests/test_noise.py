@@ -309,6 +309,25 @@ def test_the_range_test_leaves_the_model_and_the_random_state_alone_and_repeats_
     assert isinstance(first, RangeTest)
 
 
+def test_the_range_test_takes_datasets_as_fit_does_and_finds_the_same_g():
+    """Your own Datasets (or a (train, val) pair) give the first epoch's batches in the
+    tensors' order (later epochs draw theirs after the DataLoader's worker seed)."""
+    from torch.utils.data import TensorDataset
+
+    from optuna_bs.sources import Datasets
+
+    model, data = digits_mlp()
+    train = TensorDataset(data.x_train, data.y_train)
+    val = TensorDataset(data.x_val, data.y_val)
+    on_tensors = lr_range_test(model, data, batch_size=32, seed=1)
+    for given in (Datasets(train, val), (train, val)):
+        test = lr_range_test(model, given, batch_size=32, seed=1)
+        epoch = data.n_train // 32 - 6  # the centred mean reaches 5 steps into the next
+        assert test.losses[:epoch] == pytest.approx(on_tensors.losses[:epoch], rel=1e-5)
+        step = math.log(test.noise_scales[1] / test.noise_scales[0])
+        assert abs(math.log(test.g_steep / on_tensors.g_steep)) <= 2 * step + 1e-9
+
+
 def test_the_range_test_sweeps_in_units_of_g_through_the_rule():
     """Each step's learning rate is lr_for_noise_scale(g, B, N, m): the optimizer sees it."""
     from optuna_bs.rules import lr_for_noise_scale
