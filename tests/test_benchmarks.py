@@ -33,6 +33,7 @@ BENCHMARKS = {
     "rescale.py": ("rescale_smoke.json", None, "P8 digits_mlp: test error"),
     "integrations.py": ("integrations_smoke.json", None, "integrations (1 repeats"),
     "import_time.py": ("import_time_smoke.json", None, "start-up time, 2 repeats"),
+    "range_test.py": ("range_test_smoke.json", None, "Range test: g_steep"),
 }
 
 
@@ -101,6 +102,11 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
         assert result["ddp"]["max_weight_difference"] < 1e-5  # 2 ranks make B's update
         assert all(q["median"] > 0 for q in result["ddp"]["samples_per_second"].values())
         assert result["lightning"]["ratio"]["median"] > 0
+    elif script == "range_test.py":
+        (row,) = result["rows"]  # digits at its search B, 2 seeds
+        assert (row["task"], row["batch_size"], row["search"]) == ("digits_mlp", 32, True)
+        assert len(row["g_steep"]) == 2 and 0.1 < row["median"] < 1e4
+        assert row["iqr"][0] <= row["median"] <= row["iqr"][1]
     elif script == "rescale.py":
         cell = result["summary"]["digits_mlp"]
         arms = {"recommend", "recommend + B_simple", "searched", "keep", "linear", "sqrt"}
