@@ -66,6 +66,13 @@ ARMS = {
 VARIANTS = {
     "default-auto": Arm(pruner="study", space_options=(("noise_scale", "auto"),)),
     "ladder-auto": Arm(sampler="ladder", pruner="study", space_options=(("noise_scale", "auto"),)),
+    # ... and its first search trial at the range's log-centre (near g_steep).
+    "ladder-auto-centre": Arm(
+        sampler="ladder",
+        pruner="study",
+        space_options=(("noise_scale", "auto"),),
+        sampler_options=(("first_at_centre", True),),
+    ),
 }
 TARGET_MARGIN = 0.01  # the first goal's target (docs/design.md §6): best known + 1 point
 #: The baselines every arm is compared with, and the goal of docs/design.md §8 against each

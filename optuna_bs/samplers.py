@@ -64,6 +64,9 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         momentum: The momentum of the search and the climb when the space searches it.
         top_fraction: g* is the median g, on a log scale, of this fraction of the best search
             trials (at least one): one lucky trial does not decide it.
+        first_at_centre: The first search trial takes the centre of g's range (on a log
+            scale) instead of a random draw: with ``noise_scale = "auto"`` that is near the
+            range test's g_steep.
         seed: Seeds the default base sampler.
         batch_param, scale_param, momentum_param: The parameter names of
             :class:`~optuna_bs.BatchScalingSpace`.
@@ -82,6 +85,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         max_batch_size: int | None = None,
         momentum: float = 0.9,
         top_fraction: float = 0.34,
+        first_at_centre: bool = False,
         seed: int | None = None,
         batch_param: str = "log2_batch_size",
         scale_param: str = "noise_scale",
@@ -109,6 +113,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         self.max_batch_size = max_batch_size
         self.momentum = float(momentum)
         self.top_fraction = float(top_fraction)
+        self.first_at_centre = bool(first_at_centre)
         self.batch_param = batch_param
         self.scale_param = scale_param
         self.momentum_param = momentum_param
@@ -137,12 +142,12 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             trials = [t for t in trials if t.number < number]
         batch = _distribution(trials, self.batch_param)
         if batch is None:  # the first trial: the range is not known yet
-            return {"phase": _SEARCH, self.batch_param: None}
+            return {"phase": _SEARCH, self.batch_param: None, "index": 0}
         k_search = self._search_log2(batch)
         phases = [t.system_attrs.get(_ATTR, {}) for t in trials]
         search = [t for t, p in zip(trials, phases, strict=True) if p.get("phase") == _SEARCH]
         if len(search) < self.n_search:
-            return {"phase": _SEARCH, self.batch_param: k_search}
+            return {"phase": _SEARCH, self.batch_param: k_search, "index": len(search)}
         done = [t for t in search if t.state == TrialState.COMPLETE and t.values]
         if not done:  # every search trial is still running (many workers): nothing to climb on
             return {"phase": _REFINE}
@@ -273,6 +278,8 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             return _clip(plan[self.scale_param], param_distribution)
         if param_name == self.momentum_param:
             return _clip(self.momentum, param_distribution)
+        if param_name == self.scale_param and self.first_at_centre and plan.get("index") == 0:
+            return math.sqrt(param_distribution.low * param_distribution.high)
         # The search's g (and any other parameter) from the 1-D search's own TPE, which reads
         # the search trials only: they are the only trials yet.
         return self._search.sample_independent(study, trial, param_name, param_distribution)

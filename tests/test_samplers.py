@@ -67,6 +67,19 @@ def test_it_reaches_the_largest_batch_at_g_star_within_its_budget():
     assert ladder_outcome(optuna.create_study()) is None  # not a ladder study: no row
 
 
+@pytest.mark.parametrize("centre", [True, False])
+def test_first_at_centre_puts_the_first_search_trial_at_the_ranges_log_centre(centre):
+    space = optuna_bs.BatchScalingSpace(
+        n_train=N_TRAIN, batch_size=(16, 256), noise_scale=(8, 200)
+    )
+    study = _study(BatchLadderSampler(seed=0, first_at_centre=centre))
+    seen = []
+    study.optimize(_objective(space, seen=seen), n_trials=3)
+    scales = [hp.noise_scale for _, hp in seen]
+    assert (scales[0] == pytest.approx(40.0)) is centre  # sqrt(8 * 200)
+    assert len(set(scales)) == 3  # the rest of the search draws as before
+
+
 def test_the_climb_stops_where_the_error_degrades_and_tpe_refines():
     space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 512))
     sampler = BatchLadderSampler(seed=1, n_search=5, search_batch_size=32, tolerance=0.02)
