@@ -154,10 +154,9 @@ def make_space(task: Task, arm: Arm, seed: int = 0) -> BatchScalingSpace:
         )
     options = dict(arm.space_options)
     if options.get("noise_scale") == "auto":
-        cfg = task.config.space
-        options["noise_scale"] = auto_noise_scales(
-            task.config, task.data, _build(task, seed), cfg.batch_size, seed=seed
-        )
+        space = space_from_config(task.config, n_train, **{**options, "noise_scale": (1.0, 2.0)})
+        model = _build(task, seed)  # the seed's model: the spread over seeds is measured
+        options["noise_scale"] = auto_noise_scales(task.config, task.data, model, space)
     return space_from_config(task.config, n_train, **options)
 
 

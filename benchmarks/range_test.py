@@ -19,7 +19,6 @@ loss against g at the search B, g_steep and the range marked, the best g of full
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import REPO, _build, load_task, mode, parser, print_table, write_json  # noqa: E402
 
-from optuna_bs.noise import lr_range_test, recommend_noise_scales  # noqa: E402
+from optuna_bs.noise import recommend_noise_scales  # noqa: E402
 from optuna_bs.rules import lr_for_noise_scale  # noqa: E402
+from optuna_bs.runner import range_test, search_batch_size, space_from_config  # noqa: E402
 
 SGD_TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn")
 
@@ -57,12 +57,6 @@ def best_g(results_dir: Path) -> dict[str, dict]:
     return out
 
 
-def search_log2(batch_size: tuple[int, int]) -> int:
-    """The ladder's (and ``"auto"``'s) batch size: the middle power of two of the range."""
-    low, high = (math.floor(math.log2(b)) for b in batch_size)
-    return (low + high) // 2
-
-
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
     args = p.parse_args(argv)
@@ -72,22 +66,18 @@ def main(argv: list[str] | None = None) -> None:
     rows, curves = [], {}
     for name in tasks:
         task = load_task(name)
-        cfg = task.config.space
-        momentum = cfg.momentum if isinstance(cfg.momentum, float) else 0.9
-        k_low, k_high = (math.floor(math.log2(b)) for b in cfg.batch_size)
-        k_search = search_log2(cfg.batch_size)
-        ks = [k_search] if m == "smoke" else range(k_low, k_high + 1)
-        for k in ks:
-            b = 2**k
+        space = space_from_config(task.config, task.data.n_train, noise_scale=(1.0, 2.0))
+        search = search_batch_size(space.batch_sizes)
+        for b in [search] if m == "smoke" else space.batch_sizes:
             found, seconds = [], []
+            at_b = space_from_config(task.config, task.data.n_train, b, noise_scale=(1.0, 2.0))
             for seed in range(seeds):
                 tic = time.perf_counter()
-                test = lr_range_test(
-                    _build(task, seed), task.data, batch_size=b, momentum=momentum, seed=seed
-                )
+                # As noise_scale = "auto" runs it, at B (the runner's is the search B).
+                test = range_test(task.config, task.data, _build(task, seed), at_b)
                 seconds.append(time.perf_counter() - tic)
                 found.append(test.g_steep)
-                if k == k_search:
+                if b == search:
                     curves.setdefault(name, []).append(
                         {"noise_scales": test.noise_scales, "losses": test.losses}
                     )
@@ -96,13 +86,13 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "task": name,
                     "batch_size": b,
-                    "search": k == k_search,
-                    "momentum": momentum,
+                    "search": b == search,
+                    "momentum": test.momentum,
                     "n_train": task.data.n_train,
                     "g_steep": found,
                     "median": float(med),
                     "iqr": [float(q1), float(q3)],
-                    "lr_median": lr_for_noise_scale(med, b, task.data.n_train, momentum),
+                    "lr_median": lr_for_noise_scale(med, b, task.data.n_train, test.momentum),
                     "seconds": float(np.median(seconds)),
                 }
             )

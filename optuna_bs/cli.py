@@ -191,8 +191,8 @@ def _build_parser() -> _Parser:
         help="measure the task before tuning: the critical batch size, and where g falls fastest",
         description="Estimate B_simple = tr(Σ)/|G|² (McCandlish et al. 2018) from gradients at "
         "two batch sizes, and print the batch-size range it recommends for the search; for an "
-        "SGD noise-scale space, also run a range test of g and print the noise-scale range it "
-        "recommends (what batch_size and noise_scale = 'auto' use).",
+        "SGD noise-scale space, also run a range test of g, as noise_scale = 'auto' does, and "
+        "print the noise-scale range it recommends.",
     )
     noise.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
     noise.add_argument(
@@ -442,7 +442,7 @@ def _noise_scale(args: argparse.Namespace) -> int:
         seed=config.study.seed,
     )
     low, high = recommend_batch_sizes(estimate)
-    rows = _range_test_rows(config, data, model, (low, high))
+    rows = _range_test_rows(config, data, (low, high), args.device or config.train.device)
     rows = [
         ("data", f"{data.name}: N = {data.n_train} training samples"),
         (
@@ -467,15 +467,19 @@ def _noise_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _range_test_rows(config: StudyConfig, data, model, recommended: tuple[int, int]) -> list:
-    """The range test's rows of ``noise-scale``, for a space that searches SGD's g."""
+def _range_test_rows(config: StudyConfig, data, recommended: tuple[int, int], device) -> list:
+    """The range test's rows of ``noise-scale``, for a space that searches SGD's g: run as
+    ``noise_scale = "auto"`` runs it, at the middle of the batch range (the one printed when
+    the file says ``batch_size = "auto"``)."""
     from optuna_bs.noise import recommend_noise_scales
-    from optuna_bs.runner import range_test
+    from optuna_bs.runner import _optimizer_name, _probe_model, range_test, space_from_config
 
-    if config.space.parameterisation != "noise-scale" or config.train.optimizer != "sgd":
+    optimizer = _optimizer_name(config, data.n_train)
+    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
         return []
-    batch = config.space.batch_size
-    test = range_test(config, data, model, recommended if batch == "auto" else batch)
+    batch = recommended if config.space.batch_size == "auto" else None
+    space = space_from_config(config, data.n_train, batch, optimizer, noise_scale=(1.0, 1000.0))
+    test = range_test(config, data, _probe_model(config, data), space, device=device)
     low, high = recommend_noise_scales(test)
     return [
         (

@@ -260,7 +260,9 @@ def lr_range_test(
     runs at this batch size (BENCHMARKS.md measures how near). It is a property of this B:
     the learning rate of steepest descent is about the same at every B (docs/design.md §2),
     so measure at the batch size the search starts from. ``model`` is not changed: a copy is
-    trained.
+    trained, plainly: no micro-batches, clipping, augmentation or mixed precision.
+    ``diverged`` False means the loss never blew up within the sweep: then g_steep may be
+    limited by ``noise_scales[1]``.
 
     Args:
         model: The network, as ``fit`` takes it.
@@ -342,9 +344,17 @@ def lr_range_test(
             ema = 0.9 * ema + 0.1 * raw[-1]
             smooth = ema / (1 - 0.9 ** (i + 1))
             lowest = min(lowest, smooth)
-            if not math.isfinite(raw[-1]) or (i >= steps // 10 and smooth > 4 * lowest):
+            # Four times its lowest (for a loss that can go below 0: 3|lowest| above it).
+            if not math.isfinite(raw[-1]) or (
+                i >= steps // 10 and smooth - lowest > 3 * abs(lowest)
+            ):
                 diverged = True
                 break
+    if not math.isfinite(raw[0]):
+        raise ValueError(
+            f"The range test's first loss is {raw[0]}: the model or the loss gives no finite "
+            "value before any step."
+        )
     losses = _centred_mean(np.array(raw, dtype=float), max(3, steps // 10 | 1))
     scales = scales[: len(losses)]
     end = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf))) + 1
@@ -407,7 +417,8 @@ def _round(value: float) -> float:
 
 
 def _centred_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """A moving mean centred on each point (shorter at the ends); NaN stays where it was."""
+    """A moving mean centred on each point (shorter at the ends); a NaN or inf spreads to
+    every window that holds it (the caller masks those)."""
     half = window // 2
     out = np.empty_like(values)
     for i in range(len(values)):

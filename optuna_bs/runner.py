@@ -11,6 +11,7 @@ import gc
 import inspect
 import logging
 import math
+import numbers
 import os
 import re
 import time
@@ -45,7 +46,7 @@ from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.state import check_creatable
 from optuna_bs.storage import make_storage, retried_trials
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
-from optuna_bs.vocabulary import SAMPLERS, metric_name
+from optuna_bs.vocabulary import DEFAULTS, SAMPLERS, metric_name
 from optuna_bs.workers import optimize_reconnecting
 
 __all__ = [
@@ -316,7 +317,9 @@ def prepare(
 ) -> Prepared:
     """Check the configuration against the data and open the store; nothing is written.
 
-    Arguments given here override the study file's.
+    Arguments given here override the study file's. ``"auto"`` ranges (``batch_size``,
+    ``noise_scale``) are measured last, once every cheap check has passed, unless the study
+    holds them already (:func:`_stored_ranges`).
 
     Raises:
         ConfigError: If a value does not fit the data (a batch size >= N, say), or the data
@@ -324,58 +327,20 @@ def prepare(
         StorageError: If the store cannot be opened.
     """
     data, _ = load_data_and_model(config)  # the model is built to check [model]
-    batch_size = config.space.batch_size
-    if batch_size == "auto" and not isinstance(data, Data):
+    cfg = config.space
+    if cfg.batch_size == "auto" and not isinstance(data, Data):
         raise ConfigError(
             "[space] batch_size = 'auto' measures the noise scale on in-memory tensors; with "
             "Datasets give a [low, high] range (optuna-bs noise-scale helps choose it)."
         )
-    name = study_name or config.study.name
-    if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
-        raise ConfigError(
-            f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."
-        )
-    store = make_storage(
-        storage if storage is not None else config.study.storage,
-        heartbeat_interval=config.study.heartbeat_interval or None,
-        max_retry=config.study.max_retry,
-        synchronous_commit=config.study.synchronous_commit,
-    )
     optimizer = _optimizer_name(config, data.n_train)
-    overrides = {}
-    if "auto" in (batch_size, config.space.noise_scale):
-        # A study that has trials keeps the ranges they were drawn from (another worker's, or
-        # this study's before it stopped); a new one measures them on a seeded model.
-        stored = _stored_ranges(store, name)
-        probe = _probe_model(config, data)
-        if batch_size == "auto" and "log2_batch_size" in stored:
-            batch_size = tuple(2**k for k in stored["log2_batch_size"])
-        elif batch_size == "auto":
-            # Bound the search by the critical batch size, measured on this model and data.
-            small, big = default_probe_batch_sizes(data.n_train)
-            estimate = estimate_noise_scale(probe, data, batch_sizes=(small, big), seed=0)
-            batch_size = recommend_batch_sizes(estimate)
-            _logger.info(
-                "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
-                estimate.b_simple,
-                batch_size,
-            )
-        if config.space.noise_scale == "auto":
-            overrides["noise_scale"] = stored.get("noise_scale") or auto_noise_scales(
-                config, data, probe, batch_size, optimizer
-            )
-    space = space_from_config(config, data.n_train, batch_size, optimizer, **overrides)
+    if cfg.noise_scale == "auto":
+        _check_range_test(config, optimizer)
     if is_spec(config.train.loss):  # fail now, before anything is written
         try:
             import_object(config.train.loss, "[train] loss", folder=config.folder)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-    micro = config.train.micro_batch_size
-    if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
-        raise ConfigError(
-            f"[train] `micro_batch_size` must divide every batch size of the space "
-            f"{space.batch_sizes}, but got micro_batch_size={micro}."
-        )
     if config.train.metric == "error" and data.task != "classification":
         raise ConfigError(
             f"[train] `metric` is 'error', but {data.name!r} is a {data.task} task: use 'loss'."
@@ -384,12 +349,35 @@ def prepare(
         resolved = resolve_device(device or config.train.device)
     except ValueError as err:
         raise ConfigError(f"[train] {err}") from err
+    name = study_name or config.study.name
+    if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
+        raise ConfigError(
+            f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."
+        )
     checkpoints = Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None
     if checkpoints is not None:
         try:  # before the first trial, and without creating anything
             check_creatable(checkpoints / _safe_name(name), "--checkpoint-dir")
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    # The space with the file's own ranges first: a bad batch range fails before measuring.
+    placeholder = {"noise_scale": DEFAULTS["noise_scale"]} if cfg.noise_scale == "auto" else {}
+    batch_size = cfg.batch_size
+    probe_batches = default_probe_batch_sizes(data.n_train) if batch_size == "auto" else None
+    space = space_from_config(
+        config, data.n_train, probe_batches or batch_size, optimizer, **placeholder
+    )
+    _check_micro_batch(config, space)
+    store = make_storage(
+        storage if storage is not None else config.study.storage,
+        heartbeat_interval=config.study.heartbeat_interval or None,
+        max_retry=config.study.max_retry,
+        synchronous_commit=config.study.synchronous_commit,
+    )
+    if "auto" in (batch_size, cfg.noise_scale):
+        ranges = _auto_ranges(config, data, space, optimizer, store, name, resolved)
+        space = space_from_config(config, data.n_train, optimizer=optimizer, **ranges)
+        _check_micro_batch(config, space)
     return Prepared(
         config=config,
         # Tensors move to the device once per worker, not once per trial.
@@ -403,26 +391,105 @@ def prepare(
     )
 
 
+#: The study user attr that holds the ranges ``"auto"`` resolved to, for every later worker.
+AUTO_RANGES_ATTR = "auto_ranges"
+
+
+def _auto_ranges(
+    config: StudyConfig,
+    data: Data | Datasets,
+    space: BatchScalingSpace,
+    optimizer: str,
+    store: optuna.storages.BaseStorage,
+    name: str,
+    device: torch.device,
+) -> dict[str, tuple]:
+    """The ``batch_size`` and ``noise_scale`` that ``"auto"`` stands for: the study's own
+    (stored when it was created, or drawn from by its trials), else measured on a model
+    seeded with 0 (so that workers started together measure the same)."""
+    cfg = config.space
+    stored = _stored_ranges(store, name)
+    keys = [k for k in ("batch_size", "noise_scale") if getattr(cfg, k) == "auto"]
+    if all(k in stored for k in keys):
+        _logger.info(
+            "'auto' ranges kept from study %r: %s.",
+            name,
+            ", ".join(f"{k} = {stored[k]}" for k in keys),
+        )
+        return {k: stored[k] for k in keys}
+    probe = _probe_model(config, data)
+    out = {}
+    if cfg.batch_size == "auto":
+        # Bound the search by the critical batch size, measured on this model and data.
+        small, big = default_probe_batch_sizes(data.n_train)
+        estimate = estimate_noise_scale(
+            probe, data, batch_sizes=(small, big), seed=0, device=device
+        )
+        out["batch_size"] = recommend_batch_sizes(estimate)
+        _logger.info(
+            "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
+            estimate.b_simple,
+            out["batch_size"],
+        )
+        space = space_from_config(
+            config, data.n_train, out["batch_size"], optimizer, noise_scale=space.noise_scale
+        )
+    if cfg.noise_scale == "auto":
+        out["noise_scale"] = auto_noise_scales(config, data, probe, space, device=device)
+    return out
+
+
 def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str, tuple]:
-    """The (low, high) of each parameter of the named study's trials; empty for a new study."""
+    """The ranges the named study holds: those ``"auto"`` resolved to when it was created
+    (:data:`AUTO_RANGES_ATTR`), else those its trials were drawn from; empty for a new study."""
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return {}
+    saved = storage.get_study_user_attrs(study_id).get(AUTO_RANGES_ATTR)
+    if saved:
+        return {k: tuple(v) for k, v in saved.items()}
     ranges = {}
     for trial in storage.get_all_trials(study_id, deepcopy=False):
-        for param, dist in trial.distributions.items():
-            if hasattr(dist, "low"):
-                ranges.setdefault(param, (dist.low, dist.high))
+        batch = trial.distributions.get("log2_batch_size")
+        if batch is not None and "batch_size" not in ranges:
+            ranges["batch_size"] = (2**batch.low, 2**batch.high)
+        scale = trial.distributions.get("noise_scale")
+        if scale is not None and "noise_scale" not in ranges:
+            ranges["noise_scale"] = (scale.low, scale.high)
     return ranges
 
 
 def _probe_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
-    """The model the probes of ``"auto"`` measure: seeded, so that every worker measures the
-    same ranges."""
-    with torch.random.fork_rng():
-        torch.manual_seed(config.study.seed or 0)
+    """The model the probes of ``"auto"`` measure: seeded with 0, whatever the worker's seed,
+    so that workers started together measure the same ranges."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         return _build_model(config, data)
+
+
+def _check_micro_batch(config: StudyConfig, space: BatchScalingSpace) -> None:
+    micro = config.train.micro_batch_size
+    if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
+        raise ConfigError(
+            f"[train] `micro_batch_size` must divide every batch size of the space "
+            f"{space.batch_sizes}, but got micro_batch_size={micro}."
+        )
+
+
+def _check_range_test(config: StudyConfig, optimizer: str) -> None:
+    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
+        raise ConfigError(
+            "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
+            "parameterisation 'noise-scale' and optimizer 'sgd', but got "
+            f"{config.space.parameterisation!r} and {optimizer!r}."
+        )
+
+
+def search_batch_size(batch_sizes: Sequence[int]) -> int:
+    """The middle power of two of a space's batch sizes (rounded down): where the ladder
+    searches g, and where ``noise_scale = "auto"`` runs its range test."""
+    return batch_sizes[(len(batch_sizes) - 1) // 2]
 
 
 def load_data_and_model(config: StudyConfig) -> tuple[Data | Datasets, torch.nn.Module]:
@@ -486,10 +553,9 @@ def auto_noise_scales(
     config: StudyConfig,
     data: Data | Datasets,
     model: torch.nn.Module,
-    batch_size: tuple[int, int] | int,
-    optimizer: str = "sgd",
+    space: BatchScalingSpace,
     *,
-    seed: int = 0,
+    device: str | torch.device = "auto",
 ) -> tuple[float, float]:
     """``[space] noise_scale = "auto"``: the range of g centred on the task's own steepest
     descent (:func:`range_test` and :func:`~optuna_bs.noise.recommend_noise_scales`).
@@ -498,10 +564,15 @@ def auto_noise_scales(
     benchmarks alike.
 
     Raises:
-        ConfigError: If the space does not search SGD's noise scale.
+        ConfigError: If the range test finds no descent.
     """
     tic = time.perf_counter()
-    test = range_test(config, data, model, batch_size, optimizer, seed=seed)
+    try:
+        test = range_test(config, data, model, space, device=device)
+    except ValueError as err:
+        raise ConfigError(
+            f"[space] noise_scale = 'auto': {err} Give noise_scale as [low, high]."
+        ) from err
     scales = recommend_noise_scales(test)
     _logger.info(
         "noise_scale = 'auto': the range test (%d steps at B=%d, m=%g, %.1f s) falls fastest "
@@ -520,36 +591,24 @@ def range_test(
     config: StudyConfig,
     data: Data | Datasets,
     model: torch.nn.Module,
-    batch_size: tuple[int, int] | int,
-    optimizer: str = "sgd",
+    space: BatchScalingSpace,
     *,
-    seed: int = 0,
+    device: str | torch.device = "auto",
 ) -> RangeTest:
-    """The study's :func:`~optuna_bs.noise.lr_range_test`: at the middle power of two of the
-    batch range (where the ladder searches g), the study's momentum (0.9 where it is
-    searched, within its range) and loss.
-
-    Raises:
-        ConfigError: If the space does not search SGD's noise scale.
+    """The study's :func:`~optuna_bs.noise.lr_range_test`: at the space's
+    :func:`search_batch_size`, its momentum (0.9 where it is searched, within its range) and
+    the study file's loss. It trains plainly: no micro-batches, clipping or augmentation.
     """
-    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
-        raise ConfigError(
-            "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
-            "parameterisation 'noise-scale' and optimizer 'sgd', but got "
-            f"{config.space.parameterisation!r} and {optimizer!r}."
-        )
-    if isinstance(batch_size, int):
-        b = batch_size
-    else:
-        low, high = (math.floor(math.log2(b)) for b in batch_size)
-        b = 2 ** ((low + high) // 2)
-    momentum = config.space.momentum
-    if not isinstance(momentum, float | int):
+    momentum = space.momentum
+    if not isinstance(momentum, numbers.Real):
         momentum = min(max(0.9, momentum[0]), momentum[1])
     loss = None
     if config.train.loss:
         loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
-    return lr_range_test(model, data, batch_size=b, momentum=momentum, loss=loss, seed=seed)
+    batch = search_batch_size(space.batch_sizes)
+    return lr_range_test(
+        model, data, batch_size=batch, momentum=momentum, loss=loss, device=device, seed=0
+    )
 
 
 def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
@@ -647,6 +706,11 @@ def open_study(prepared: Prepared) -> optuna.Study:
         with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)
+    auto = [k for k in ("batch_size", "noise_scale") if getattr(cfg.space, k) == "auto"]
+    if auto and AUTO_RANGES_ATTR not in study.user_attrs:
+        # What "auto" measured, for every worker and resume after this one.
+        space = prepared.space
+        study.set_user_attr(AUTO_RANGES_ATTR, {k: list(getattr(space, k)) for k in auto})
     return study
 
 

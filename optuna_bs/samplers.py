@@ -140,12 +140,12 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         trials = study.get_trials(deepcopy=False)
         if number is not None:
             trials = [t for t in trials if t.number < number]
-        batch = _distribution(trials, self.batch_param)
-        if batch is None:  # the first trial: the range is not known yet
-            return {"phase": _SEARCH, self.batch_param: None, "index": 0}
-        k_search = self._search_log2(batch)
         phases = [t.system_attrs.get(_ATTR, {}) for t in trials]
         search = [t for t, p in zip(trials, phases, strict=True) if p.get("phase") == _SEARCH]
+        batch = _distribution(trials, self.batch_param)
+        if batch is None:  # the first trials: the range is not known yet
+            return {"phase": _SEARCH, self.batch_param: None, "index": len(search)}
+        k_search = self._search_log2(batch)
         if len(search) < self.n_search:
             return {"phase": _SEARCH, self.batch_param: k_search, "index": len(search)}
         done = [t for t in search if t.state == TrialState.COMPLETE and t.values]

@@ -22,6 +22,7 @@ from optuna_bs.noise import (
     recommend_batch_sizes,
     recommend_noise_scales,
 )
+from optuna_bs.runner import search_batch_size
 
 D, N, SIGMA = 10, 20_000, 1.0
 
@@ -349,6 +350,17 @@ def test_the_range_test_sweeps_in_units_of_g_through_the_rule():
         assert lr == pytest.approx(lr_for_noise_scale(g, 64, data.n_train, 0.5))
 
 
+def test_a_loss_below_zero_gives_the_same_g_steep():
+    """The stop rule works for a loss that goes below 0 (the same gradients, shifted)."""
+    model, data = digits_mlp()
+
+    def shifted(out, y):
+        return torch.nn.functional.cross_entropy(out, y) - 5
+
+    plain = lr_range_test(model, data, batch_size=32)
+    assert lr_range_test(model, data, batch_size=32, loss=shifted).g_steep == plain.g_steep
+
+
 def test_a_range_test_whose_loss_only_rises_says_what_to_do():
     model, data = digits_mlp()
     with pytest.raises(ValueError, match="lower `noise_scales\\[0\\]`"):
@@ -410,14 +422,36 @@ def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batc
     path = tmp_path / "s.toml"
     path.write_text(AUTO_G_STUDY)
     config = load_config(path)
-    prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
-    test = range_test(config, prepared.data, _probe_model(config, prepared.data), (8, 128))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    prepared = prepare(config, storage=url)
+    test = range_test(config, prepared.data, _probe_model(config, prepared.data), prepared.space)
     assert (test.batch_size, test.momentum) == (32, 0.9)  # where the ladder searches g
     assert prepared.space.noise_scale == recommend_noise_scales(test)
     assert prepared.space.noise_scale != (1.0, 1000.0)
-    # Every worker measures the same range: the probe model is seeded.
-    again = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
-    assert again.space.noise_scale == prepared.space.noise_scale
+    # Workers started together (launch gives each its own seed) measure the same range: the
+    # probe model is seeded with 0 whatever the worker's seed.
+    other = prepare(config, storage=url, seed=1000)
+    assert other.space.noise_scale == prepared.space.noise_scale
+    # The study keeps what "auto" resolved to from its creation on: later workers read it.
+    from optuna_bs.runner import AUTO_RANGES_ATTR, open_study
+
+    study = open_study(prepared)
+    assert study.user_attrs[AUTO_RANGES_ATTR] == {"noise_scale": list(prepared.space.noise_scale)}
+
+
+def test_auto_noise_scale_measures_where_the_ladder_searches_for_any_batch_range():
+    from optuna.distributions import IntDistribution
+
+    from optuna_bs.samplers import BatchLadderSampler
+    from optuna_bs.space import BatchScalingSpace
+
+    ladder = BatchLadderSampler()
+    for low, high in [(48, 1024), (8, 128), (16, 16), (3, 100), (100, 1000)]:
+        space = BatchScalingSpace(n_train=4000, batch_size=(low, high))
+        sizes = space.batch_sizes
+        dist = IntDistribution(int(math.log2(sizes[0])), int(math.log2(sizes[-1])))
+        assert search_batch_size(space.batch_sizes) == 2 ** ladder._search_log2(dist)
+        assert low <= search_batch_size(space.batch_sizes) <= high
 
 
 def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_path, monkeypatch):
@@ -443,7 +477,7 @@ def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_pat
         )
     )
 
-    def no_probe(*args, **kwargs):
+    def no_probe(*args, **kwargs):  # pragma: no cover (fails the test if called)
         raise AssertionError("a study with trials must not be measured again")
 
     monkeypatch.setattr(runner, "lr_range_test", no_probe)
@@ -480,6 +514,7 @@ def test_auto_noise_scale_refuses_adam_in_one_line(tmp_path, capsys):
     assert main(["run", str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optimizer 'sgd'" in err
+    assert not (tmp_path / "s.db").exists()  # refused before the store is opened
 
 
 def test_noise_scale_command_prints_the_range_test_too(tmp_path, capsys):
