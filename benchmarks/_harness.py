@@ -53,6 +53,7 @@ from optuna_bs.runner import (
     make_sampler,
     space_from_config,
 )
+from optuna_bs.vocabulary import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -154,7 +155,9 @@ def make_space(task: Task, arm: Arm, seed: int = 0) -> BatchScalingSpace:
         )
     options = dict(arm.space_options)
     if options.get("noise_scale") == "auto":
-        space = space_from_config(task.config, n_train, **{**options, "noise_scale": (1.0, 2.0)})
+        space = space_from_config(
+            task.config, n_train, **{**options, "noise_scale": DEFAULTS["noise_scale"]}
+        )
         model = _build(task, seed)  # the seed's model: the spread over seeds is measured
         options["noise_scale"] = auto_noise_scales(task.config, task.data, model, space)
     return space_from_config(task.config, n_train, **options)

@@ -31,6 +31,7 @@ from _harness import REPO, _build, load_task, mode, parser, print_table, write_j
 from optuna_bs.noise import recommend_noise_scales  # noqa: E402
 from optuna_bs.rules import lr_for_noise_scale  # noqa: E402
 from optuna_bs.runner import range_test, search_batch_size, space_from_config  # noqa: E402
+from optuna_bs.vocabulary import DEFAULTS  # noqa: E402
 
 SGD_TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn")
 
@@ -66,11 +67,15 @@ def main(argv: list[str] | None = None) -> None:
     rows, curves = [], {}
     for name in tasks:
         task = load_task(name)
-        space = space_from_config(task.config, task.data.n_train, noise_scale=(1.0, 2.0))
+        space = space_from_config(
+            task.config, task.data.n_train, noise_scale=DEFAULTS["noise_scale"]
+        )
         search = search_batch_size(space.batch_sizes)
         for b in [search] if m == "smoke" else space.batch_sizes:
             found, seconds = [], []
-            at_b = space_from_config(task.config, task.data.n_train, b, noise_scale=(1.0, 2.0))
+            at_b = space_from_config(
+                task.config, task.data.n_train, b, noise_scale=DEFAULTS["noise_scale"]
+            )
             for seed in range(seeds):
                 tic = time.perf_counter()
                 # As noise_scale = "auto" runs it, at B (the runner's is the search B).

@@ -21,7 +21,7 @@ from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.errors import ConfigError, OptunaBSError, in_chain
 from optuna_bs.rules import RULES
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
-from optuna_bs.vocabulary import metric_name
+from optuna_bs.vocabulary import DEFAULTS, metric_name
 
 __all__ = ["main"]
 
@@ -478,7 +478,9 @@ def _range_test_rows(config: StudyConfig, data, recommended: tuple[int, int], de
     if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
         return []
     batch = recommended if config.space.batch_size == "auto" else None
-    space = space_from_config(config, data.n_train, batch, optimizer, noise_scale=(1.0, 1000.0))
+    space = space_from_config(
+        config, data.n_train, batch, optimizer, noise_scale=DEFAULTS["noise_scale"]
+    )
     test = range_test(config, data, _probe_model(config, data), space, device=device)
     low, high = recommend_noise_scales(test)
     return [
