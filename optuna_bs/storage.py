@@ -49,28 +49,62 @@ _DRIVERS = {
 }
 
 
+_QUERY_SECRETS = ("password", "passwd", "pwd")
+
+
 def mask_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
-    The password may hold unencoded ``@`` or ``:`` (everything between the user's ``:`` and
-    the last ``@`` before the query is masked), or sit in the query as ``password=``.
+    SQLAlchemy (``sqlalchemy.engine.make_url``) says whether the URL holds a password; it
+    may hold ``?``, ``/``, ``#``, ``:`` or an unencoded ``@``. Then everything between the
+    user's ``:`` and the URL's last ``@`` is masked: a host or database that holds an ``@``
+    is masked with it, rather than any part of the password shown. A URL that SQLAlchemy
+    cannot parse is masked the same way. A ``password=`` in the query is masked too.
+
+    Raises:
+        TypeError: If ``url`` is not a string.
 
     Example:
         >>> mask_url("postgresql+psycopg://alice:s3cret@db:5432/optuna")
         'postgresql+psycopg://alice:***@db:5432/optuna'
-        >>> mask_url("postgresql+psycopg://alice:p@ss:w@db/optuna?password=x&sslmode=require")
+        >>> mask_url("postgresql+psycopg://alice:Se?cr@t@db/optuna?password=x&sslmode=require")
         'postgresql+psycopg://alice:***@db/optuna?password=***&sslmode=require'
     """
+    if not isinstance(url, str):
+        raise TypeError(f"`url` must be a str, but got an object of type {type(url).__name__!r}.")
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return url
-    head, q, query = rest.partition("?")
-    if "@" in head:
-        userinfo, _, host = head.rpartition("@")
-        if ":" in userinfo:
-            head = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = re.sub(r"(?i)((?:^|[&;])(?:password|passwd|pwd)=)[^&;]*", r"\1***", query)
-    return f"{scheme}{sep}{head}{q}{query}"
+        return url  # a journal file's path: nothing to hide
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        has_password = make_url(url).password is not None
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # a scheme it cannot read, a bad port
+        has_password = True  # cannot tell: mask what could be one
+    if not has_password:
+        return f"{scheme}{sep}{_mask_query(rest)}"
+    before, at, after = rest.rpartition("@")
+    if not at:
+        return f"{scheme}{sep}{_mask_query(rest)}"
+    user = re.match(r"[^:/@]*:", before)  # SQLAlchemy's user ends at the first ':'
+    return f"{scheme}{sep}{user[0] if user else ''}***@{_mask_query(after)}"
+
+
+def _mask_query(text: str) -> str:
+    """``text`` with the value of each ``password=`` (however its key is encoded) of its
+    query masked."""
+    from urllib.parse import unquote_plus
+
+    head, q, query = text.partition("?")
+    if not q:
+        return text
+    pairs = re.split(r"([&;])", query)
+    for i in range(0, len(pairs), 2):
+        key, eq, _ = pairs[i].partition("=")
+        if eq and unquote_plus(key).strip().lower() in _QUERY_SECRETS:
+            pairs[i] = f"{key}=***"
+    return f"{head}?{''.join(pairs)}"
 
 
 def is_sqlite(url: str | None) -> bool:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+import urllib.parse
 import uuid
 
 import optuna
@@ -63,6 +65,63 @@ def test_journal_file(tmp_path):
 )
 def test_mask_url(url, masked):
     assert mask_url(url) == masked
+
+
+def test_mask_url_hides_a_password_that_holds_a_question_mark():
+    url = "postgresql+psycopg://postgres:Se?cret95@127.0.0.1:5432/db"
+    assert mask_url(url) == "postgresql+psycopg://postgres:***@127.0.0.1:5432/db"
+
+
+def test_mask_url_of_something_else_than_a_string_is_a_type_error():
+    with pytest.raises(TypeError, match="`url` must be a str.*'NoneType'"):
+        mask_url(None)
+
+
+#: What a generated password is drawn from: SQLAlchemy's delimiters, what URLs percent-encode,
+#: spaces and unicode, and plain letters and digits.
+PASSWORD_CHARS = list("?@:/#%&=+; !$") + ["é", "ß", "密", "ü"] + list("aZk9Q")
+
+
+def _random_url(rng):
+    """A storage URL with a random password, and the parts of it that are no secret."""
+    scheme = rng.choice(
+        ["postgresql+psycopg", "postgresql", "mysql+pymysql", "mariadb+pymysql", "oracle"]
+    )
+    user = rng.choice(["alice", "postgres", "root", ""])
+    password = "".join(rng.choice(PASSWORD_CHARS) for _ in range(rng.randint(1, 14)))
+    if rng.random() < 0.25:  # the same password, percent-encoded as the docs advise
+        password = urllib.parse.quote(password, safe="")
+    host = rng.choice(["db", "127.0.0.1", "db.example.org", "[::1]"])
+    port = rng.choice(["", f":{rng.randint(1, 65535)}"])
+    database = rng.choice(["optuna", "test", "studies_1"])
+    query = rng.choice(["", "?sslmode=require", "?charset=utf8mb4&connect_timeout=10"])
+    public = f"{scheme}://{user}:@{host}{port}/{database}{query}"
+    url = f"{scheme}://{user}:{password}@{host}{port}/{database}{query}"
+    return url, password, host, database, public
+
+
+def test_mask_url_never_shows_the_password_sqlalchemy_parses():
+    """A property: over 2000 seeded random URLs, the password SQLAlchemy reads from the URL
+    (what the driver gets) never appears in the masked URL, and its host and database do.
+    Where SQLAlchemy cannot parse the URL, none of the password written into it appears."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    rng = random.Random(20240622)
+    parsed = unparsed = 0
+    for _ in range(2000):
+        url, written, host, database, public = _random_url(rng)
+        masked = mask_url(url)
+        assert host in masked and f"/{database}" in masked, (url, masked)
+        try:
+            password = make_url(url).password
+        except (sqlalchemy.exc.ArgumentError, ValueError):  # a port that is no number
+            password, unparsed = written, unparsed + 1
+        if not password or password in public:  # nothing to hide, or a chance match
+            continue
+        parsed += password is not written
+        assert password not in masked, (url, masked)
+    assert parsed > 1000 and unparsed > 50  # both ways were tested, on many URLs
 
 
 def test_malformed_url_is_one_clear_error():
