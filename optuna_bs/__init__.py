@@ -27,8 +27,8 @@ _EXPORTS = {
     "Datasets": "optuna_bs.sources",
     "evaluate": "optuna_bs.trainer",
     "fit": "optuna_bs.trainer",
-    "fit_noise_scale": "optuna_bs.analysis",
-    "fit_scaling_rule": "optuna_bs.analysis",
+    "fit_noise_scale": "optuna_bs.transfer",
+    "fit_scaling_rule": "optuna_bs.transfer",
     "FitResult": "optuna_bs.trainer",
     "Hyperparameters": "optuna_bs.rules",
     "load_config": "optuna_bs.config",
@@ -44,7 +44,7 @@ _EXPORTS = {
     "NotEnoughTrialsError": "optuna_bs.errors",
     "OptunaBSError": "optuna_bs.errors",
     "pareto_front": "optuna_bs.analysis",
-    "recommend": "optuna_bs.analysis",
+    "recommend": "optuna_bs.transfer",
     "register_rule": "optuna_bs.rules",
     "rescale": "optuna_bs.rules",
     "Rule": "optuna_bs.rules",
@@ -58,6 +58,7 @@ _EXPORTS = {
     "summarize": "optuna_bs.report",
     "TrainingState": "optuna_bs.trainer",
     "TrialMonitor": "optuna_bs.monitor",
+    "transfer": "optuna_bs.transfer",
     "Warmup": "optuna_bs.schedules",
     "weight_decay_for_timescale": "optuna_bs.rules",
     "weight_decay_timescale": "optuna_bs.rules",
@@ -105,7 +106,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from optuna_bs.analysis import fit_noise_scale, fit_scaling_rule, pareto_front, recommend
+    from optuna_bs.analysis import pareto_front
     from optuna_bs.config import StudyConfig, load_config
     from optuna_bs.data import DATASETS, Data, load_data
     from optuna_bs.errors import ConfigError, NotEnoughTrialsError, OptunaBSError, StorageError
@@ -140,6 +141,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from optuna_bs.space import BatchScalingSpace
     from optuna_bs.storage import make_storage, mask_url
     from optuna_bs.trainer import FitResult, TrainingState, evaluate, fit
+    from optuna_bs.transfer import fit_noise_scale, fit_scaling_rule, recommend, transfer
 
 __all__ = [
     "BatchLadderSampler",
@@ -189,5 +191,6 @@ __all__ = [
     "rescale",
     "save_to_dashboard",
     "summarize",
+    "transfer",
     "write_report",
 ]

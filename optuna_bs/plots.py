@@ -5,8 +5,10 @@ that returns a ``plotly.graph_objects.Figure``. plotly and optuna-dashboard are 
 (``pip install 'optuna-bs[dashboard]'``): they are imported only when a figure is drawn.
 
 * :func:`plot_noise_scale`: validation error against noise scale, coloured by B, g* marked.
-* :func:`plot_lr_vs_batch_size`: lr against B, log-log, the fitted rule and the linear and
-  square-root rules through the fit's anchor.
+* :func:`plot_lr_vs_batch_size`: lr against B, log-log: the trials, each batch size's best
+  lr, the fitted ϵ*(B) with its interval, and the linear and square-root rules beside it.
+
+A batch size keeps one colour in every figure of a study (:func:`batch_size_colors`).
 * :func:`plot_pareto_front`: error against training seconds or parameter updates.
 * :func:`plot_learning_curves`: validation value per epoch, pruned trials dimmed.
 """
@@ -22,20 +24,15 @@ import numpy as np
 import optuna
 
 from optuna_bs.analysis import (
-    NoiseScaleFit,
-    NotEnoughTrialsError,
     ParetoPoint,
-    ScalingFit,
-    SurgeFit,
     complete_points,
-    fit_noise_scale,
-    fit_scaling_rule,
-    fit_surge,
     metric_name,
     pareto_front,
     study_rule,
     why_no_points,
 )
+from optuna_bs.errors import NotEnoughTrialsError
+from optuna_bs.transfer import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -72,9 +69,17 @@ def _go():
     return go
 
 
-def _batch_size_colors(batch_sizes) -> dict[int, str]:
-    """One colour per batch size, from dark (smallest) to light (largest)."""
-    sizes = sorted(set(batch_sizes))
+def batch_size_colors(study: optuna.Study) -> dict[int, str]:
+    """One colour per batch size, from dark (smallest) to light (largest), over every trial
+    of the study that records a batch size, whatever its state: so a batch size has the same
+    colour in every figure, even where some figure shows none of its trials."""
+    sizes = sorted(
+        {
+            int(t.user_attrs["batch_size"])
+            for t in study.get_trials(deepcopy=False)
+            if isinstance(t.user_attrs.get("batch_size"), int | float)
+        }
+    )
     last = max(len(sizes) - 1, 1)
     n = len(_PALETTE) - 1
     return {b: _PALETTE[round(i * n / last)] for i, b in enumerate(sizes)}
@@ -208,7 +213,7 @@ def _noise_scale_info(
         noise_scales=tuple(p.noise_scale for p in points),
         errors=tuple(p.error for p in points),
         batch_sizes=tuple(p.batch_size for p in points),
-        colors=_batch_size_colors(p.batch_size for p in points),
+        colors=batch_size_colors(study),
         best_noise_scale=None if fit is None else fit.best_noise_scale,
         interval=None if fit is None else (fit.low, fit.high),
         reason=reason,
@@ -221,6 +226,8 @@ def _by_batch_size(fig, xs, info) -> None:
     go = _go()
     for b, color in info.colors.items():
         idx = [i for i, bi in enumerate(info.batch_sizes) if bi == b]
+        if not idx:
+            continue
         fig.add_trace(
             go.Scatter(
                 x=[xs[i] for i in idx],
@@ -279,21 +286,24 @@ def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -
 
 @dataclass(frozen=True)
 class LrInfo:
-    """Learning rate against batch size, the fitted rule and the reference rules.
+    """Learning rate against batch size: the trials, each batch size's best lr, the fitted
+    ϵ*(B) with its interval, and the linear and square-root rules through the fitted curve
+    at the middle of the counted batch sizes.
 
-    ``line_batch_sizes`` spans the explored batch sizes; ``fitted_lrs``, ``linear_lrs`` and
-    ``sqrt_lrs`` are c·B^α, and the slope-1 and slope-½ lines through the fit's anchor. The
-    lines are empty when the rule cannot be fitted (``reason`` says why).
+    The lines are empty when no curve can be fitted (``reason`` says why).
     """
 
     numbers: tuple[int, ...]
     batch_sizes: tuple[int, ...]
     lrs: tuple[float, ...]
     errors: tuple[float, ...]
+    colors: dict[int, str]
     fit: ScalingFit | None
     reason: str | None
     line_batch_sizes: tuple[float, ...]
     fitted_lrs: tuple[float, ...]
+    band_low: tuple[float, ...]
+    band_high: tuple[float, ...]
     linear_lrs: tuple[float, ...]
     sqrt_lrs: tuple[float, ...]
 
@@ -302,12 +312,18 @@ def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
     points = complete_points(study)
     fit, reason = _try(fit_scaling_rule, study, fit)
     line: tuple[float, ...] = ()
-    fitted = linear = sqrt = ()
+    fitted = low = high = linear = sqrt = ()
     if fit is not None:
         bs = [p.batch_size for p in points]
         line = tuple(float(b) for b in np.geomspace(min(bs), max(bs), 25))
-        b0, lr0 = fit.anchor_batch_size, fit.anchor_lr
         fitted = tuple(fit.lr_at(b) for b in line)
+        bands = [fit.interval_at(b) for b in line]
+        # An unbounded end (thin evidence) is drawn at the axis' edge of the trials.
+        floor, ceiling = min(p.lr for p in points) / 10, max(p.lr for p in points) * 10
+        low = tuple(max(lo, floor) for lo, _ in bands)
+        high = tuple(min(hi, ceiling) for _, hi in bands)
+        b0 = math.sqrt(fit.batch_sizes[0] * fit.batch_sizes[-1])
+        lr0 = fit.lr_at(b0)
         linear = tuple(lr0 * (b / b0) for b in line)  # Goyal et al. 2017
         sqrt = tuple(lr0 * math.sqrt(b / b0) for b in line)  # Hoffer et al. 2017
     return LrInfo(
@@ -315,73 +331,99 @@ def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
         batch_sizes=tuple(p.batch_size for p in points),
         lrs=tuple(p.lr for p in points),
         errors=tuple(p.error for p in points),
+        colors=batch_size_colors(study),
         fit=fit,
         reason=reason,
         line_batch_sizes=line,
         fitted_lrs=fitted,
+        band_low=low,
+        band_high=high,
         linear_lrs=linear,
         sqrt_lrs=sqrt,
     )
 
 
-def plot_lr_vs_batch_size(
-    study: optuna.Study, *, fit: ScalingFit | None = None, surge: SurgeFit | None = None
-) -> go.Figure:
-    """lr against B on log axes: trials, best lr per B, fitted rule, linear and sqrt rules,
-    and Adam's surge curve when it is fitted (``surge``)."""
+def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None) -> go.Figure:
+    """lr against B on log axes: the trials (shaded by error), each batch size's best lr
+    (filled where it counts in the fit, hollow where its best error is too far from the
+    study's), the fitted ϵ*(B) with its interval, and the linear and sqrt rules."""
     info = _lr_info(study, fit)
+    metric = metric_name(study)
     go = _go()
     fig = go.Figure()
+    if info.fit is not None:
+        f = info.fit
+        pct = round(100 * f.confidence)
+        xs = info.line_batch_sizes
+        fig.add_trace(
+            go.Scatter(
+                x=xs + xs[::-1],
+                y=info.band_high + info.band_low[::-1],
+                fill="toself",
+                mode="none",
+                fillcolor="rgba(214,39,40,0.12)",
+                name=f"{pct}% interval (bootstrap)",
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=info.batch_sizes,
             y=info.lrs,
             mode="markers",
-            name="trials (colour: error)",
+            name=f"trials (shade: {metric})",
             marker={
                 "color": info.errors,
-                # Oranges, not viridis: viridis means a batch size in the other figures.
-                "colorscale": "Oranges_r",
-                "size": 8,
+                # Greys, not viridis: viridis means a batch size in every figure.
+                "colorscale": "Greys_r",
+                "size": 7,
                 "line": {"color": "#777", "width": 0.5},
-                "colorbar": {"title": {"text": "error"}, "thickness": 12},
+                "colorbar": {"title": {"text": metric}, "thickness": 12},
             },
             text=[
-                f"trial #{n}, error {e:.4f}"
+                f"trial #{n}, {metric} {e:.4f}"
                 for n, e in zip(info.numbers, info.errors, strict=True)
             ],
         )
     )
-    title = "Learning rate against batch size: rule not fitted (too few trials or sizes)"
+    title = "Learning rate against batch size: no curve fitted"
     if info.fit is not None:
         f = info.fit
-        fig.add_trace(
-            go.Scatter(
-                x=f.batch_sizes,
-                y=f.best_lrs,
-                mode="markers",
-                name="best lr per B",
-                marker={"symbol": "diamond", "size": 13, "color": "#d62728"},
+        for o in f.optima:
+            color = info.colors.get(o.batch_size, "#d62728")
+            fig.add_trace(
+                go.Scatter(
+                    x=[o.batch_size],
+                    y=[o.lr],
+                    mode="markers",
+                    name=f"best lr at B={o.batch_size}" + ("" if o.counted else " (not counted)"),
+                    marker={
+                        "symbol": "diamond" if o.counted else "diamond-open",
+                        "size": 14,
+                        "color": color,
+                        "line": {"color": color, "width": 2},
+                    },
+                    text=f"{o.method}, {o.n_trials} trials, best {metric} {o.error:.4f}",
+                )
             )
-        )
         lines = (
-            (info.fitted_lrs, f"fit: lr ∝ B^{f.alpha:.2f}", {"color": "#d62728"}),
+            (info.fitted_lrs, f"fit: {f.model}", {"color": "#d62728", "width": 3}),
             (info.linear_lrs, "linear rule: lr ∝ B", {"color": "#555", "dash": "dash"}),
             (info.sqrt_lrs, "sqrt rule: lr ∝ √B", {"color": "#555", "dash": "dot"}),
         )
-        if surge is not None:
-            which = "preferred" if surge.preferred else "not preferred"
-            ys = tuple(surge.lr_at(b) for b in info.line_batch_sizes)
-            name = f"surge: B_noise = {surge.noise_batch_size:.3g} ({which})"
-            lines += ((ys, name, {"color": "#1f77b4", "dash": "dashdot"}),)
         for ys, name, style in lines:
             fig.add_trace(
                 go.Scatter(x=info.line_batch_sizes, y=ys, mode="lines", name=name, line=style)
             )
-        pct = round(100 * f.confidence)
-        title = (
-            "Learning rate against batch size: "
-            f"α = {f.alpha:.2f} ({pct}% CI {f.alpha_low:.2f}..{f.alpha_high:.2f})"
+        title = f"Learning rate against batch size: {f.model}, slope {f.alpha:.2f} mid-range"
+    elif info.reason:
+        fig.add_annotation(
+            text=f"No curve: {info.reason}"[:160],
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=1.0,
+            showarrow=False,
+            font={"size": 11},
         )
     _layout(fig, title, "batch size B", "learning rate", log_x=True, log_y=True)
     ticks = [2**k for k in range(31)]  # B is a power of two: label each one
@@ -478,10 +520,9 @@ def _curves_info(study: optuna.Study) -> CurvesInfo:
                     batch_size=t.user_attrs.get("batch_size"),
                 )
             )
-    sizes = [c.batch_size for c in curves if c.batch_size is not None]
     # Pruned first, so they lie underneath; then by batch size, so the legend reads in order.
     curves.sort(key=lambda c: (not c.pruned, c.batch_size or 0, c.number))
-    return CurvesInfo(tuple(curves), _batch_size_colors(sizes), metric_name(study))
+    return CurvesInfo(tuple(curves), batch_size_colors(study), metric_name(study))
 
 
 def plot_learning_curves(study: optuna.Study) -> go.Figure:
@@ -523,17 +564,15 @@ def figures(
     *,
     fit: ScalingFit | None = None,
     noise: NoiseScaleFit | None = None,
-    surge: SurgeFit | None = None,
 ) -> dict[str, go.Figure]:
     """Every figure of the report, by id (:data:`FIGURES`, or :data:`ADAM_FIGURES` for an
     Adam-family study); fits given are not redone."""
     fit, _ = _try(fit_scaling_rule, study, fit)
-    surge, _ = _try(fit_surge, study, surge)
     adam = study_rule(study)[1] == "adam"
     first = plot_error_vs_lr(study) if adam else plot_noise_scale(study, fit=noise)
     return {
         ("error-vs-lr" if adam else "noise-scale"): first,
-        "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit, surge=surge),
+        "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit),
         "pareto-seconds": plot_pareto_front(study, "train_seconds"),
         "pareto-updates": plot_pareto_front(study, "n_updates"),
         "curves": plot_learning_curves(study),

@@ -21,20 +21,12 @@ import optuna
 
 from optuna_bs._validation import check_fraction
 from optuna_bs.analysis import (
-    MIN_SELECTED,
     PARETO_COSTS,
-    NoiseScaleFit,
     ParetoPoint,
-    ScalingFit,
-    SurgeFit,
     TrialPoint,
     complete_points,
-    fit_noise_scale,
-    fit_scaling_rule,
-    fit_surge,
     metric_name,
     pareto_front,
-    recommend,
     rule_for,
     study_rule,
     why_no_points,
@@ -43,6 +35,14 @@ from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.plots import INSTALL_HINT, figures
 from optuna_bs.rules import Hyperparameters, column_label
 from optuna_bs.samplers import ladder_outcome
+from optuna_bs.transfer import (
+    NoiseScaleFit,
+    ScalingFit,
+    Transfer,
+    fit_noise_scale,
+    fit_scaling_rule,
+    transfer,
+)
 
 __all__ = ["Summary", "summarize", "write_report", "save_to_dashboard"]
 
@@ -55,13 +55,12 @@ class Summary:
 
     ``rule`` and ``family`` are the study's rule and optimizer family (or the ``--rule``
     given); ``columns`` the values its tables show (no g for the Adam family).
-    ``fit`` (the rule), ``surge`` (Adam's surge curve) and ``noise`` (g*, SGD only) are
-    ``None`` when they cannot be fitted, and ``fit_reason``/``surge_reason``/``noise_reason``
-    then say why.
+    ``fit`` (ϵ*(B) from the per-batch-size optima) and ``noise`` (g*, SGD only) are ``None``
+    when they cannot be fitted, and ``fit_reason``/``noise_reason`` then say why.
     ``good_batch_sizes`` are the explored batch sizes whose best error is within
     ``tolerance`` (relative) of the study's best and at most N/10, where the rules hold:
-    the recommended range. ``recommendation`` is the best trial moved to ``batch_size``
-    (its own when ``None``), and ``warnings`` holds what :func:`recommend` warned.
+    the recommended range. ``transfer`` is the configuration at ``batch_size`` (the best
+    trial's when ``None``) and where it comes from; ``warnings`` holds what it warned.
     """
 
     study_name: str
@@ -76,22 +75,23 @@ class Summary:
     fit_reason: str | None
     noise: NoiseScaleFit | None
     noise_reason: str | None
-    surge: SurgeFit | None
-    surge_reason: str | None
     best: TrialPoint | None
     good_batch_sizes: tuple[int, ...]
     tolerance: float
     batch_size: int | None
-    recommendation: Hyperparameters | None
+    transfer: Transfer | None
     warnings: tuple[str, ...]
     pareto_seconds: tuple[ParetoPoint, ...]
     pareto_updates: tuple[ParetoPoint, ...]
     # Why a front is empty, in words, by cost (None where it is not).
     pareto_reasons: dict[str, str | None] = field(default_factory=dict)
-    # Whether the recommendation is the near-best trials' centre, or (too few) the best's.
-    centred: bool = True
     # What a ladder study (sampler = "ladder") found, in words; None for other samplers.
     ladder: str | None = None
+
+    @property
+    def recommendation(self) -> Hyperparameters | None:
+        """The configuration at ``batch_size``."""
+        return None if self.transfer is None else self.transfer.hparams
 
     def rows(self) -> list[tuple[str, str]]:
         """(item, value) rows of the summary table."""
@@ -101,17 +101,16 @@ class Summary:
             ("rule", f"{self.rule}{optimizer}"),
             ("trials", f"{self.n_trials}: {self.n_complete} complete, {self.n_pruned} pruned"),
         ]
-        f, g, b, r = self.fit, self.noise, self.best, self.recommendation
+        f, g, b, t = self.fit, self.noise, self.best, self.transfer
         if f is None:
-            rows.append(("scaling rule", f"not fitted: {self.fit_reason}"))
+            rows.append(("lr against B", f"not fitted: {self.fit_reason}"))
         else:
-            ci = f"{f.alpha:.3f} ({f.alpha_low:.3f}..{f.alpha_high:.3f})"
-            rows.append(("scaling rule", f"lr* = {f.coefficient:.3g} * B^{f.alpha:.3f}"))
-            rows.append((f"alpha ({round(100 * f.confidence)}% CI)", ci))
-        if self.surge is not None:
-            rows.append(("lr model", self.surge.describe()))
-        elif self.family == "adam":
-            rows.append(("lr model", f"surge not fitted: {self.surge_reason}"))
+            rows.append(("lr against B", f.describe()))
+            optima = ", ".join(
+                f"B={o.batch_size}: {o.lr:.3g}" + ("" if o.counted else " (not counted)")
+                for o in f.optima
+            )
+            rows.append(("best lr per batch size", optima))
         if self.family != "adam":  # g means nothing for Adam (docs/design.md §3)
             if g is None:
                 rows.append(("best noise scale g*", f"not fitted: {self.noise_reason}"))
@@ -127,11 +126,10 @@ class Summary:
             rows.append(("recommended batch sizes", f"{sizes} ({why})"))
         if self.ladder is not None:
             rows.append(("batch ladder", self.ladder))
-        if r is not None:
-            what = "the centre of the near-best trials"
-            if not self.centred:
-                what = f"the best trial: a centre needs {MIN_SELECTED} complete trials"
-            rows.append((f"recommendation at B={r.batch_size}", f"{self.describe(r)} ({what})"))
+        if t is not None:
+            r = t.hparams
+            what = f"{self.describe(r)} ({t.describe()})"
+            rows.append((f"recommendation at B={r.batch_size}", what))
         return rows + [("warning", w) for w in self.warnings]
 
     def describe(self, hp: Hyperparameters) -> str:
@@ -193,12 +191,15 @@ def summarize(
         study: A finished study.
         batch_size: The batch size to recommend hyperparameters for; ``None`` for the best
             trial's own.
-        rule: The rule of :func:`recommend`; ``None``: the study's own (:func:`study_rule`).
+        rule: A rule to move the best lr by instead of the fitted curve; ``None``: the
+            fitted curve where there is one, else the study's own rule.
         extrapolate: Allow a recommendation far beyond the explored batch sizes.
         noise_batch_size: The critical batch size, where measured (``optuna-bs
             noise-scale``): the recommendation's lr bends as B nears it.
         tolerance: Relative margin on the best error that makes a batch size "good".
-        **fit_options: Passed to :func:`fit_scaling_rule` and :func:`fit_noise_scale`.
+        **fit_options: Passed to :func:`~optuna_bs.transfer.fit_scaling_rule` and
+            :func:`~optuna_bs.transfer.fit_noise_scale` (``tolerance`` of the per-B optima,
+            ``n_bootstrap``, ``confidence``, ``seed``).
     """
     check_fraction("tolerance", tolerance, closed=True)
     trials = study.get_trials(deepcopy=False)
@@ -206,42 +207,36 @@ def summarize(
     points = complete_points(study)
     family = study_rule(study)[1]
     rule_obj = rule_for(study, rule)  # an unknown --rule is one clear error
-    rule = rule_obj.name
     fits: dict[str, tuple[object, str | None]] = {}
-    surge_options = {k: v for k, v in fit_options.items() if k in ("quantile", "min_selected")}
-    functions = {
-        "fit": (fit_scaling_rule, fit_options),
-        "noise": (fit_noise_scale, fit_options),
-        "surge": (fit_surge, surge_options),
-    }
-    for name, (function, options) in functions.items():
+    for name, function in {"fit": fit_scaling_rule, "noise": fit_noise_scale}.items():
         try:
-            fits[name] = function(study, **options), None
+            fits[name] = function(study, **fit_options), None
         except NotEnoughTrialsError as err:
             fits[name] = None, str(err)
     best = min(points, key=lambda p: p.error) if points else None
-    recommendation, caught = None, []
+    moved, caught = None, []
     good: list[int] = []
     if best is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            recommendation = recommend(
+            moved = transfer(
                 study,
                 batch_size,
-                rule_obj,
+                rule,
                 extrapolate=extrapolate,
                 noise_batch_size=noise_batch_size,
+                fit=fits["fit"][0],
+                **{k: v for k, v in fit_options.items() if k == "tolerance"},
             )
         per_b: dict[int, float] = {}
         for p in points:
             per_b[p.batch_size] = min(p.error, per_b.get(p.batch_size, math.inf))
         limit = best.error * (1 + tolerance) if best.error > 0 else tolerance
         good = sorted(b for b, e in per_b.items() if e <= limit and b <= best.n_train / 10)
-    metric = metric_name(study)
     return Summary(
         study_name=study.study_name,
-        metric=metric,
-        rule=rule,
+        metric=metric_name(study),
+        rule=rule_obj.name,
         family=family,
         columns=rule_obj.columns(family),
         n_trials=len(trials),
@@ -251,18 +246,15 @@ def summarize(
         fit_reason=fits["fit"][1],
         noise=fits["noise"][0],
         noise_reason=fits["noise"][1],
-        surge=fits["surge"][0],
-        surge_reason=fits["surge"][1],
         best=best,
         good_batch_sizes=tuple(good),
         tolerance=tolerance,
         batch_size=batch_size,
-        recommendation=recommendation,
-        centred=len(points) >= MIN_SELECTED,
+        transfer=moved,
         warnings=tuple(str(w.message) for w in caught),
         pareto_seconds=tuple(pareto_front(study, "train_seconds")),
         pareto_updates=tuple(pareto_front(study, "n_updates")),
-        pareto_reasons={c: why_no_points(study, c) for c in ("train_seconds", "n_updates")},
+        pareto_reasons={c: why_no_points(study, c) for c in PARETO_COSTS},
         ladder=ladder_outcome(study),
     )
 
@@ -312,7 +304,7 @@ def write_report(
         The path of the HTML file.
     """
     summary = summary or summarize(study, batch_size)
-    figs = figures(study, fit=summary.fit, noise=summary.noise, surge=summary.surge)
+    figs = figures(study, fit=summary.fit, noise=summary.noise)
     tables = [f"<div>{_html_table([('item', 'value'), *summary.rows()], header=True)}</div>"]
     for cost in ("train_seconds", "n_updates"):
         title = f"Pareto front, {summary.metric} vs {cost}"
@@ -387,7 +379,7 @@ def save_to_dashboard(
     summary = summary or summarize(study, batch_size)
     ids = []
     for name, fig in figures(
-        study, fit=summary.fit, noise=summary.noise, surge=summary.surge
+        study, fit=summary.fit, noise=summary.noise
     ).items():
         ids.append(
             optuna_dashboard.save_plotly_graph_object(

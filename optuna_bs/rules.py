@@ -314,6 +314,29 @@ MAX_ONE_MINUS_BETA1 = 0.5
 #: Adam's defaults in torch.optim, taken where a study recorded no β2 or eps.
 ADAM_DEFAULTS = {"beta2": DEFAULTS["beta2"], "eps": DEFAULTS["eps"]}
 
+#: Where β2's half-life rule clips a moved β2 (docs/design.md §3).
+BETA2_RANGE = (0.95, 0.9999)
+
+
+def beta2_for_half_life(beta2: float, batch_size: int, new_batch_size: int) -> float:
+    """β2 at ``new_batch_size`` with the half-life of its average kept in samples.
+
+    Adam's second-moment average forgets half its past in ln 2 / −ln β2 steps, of B samples
+    each. Keeping that many samples gives β2′ = β2^(B′/B) (Marek et al. 2025; Marin uses
+    0.98^(B/128)), clipped to :data:`BETA2_RANGE` (a β2 given outside it is not moved
+    further out).
+
+    Example:
+        >>> round(beta2_for_half_life(0.999, 64, 512), 6)
+        0.992028
+    """
+    beta2 = _check_beta("beta2", beta2)
+    kappa = check_positive("new_batch_size", new_batch_size) / check_positive(
+        "batch_size", batch_size
+    )
+    low, high = min(BETA2_RANGE[0], beta2), max(BETA2_RANGE[1], beta2)
+    return min(max(beta2**kappa, low), high)
+
 
 class Rule:
     """One parameterisation of the space: how a trial's learning rate (and Adam's betas) is
@@ -342,6 +365,8 @@ class Rule:
     optimizers: tuple[str, ...] = ("sgd", "adam")
     #: The trial parameter that carries the learning rate (the dashboard shows it).
     lr_param: str = "reference_lr"
+    #: Whether a move keeps the weight decay λ as it is, rather than AdamW's timescale τ.
+    keeps_weight_decay: bool = False
 
     def __init__(self, alpha: float | None = None) -> None:
         if alpha is not None:
@@ -408,10 +433,41 @@ class Rule:
             curve = self.lr_curve(batch_size, bn)
             if curve is not None:
                 new = replace(new, lr=hp.lr * curve / self.lr_curve(hp.batch_size, bn))
-        if keep_tau and hp.weight_decay:
-            lam = weight_decay_for_timescale(hp.tau_epochs, new.lr, new.batch_size, new.n_train)
-            new = replace(new, weight_decay=lam)
-        return new
+        return self._keep_tau(hp, new) if keep_tau else new
+
+    def _keep_tau(self, hp: Hyperparameters, new: Hyperparameters) -> Hyperparameters:
+        """``new`` with λ moved so that τ_epoch of ``hp`` stays, unless the rule keeps λ."""
+        if self.keeps_weight_decay or not hp.weight_decay:
+            return new
+        lam = weight_decay_for_timescale(hp.tau_epochs, new.lr, new.batch_size, new.n_train)
+        return replace(new, weight_decay=lam)
+
+    def transfer(
+        self, hp: Hyperparameters, batch_size: int, lr: float, family: str | None
+    ) -> Hyperparameters:
+        """``hp`` at ``batch_size`` with the learning rate ``lr`` (a fitted curve's, or this
+        rule's own), and what moves with it (docs/design.md §3).
+
+        SGD: the rule's momentum, λ by the kept τ. Adam family: β1 kept (Malladi's
+        1 − β1 ∝ κ lost 18+ points at κ = 8, BENCHMARKS.md P8), β2 by its half-life in samples
+        (:func:`beta2_for_half_life`), eps/√κ, λ by the kept τ.
+        """
+        if family == "adam":
+            kappa = batch_size / hp.batch_size
+            beta2 = ADAM_DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
+            eps = ADAM_DEFAULTS["eps"] if hp.eps is None else hp.eps
+            new = replace(
+                hp,
+                batch_size=batch_size,
+                lr=lr,
+                beta2=beta2_for_half_life(beta2, hp.batch_size, batch_size),
+                eps=eps / math.sqrt(kappa),
+            )
+        else:
+            with warnings.catch_warnings():  # only its momentum is taken
+                warnings.simplefilter("ignore")
+                new = replace(self.move_lr(hp, batch_size), lr=lr)
+        return self._keep_tau(hp, new)
 
     def center(self, hps: list[Hyperparameters]) -> Hyperparameters:
         """The centre of configurations at one batch size: the median of each value, on a
@@ -611,6 +667,11 @@ class IndependentRule(Rule):
 
     name = "independent"
     lr_param = "lr"
+    keeps_weight_decay = True
+
+    def transfer(self, hp, batch_size, lr, family):
+        """Keep everything: the "keep the learning rate" baseline keeps β, eps and λ too."""
+        return replace(hp, batch_size=batch_size, lr=lr)
 
     def lr_curve(self, batch_size, noise_batch_size):
         return None
@@ -641,12 +702,12 @@ def rescale(
         * ``"adam-sqrt"``: ϵ' = √κ ϵ, 1 − β' = κ(1 − β) for β1 (``momentum``) and β2,
           eps' = eps/√κ (Malladi et al. 2022). A missing ``beta2`` or ``eps`` is taken as
           PyTorch's Adam default (0.999, 1e-8).
-        * ``"independent"``: keep ϵ (the "keep the learning rate" baseline).
+        * ``"independent"``: keep ϵ and λ (the "keep the learning rate" baseline).
 
     Other rules keep ``beta2`` and ``eps`` unchanged. A weight decay λ moves so that the
     timescale τ_epoch = B/(ϵλN) stays (Wang & Aitchison 2024): λ' = B'/(ϵ'τN), so λ stays
     under the linear rule and grows as √κ under the square-root rules; ``keep_tau=False``
-    keeps λ instead.
+    (and the ``"independent"`` rule) keeps λ instead.
 
     Args:
         hparams: The tuned hyperparameters.

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from optuna_bs import plots
-from optuna_bs.analysis import fit_noise_scale, fit_scaling_rule, pareto_front
+from optuna_bs.analysis import pareto_front
 from optuna_bs.plots import (
     _curves_info,
     _lr_info,
@@ -21,6 +21,7 @@ from optuna_bs.plots import (
     plot_lr_vs_batch_size,
     plot_noise_scale,
 )
+from optuna_bs.transfer import fit_noise_scale, fit_scaling_rule
 
 from .test_analysis import BATCH_SIZES, add, landscape_study, small_study
 
@@ -77,38 +78,75 @@ def test_noise_scale_info_colours_by_batch_size_and_marks_g_star(study):
         assert t.marker.color == info.colors[int(t.name[2:])]
 
 
-def test_lr_info_draws_the_fit_and_reference_rules_through_the_anchor(study):
+def test_lr_info_draws_the_fitted_curve_its_band_and_the_rules_through_it(study):
     info = _lr_info(study)
     fit = fit_scaling_rule(study)
     assert info.fit == fit
     x = np.log(info.line_batch_sizes)
     assert info.line_batch_sizes[0] == min(BATCH_SIZES)
     assert info.line_batch_sizes[-1] == pytest.approx(max(BATCH_SIZES))
-    for lrs, slope in ((info.fitted_lrs, fit.alpha), (info.linear_lrs, 1.0), (info.sqrt_lrs, 0.5)):
+    assert info.fitted_lrs == tuple(fit.lr_at(b) for b in info.line_batch_sizes)
+    assert all(
+        lo <= f <= hi
+        for lo, f, hi in zip(info.band_low, info.fitted_lrs, info.band_high, strict=True)
+    )
+    assert any(lo < hi for lo, hi in zip(info.band_low, info.band_high, strict=True))
+    middle = math.log(math.sqrt(fit.batch_sizes[0] * fit.batch_sizes[-1]))
+    for lrs, slope in ((info.linear_lrs, 1.0), (info.sqrt_lrs, 0.5)):
         assert np.polyfit(x, np.log(lrs), 1)[0] == pytest.approx(slope)
-        # each line passes through the anchor (B0, lr0)
-        at_anchor = np.interp(math.log(fit.anchor_batch_size), x, np.log(lrs))
-        assert at_anchor == pytest.approx(math.log(fit.anchor_lr), abs=1e-6)
+        # each rule passes through the fitted curve mid-range
+        at_middle = np.interp(middle, x, np.log(lrs))
+        assert at_middle == pytest.approx(math.log(fit.lr_at(math.exp(middle))), abs=1e-6)
 
     fig = plot_lr_vs_batch_size(study)
     assert (fig.layout.xaxis.type, fig.layout.yaxis.type) == ("log", "log")
     names = [t.name for t in fig.data]
-    assert {"linear rule: lr ∝ B", "sqrt rule: lr ∝ √B", "best lr per B"} <= set(names)
-    assert f"α = {fit.alpha:.2f}" in fig.layout.title.text
+    assert {"linear rule: lr ∝ B", "sqrt rule: lr ∝ √B", f"fit: {fit.model}"} <= set(names)
+    for o in fit.optima:  # each batch size's best lr, in its own colour
+        trace = next(t for t in fig.data if t.name.startswith(f"best lr at B={o.batch_size}"))
+        assert tuple(trace.y) == (o.lr,) and trace.marker.color == info.colors[o.batch_size]
+    assert fit.model in fig.layout.title.text
+
+
+def test_a_batch_size_has_one_colour_in_every_figure():
+    """B = 1024 has pruned trials only: it keeps its place in the palette all the same."""
+    study = curves_study()
+    copy = optuna.create_study(study_name="colours")
+    for t in study.get_trials(deepcopy=False):
+        copy.add_trial(t)
+    add(copy, None, 1024, 0.5, state=optuna.trial.TrialState.PRUNED)
+    noise, curves, lr = _noise_scale_info(copy), _curves_info(copy), _lr_info(copy)
+    assert noise.colors == curves.colors == lr.colors == plots.batch_size_colors(copy)
+    assert set(noise.colors) == {*BATCH_SIZES, 1024}
+    colours = {}
+    for fig in figures(copy).values():
+        for trace in fig.data:
+            name = trace.name or ""
+            for prefix in ("B=", "best lr at B="):
+                if name.startswith(prefix) and isinstance(trace.marker.color, str):
+                    b = int(name[len(prefix) :].split()[0])
+                    colours.setdefault(b, set()).add(trace.marker.color)
+            if name.startswith("B=") and trace.line.color is not None:
+                colours.setdefault(int(name[2:]), set()).add(trace.line.color)
+    assert colours and all(len(c) == 1 for c in colours.values())
+    assert {b: c.pop() for b, c in colours.items()} == {b: noise.colors[b] for b in colours}
 
 
 def test_unfittable_study_still_plots_and_says_why():
     study = small_study()
     lr = _lr_info(study)
-    assert lr.fit is None and "at least min_selected=5" in lr.reason
+    assert lr.fit is None and "a fit needs 3" in lr.reason
     assert lr.line_batch_sizes == lr.fitted_lrs == lr.linear_lrs == lr.sqrt_lrs == ()
     noise = _noise_scale_info(study)
-    assert noise.best_noise_scale is None and noise.reason
+    assert noise.best_noise_scale is not None  # g* needs 3 trials, at any batch sizes
     fig = plot_lr_vs_batch_size(study)
     assert len(fig.data) == 1  # the trials only
-    assert "rule not fitted" in fig.layout.title.text
-    fig = plot_noise_scale(study)
-    assert not any(t.name.startswith("g*") for t in fig.data)
+    assert "no curve fitted" in fig.layout.title.text
+    assert "a fit needs 3" in fig.layout.annotations[0].text
+    empty = optuna.create_study()
+    add(empty, 0.3, 64, 0.05)
+    fig = plot_noise_scale(empty)
+    assert not any((t.name or "").startswith("g*") for t in fig.data)
     assert "g* not fitted" in fig.layout.title.text
     assert len(figures(study)) == len(plots.FIGURES)
 

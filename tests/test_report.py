@@ -9,9 +9,10 @@ import optuna
 import pytest
 
 from optuna_bs import plots
-from optuna_bs.analysis import pareto_front, recommend
+from optuna_bs.analysis import pareto_front
 from optuna_bs.plots import _curves_info
 from optuna_bs.report import save_to_dashboard, summarize, write_report
+from optuna_bs.transfer import recommend
 
 from .test_analysis import BATCH_SIZES, add, landscape_study, small_study
 from .test_plots import curves_study
@@ -28,20 +29,25 @@ def test_summary_of_a_fitted_study():
     assert summary.recommendation.batch_size == 1024
     assert any("outside the batch sizes" in w for w in summary.warnings)
     assert summary.good_batch_sizes and set(summary.good_batch_sizes) <= set(BATCH_SIZES)
+    assert summary.transfer.source == "fit" and summary.transfer.extrapolation == 2
     text = summary.to_text()
-    assert f"{summary.fit.alpha:.3f}" in text and "g*" in text
+    assert summary.fit.describe() in text and "g*" in text
+    assert "best lr per batch size" in text and "B=16: " in text
+    assert summary.transfer.describe() in text
     assert "Pareto front, val_error vs train_seconds" in text
     assert f"#{summary.best.number}" in text
     note = summary.to_markdown()
-    assert note.startswith("## optuna-bs report") and "| scaling rule |" in note
+    assert note.startswith("## optuna-bs report") and "| lr against B |" in note
 
 
 def test_summary_of_a_small_study_says_why_there_is_no_fit():
     summary = summarize(small_study())
     assert summary.fit is None
-    assert "has 4 usable complete trials" in summary.fit_reason
-    assert summary.noise is None and summary.noise_reason == summary.fit_reason
-    assert summary.to_text().count("not fitted") == 2
+    assert "2 [32, 64] beat its median trial, and a fit needs 3" in summary.fit_reason
+    assert summary.noise is not None  # g* needs 3 trials at any batch sizes
+    assert summary.to_text().count("not fitted") == 1
+    assert summary.transfer.source == "rule" and summary.transfer.reason == summary.fit_reason
+    assert "the 'noise-scale' rule moved from B=64" in summary.to_text()
     assert summary.best.batch_size == 64 and summary.warnings == ()
     empty = summarize(optuna.create_study())
     assert empty.best is None and empty.recommendation is None
@@ -232,24 +238,30 @@ def test_an_adam_study_is_reported_and_recommended_by_adam_sqrt():
     assert "g*" not in text and "g=" not in text  # g means nothing for Adam
     for label in ("beta1=", "beta2=", "eps=", "wd=", "tau_ep="):
         assert label in text
-    # The recommendation is the adam-sqrt rule applied to the centre, τ kept.
+    # The recommendation: the fitted curve's lr; β1 kept, β2 by its half-life in samples,
+    # eps by √κ, τ kept (docs/design.md §3).
     at_32 = recommend(study, 32)
-    r = summary.recommendation
-    kappa = 256 / 32
-    assert r.lr == pytest.approx(math.sqrt(kappa) * at_32.lr, rel=1e-9)
-    assert 1 - r.momentum == pytest.approx(kappa * (1 - at_32.momentum), rel=1e-9)
-    assert 1 - r.beta2 == pytest.approx(kappa * (1 - at_32.beta2), rel=1e-6)
-    assert r.eps == pytest.approx(at_32.eps / math.sqrt(kappa), rel=1e-9)
+    r, t = summary.recommendation, summary.transfer
+    kappa = 256 / 128  # moved from the nearest explored batch size
+    assert t.source == "fit" and t.anchor_batch_size == 128
+    assert r.lr == pytest.approx(summary.fit.lr_at(256), rel=1e-9)
+    anchor = next(o for o in summary.fit.optima if o.batch_size == 128).best
+    assert r.momentum == anchor.momentum
+    assert r.beta2 == pytest.approx(anchor.beta2**kappa, rel=1e-9)
+    assert r.eps == pytest.approx(anchor.eps / math.sqrt(kappa), rel=1e-9)
     assert r.tau_epochs == pytest.approx(20.0, rel=1e-9)
-    assert at_32.lr == pytest.approx(3e-3, rel=0.3)  # the centre of the near-best trials
+    assert at_32.lr == pytest.approx(3e-3, rel=0.3)  # B = 32's best lr
     # Its figures show error against lr, not against g.
     assert list(plots.figures(study)) == list(plots.ADAM_FIGURES)
 
 
 def test_report_rule_overrides_the_study_rule():
     study = adam_study()
-    summary = summarize(study, 64, rule="linear", n_bootstrap=50)
+    summary = summarize(study, 256, rule="linear", n_bootstrap=50)
     assert summary.rule == "linear"
-    assert summary.recommendation.lr == pytest.approx(2 * recommend(study, 32, "linear").lr)
+    assert summary.transfer.source == "rule" and summary.transfer.anchor_batch_size == 128
+    at_128 = recommend(study, 128, "linear")
+    assert at_128.lr == next(o.lr for o in summary.fit.optima if o.batch_size == 128)
+    assert summary.recommendation.lr == pytest.approx(2 * at_128.lr)
     with pytest.raises(ValueError, match="`rule` must be one of"):
         summarize(study, 64, rule="cubic")

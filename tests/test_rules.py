@@ -352,7 +352,11 @@ def test_rescale_keeps_tau_and_round_trips(b, factor, lr, wd, rule):
         warnings.simplefilter("ignore")
         moved = rescale(hp, b * factor, rule)
         back = rescale(moved, b, rule)
-    assert moved.tau_epochs == pytest.approx(hp.tau_epochs, rel=1e-12)
+    if rule == "independent":  # "keep the lr" keeps λ as it is, so τ grows with B
+        assert moved.weight_decay == wd
+        assert moved.tau_epochs == pytest.approx(hp.tau_epochs * factor, rel=1e-12)
+    else:
+        assert moved.tau_epochs == pytest.approx(hp.tau_epochs, rel=1e-12)
     assert back.weight_decay == pytest.approx(wd, rel=1e-12)
     assert back.lr == pytest.approx(lr, rel=1e-12)
 
@@ -400,7 +404,7 @@ def test_a_rule_added_through_the_registry_works_everywhere():
     """One class and one registry line: the space, rescale and recommend all know it."""
     import optuna
 
-    from optuna_bs.analysis import recommend
+    from optuna_bs.transfer import recommend
     from optuna_bs.space import BatchScalingSpace
 
     @rules.register_rule

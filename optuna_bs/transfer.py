@@ -1,0 +1,687 @@
+"""How the best learning rate moves with the batch size, learned from a study's own trials.
+
+docs/design.md §3. The error moves more between batch sizes than a 2× lr miss costs, so the
+evidence is read per batch size and never pooled across them:
+
+* :func:`batch_optima`: for each explored B, its best lr (the vertex of a quadratic of the
+  error in log lr through its best trials, else its best trial's lr) and its best error. A
+  batch size counts only if its best trial beats the study's median trial
+  (:func:`error_limit`), so a trial at chance never counts.
+* :func:`fit_scaling_rule`: ϵ*(B) fitted to the counted optima. The candidates are the
+  study's own rule (one parameter), a power law c·B^α, and a saturating curve: McCandlish et
+  al. 2018's ϵ_max / (1 + B_noise/B) for SGD, Li et al. 2024's surge for Adam. The one that
+  predicts a left-out batch size best wins; a bootstrap over trials gives its interval.
+* :func:`fit_noise_scale`: g*, the median g of the counted optima.
+* :func:`transfer` and :func:`recommend`: the configuration at a new batch size, from the
+  fitted curve up to :data:`FIT_REACH` times beyond the explored batch sizes, else from the
+  study's rule; with which model, the interval, and how far it extrapolates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import optuna
+
+from optuna_bs._validation import check_fraction, check_int, check_real
+from optuna_bs.analysis import TrialPoint, complete_points, rule_for, study_rule
+from optuna_bs.errors import NotEnoughTrialsError
+from optuna_bs.rules import Hyperparameters, Rule, rescale, weight_decay_for_timescale
+
+__all__ = [
+    "BatchOptimum",
+    "NoiseScaleFit",
+    "ScalingFit",
+    "Transfer",
+    "batch_optima",
+    "error_limit",
+    "fit_noise_scale",
+    "fit_scaling_rule",
+    "recommend",
+    "transfer",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: A recommendation this many times beyond the explored batch sizes is refused unless asked.
+MAX_EXTRAPOLATION = 4.0
+#: The fitted curve answers up to this many times beyond the batch sizes it was fitted on;
+#: farther out, the study's rule moves the curve's value at the nearest edge.
+FIT_REACH = 4.0
+#: A curve of two parameters is fitted, and chosen by leaving one out, on this many sizes.
+MIN_FIT_SIZES = 3
+#: g* needs this many usable complete trials.
+MIN_TRIALS = 3
+#: A batch size's quadratic goes through at most this many of its best trials.
+VERTEX_TRIALS = 5
+#: A batch size counts when its best error is below this fraction of the way from the
+#: study's best to its median trial (:func:`error_limit`).
+TOLERANCE = 1.0
+#: Bootstrap resamples of the interval.
+N_BOOTSTRAP = 200
+#: Bounds on a power law's exponent, by optimizer family: SGD's best lr grows at most
+#: linearly and never falls (McCandlish et al. 2018); Adam's grows at most as √B and falls
+#: at most as 1/√B (Li et al. 2024).
+ALPHA_BOUNDS = {"sgd": (0.0, 1.0), "adam": (-0.5, 0.5), None: (-0.5, 1.0)}
+
+
+@dataclass(frozen=True)
+class BatchOptimum:
+    """What one batch size's own trials say: its best lr and its best error.
+
+    ``method`` is ``"vertex"`` (a quadratic of the error in log lr through its best
+    :data:`VERTEX_TRIALS` trials, with its minimum inside them) or ``"best trial"`` (fewer
+    than three lrs, or no minimum inside). ``counted`` says whether its best error lies
+    beats the limit of :func:`error_limit`, so that it enters a fit.
+    """
+
+    batch_size: int
+    lr: float
+    error: float
+    n_trials: int
+    method: str
+    counted: bool
+    best: TrialPoint
+
+    @property
+    def weight(self) -> float:
+        """Its weight in a fit: the trials behind it, up to 3."""
+        return float(min(self.n_trials, 3))
+
+    def hparams(self) -> Hyperparameters:
+        """Its best trial's hyperparameters at the estimated best lr, AdamW's τ kept."""
+        hp = self.best.hparams()
+        new = replace(hp, lr=self.lr)
+        if hp.weight_decay:
+            lam = weight_decay_for_timescale(hp.tau_epochs, self.lr, hp.batch_size, hp.n_train)
+            new = replace(new, weight_decay=lam)
+        return new
+
+
+def _optimum_lr(points: list[TrialPoint]) -> tuple[float, str]:
+    """The best lr of one batch size's trials, and how it was found."""
+    ranked = sorted(points, key=lambda p: (p.error, p.number))[:VERTEX_TRIALS]
+    x = np.log([p.lr for p in ranked])
+    y = np.array([p.error for p in ranked])
+    if len(np.unique(np.round(x, 9))) >= 3:
+        a, b, _ = np.polyfit(x, y, 2)
+        if a > 0 and x.min() <= -b / (2 * a) <= x.max():
+            return math.exp(-b / (2 * a)), "vertex"
+    return ranked[0].lr, "best trial"
+
+
+def error_limit(study: optuna.Study, tolerance: float = TOLERANCE) -> float:
+    """The error a batch size's best trial must beat to count: ``tolerance`` of the way from
+    the study's best complete trial to its median trial (complete trials, and pruned ones at
+    their best reported value). At the default 1, a batch size counts when its best trial
+    beats the study's median trial, on any metric's scale."""
+    check_real("tolerance", tolerance, low=0.0)
+    errors = [p.error for p in complete_points(study)]
+    if not errors:
+        return math.inf
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    values = errors + [
+        min(v for v in t.intermediate_values.values() if math.isfinite(v))
+        for t in pruned
+        if any(math.isfinite(v) for v in t.intermediate_values.values())
+    ]
+    best = min(errors)
+    return best + tolerance * (float(np.median(values)) - best)
+
+
+def batch_optima(points: list[TrialPoint], limit: float = math.inf) -> list[BatchOptimum]:
+    """Each batch size's best lr and error from its own trials, smallest B first.
+
+    A batch size is ``counted`` when its best error is below ``limit``
+    (:func:`error_limit`), or is the best of all: a batch size whose best trial is no
+    better than the study's median trial (a trial at chance among them) never counts.
+
+    Example:
+        >>> batch_optima([])
+        []
+    """
+    if not points:
+        return []
+    best = min(p.error for p in points)
+    by_size: dict[int, list[TrialPoint]] = {}
+    for p in points:
+        by_size.setdefault(p.batch_size, []).append(p)
+    optima = []
+    for b in sorted(by_size):
+        mine = by_size[b]
+        top = min(mine, key=lambda p: (p.error, p.number))
+        lr, method = _optimum_lr(mine)
+        counted = top.error < limit or top.error == best
+        optima.append(BatchOptimum(b, lr, top.error, len(mine), method, counted, top))
+    return optima
+
+
+# -- the curves ϵ*(B) -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Curve:
+    """One form of log ϵ*(B): an intercept a plus ``shape(x, p)`` of x = log B and one
+    parameter p (None for the one-parameter rule), fitted by weighted least squares."""
+
+    name: str
+    shape: Callable[[np.ndarray, float | None], np.ndarray]
+    grid: Callable[[np.ndarray], np.ndarray] | None = None  # candidate p, given the x's
+    alpha_bounds: tuple[float, float] | None = None  # the power law's p is its slope
+
+    def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float | None]:
+        """(a, p) minimising Σ w (y − a − shape(x, p))²."""
+        if self.alpha_bounds is not None:
+            xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+            alpha = float(np.sum(w * (x - xm) * (y - ym)) / np.sum(w * (x - xm) ** 2))
+            alpha = min(max(alpha, self.alpha_bounds[0]), self.alpha_bounds[1])
+            return float(ym - alpha * xm), alpha
+        if self.grid is None:
+            return float(np.average(y - self.shape(x, None), weights=w)), None
+        ps = self.grid(x)
+        shapes = self.shape(x[None, :], ps[:, None])
+        a = np.sum(w * (y - shapes), axis=1) / np.sum(w)
+        sse = np.sum(w * (y - a[:, None] - shapes) ** 2, axis=1)
+        i = int(np.argmin(sse))
+        return float(a[i]), float(ps[i])
+
+    def predict(self, params: tuple[float, float | None], x) -> np.ndarray:
+        a, p = params
+        return a + self.shape(np.asarray(x, dtype=float), p)
+
+
+def _noise_grid(x: np.ndarray) -> np.ndarray:
+    """log B_noise from 64× below the smallest to 64× above the largest batch size."""
+    return np.linspace(x.min() - math.log(64), x.max() + math.log(64), 241)
+
+
+def _mccandlish(x, log_bn):  # ϵ_max / (1 + B_noise/B)
+    return -np.logaddexp(0.0, log_bn - x)
+
+
+def _surge(x, log_bn):  # ϵ_max / (½(√(B_noise/B) + √(B/B_noise)))
+    return -np.log(0.5 * (np.exp((log_bn - x) / 2) + np.exp((x - log_bn) / 2)))
+
+
+def _rule_curve(rule: Rule, reference: Hyperparameters) -> _Curve:
+    """The study's rule as a curve: its own lr against B, through a free constant."""
+
+    def shape(x, _):
+        sizes = np.clip(np.rint(np.exp(x)), 1, reference.n_train - 1).astype(int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lrs = [rule.move_lr(reference, int(b)).lr for b in np.ravel(sizes)]
+        return np.log(np.reshape(lrs, np.shape(sizes)) / reference.lr)
+
+    return _Curve(f"rule ({rule.name})", shape)
+
+
+def _curves(rule: Rule, family: str | None, reference: Hyperparameters) -> list[_Curve]:
+    """The candidate forms for a study: its rule, a power law, the saturating curve(s)."""
+    power = _Curve(
+        "power", lambda x, alpha: alpha * x, alpha_bounds=ALPHA_BOUNDS.get(family, (-0.5, 1.0))
+    )
+    curves = [_rule_curve(rule, reference), power]
+    if family != "adam":
+        curves.append(_Curve("mccandlish", _mccandlish, _noise_grid))
+    if family != "sgd":
+        curves.append(_Curve("surge", _surge, _noise_grid))
+    return curves
+
+
+def _arrays(optima: list[BatchOptimum]):
+    x = np.log([o.batch_size for o in optima])
+    y = np.log([o.lr for o in optima])
+    w = np.array([o.weight for o in optima])
+    return x, y, w
+
+
+def _leave_one_out(curve: _Curve, x, y, w) -> float:
+    """The weighted RMS error, in log lr, of predicting each batch size from the others."""
+    errors = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        params = curve.fit(x[keep], y[keep], w[keep])
+        errors.append(float(curve.predict(params, x[i]) - y[i]) ** 2)
+    return math.sqrt(float(np.average(errors, weights=w)))
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """ϵ*(B), fitted to a study's per-batch-size optima.
+
+    ``model`` is the form that predicted a left-out batch size best (``scores``: each form's
+    RMS error of that prediction in log lr, so 0.1 is about 10%). ``optima`` holds every
+    explored batch size's evidence, counted or not. ``alpha`` is the curve's slope
+    d log ϵ / d log B at the middle of the counted batch sizes; ``noise_batch_size`` is
+    B_noise for a saturating curve. :meth:`interval_at` comes from refitting the chosen form
+    on trials resampled with replacement.
+    """
+
+    model: str
+    params: tuple[float, float | None]
+    scores: dict[str, float]
+    optima: tuple[BatchOptimum, ...]
+    n_trials: int
+    confidence: float
+    boot: tuple[tuple[float, float | None], ...] = field(repr=False)
+    n_failed: int = field(repr=False)
+    curve: _Curve = field(repr=False, compare=False)
+
+    @property
+    def counted(self) -> tuple[BatchOptimum, ...]:
+        """The batch sizes the curve is fitted to."""
+        return tuple(o for o in self.optima if o.counted)
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        return tuple(o.batch_size for o in self.counted)
+
+    @property
+    def best_lrs(self) -> tuple[float, ...]:
+        return tuple(o.lr for o in self.counted)
+
+    @property
+    def noise_batch_size(self) -> float | None:
+        """B_noise of a saturating curve (McCandlish or surge); None for the others."""
+        return math.exp(self.params[1]) if self.curve.grid is not None else None
+
+    @property
+    def alpha(self) -> float:
+        """The slope d log ϵ / d log B at the log-middle of the fitted batch sizes."""
+        x = math.log(math.sqrt(self.batch_sizes[0] * self.batch_sizes[-1]))
+        h = 0.05
+        y = self.curve.predict(self.params, [x - h, x + h])
+        return float((y[1] - y[0]) / (2 * h))
+
+    def lr_at(self, batch_size: float) -> float:
+        """The fitted best lr at ``batch_size``."""
+        return float(np.exp(self.curve.predict(self.params, math.log(batch_size))))
+
+    def interval_at(self, batch_size: float) -> tuple[float, float]:
+        """The bootstrap percentile interval of the best lr at ``batch_size``; a resample
+        with too few batch sizes to fit counts as an unbounded end, so thin evidence widens
+        the interval instead of vanishing from it."""
+        x = math.log(batch_size)
+        values = [float(self.curve.predict(p, x)) for p in self.boot]
+        values += [math.nan] * self.n_failed
+        low, high = _interval(values, self.confidence)
+        return math.exp(low), math.exp(high)
+
+    def describe(self) -> str:
+        """One line: the curve, and how it was chosen."""
+        a, p = self.params
+        if self.curve.alpha_bounds is not None:
+            form = f"lr* = {math.exp(a):.3g} * B^{p:.3f}"
+        elif self.curve.grid is not None:
+            form = f"{self.model}: lr_max = {math.exp(a):.3g}, B_noise = {math.exp(p):.3g}"
+        else:
+            b = self.batch_sizes[0]
+            form = f"{self.model}, lr* = {self.lr_at(b):.3g} at B={b}"
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in self.scores.items())
+        return (
+            f"{form} (chosen by leave-one-batch-size-out error in log lr: {scores}; "
+            f"{len(self.batch_sizes)} batch sizes {list(self.batch_sizes)}, "
+            f"{self.n_trials} trials)"
+        )
+
+
+def _interval(values: list[float], confidence: float) -> tuple[float, float]:
+    """The percentile interval; a NaN (no estimate) counts as -inf and +inf in turn."""
+    array = np.array(values, dtype=float)
+    missing = np.flatnonzero(np.isnan(array))
+    array[missing[::2]], array[missing[1::2]] = -math.inf, math.inf
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(array, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def _checked(study, tolerance, n_bootstrap, confidence, seed) -> list[TrialPoint]:
+    check_real("tolerance", tolerance, low=0.0)
+    check_fraction("confidence", confidence, closed=False)
+    check_int("n_bootstrap", n_bootstrap, low=1)
+    check_int("seed", seed, low=0)
+    return complete_points(study)
+
+
+def fit_scaling_rule(
+    study: optuna.Study,
+    *,
+    tolerance: float = TOLERANCE,
+    n_bootstrap: int = N_BOOTSTRAP,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> ScalingFit:
+    """Fit ϵ*(B) to the per-batch-size optima of a study (:func:`batch_optima`).
+
+    The candidate forms are the study's rule (one constant), a power law c·B^α (α bounded by
+    theory: :data:`ALPHA_BOUNDS`) and, for SGD, McCandlish et al.'s ϵ_max / (1 + B_noise/B),
+    for Adam Li et al.'s surge. Each is fitted by weighted least squares in log lr (weights:
+    the trials behind each optimum, up to 3), and the one with the lowest
+    leave-one-batch-size-out error wins (the simpler on a tie).
+
+    Args:
+        study: A finished study (one objective, or the error first of two).
+        tolerance: How far from the study's best towards its median trial a batch size's
+            best may lie and count (:func:`error_limit`).
+        n_bootstrap: Resamples of the trials for the interval, >= 1.
+        confidence: The level of the interval, in (0, 1).
+        seed: Seed of the bootstrap.
+
+    Raises:
+        NotEnoughTrialsError: If fewer than :data:`MIN_FIT_SIZES` batch sizes count; the
+            message names what the study lacks.
+    """
+    points = _checked(study, tolerance, n_bootstrap, confidence, seed)
+    limit = error_limit(study, tolerance)
+    optima = batch_optima(points, limit)
+    counted = [o for o in optima if o.counted]
+    if len(counted) < MIN_FIT_SIZES:
+        raise NotEnoughTrialsError(_why_no_fit(study, points, optima))
+    rule = rule_for(study)
+    family = study_rule(study)[1]
+    curves = _curves(rule, family, counted[0].hparams())
+    x, y, w = _arrays(counted)
+    scores = {c.name: _leave_one_out(c, x, y, w) for c in curves}
+    curve = min(curves, key=lambda c: scores[c.name])  # the first (simplest) on a tie
+    rng = np.random.default_rng(seed)
+    boot, failed = [], 0
+    for _ in range(n_bootstrap):
+        resampled = [points[i] for i in rng.integers(0, len(points), len(points))]
+        kept = [o for o in batch_optima(resampled, limit) if o.counted]
+        if len(kept) < MIN_FIT_SIZES:
+            failed += 1
+            continue
+        boot.append(curve.fit(*_arrays(kept)))
+    result = ScalingFit(
+        model=curve.name,
+        params=curve.fit(x, y, w),
+        scores=scores,
+        optima=tuple(optima),
+        n_trials=len(points),
+        confidence=confidence,
+        boot=tuple(boot),
+        n_failed=failed,
+        curve=curve,
+    )
+    _logger.info("study %r: %s", study.study_name, result.describe())
+    return result
+
+
+def _why_no_fit(study, points, optima) -> str:
+    """One line naming what the study lacks for a fit."""
+    name = study.study_name
+    if not points:
+        return f"study {name!r} has no usable COMPLETE trial: run some trials first."
+    if len(optima) < MIN_FIT_SIZES:
+        sizes = [o.batch_size for o in optima]
+        return (
+            f"study {name!r} explored {len(optima)} batch size(s) {sizes} in its "
+            f"{len(points)} complete trials, and a fit of the best lr against B needs "
+            f"{MIN_FIT_SIZES}: widen the batch-size range or run more trials."
+        )
+    good = [o.batch_size for o in optima if o.counted]
+    bad = [o.batch_size for o in optima if not o.counted]
+    return (
+        f"of the {len(optima)} batch sizes study {name!r} explored, {len(good)} {good} "
+        f"beat its median trial, and a fit needs {MIN_FIT_SIZES}: the others {bad} "
+        "trained worse; run more trials at them, or recommend within the good ones."
+    )
+
+
+@dataclass(frozen=True)
+class NoiseScaleFit:
+    """The best noise scale g*: the weighted median g of the counted per-batch-size optima,
+    with a bootstrap percentile interval ``low``..``high`` at ``confidence``."""
+
+    best_noise_scale: float
+    low: float
+    high: float
+    n_trials: int
+    batch_sizes: tuple[int, ...]
+    confidence: float
+
+    def describe(self) -> str:
+        """One line: g* and its interval."""
+        return (
+            f"g* = {self.best_noise_scale:.3g}, {round(100 * self.confidence)}% CI "
+            f"{self.low:.3g}..{self.high:.3g} (the best lr of batch sizes "
+            f"{list(self.batch_sizes)}, {self.n_trials} trials)"
+        )
+
+
+def _g_star(optima: list[BatchOptimum]) -> float | None:
+    """The weighted median log g of the counted optima; None if none counts."""
+    counted = [o for o in optima if o.counted]
+    if not counted:
+        return None
+    log_g = np.log([o.hparams().noise_scale for o in counted])
+    w = np.array([o.weight for o in counted])
+    order = np.argsort(log_g)
+    cumulative = np.cumsum(w[order])
+    return float(log_g[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def fit_noise_scale(
+    study: optuna.Study,
+    *,
+    tolerance: float = TOLERANCE,
+    n_bootstrap: int = N_BOOTSTRAP,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> NoiseScaleFit:
+    """The best noise scale g*, from the per-batch-size optima (docs/design.md §1: the best g
+    barely moves with B and m, so one number summarises an SGD study).
+
+    Raises:
+        NotEnoughTrialsError: With fewer than :data:`MIN_TRIALS` usable complete trials.
+    """
+    points = _checked(study, tolerance, n_bootstrap, confidence, seed)
+    if len(points) < MIN_TRIALS:
+        raise NotEnoughTrialsError(
+            f"cannot find g*: study {study.study_name!r} has {len(points)} usable complete "
+            f"trials, and g* needs {MIN_TRIALS}. Run more trials."
+        )
+    limit = error_limit(study, tolerance)
+    optima = batch_optima(points, limit)
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_bootstrap):
+        resampled = [points[i] for i in rng.integers(0, len(points), len(points))]
+        g = _g_star(batch_optima(resampled, limit))
+        boot.append(math.nan if g is None else g)
+    low, high = _interval(boot, confidence)
+    result = NoiseScaleFit(
+        best_noise_scale=math.exp(_g_star(optima)),
+        low=math.exp(low),
+        high=math.exp(high),
+        n_trials=len(points),
+        batch_sizes=tuple(o.batch_size for o in optima if o.counted),
+        confidence=confidence,
+    )
+    _logger.info("study %r: %s", study.study_name, result.describe())
+    return result
+
+
+# -- the answer at a new batch size ----------------------------------------------------------
+@dataclass(frozen=True)
+class Transfer:
+    """A configuration at a new batch size, and how far to trust it.
+
+    ``source`` is ``"fit"`` (the fitted curve ``model``) or ``"rule"`` (the study's rule,
+    moved from the optimum of ``anchor_batch_size``; ``reason`` says why there is no fit).
+    ``lr_interval`` is the fit's bootstrap interval at the new B (None from a rule).
+    ``extrapolation`` is how many times beyond the explored batch sizes it lies (1 inside).
+    """
+
+    hparams: Hyperparameters
+    source: str
+    model: str
+    anchor_batch_size: int
+    lr_interval: tuple[float, float] | None
+    extrapolation: float
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """One line: where the lr comes from, its interval, and how far it reaches."""
+        if self.source == "fit":
+            where = f"fitted curve ({self.model})"
+        else:
+            where = f"the {self.model!r} rule moved from B={self.anchor_batch_size}"
+        parts = [where]
+        if self.lr_interval is not None:
+            low, high = self.lr_interval
+            parts.append(f"lr interval {low:.3g}..{high:.3g}")
+        if self.extrapolation > 1:
+            parts.append(f"{self.extrapolation:.3g}x beyond the explored batch sizes")
+        else:
+            parts.append("inside the explored batch sizes")
+        return "; ".join(parts)
+
+
+def transfer(
+    study: optuna.Study,
+    batch_size: int | None = None,
+    rule: str | Rule | None = None,
+    *,
+    alpha: float | None = None,
+    extrapolate: bool = False,
+    noise_batch_size: float | None = None,
+    tolerance: float = TOLERANCE,
+    fit: ScalingFit | None = None,
+) -> Transfer:
+    """The configuration to run at ``batch_size``, learned from the study's trials.
+
+    * **The lr.** Within :data:`FIT_REACH` times of the batch sizes the curve was fitted on,
+      the fitted ϵ*(B) (:func:`fit_scaling_rule`). Farther out, the study's rule moves the
+      curve's value at the nearest fitted batch size. With no fit (fewer than 3 batch sizes
+      within tolerance), the rule moves the optimum of the counted batch size nearest to
+      ``batch_size``; ``noise_batch_size`` (a critical batch size you trust) then bends it
+      (:func:`~optuna_bs.rescale`). B_simple from a short warm-up was 4× off on held-out
+      tasks (docs/design.md §3), so nothing bends unless asked.
+    * **The rest** moves from that optimum's best trial by :meth:`Rule.transfer`: for SGD the
+      rule's momentum; for Adam β1 kept, β2 by its half-life in samples, eps/√κ; λ by the
+      kept τ (the ``"independent"`` rule keeps everything).
+
+    Args:
+        study: A finished study.
+        batch_size: The batch size to run next; ``None``: the best trial's.
+        rule: A rule of :data:`~optuna_bs.rules.RULES` to move by instead of the fitted
+            curve; ``None``: the fitted curve where there is one, else the study's own rule.
+        alpha: The exponent of ``rule="power"``.
+        extrapolate: Allow a batch size more than :data:`MAX_EXTRAPOLATION` times beyond
+            the explored ones.
+        noise_batch_size: A critical batch size to bend the rule at, where no fit answers.
+        tolerance: As in :func:`error_limit`.
+        fit: A fit already made (:func:`fit_scaling_rule`), to save refitting.
+
+    Raises:
+        NotEnoughTrialsError: If the study has no usable complete trial.
+        ValueError: For a batch size outside [1, n_train - 1], an unknown rule, or one far
+            beyond the explored batch sizes without ``extrapolate``.
+
+    Warns:
+        UserWarning: Outside the explored batch sizes, and (from ``rescale``) beyond N/10.
+    """
+    if batch_size is not None:
+        check_int("batch_size", batch_size, low=1)
+    points = complete_points(study)
+    if not points:
+        raise NotEnoughTrialsError(_why_no_fit(study, points, []))
+    rule_given = rule is not None
+    rule = rule_for(study, rule, alpha)
+    family = study_rule(study)[1]
+    optima = batch_optima(points, error_limit(study, tolerance))
+    best = min(optima, key=lambda o: (o.error, o.batch_size))
+    target = best.batch_size if batch_size is None else batch_size
+    Hyperparameters(target, best.lr, best.best.momentum, best.best.n_train)  # B' < N
+    low, high = optima[0].batch_size, optima[-1].batch_size
+    reach = max(target / high, low / target, 1.0)
+    if reach > MAX_EXTRAPOLATION and not extrapolate:
+        raise ValueError(
+            f"batch_size={target} is over {MAX_EXTRAPOLATION:g}x beyond the batch sizes "
+            f"study {study.study_name!r} explored ({low}..{high}); a rule extrapolated that "
+            "far is a guess: run trials nearer it, or pass extrapolate=True (--extrapolate)."
+        )
+    reason = None
+    if rule_given:
+        fit, reason = None, f"the {rule.name!r} rule was asked for"
+    elif fit is None:
+        try:
+            fit = fit_scaling_rule(study, tolerance=tolerance)
+        except NotEnoughTrialsError as err:
+            reason = str(err)
+    counted = [o for o in optima if o.counted] or [best]
+    anchor = min(counted, key=lambda o: (abs(math.log(o.batch_size / target)), o.error))
+    with warnings.catch_warnings(record=True) as caught:  # re-raised at the caller's line
+        warnings.simplefilter("always")
+        if fit is not None:
+            sizes = fit.batch_sizes
+            edge = min(max(target, sizes[0] / FIT_REACH), sizes[-1] * FIT_REACH)
+            edge_hp = replace(anchor.hparams(), batch_size=round(edge), lr=fit.lr_at(edge))
+            lr = rescale(edge_hp, target, rule, keep_tau=False).lr
+            moved_by_rule = edge != target
+            interval = None if moved_by_rule else fit.interval_at(target)
+        else:
+            lr = rescale(
+                anchor.hparams(), target, rule, noise_batch_size=noise_batch_size
+            ).lr
+            moved_by_rule, interval = True, None
+        hp = rule.transfer(anchor.hparams(), target, lr, family)
+    result = Transfer(
+        hparams=hp,
+        source="rule" if fit is None else "fit",
+        model=rule.name if fit is None else fit.model,
+        anchor_batch_size=anchor.batch_size,
+        lr_interval=interval,
+        extrapolation=reach,
+        reason=reason,
+    )
+    if fit is not None and moved_by_rule:
+        result = replace(result, model=f"{fit.model}, then the {rule.name!r} rule")
+    if not low <= target <= high:
+        warnings.warn(
+            f"batch_size={target} is outside the batch sizes study {study.study_name!r} "
+            f"explored ({low}..{high}): {result.describe()}; check it with a short run.",
+            UserWarning,
+            stacklevel=2,
+        )
+    seen = set()
+    for w in caught:
+        if str(w.message) not in seen:
+            seen.add(str(w.message))
+            warnings.warn(w.message, w.category, stacklevel=2)
+    _logger.info("study %r at B=%d: %s", study.study_name, target, result.describe())
+    return result
+
+
+def recommend(
+    study: optuna.Study,
+    batch_size: int | None = None,
+    rule: str | Rule | None = None,
+    *,
+    alpha: float | None = None,
+    extrapolate: bool = False,
+    noise_batch_size: float | None = None,
+    tolerance: float = TOLERANCE,
+) -> Hyperparameters:
+    """The hyperparameters to run at ``batch_size``: :func:`transfer`'s, without the account
+    of where they come from (which it logs at INFO level).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = transfer(
+            study,
+            batch_size,
+            rule,
+            alpha=alpha,
+            extrapolate=extrapolate,
+            noise_batch_size=noise_batch_size,
+            tolerance=tolerance,
+        )
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
+    return result.hparams
