@@ -153,10 +153,11 @@ def _build_parser() -> _Parser:
 
     report = sub.add_parser(
         "report",
-        help="what a study learned: fitted rule, best noise scale, Pareto front, HTML report",
-        description="Print the fitted rule lr ∝ B^α, the best noise scale g*, the Pareto front "
-        "and the recommended configuration; write a self-contained HTML report; with "
-        "--dashboard, save the figures and a note into the study for optuna-dashboard.",
+        help="what a study learned: lr against B, best noise scale, Pareto front, HTML report",
+        description="Print each batch size's best lr and the curve lr*(B) fitted to them, the "
+        "best noise scale g*, the Pareto front and the recommended configuration; write a "
+        "self-contained HTML report; with --dashboard, save the figures and a note into the "
+        "study for optuna-dashboard.",
     )
     report.add_argument("--study-name", metavar="NAME", required=True, help="the study")
     report.add_argument(
@@ -170,15 +171,15 @@ def _build_parser() -> _Parser:
     report.add_argument(
         "--rule",
         metavar="RULE",
-        help="the rule the recommendation moves by (default: the study's own; one of "
-        f"{', '.join(RULES)})",
+        help="a rule to move the best lr by instead of the fitted curve (default: the fitted "
+        f"curve, else the study's own rule; one of {', '.join(RULES)})",
     )
     report.add_argument(
         "--noise-batch-size",
         type=_positive_float,
         metavar="B",
-        help="the critical batch size B_simple (optuna-bs noise-scale): the recommended lr "
-        "then bends as B nears it (McCandlish et al. 2018; Li et al. 2024 for Adam)",
+        help="a critical batch size you trust: where no fitted curve answers, the rule's lr "
+        "bends as B nears it (McCandlish et al. 2018; Li et al. 2024 for Adam)",
     )
     report.add_argument(
         "--extrapolate",

@@ -378,9 +378,7 @@ def save_to_dashboard(
             study.set_metric_names(names)
     summary = summary or summarize(study, batch_size)
     ids = []
-    for name, fig in figures(
-        study, fit=summary.fit, noise=summary.noise
-    ).items():
+    for name, fig in figures(study, fit=summary.fit, noise=summary.noise).items():
         ids.append(
             optuna_dashboard.save_plotly_graph_object(
                 study, fig, graph_object_id=f"optuna-bs-{name}"

@@ -354,6 +354,7 @@ def fit_scaling_rule(
     n_bootstrap: int = N_BOOTSTRAP,
     confidence: float = 0.9,
     seed: int = 0,
+    models: tuple[str, ...] | None = None,
 ) -> ScalingFit:
     """Fit ϵ*(B) to the per-batch-size optima of a study (:func:`batch_optima`).
 
@@ -370,10 +371,13 @@ def fit_scaling_rule(
         n_bootstrap: Resamples of the trials for the interval, >= 1.
         confidence: The level of the interval, in (0, 1).
         seed: Seed of the bootstrap.
+        models: The candidate forms to choose among (``"rule"``, ``"power"``,
+            ``"mccandlish"``, ``"surge"``); ``None``: all that suit the optimizer family.
 
     Raises:
         NotEnoughTrialsError: If fewer than :data:`MIN_FIT_SIZES` batch sizes count; the
             message names what the study lacks.
+        ValueError: If ``models`` leaves no candidate.
     """
     points = _checked(study, tolerance, n_bootstrap, confidence, seed)
     limit = error_limit(study, tolerance)
@@ -384,6 +388,13 @@ def fit_scaling_rule(
     rule = rule_for(study)
     family = study_rule(study)[1]
     curves = _curves(rule, family, counted[0].hparams())
+    if models is not None:
+        curves = [c for c in curves if c.name.split()[0] in models]
+        if not curves:
+            raise ValueError(
+                f"`models` must name at least one of the candidates for this study, but got "
+                f"models={models!r}."
+            )
     x, y, w = _arrays(counted)
     scores = {c.name: _leave_one_out(c, x, y, w) for c in curves}
     curve = min(curves, key=lambda c: scores[c.name])  # the first (simplest) on a tie
@@ -534,7 +545,10 @@ class Transfer:
         parts = [where]
         if self.lr_interval is not None:
             low, high = self.lr_interval
-            parts.append(f"lr interval {low:.3g}..{high:.3g}")
+            if low > 0 and math.isfinite(high):
+                parts.append(f"lr interval {low:.3g}..{high:.3g}")
+            else:  # resamples of the trials too often lose a batch size
+                parts.append("lr interval unbounded: too few trials per batch size to bound it")
         if self.extrapolation > 1:
             parts.append(f"{self.extrapolation:.3g}x beyond the explored batch sizes")
         else:
@@ -626,9 +640,7 @@ def transfer(
             moved_by_rule = edge != target
             interval = None if moved_by_rule else fit.interval_at(target)
         else:
-            lr = rescale(
-                anchor.hparams(), target, rule, noise_batch_size=noise_batch_size
-            ).lr
+            lr = rescale(anchor.hparams(), target, rule, noise_batch_size=noise_batch_size).lr
             moved_by_rule, interval = True, None
         hp = rule.transfer(anchor.hparams(), target, lr, family)
     result = Transfer(

@@ -9,6 +9,7 @@ benchmark finishes, prints its tables and writes its JSON with every arm in it.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ BENCHMARKS = {
     ),
     "pruning.py": ("pruning_smoke.json", ["pruned", "none"], "P3 goal"),
     "throughput.py": ("throughput_smoke.json", None, "P5 training samples/s"),
-    "rescale.py": ("rescale_smoke.json", None, "P8 digits_mlp: test error"),
+    "rescale.py": ("rescale_smoke.json", None, "P8: regret in test-error points"),
     "integrations.py": ("integrations_smoke.json", None, "integrations (1 repeats"),
     "import_time.py": ("import_time_smoke.json", None, "start-up time, 2 repeats"),
     "range_test.py": ("range_test_smoke.json", None, "Range test: g_steep"),
@@ -108,13 +109,14 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
         assert len(row["g_steep"]) == 2 and 0.1 < row["median"] < 1e4
         assert row["iqr"][0] <= row["median"] <= row["iqr"][1]
     elif script == "rescale.py":
-        cell = result["summary"]["digits_mlp"]
-        arms = {"recommend", "recommend + B_simple", "searched", "keep", "linear", "sqrt"}
-        assert set(cell["arms"]) == arms
-        assert all(b > 0 for b in cell["b_simple"])
-        assert all(0 <= a["mean"] <= 1 for a in cell["arms"].values())
-        assert isinstance(cell["gap_to_searched_points"], float)
-        assert "P8 goal digits_mlp" in run.stdout
+        cell = result["summary"]["digits_mlp"]["2x"]
+        arms = {"recommend", "recommend, unbent", "today's recommend", "keep", "sqrt", "linear"}
+        assert set(cell["regret_points"]) == arms and cell["batch_size"] == 128
+        assert all(len(r) == 1 and math.isfinite(r[0]) for r in cell["regret_points"].values())
+        assert 0 <= cell["oracle_test"] <= 1
+        (tuned,) = result["tuned"]
+        assert tuned["moves"]["2x"]["configs"]["recommend"]["batch_size"] == 128
+        assert "P8 fit: ran on" in run.stdout
     else:
         assert set(result["summary"]) == {"mlp/B=16", "mlp/B=128", "mlp/B=1024"}
         loops = {"fit", "tensors", "dataloader", "fit-dataset", "fit-micro"}

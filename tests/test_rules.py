@@ -404,8 +404,8 @@ def test_a_rule_added_through_the_registry_works_everywhere():
     """One class and one registry line: the space, rescale and recommend all know it."""
     import optuna
 
-    from optuna_bs.transfer import recommend
     from optuna_bs.space import BatchScalingSpace
+    from optuna_bs.transfer import fit_scaling_rule, recommend
 
     @rules.register_rule
     class QuarterPower(rules.Rule):  # ϵ ∝ B^¼
@@ -428,11 +428,13 @@ def test_a_rule_added_through_the_registry_works_everywhere():
         assert trial.user_attrs["parameterisation"] == "quarter"
         hp = Hyperparameters(16, 0.01, 0.9, 50_000)
         assert rescale(hp, 256, "quarter").lr == pytest.approx(0.02, rel=1e-12)
+        top = max(t.user_attrs["batch_size"] for t in study.trials)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            centre = recommend(study, 16, extrapolate=True)
-            far = recommend(study, 256, extrapolate=True)
-            assert far.lr == pytest.approx(2 * centre.lr, rel=1e-9)
+            at_top = recommend(study, top, "quarter")
+            far = recommend(study, 16 * top, "quarter", extrapolate=True)
+            assert far.lr == pytest.approx(2 * at_top.lr, rel=1e-9)
+        assert "rule (quarter)" in fit_scaling_rule(study).scores
     finally:
         del RULES["quarter"]
 
