@@ -290,7 +290,8 @@ class LrInfo:
     ϵ*(B) with its interval, and the linear and square-root rules through the fitted curve
     at the middle of the counted batch sizes.
 
-    The lines are empty when no curve can be fitted (``reason`` says why).
+    The lines are empty when no curve can be fitted (``reason`` says why), and the band
+    when resamples of the trials too often lose a batch size to bound it.
     """
 
     numbers: tuple[int, ...]
@@ -318,10 +319,8 @@ def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
         line = tuple(float(b) for b in np.geomspace(min(bs), max(bs), 25))
         fitted = tuple(fit.lr_at(b) for b in line)
         bands = [fit.interval_at(b) for b in line]
-        # An unbounded end (thin evidence) is drawn at the axis' edge of the trials.
-        floor, ceiling = min(p.lr for p in points) / 10, max(p.lr for p in points) * 10
-        low = tuple(max(lo, floor) for lo, _ in bands)
-        high = tuple(min(hi, ceiling) for _, hi in bands)
+        if all(lo > 0 and math.isfinite(hi) for lo, hi in bands):  # else too thin to draw
+            low, high = tuple(lo for lo, _ in bands), tuple(hi for _, hi in bands)
         b0 = math.sqrt(fit.batch_sizes[0] * fit.batch_sizes[-1])
         lr0 = fit.lr_at(b0)
         linear = tuple(lr0 * (b / b0) for b in line)  # Goyal et al. 2017
@@ -351,9 +350,8 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
     metric = metric_name(study)
     go = _go()
     fig = go.Figure()
-    if info.fit is not None:
-        f = info.fit
-        pct = round(100 * f.confidence)
+    if info.band_low:
+        pct = round(100 * info.fit.confidence)
         xs = info.line_batch_sizes
         fig.add_trace(
             go.Scatter(
@@ -406,7 +404,12 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
                 )
             )
         lines = (
-            (info.fitted_lrs, f"fit: {f.model}", {"color": "#d62728", "width": 3}),
+            (
+                info.fitted_lrs,
+                f"fit: {f.model}"
+                + ("" if info.band_low else " (no interval: too few trials per batch size)"),
+                {"color": "#d62728", "width": 3},
+            ),
             (info.linear_lrs, "linear rule: lr ∝ B", {"color": "#555", "dash": "dash"}),
             (info.sqrt_lrs, "sqrt rule: lr ∝ √B", {"color": "#555", "dash": "dot"}),
         )

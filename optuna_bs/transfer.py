@@ -239,22 +239,37 @@ def _arrays(optima: list[BatchOptimum]):
     return x, y, w
 
 
-def _leave_one_out(curve: _Curve, x, y, w) -> float:
-    """The weighted RMS error, in log lr, of predicting each batch size from the others."""
+def _leave_one_out(curve: _Curve, x, y, w) -> np.ndarray:
+    """The squared error, in log lr, of predicting each batch size from the others."""
     errors = []
     for i in range(len(x)):
         keep = np.arange(len(x)) != i
         params = curve.fit(x[keep], y[keep], w[keep])
         errors.append(float(curve.predict(params, x[i]) - y[i]) ** 2)
-    return math.sqrt(float(np.average(errors, weights=w)))
+    return np.array(errors)
+
+
+def _choose(curves: list[_Curve], x, y, w) -> tuple[_Curve, dict[str, float]]:
+    """The simplest curve whose leave-one-out error is within one standard error of the
+    best's (the one-standard-error rule of cross-validation, Hastie et al., ESL §7.10): with
+    three batch sizes a two-parameter curve predicts each from two points, so it must win
+    clearly to be believed. ``curves`` are ordered simplest first. Returns the curve and each
+    curve's RMS error in log lr."""
+    errors = {c.name: _leave_one_out(c, x, y, w) for c in curves}
+    mse = {name: float(np.average(e, weights=w)) for name, e in errors.items()}
+    best = min(mse, key=mse.get)
+    se = float(np.std(errors[best], ddof=1) / math.sqrt(len(x)))
+    chosen = next(c for c in curves if mse[c.name] <= mse[best] + se)
+    return chosen, {name: math.sqrt(v) for name, v in mse.items()}
 
 
 @dataclass(frozen=True)
 class ScalingFit:
     """ϵ*(B), fitted to a study's per-batch-size optima.
 
-    ``model`` is the form that predicted a left-out batch size best (``scores``: each form's
-    RMS error of that prediction in log lr, so 0.1 is about 10%). ``optima`` holds every
+    ``model`` is the simplest form that predicted a left-out batch size within one standard
+    error of the best (``scores``: each form's RMS error of that prediction in log lr, so 0.1
+    is about 10%). ``optima`` holds every
     explored batch size's evidence, counted or not. ``alpha`` is the curve's slope
     d log ϵ / d log B at the middle of the counted batch sizes; ``noise_batch_size`` is
     B_noise for a saturating curve. :meth:`interval_at` comes from refitting the chosen form
@@ -323,7 +338,8 @@ class ScalingFit:
             form = f"{self.model}, lr* = {self.lr_at(b):.3g} at B={b}"
         scores = ", ".join(f"{k} {v:.3f}" for k, v in self.scores.items())
         return (
-            f"{form} (chosen by leave-one-batch-size-out error in log lr: {scores}; "
+            f"{form} (the simplest within one standard error of the best "
+            f"leave-one-batch-size-out error in log lr: {scores}; "
             f"{len(self.batch_sizes)} batch sizes {list(self.batch_sizes)}, "
             f"{self.n_trials} trials)"
         )
@@ -361,8 +377,8 @@ def fit_scaling_rule(
     The candidate forms are the study's rule (one constant), a power law c·B^α (α bounded by
     theory: :data:`ALPHA_BOUNDS`) and, for SGD, McCandlish et al.'s ϵ_max / (1 + B_noise/B),
     for Adam Li et al.'s surge. Each is fitted by weighted least squares in log lr (weights:
-    the trials behind each optimum, up to 3), and the one with the lowest
-    leave-one-batch-size-out error wins (the simpler on a tie).
+    the trials behind each optimum, up to 3), and chosen by leaving one batch size out: the
+    simplest whose error is within one standard error of the best's.
 
     Args:
         study: A finished study (one objective, or the error first of two).
@@ -396,8 +412,7 @@ def fit_scaling_rule(
                 f"models={models!r}."
             )
     x, y, w = _arrays(counted)
-    scores = {c.name: _leave_one_out(c, x, y, w) for c in curves}
-    curve = min(curves, key=lambda c: scores[c.name])  # the first (simplest) on a tie
+    curve, scores = _choose(curves, x, y, w)
     rng = np.random.default_rng(seed)
     boot, failed = [], 0
     for _ in range(n_bootstrap):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 
@@ -76,7 +77,7 @@ def test_report_is_self_contained_html_with_every_figure(tmp_path):
     assert not re.search(r"<script[^>]+src=", page)  # no CDN: plotly.js is inlined
     assert page.count("Plotly.newPlot") == len(plots.FIGURES)
     summary = summarize(study, 2048)
-    assert f"{summary.fit.alpha:.3f}" in page
+    assert html.escape(summary.fit.describe()) in page
     assert f"{summary.noise.best_noise_scale:.3g}" in page
     assert "recommendation at B=2048" in page
     assert "Pareto front, val_error vs n_updates" in page
