@@ -171,6 +171,7 @@ class _Curve:
     shape: Callable[[np.ndarray, float | None], np.ndarray]
     grid: Callable[[np.ndarray], np.ndarray] | None = None  # candidate p, given the x's
     alpha_bounds: tuple[float, float] | None = None  # the power law's p is its slope
+    kind: str = ""  # what ``fit_scaling_rule(models=...)`` calls it; the name by default
 
     def fit(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float | None]:
         """(a, p) minimising Σ w (y − a − shape(x, p))²."""
@@ -216,7 +217,7 @@ def _rule_curve(rule: Rule, reference: Hyperparameters) -> _Curve:
             lrs = [rule.move_lr(reference, int(b)).lr for b in np.ravel(sizes)]
         return np.log(np.reshape(lrs, np.shape(sizes)) / reference.lr)
 
-    return _Curve(f"rule ({rule.name})", shape)
+    return _Curve(f"{rule.name} rule", shape, kind="rule")
 
 
 def _curves(rule: Rule, family: str | None, reference: Hyperparameters) -> list[_Curve]:
@@ -273,7 +274,8 @@ class ScalingFit:
     explored batch size's evidence, counted or not. ``alpha`` is the curve's slope
     d log ϵ / d log B at the middle of the counted batch sizes; ``noise_batch_size`` is
     B_noise for a saturating curve. :meth:`interval_at` comes from refitting the chosen form
-    on trials resampled with replacement.
+    on trials resampled with replacement within each batch size (a batch size with one trial
+    adds no spread: ``scores`` then says more about how far to trust the curve).
     """
 
     model: str
@@ -355,6 +357,18 @@ def _interval(values: list[float], confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _resamples(points: list[TrialPoint], n: int, seed: int):
+    """``n`` resamples of the trials, each batch size's own trials drawn with replacement
+    (stratified by B): the evidence is read per batch size, so every resample keeps the
+    batch sizes and varies what each one says."""
+    rng = np.random.default_rng(seed)
+    groups: dict[int, list[TrialPoint]] = {}
+    for p in points:
+        groups.setdefault(p.batch_size, []).append(p)
+    for _ in range(n):
+        yield [g[i] for g in groups.values() for i in rng.integers(0, len(g), len(g))]
+
+
 def _checked(study, tolerance, n_bootstrap, confidence, seed) -> list[TrialPoint]:
     check_real("tolerance", tolerance, low=0.0)
     check_fraction("confidence", confidence, closed=False)
@@ -405,7 +419,7 @@ def fit_scaling_rule(
     family = study_rule(study)[1]
     curves = _curves(rule, family, counted[0].hparams())
     if models is not None:
-        curves = [c for c in curves if c.name.split()[0] in models]
+        curves = [c for c in curves if (c.kind or c.name) in models]
         if not curves:
             raise ValueError(
                 f"`models` must name at least one of the candidates for this study, but got "
@@ -413,10 +427,8 @@ def fit_scaling_rule(
             )
     x, y, w = _arrays(counted)
     curve, scores = _choose(curves, x, y, w)
-    rng = np.random.default_rng(seed)
     boot, failed = [], 0
-    for _ in range(n_bootstrap):
-        resampled = [points[i] for i in rng.integers(0, len(points), len(points))]
+    for resampled in _resamples(points, n_bootstrap, seed):
         kept = [o for o in batch_optima(resampled, limit) if o.counted]
         if len(kept) < MIN_FIT_SIZES:
             failed += 1
@@ -513,10 +525,8 @@ def fit_noise_scale(
         )
     limit = error_limit(study, tolerance)
     optima = batch_optima(points, limit)
-    rng = np.random.default_rng(seed)
     boot = []
-    for _ in range(n_bootstrap):
-        resampled = [points[i] for i in rng.integers(0, len(points), len(points))]
+    for resampled in _resamples(points, n_bootstrap, seed):
         g = _g_star(batch_optima(resampled, limit))
         boot.append(math.nan if g is None else g)
     low, high = _interval(boot, confidence)
@@ -541,6 +551,7 @@ class Transfer:
     moved from the optimum of ``anchor_batch_size``; ``reason`` says why there is no fit).
     ``lr_interval`` is the fit's bootstrap interval at the new B (None from a rule).
     ``extrapolation`` is how many times beyond the explored batch sizes it lies (1 inside).
+    ``prediction_error`` is the curve's leave-one-batch-size-out RMS error in log lr.
     """
 
     hparams: Hyperparameters
@@ -550,6 +561,8 @@ class Transfer:
     lr_interval: tuple[float, float] | None
     extrapolation: float
     reason: str | None = None
+    #: The fitted curve's RMS error, in log lr, at predicting a left-out batch size.
+    prediction_error: float | None = None
 
     def describe(self) -> str:
         """One line: where the lr comes from, its interval, and how far it reaches."""
@@ -564,6 +577,9 @@ class Transfer:
                 parts.append(f"lr interval {low:.3g}..{high:.3g}")
             else:  # resamples of the trials too often lose a batch size
                 parts.append("lr interval unbounded: too few trials per batch size to bound it")
+        if self.prediction_error is not None:
+            factor = math.exp(self.prediction_error)
+            parts.append(f"a left-out batch size was predicted within x{factor:.2f} (RMS)")
         if self.extrapolation > 1:
             parts.append(f"{self.extrapolation:.3g}x beyond the explored batch sizes")
         else:
@@ -666,6 +682,7 @@ def transfer(
         lr_interval=interval,
         extrapolation=reach,
         reason=reason,
+        prediction_error=None if fit is None else fit.scores[fit.model],
     )
     if fit is not None and moved_by_rule:
         result = replace(result, model=f"{fit.model}, then the {rule.name!r} rule")

@@ -434,7 +434,7 @@ def test_a_rule_added_through_the_registry_works_everywhere():
             at_top = recommend(study, top, "quarter")
             far = recommend(study, 16 * top, "quarter", extrapolate=True)
             assert far.lr == pytest.approx(2 * at_top.lr, rel=1e-9)
-        assert "rule (quarter)" in fit_scaling_rule(study).scores
+        assert "quarter rule" in fit_scaling_rule(study).scores
     finally:
         del RULES["quarter"]
 

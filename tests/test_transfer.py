@@ -133,6 +133,9 @@ def test_a_batch_size_at_chance_or_beyond_the_tolerance_never_counts():
     fit = fit_scaling_rule(study)
     assert 128 not in fit.batch_sizes and 256 not in fit.batch_sizes
     assert transfer(study, 64).anchor_batch_size == 64
+    # Resampled within each batch size, 7 trials still bound the interval.
+    low, high = fit.interval_at(64)
+    assert 0 < low <= fit.lr_at(64) <= high < math.inf
 
 
 def test_with_fewer_than_three_batch_sizes_it_says_what_is_missing_and_uses_the_rule():
@@ -161,6 +164,9 @@ def test_transfer_says_which_model_its_interval_and_how_far_it_reaches():
         inside = transfer(study, 100)
     assert inside.source == "fit" and inside.model == "mccandlish"
     assert inside.extrapolation == 1.0 and "inside the explored" in inside.describe()
+    fit = fit_scaling_rule(study)
+    assert inside.prediction_error == fit.scores["mccandlish"]
+    assert f"predicted within x{math.exp(fit.scores['mccandlish']):.2f}" in inside.describe()
     low, high = inside.lr_interval
     assert low <= inside.hparams.lr <= high and low <= mccandlish(100) <= high
     with pytest.warns(UserWarning, match=r"outside the batch sizes .*2x beyond"):
@@ -199,7 +205,7 @@ def test_best_noise_scale_comes_from_the_per_batch_size_optima():
     assert fit.best_noise_scale == pytest.approx(g, rel=0.1)
     assert fit.low <= fit.best_noise_scale <= fit.high
     assert fit_noise_scale(study, seed=3) == fit_noise_scale(study, seed=3)
-    assert fit_scaling_rule(study).model == "rule (noise-scale)"
+    assert fit_scaling_rule(study).model == "noise-scale rule"
     with pytest.raises(NotEnoughTrialsError, match="g\\* needs 3"):
         fit_noise_scale(landscape(power, sizes=(64,), per_b=2))
 
