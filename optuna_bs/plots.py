@@ -290,8 +290,7 @@ class LrInfo:
     ϵ*(B) with its interval, and the linear and square-root rules through the fitted curve
     at the middle of the counted batch sizes.
 
-    The lines are empty when no curve can be fitted (``reason`` says why), and the band
-    when resamples of the trials too often lose a batch size to bound it.
+    The lines are empty when no curve can be fitted (``reason`` says why).
     """
 
     numbers: tuple[int, ...]
@@ -319,8 +318,7 @@ def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
         line = tuple(float(b) for b in np.geomspace(min(bs), max(bs), 25))
         fitted = tuple(fit.lr_at(b) for b in line)
         bands = [fit.interval_at(b) for b in line]
-        if all(lo > 0 and math.isfinite(hi) for lo, hi in bands):  # else too thin to draw
-            low, high = tuple(lo for lo, _ in bands), tuple(hi for _, hi in bands)
+        low, high = tuple(lo for lo, _ in bands), tuple(hi for _, hi in bands)
         b0 = math.sqrt(fit.batch_sizes[0] * fit.batch_sizes[-1])
         lr0 = fit.lr_at(b0)
         linear = tuple(lr0 * (b / b0) for b in line)  # Goyal et al. 2017
@@ -350,7 +348,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
     metric = metric_name(study)
     go = _go()
     fig = go.Figure()
-    if info.band_low:
+    if info.fit is not None:
         pct = round(100 * info.fit.confidence)
         xs = info.line_batch_sizes
         fig.add_trace(

@@ -274,8 +274,9 @@ class ScalingFit:
     explored batch size's evidence, counted or not. ``alpha`` is the curve's slope
     d log ϵ / d log B at the middle of the counted batch sizes; ``noise_batch_size`` is
     B_noise for a saturating curve. :meth:`interval_at` comes from refitting the chosen form
-    on trials resampled with replacement within each batch size (a batch size with one trial
-    adds no spread: ``scores`` then says more about how far to trust the curve).
+    on the counted batch sizes' trials resampled with replacement within each batch size (a
+    batch size with one trial adds no spread: ``scores`` then says more about how far to
+    trust the curve).
     """
 
     model: str
@@ -285,7 +286,6 @@ class ScalingFit:
     n_trials: int
     confidence: float
     boot: tuple[tuple[float, float | None], ...] = field(repr=False)
-    n_failed: int = field(repr=False)
     curve: _Curve = field(repr=False, compare=False)
 
     @property
@@ -319,12 +319,9 @@ class ScalingFit:
         return float(np.exp(self.curve.predict(self.params, math.log(batch_size))))
 
     def interval_at(self, batch_size: float) -> tuple[float, float]:
-        """The bootstrap percentile interval of the best lr at ``batch_size``; a resample
-        with too few batch sizes to fit counts as an unbounded end, so thin evidence widens
-        the interval instead of vanishing from it."""
+        """The bootstrap percentile interval of the best lr at ``batch_size``."""
         x = math.log(batch_size)
         values = [float(self.curve.predict(p, x)) for p in self.boot]
-        values += [math.nan] * self.n_failed
         low, high = _interval(values, self.confidence)
         return math.exp(low), math.exp(high)
 
@@ -348,19 +345,16 @@ class ScalingFit:
 
 
 def _interval(values: list[float], confidence: float) -> tuple[float, float]:
-    """The percentile interval; a NaN (no estimate) counts as -inf and +inf in turn."""
-    array = np.array(values, dtype=float)
-    missing = np.flatnonzero(np.isnan(array))
-    array[missing[::2]], array[missing[1::2]] = -math.inf, math.inf
+    """The percentile interval at ``confidence``."""
     tail = (1 - confidence) / 2
-    low, high = np.quantile(array, [tail, 1 - tail], method="inverted_cdf")
+    low, high = np.quantile(values, [tail, 1 - tail], method="inverted_cdf")
     return float(low), float(high)
 
 
 def _resamples(points: list[TrialPoint], n: int, seed: int):
     """``n`` resamples of the trials, each batch size's own trials drawn with replacement
     (stratified by B): the evidence is read per batch size, so every resample keeps the
-    batch sizes and varies what each one says."""
+    batch sizes that counted and varies what each one says."""
     rng = np.random.default_rng(seed)
     groups: dict[int, list[TrialPoint]] = {}
     for p in points:
@@ -427,13 +421,9 @@ def fit_scaling_rule(
             )
     x, y, w = _arrays(counted)
     curve, scores = _choose(curves, x, y, w)
-    boot, failed = [], 0
-    for resampled in _resamples(points, n_bootstrap, seed):
-        kept = [o for o in batch_optima(resampled, limit) if o.counted]
-        if len(kept) < MIN_FIT_SIZES:
-            failed += 1
-            continue
-        boot.append(curve.fit(*_arrays(kept)))
+    sizes = {o.batch_size for o in counted}
+    evidence = [p for p in points if p.batch_size in sizes]
+    boot = [curve.fit(*_arrays(batch_optima(r))) for r in _resamples(evidence, n_bootstrap, seed)]
     result = ScalingFit(
         model=curve.name,
         params=curve.fit(x, y, w),
@@ -442,7 +432,6 @@ def fit_scaling_rule(
         n_trials=len(points),
         confidence=confidence,
         boot=tuple(boot),
-        n_failed=failed,
         curve=curve,
     )
     _logger.info("study %r: %s", study.study_name, result.describe())
@@ -525,10 +514,9 @@ def fit_noise_scale(
         )
     limit = error_limit(study, tolerance)
     optima = batch_optima(points, limit)
-    boot = []
-    for resampled in _resamples(points, n_bootstrap, seed):
-        g = _g_star(batch_optima(resampled, limit))
-        boot.append(math.nan if g is None else g)
+    sizes = {o.batch_size for o in optima if o.counted}
+    evidence = [p for p in points if p.batch_size in sizes]
+    boot = [_g_star(batch_optima(r)) for r in _resamples(evidence, n_bootstrap, seed)]
     low, high = _interval(boot, confidence)
     result = NoiseScaleFit(
         best_noise_scale=math.exp(_g_star(optima)),
@@ -573,10 +561,7 @@ class Transfer:
         parts = [where]
         if self.lr_interval is not None:
             low, high = self.lr_interval
-            if low > 0 and math.isfinite(high):
-                parts.append(f"lr interval {low:.3g}..{high:.3g}")
-            else:  # resamples of the trials too often lose a batch size
-                parts.append("lr interval unbounded: too few trials per batch size to bound it")
+            parts.append(f"lr interval {low:.3g}..{high:.3g}")
         if self.prediction_error is not None:
             factor = math.exp(self.prediction_error)
             parts.append(f"a left-out batch size was predicted within x{factor:.2f} (RMS)")
