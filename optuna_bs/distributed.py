@@ -213,9 +213,10 @@ def _trial_class():
 def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
     """``trial`` (on rank 0; ``None`` on the others) as one trial shared by every rank.
 
-    The shared trial is an ``optuna_integration.TorchDistributedTrial`` that also knows the
-    dead trials it retries (``retries``, from rank 0's study), so every rank resumes from the
-    same checkpoint.
+    The shared trial is an ``optuna_integration.TorchDistributedTrial`` that also knows its
+    study's name (``study_name``) and the dead trials it retries (``retries``, with their
+    owners as ``retried_owners``), from rank 0's study, so every rank resumes from the same
+    checkpoint, after the same check of whose it is (:mod:`optuna_bs._checkpoints`).
 
     Raises:
         ImportError: If optuna-integration is not installed.
@@ -223,12 +224,15 @@ def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
     """
     import warnings
 
+    from optuna_bs._checkpoints import retried_owners, study_name
     from optuna_bs.storage import retried_trials
 
     with warnings.catch_warnings():  # TorchDistributedTrial is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         shared = _trial_class()(trial)
     shared.retries = broadcast(None if trial is None else retried_trials(trial))
+    shared.study_name = broadcast(None if trial is None else study_name(trial))
+    shared.retried_owners = broadcast(None if trial is None else retried_owners(trial))
     return shared
 
 

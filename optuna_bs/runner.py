@@ -13,7 +13,6 @@ import logging
 import math
 import numbers
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from optuna_bs._checkpoints import checkpoint_file, resumable, study_folder
 from optuna_bs.config import StudyConfig, StudySection
 from optuna_bs.data import Data, load_data
 from optuna_bs.distributed import follow, lead, release, world
@@ -44,7 +44,7 @@ from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.state import check_creatable
-from optuna_bs.storage import make_storage, retried_trials
+from optuna_bs.storage import DEFAULT_STORAGE, make_storage, retried_trials
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
 from optuna_bs.vocabulary import DEFAULTS, SAMPLERS, metric_name
 from optuna_bs.workers import optimize_reconnecting
@@ -79,7 +79,8 @@ class Prepared:
     storage: optuna.storages.BaseStorage
     study_name: str
     seed: int
-    checkpoint_dir: Path | None = None
+    #: This study's checkpoints (one folder per store and study), or ``None`` for none.
+    checkpoint_folder: Path | None = None
 
     @property
     def memory_key(self) -> str:
@@ -109,10 +110,9 @@ class Prepared:
         trial.set_user_attr("memory_key", self.memory_key)
         torch.manual_seed(seed)
         model = _build_model(self.config, self.data)
-        own, parents = self._checkpoints(trial)
-        resume = next((p for p in reversed(parents) if p.exists()), None)
+        own, resume = self._checkpoints(trial)
         if resume is not None:
-            trial.set_user_attr("resumed_from_trial", int(resume.stem.removeprefix("trial_")))
+            trial.set_user_attr("resumed_from_trial", resume[0])
         # The checkpoints are deleted by drop_finished_checkpoints, once the trial's end is
         # in the store: if that write fails (the database is down), the retry resumes.
         result = fit(
@@ -123,7 +123,7 @@ class Prepared:
             device=self.device,
             seed=seed,
             checkpoint=own,
-            resume_from=resume,
+            resume_from=None if resume is None else resume[1],
             **fit_arguments(self.config, trial),
         )
         return result, model
@@ -131,13 +131,13 @@ class Prepared:
     def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: the trial's end is committed, so its checkpoint and those of the dead
         trials it retried can go (the best's stays with ``keep_best_checkpoint``)."""
-        if self.checkpoint_dir is None:
+        folder = self.checkpoint_folder
+        if folder is None:
             return
-        folder = self.checkpoint_dir / _safe_name(self.study_name)
         dead = retried_trials(trial)
         keep = trial.state == TrialState.COMPLETE and self.config.study.keep_best_checkpoint
         for number in dead + ([] if keep else [trial.number]):
-            (folder / f"trial_{number}.pt").unlink(missing_ok=True)
+            checkpoint_file(folder, number).unlink(missing_ok=True)
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: on a GPU, release the last trial's memory, so the next one starts clean.
@@ -149,19 +149,21 @@ class Prepared:
             gc.collect()
             torch.cuda.empty_cache()
 
-    def _checkpoints(self, trial: optuna.trial.BaseTrial) -> tuple[Path | None, list[Path]]:
-        """This trial's checkpoint file, and those of the dead trials it retries."""
-        if self.checkpoint_dir is None or isinstance(trial, optuna.trial.FixedTrial):
-            return None, []
-        history = retried_trials(trial)
-        folder = self.checkpoint_dir / _safe_name(self.study_name)
-        return folder / f"trial_{trial.number}.pt", [folder / f"trial_{n}.pt" for n in history]
+    def _checkpoints(
+        self, trial: optuna.trial.BaseTrial
+    ) -> tuple[Path | None, tuple[int, Path] | None]:
+        """This trial's checkpoint file, and the dead trial it resumes with that trial's
+        checkpoint (the newest one that is theirs: :func:`~optuna_bs._checkpoints.resumable`)."""
+        folder = self.checkpoint_folder
+        if folder is None or isinstance(trial, optuna.trial.FixedTrial):
+            return None, None
+        return checkpoint_file(folder, trial.number), resumable(trial, folder)
 
     def drop_checkpoints_but_best(self, study: optuna.Study, _: FrozenTrial) -> None:
         """Callback: delete the checkpoints of complete trials other than the best."""
-        if self.checkpoint_dir is None:
+        folder = self.checkpoint_folder
+        if folder is None:
             return
-        folder = self.checkpoint_dir / _safe_name(self.study_name)
         best = best_trial(study)
         if best is None:
             return
@@ -169,7 +171,7 @@ class Prepared:
         done = optuna.trial.TrialState.COMPLETE
         for t in study.get_trials(deepcopy=False, states=(done,)):
             if t.number != best:
-                (folder / f"trial_{t.number}.pt").unlink(missing_ok=True)
+                checkpoint_file(folder, t.number).unlink(missing_ok=True)
 
 
 def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial) -> dict:
@@ -303,10 +305,6 @@ def space_from_config(
 MAX_STUDY_NAME = 512
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 def prepare(
     config: StudyConfig,
     *,
@@ -354,10 +352,13 @@ def prepare(
         raise ConfigError(
             f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."
         )
-    checkpoints = Path(config.study.checkpoint_dir) if config.study.checkpoint_dir else None
-    if checkpoints is not None:
+    url = storage if storage is not None else config.study.storage
+    checkpoints = None
+    if config.study.checkpoint_dir:
+        url_or_default = DEFAULT_STORAGE if url is None else url
+        checkpoints = study_folder(config.study.checkpoint_dir, name, url_or_default)
         try:  # before the first trial, and without creating anything
-            check_creatable(checkpoints / _safe_name(name), "--checkpoint-dir")
+            check_creatable(checkpoints, "--checkpoint-dir")
         except ValueError as err:
             raise ConfigError(str(err)) from err
     # The space with the file's own ranges first: a bad batch range fails before measuring.
@@ -369,7 +370,7 @@ def prepare(
     )
     _check_micro_batch(config, space)
     store = make_storage(
-        storage if storage is not None else config.study.storage,
+        url,
         heartbeat_interval=config.study.heartbeat_interval or None,
         max_retry=config.study.max_retry,
         synchronous_commit=config.study.synchronous_commit,
@@ -387,7 +388,7 @@ def prepare(
         storage=store,
         study_name=name,
         seed=config.study.seed if seed is None else seed,
-        checkpoint_dir=checkpoints,
+        checkpoint_folder=checkpoints,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from optuna_bs._accelerate import Accelerator
+from optuna_bs._checkpoints import OWNER_KEY
 from optuna_bs.monitor import TrialMonitor
 
 __all__ = ["TrainingState", "check_writable"]
@@ -37,6 +38,8 @@ class TrainingState:
     micro_cap: int | None
     best_state: dict | None = None
     lr_base: list[float] = field(default_factory=list)  # each param group's lr at ϵ
+    # Whose checkpoint it is (_checkpoints.owner_of): what a retry checks before it resumes.
+    owner: dict | None = None
 
     def state_dict(self) -> dict:
         return {
@@ -49,6 +52,7 @@ class TrainingState:
             "monitor": self.monitor.state_dict(),
             "best_state": self.best_state,
             "micro_cap": self.micro_cap,
+            OWNER_KEY: self.owner,
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from optuna_bs._accelerate import Accelerator
+from optuna_bs._checkpoints import owner_of
 from optuna_bs._loop import EpochLoop
 from optuna_bs.data import Data
 from optuna_bs.distributed import broadcast, is_distributed_trial, plan_batch, world
@@ -206,7 +207,8 @@ def fit(
             ``eps``), with its name as ``optimizer``.
         seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
         checkpoint: A file to save the whole :class:`TrainingState` to at the end of every
-            epoch, replaced atomically.
+            epoch, replaced atomically. With a trial, it records whose it is (the study, the
+            trial's number, start and parameters), which a retry checks before resuming it.
         resume_from: A checkpoint (of this run, or of a dead worker's trial) to continue
             from: training goes on at the epoch after the saved one.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; a GradScaler for fp16).
@@ -299,6 +301,7 @@ def fit(
         monitor=monitor,
         micro_cap=b,
         lr_base=[g["lr"] for g in opt.param_groups],
+        owner=owner_of(trial),
     )
     state.generator.manual_seed(seed)
     state.aug_generator.manual_seed(seed + 1)

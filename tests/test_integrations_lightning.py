@@ -129,7 +129,8 @@ def test_a_retried_trial_resumes_from_the_dead_trials_lightning_checkpoint(tmp_p
     study.enqueue_trial({"log2_batch_size": 5, "noise_scale": 20.0})  # a g that trains
     dead = study.ask()
     run_trial(dead, max_epochs=2, checkpoint_dir=tmp_path / "ckpt")  # then its worker died
-    assert (tmp_path / "ckpt" / "trial_0.ckpt").exists()
+    (folder,) = (tmp_path / "ckpt").iterdir()  # the study's own folder
+    assert (folder / "trial_0.ckpt").exists()
     # What RetryHeartbeatStaleTrialCallback queues for a dead worker's trial.
     frozen = study.trials[0]
     study.add_trial(
@@ -143,7 +144,7 @@ def test_a_retried_trial_resumes_from_the_dead_trials_lightning_checkpoint(tmp_p
     retry = study.ask()
     callback = run_trial(retry, max_epochs=4, checkpoint_dir=tmp_path / "ckpt")
     study.tell(retry, callback.result())
-    assert list((tmp_path / "ckpt").iterdir()) == []  # the run is over: both files went
+    assert list(folder.iterdir()) == []  # the run is over: both files went
     done = study.trials[1]
     assert done.user_attrs["resumed_from_trial"] == 0
     assert done.user_attrs["resumed_from_epoch"] == 2
@@ -153,6 +154,39 @@ def test_a_retried_trial_resumes_from_the_dead_trials_lightning_checkpoint(tmp_p
     assert done.intermediate_values[1] == frozen.intermediate_values[1]
     steps_per_epoch = N_TRAIN // done.user_attrs["batch_size"]
     assert done.user_attrs["n_updates"] == 4 * steps_per_epoch
+
+
+def test_a_retry_does_not_resume_a_same_name_studys_lightning_checkpoint(tmp_path):
+    """Trial 0 of study "lit" trains 2 epochs; study "lit" in a new database loses its own
+    trial 0 before any checkpoint: the retry trains afresh, not from the other's epochs."""
+    params = {"log2_batch_size": 5, "noise_scale": 20.0}
+    old = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}", study_name="lit")
+    old.enqueue_trial(params)
+    run_trial(old.ask(), max_epochs=2, checkpoint_dir=tmp_path / "ckpt")
+    assert len(list((tmp_path / "ckpt").rglob("trial_0.ckpt"))) == 1
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'b.db'}", study_name="lit")
+    study.enqueue_trial(params)
+    dead = study.ask()
+    SPACE.suggest(dead)
+    study.tell(dead, state=optuna.trial.TrialState.FAIL)  # its worker died in epoch 1
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=study.trials[0].params,
+            distributions=study.trials[0].distributions,
+            system_attrs={"failed_trial": 0, "retry_history": [0]},
+        )
+    )
+    retry = study.ask()
+    callback = run_trial(retry, max_epochs=3, checkpoint_dir=tmp_path / "ckpt")
+    study.tell(retry, callback.result())
+    done = study.trials[1]
+    assert done.params == params  # the old trial's, but not its checkpoint
+    assert "resumed_from_trial" not in done.user_attrs
+    assert done.user_attrs["resumed_from_epoch"] == 0
+    steps_per_epoch = N_TRAIN // done.user_attrs["batch_size"]
+    assert done.user_attrs["n_updates"] == 3 * steps_per_epoch  # all trained now
+    assert sorted(done.intermediate_values) == [1, 2, 3]
 
 
 @pytest.mark.slow

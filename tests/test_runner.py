@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+import warnings
 
 import optuna
 import pytest
@@ -155,7 +156,8 @@ def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_
 
     storage.set_trial_state_values = flaky
     study = run_study(prepared, n_trials=2)
-    folder = tmp_path / "ckpt" / "tiny"
+    folder = prepared.checkpoint_folder
+    assert folder.parent == tmp_path / "ckpt"
     states = {t.number: t.state for t in study.trials}
     assert states[0] == optuna.trial.TrialState.RUNNING  # for the heartbeat to retry
     assert (folder / "trial_0.pt").exists()  # what the retry resumes from
@@ -185,3 +187,91 @@ def test_the_budget_holds_when_a_committed_end_is_reported_as_an_outage(tmp_path
     assert calls["n"] == 1
     assert len(study.trials) == 2
     assert all(t.state.is_finished() for t in study.trials)
+
+
+def _tiny(name="tiny", **study):
+    return config_from_dict({**TINY, "study": {**TINY["study"], "name": name, **study}})
+
+
+def _kill_trial_0(prepared, params=None):
+    """Trial 0 of the study starts (with ``params``, if given; trained up to its config's
+    max_epochs when ``params`` is None) and its worker dies; what the heartbeat then does:
+    trial 0 is failed and a retry with its parameters is queued."""
+    study = open_study(prepared)
+    if params is not None:
+        study.enqueue_trial(params)
+    with warnings.catch_warnings():  # the store's heartbeat, unused outside study.optimize
+        warnings.simplefilter("ignore", UserWarning)
+        dead = study.ask()
+        if params is None:
+            prepared.train(dead)  # checkpointed every epoch, then the worker dies
+        else:
+            prepared.space.suggest(dead)  # and the worker dies before its first checkpoint
+        study.tell(dead, state=optuna.trial.TrialState.FAIL)
+    frozen = study.trials[0]
+    study.add_trial(  # what RetryHeartbeatStaleTrialCallback queues
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            system_attrs={"failed_trial": 0, "retry_history": [0]},
+        )
+    )
+    return frozen.params
+
+
+def test_a_retried_trial_resumes_its_dead_trials_checkpoint(tmp_path):
+    """The check of whose checkpoint it is lets a retry resume its own dead trial's."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _kill_trial_0(prepare(_tiny(), storage=url))  # at max_epochs 3
+    retry = run_study(prepare(_tiny(), storage=url), n_trials=1).trials[1]
+    assert retry.user_attrs["resumed_from_trial"] == 0
+    assert retry.user_attrs["resumed_from_epoch"] == 3
+
+
+@pytest.mark.parametrize("store", ["another file", "the same file, made anew"])
+def test_a_same_name_study_in_a_new_database_does_not_resume_the_old_checkpoint(
+    tmp_path, store, caplog
+):
+    """Study A stops after 3 epochs of its trial 0. Study B of the same name, in a new
+    database, loses its trial 0 before any checkpoint: its retry starts afresh rather than
+    taking A's epochs for its own (the same URL leaves the same folder: the owner tells)."""
+    old = f"sqlite:///{tmp_path / 'a.db'}"
+    params = _kill_trial_0(prepare(_tiny("same"), storage=old))
+    (checkpoint,) = tmp_path.glob("checkpoints/*/trial_0.pt")  # study A's
+    new = f"sqlite:///{tmp_path / 'b.db'}"
+    if store != "another file":
+        (tmp_path / "a.db").unlink()
+        new = old
+    prepared = prepare(_tiny("same"), storage=new)
+    _kill_trial_0(prepared, params)  # A's parameters: only when trial 0 started differs
+    with caplog.at_level("WARNING", logger="optuna_bs"):
+        retry = run_study(prepared, n_trials=1).trials[1]
+    assert retry.state == optuna.trial.TrialState.COMPLETE
+    assert retry.params == params  # study A's trial 0's, but not its checkpoint
+    assert "resumed_from_trial" not in retry.user_attrs
+    assert retry.user_attrs["resumed_from_epoch"] == 0
+    assert sorted(retry.intermediate_values) == [1, 2, 3]  # its own, trained now
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("optuna_bs")]
+    if store == "another file":
+        assert lines == []  # another store, another folder: nothing to refuse
+    else:
+        assert checkpoint.parent.name == prepared.checkpoint_folder.name  # the same folder
+        (line,) = lines
+        assert line.startswith("Trial 1 starts afresh: ") and str(checkpoint.name) in line
+
+
+def test_names_that_read_alike_and_one_name_in_two_stores_get_their_own_checkpoints(tmp_path):
+    for name, db in (("a b", "s.db"), ("a_b", "s.db"), ("a_b", "t.db")):
+        config = _tiny(name, n_trials=1, keep_best_checkpoint=True)
+        run_study(prepare(config, storage=f"sqlite:///{tmp_path / db}"))
+    assert len(list(tmp_path.glob("checkpoints/*/trial_0.pt"))) == 3
+
+
+def test_a_300_character_study_name_trains_with_checkpoints(tmp_path):
+    name = "a long name: " + "x" * 287
+    config = _tiny(name, n_trials=1, keep_best_checkpoint=True)
+    study = run_study(prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}"))
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    (kept,) = tmp_path.glob("checkpoints/*/trial_0.pt")
+    assert len(kept.parent.name.encode()) <= 255

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
 
@@ -73,3 +74,50 @@ def test_an_unwritable_checkpoint_fails_before_training(tmp_path):
             checkpoint=blocker / "c.pt",
         )
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def _retry_of_trial_0(study: optuna.Study) -> optuna.trial.Trial:
+    """What RetryHeartbeatStaleTrialCallback queues for a dead trial 0, started."""
+    frozen = study.trials[0]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=frozen.params,
+            distributions=frozen.distributions,
+            system_attrs={"failed_trial": 0, "retry_history": [0]},
+        )
+    )
+    return study.ask()
+
+
+def test_a_trials_checkpoint_records_its_owner_and_only_its_retry_resumes_it(tmp_path, caplog):
+    from optuna_bs import Hyperparameters, fit, load_data
+    from optuna_bs._checkpoints import read_owner, resumable, study_folder
+
+    data = load_data("synthetic", n_samples=200)
+    studies = [optuna.create_study(study_name="s") for _ in range(2)]  # two stores, one name
+    for study in studies:
+        study.enqueue_trial({"x": 0.5})
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+    folder = study_folder(tmp_path, "s")
+    fit(
+        torch.nn.Linear(20, 2),
+        data,
+        Hyperparameters(16, 0.1, 0.9, data.n_train),
+        trial=trial,  # the second study's
+        max_epochs=1,
+        checkpoint=folder / "trial_0.pt",
+    )
+    started = studies[1].trials[0].datetime_start.isoformat()
+    assert read_owner(folder / "trial_0.pt") == {
+        "study": "s",
+        "trial": 0,
+        "started": started,
+        "params": {"x": 0.5},
+    }
+    assert resumable(_retry_of_trial_0(studies[1]), folder) == (0, folder / "trial_0.pt")
+    with caplog.at_level("WARNING", logger="optuna_bs"):
+        assert resumable(_retry_of_trial_0(studies[0]), folder) is None
+    (line,) = [r.getMessage() for r in caplog.records if r.name.startswith("optuna_bs")]
+    assert line.startswith("Trial 1 starts afresh") and started in line

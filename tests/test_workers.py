@@ -18,6 +18,7 @@ import optuna
 import pytest
 import torch
 
+from optuna_bs._checkpoints import study_folder
 from optuna_bs.storage import make_storage
 
 from .conftest import REPO, _server_url, cli_command
@@ -252,7 +253,7 @@ def test_killed_worker_trial_is_retried_and_resumed(postgres_url, tmp_path):
     _wait_for(reached_epoch_three, what="the first trial to reach epoch 3")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    checkpoint = tmp_path / "checkpoints" / name / "trial_0.pt"
+    checkpoint = study_folder(tmp_path / "checkpoints", name, postgres_url) / "trial_0.pt"
     saved_epoch = torch.load(checkpoint, weights_only=True)["monitor"]["epoch"]
     killed = _trials(postgres_url, name)[0]
     assert killed.state == optuna.trial.TrialState.RUNNING  # nobody has told the study yet
@@ -535,10 +536,8 @@ def test_keep_best_checkpoint(tmp_path):
     )
     prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
     study = run_study(prepared)
-    kept = sorted((tmp_path / "checkpoints" / "mnist1d_mlp").glob("*.pt"))
-    assert kept == [
-        tmp_path / "checkpoints" / "mnist1d_mlp" / f"trial_{best_trial(study).number}.pt"
-    ]
+    kept = sorted(prepared.checkpoint_folder.glob("*.pt"))
+    assert kept == [prepared.checkpoint_folder / f"trial_{best_trial(study).number}.pt"]
 
 
 def _command_lines() -> list[str]:
@@ -803,7 +802,7 @@ def test_a_dead_rank_fails_the_trial_and_its_retry_resumes_on_two_processes(
     first = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    checkpoint = tmp_path / "ckpt" / name / "trial_0.pt"
+    checkpoint = study_folder(tmp_path / "ckpt", name, postgres_url) / "trial_0.pt"
     _wait_for(checkpoint.exists, timeout=120, what="rank 0's first checkpoint")
     (victim,) = _wait_for(lambda: _ranks_of(name, "1"), what="rank 1")
     os.kill(victim, signal.SIGKILL)

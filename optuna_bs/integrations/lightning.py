@@ -40,6 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from optuna_bs._checkpoints import (
+    OWNER_KEY,
+    checkpoint_file,
+    owner_of,
+    resumable,
+    study_folder,
+    study_name,
+)
 from optuna_bs.distributed import (
     check_effective_batch,
     is_distributed_trial,
@@ -97,9 +105,10 @@ class TrialCallback(pl.Callback):
         min_delta: The improvement that counts.
         chance_value: The metric's value at chance (``1 − 1/C`` for the error), which
             sharpens the collapse test (:class:`~optuna_bs.TrialMonitor`).
-        checkpoint_dir: Where to save ``trial_{number}.ckpt`` at each validation epoch, so a
-            retried trial resumes from its dead trial's (:attr:`ckpt_path`); ``None`` keeps
-            none.
+        checkpoint_dir: Where to save ``trial_{number}.ckpt`` at each validation epoch (in a
+            folder of the study's own), so a retried trial resumes from its dead trial's
+            (:attr:`ckpt_path`), once it has checked that the file is that trial's;
+            ``None``, or a trial without a study, keeps none.
 
     Raises:
         ValueError: At the start of training, if per-device batch × ``accumulate_grad_batches``
@@ -132,29 +141,36 @@ class TrialCallback(pl.Callback):
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.pruned_: optuna.TrialPruned | None = None
         self._resumed_from: int | None = None
+        self._owner: dict | None = None
         self._reset_epoch()
 
     # --- resuming -------------------------------------------------------------------------
 
     @property
+    def checkpoint_folder(self) -> Path | None:
+        """The folder of this study's checkpoints, under ``checkpoint_dir``."""
+        name = study_name(self.trial)
+        if self.checkpoint_dir is None or name is None:
+            return None
+        return study_folder(self.checkpoint_dir, name)
+
+    @property
     def checkpoint_path(self) -> Path | None:
         """This trial's checkpoint, saved at each validation epoch."""
-        if self.checkpoint_dir is None or self.trial is None:
-            return None
-        return self.checkpoint_dir / f"trial_{self.trial.number}.ckpt"
+        folder = self.checkpoint_folder
+        return None if folder is None else checkpoint_file(folder, self.trial.number, ".ckpt")
 
     @property
     def ckpt_path(self) -> str | None:
         """``Trainer.fit``'s ``ckpt_path``: the last checkpoint of the dead trial that this
-        trial retries, or ``None`` for a fresh trial."""
-        if self.checkpoint_dir is None or self.trial is None:
+        trial retries, or ``None`` for a fresh trial (or where that file is not the dead
+        trial's)."""
+        folder = self.checkpoint_folder
+        found = None if folder is None else resumable(self.trial, folder, ".ckpt")
+        if found is None:
             return None
-        for number in reversed(retried_trials(self.trial)):
-            path = self.checkpoint_dir / f"trial_{number}.ckpt"
-            if path.exists():
-                self._resumed_from = number
-                return str(path)
-        return None
+        self._resumed_from = found[0]
+        return str(found[1])
 
     def state_dict(self) -> dict[str, Any]:
         """The monitor's state goes into each Lightning checkpoint, and comes back on resume
@@ -163,6 +179,10 @@ class TrialCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.monitor.load_state_dict(state_dict["monitor"])
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Each checkpoint records whose it is, for the retry that may resume it."""
+        checkpoint[OWNER_KEY] = self._owner
 
     # --- the run --------------------------------------------------------------------------
 
@@ -187,6 +207,7 @@ class TrialCallback(pl.Callback):
         if trainer.world_size > 1:
             leave_at_exit()  # the strategy's process group, destroyed before the interpreter
         self.pruned_ = None
+        self._owner = owner_of(self.trial)
         if self._resumed_from is not None and self.trial is not None:
             self.trial.set_user_attr("resumed_from_trial", self._resumed_from)
 
@@ -280,9 +301,10 @@ class TrialCallback(pl.Callback):
         Raises:
             optuna.TrialPruned: If the run was pruned or diverged.
         """
-        if self.checkpoint_path is not None:
+        folder = self.checkpoint_folder
+        if folder is not None:
             for number in [*retried_trials(self.trial), self.trial.number]:
-                (self.checkpoint_dir / f"trial_{number}.ckpt").unlink(missing_ok=True)
+                checkpoint_file(folder, number, ".ckpt").unlink(missing_ok=True)
         if self.pruned_ is not None:
             raise self.pruned_
         return self.monitor.best_value_
