@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import warnings
 
@@ -7,6 +8,7 @@ import optuna
 import pytest
 
 from optuna_bs.config import config_from_dict
+from optuna_bs.report import summarize
 from optuna_bs.runner import evaluate_best_on_test, open_study, prepare, run_study
 
 from .conftest import REPO, cli_command
@@ -93,6 +95,15 @@ def test_embedded_study_end_to_end_and_resume(tmp_path):
         assert len(t.intermediate_values) == t.user_attrs["epochs_run"] >= 1
     assert study.best_value <= 0.40  # the published MLP reaches 68% accuracy
     assert "best trial #" in run.stdout and "test_error=" in run.stdout
+    # Its report answers "what lr at another B?" from the study: a fitted curve, or one line
+    # naming what the study lacks, and a recommendation from the fit or from the named rule.
+    report = summarize(study, 512)
+    if report.fit is None:
+        assert re.search(r"explored \d batch size|beat its median trial", report.fit_reason)
+        assert "\n" not in report.fit_reason and report.transfer.source == "rule"
+    else:
+        assert len(report.fit.batch_sizes) >= 3 and report.transfer.source == "fit"
+    assert report.transfer.hparams.batch_size == 512
 
     rerun = subprocess.run(
         [*cli_command(), "run", str(study_file), "-q", "--n-trials", "3"],
