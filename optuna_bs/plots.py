@@ -358,7 +358,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
                 fill="toself",
                 mode="none",
                 fillcolor="rgba(214,39,40,0.12)",
-                name=f"{pct}% interval (bootstrap)",
+                name=f"{pct}% interval of a batch size's best lr",
             )
         )
     fig.add_trace(

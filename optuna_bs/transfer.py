@@ -241,12 +241,12 @@ def _arrays(optima: list[BatchOptimum]):
 
 
 def _leave_one_out(curve: _Curve, x, y, w) -> np.ndarray:
-    """The squared error, in log lr, of predicting each batch size from the others."""
+    """The error, in log lr, of predicting each batch size's best lr from the others."""
     errors = []
     for i in range(len(x)):
         keep = np.arange(len(x)) != i
         params = curve.fit(x[keep], y[keep], w[keep])
-        errors.append(float(curve.predict(params, x[i]) - y[i]) ** 2)
+        errors.append(float(y[i] - curve.predict(params, x[i])))
     return np.array(errors)
 
 
@@ -256,10 +256,10 @@ def _choose(curves: list[_Curve], x, y, w) -> tuple[_Curve, dict[str, float]]:
     three batch sizes a two-parameter curve predicts each from two points, so it must win
     clearly to be believed. ``curves`` are ordered simplest first. Returns the curve and each
     curve's RMS error in log lr."""
-    errors = {c.name: _leave_one_out(c, x, y, w) for c in curves}
-    mse = {name: float(np.average(e, weights=w)) for name, e in errors.items()}
+    squares = {c.name: _leave_one_out(c, x, y, w) ** 2 for c in curves}
+    mse = {name: float(np.average(e, weights=w)) for name, e in squares.items()}
     best = min(mse, key=mse.get)
-    se = float(np.std(errors[best], ddof=1) / math.sqrt(len(x)))
+    se = float(np.std(squares[best], ddof=1) / math.sqrt(len(x)))
     chosen = next(c for c in curves if mse[c.name] <= mse[best] + se)
     return chosen, {name: math.sqrt(v) for name, v in mse.items()}
 
@@ -274,9 +274,10 @@ class ScalingFit:
     explored batch size's evidence, counted or not. ``alpha`` is the curve's slope
     d log ϵ / d log B at the middle of the counted batch sizes; ``noise_batch_size`` is
     B_noise for a saturating curve. :meth:`interval_at` comes from refitting the chosen form
-    on the counted batch sizes' trials resampled with replacement within each batch size (a
-    batch size with one trial adds no spread: ``scores`` then says more about how far to
-    trust the curve).
+    to its fitted values plus leave-one-batch-size-out errors drawn with replacement: the
+    out-of-sample scatter of a batch size's best lr about the curve, so it widens with how
+    badly the curve predicts a batch size it did not see and with distance from the data; one
+    more drawn error makes it an interval for the best lr of a batch size, not for the curve.
     """
 
     model: str
@@ -285,7 +286,8 @@ class ScalingFit:
     optima: tuple[BatchOptimum, ...]
     n_trials: int
     confidence: float
-    boot: tuple[tuple[float, float | None], ...] = field(repr=False)
+    # (params, one more drawn error) per bootstrap repetition: a prediction, not a mean.
+    boot: tuple[tuple[tuple[float, float | None], float], ...] = field(repr=False)
     curve: _Curve = field(repr=False, compare=False)
 
     @property
@@ -319,9 +321,10 @@ class ScalingFit:
         return float(np.exp(self.curve.predict(self.params, math.log(batch_size))))
 
     def interval_at(self, batch_size: float) -> tuple[float, float]:
-        """The bootstrap percentile interval of the best lr at ``batch_size``."""
+        """Where the best lr at ``batch_size`` lies, at ``confidence``: a bootstrap prediction
+        interval (the refitted curve plus the scatter of one more batch size about it)."""
         x = math.log(batch_size)
-        values = [float(self.curve.predict(p, x)) for p in self.boot]
+        values = [float(self.curve.predict(p, x)) + e for p, e in self.boot]
         low, high = _interval(values, self.confidence)
         return math.exp(low), math.exp(high)
 
@@ -421,12 +424,18 @@ def fit_scaling_rule(
             )
     x, y, w = _arrays(counted)
     curve, scores = _choose(curves, x, y, w)
-    sizes = {o.batch_size for o in counted}
-    evidence = [p for p in points if p.batch_size in sizes]
-    boot = [curve.fit(*_arrays(batch_optima(r))) for r in _resamples(evidence, n_bootstrap, seed)]
+    # The interval: refit to the fitted values plus resampled leave-one-out errors, the
+    # honest (out-of-sample) scatter of a batch size's best lr about the curve.
+    params = curve.fit(x, y, w)
+    fitted, errors = curve.predict(params, x), _leave_one_out(curve, x, y, w)
+    rng = np.random.default_rng(seed)
+    boot = [
+        (curve.fit(x, fitted + errors[rng.integers(0, len(x), len(x))], w), rng.choice(errors))
+        for _ in range(n_bootstrap)
+    ]
     result = ScalingFit(
         model=curve.name,
-        params=curve.fit(x, y, w),
+        params=params,
         scores=scores,
         optima=tuple(optima),
         n_trials=len(points),
