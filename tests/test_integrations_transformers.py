@@ -222,11 +222,25 @@ def test_with_accepts_loss_kwargs_off_an_accumulated_update_is_the_one_at_b(tmp_
     assert unfixed.norm() / whole.norm() == pytest.approx(4.0, rel=1e-3)  # the bug it avoids
 
 
-def test_a_model_whose_gradient_the_trainer_would_scale_is_refused(tmp_path):
+def test_a_model_whose_gradient_the_trainer_would_scale_is_refused_before_any_trial(tmp_path):
+    """The Trainer reads accepts_loss_kwargs once, from model_init()'s model: a loss that
+    ignores num_items_in_batch is refused as the Trainer is built, when the search
+    accumulates; a search that never does takes the model."""
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    unfixed = {"args": args, "model_init": lambda: bert(fixed=False), "train_dataset": TRAIN}
+    callback = TrialCallback(hp_space(adam_space(), max_micro_batch=16))  # B = 64: 16 x 4
+    with pytest.raises(ValueError, match=r"accepts_loss_kwargs = False in model_init\.$"):
+        Trainer(**unfixed, callbacks=[callback])
+    Trainer(**unfixed, callbacks=[TrialCallback(hp_space(adam_space()))])  # 1 step per update
+    Trainer(**unfixed | {"model_init": model_init}, callbacks=[callback])  # the fix
+
+
+def test_a_callback_added_after_the_trainer_was_built_refuses_it_at_training(tmp_path):
     search = hp_space(adam_space(), max_micro_batch=16)
-    callback = TrialCallback(search)
-    trainer, _ = search_trainer(tmp_path, search, callback, epochs=1)
+    trainer, _ = search_trainer(tmp_path, search, TrainerCallback(), epochs=1)
     trainer.model_init = lambda trial: bert(fixed=False)
+    trainer.model_accepts_loss_kwargs = True  # as if model_init() had been this one
+    trainer.add_callback(TrialCallback(search))  # no on_init_end: the first trial probes
     storage = f"sqlite:///{tmp_path / 'refused.db'}"
     study = optuna.create_study(storage=storage, study_name="refused")
     study.enqueue_trial({"log2_batch_size": 6})  # B = 64: 16 x 4

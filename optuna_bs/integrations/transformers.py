@@ -108,6 +108,13 @@ class HpSpace:
             params["adam_epsilon"] = hp.eps
         return params
 
+    def accumulates(self, world_size: int) -> bool:
+        """Whether some batch size of the space needs gradient accumulation on ``world_size``
+        processes (B / world size over ``max_micro_batch``)."""
+        if self.max_micro_batch is None:
+            return False
+        return max(self.space.batch_sizes) // world_size > self.max_micro_batch
+
 
 def hp_space(
     space: BatchScalingSpace,
@@ -129,45 +136,87 @@ def hp_space(
     return HpSpace(space, max_micro_batch=max_micro_batch, world_size=world_size)
 
 
+def _passes_item_count(model: Any) -> bool:
+    """Whether the Trainer passes ``num_items_in_batch`` to ``model`` and then leaves the loss
+    undivided by the accumulation steps: its own rule, read once from the model that
+    ``model_init()`` returns when the Trainer is built."""
+    import inspect
+
+    if hasattr(model, "accepts_loss_kwargs"):
+        return bool(model.accepts_loss_kwargs)
+    params = inspect.signature(model.forward).parameters.values()
+    return any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _loss_ignores_item_count(model: Any, batch: Any) -> bool | None:
+    """Whether the model's loss on ``batch`` is the same with and without
+    ``num_items_in_batch`` (``None``: no loss to compare). Run in eval mode, without
+    gradients, with the random state and the config's ``problem_type`` restored."""
+    import torch
+
+    if not isinstance(batch, dict) or "labels" not in batch:
+        return None
+    config = getattr(model, "config", None)
+    problem_type = getattr(config, "problem_type", None)
+    state, training = torch.get_rng_state(), model.training
+    try:
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        model.eval()
+        with torch.no_grad():
+            plain = getattr(model(**batch), "loss", None)
+            many = torch.tensor(10**6, device=device)
+            counted = getattr(model(**batch, num_items_in_batch=many), "loss", None)
+    finally:
+        torch.set_rng_state(state)
+        model.train(training)
+        if config is not None and hasattr(config, "problem_type"):
+            config.problem_type = problem_type  # the probe's labels must not decide it
+    if plain is None or counted is None:
+        return None
+    return bool(torch.allclose(plain, counted))
+
+
+def _dummy_batches(model: Any) -> list[dict[str, Any]]:
+    """Batches to probe the loss of a transformers model before any data is seen: its
+    ``dummy_inputs`` with one label per sequence (a classifier's), or one per token (a
+    language model's)."""
+    import torch
+
+    try:
+        inputs = dict(model.dummy_inputs)
+    except Exception:  # not a transformers model, or one without dummy inputs
+        return []
+    ids = inputs.get("input_ids")
+    if not torch.is_tensor(ids) or ids.dim() != 2:
+        return []
+    per_sequence = torch.zeros(len(ids), dtype=torch.long)
+    return [{**inputs, "labels": per_sequence}, {**inputs, "labels": ids.clone()}]
+
+
+def _scaled_gradient_error(model: Any) -> ValueError:
+    return ValueError(
+        f"{type(model).__name__}'s loss ignores num_items_in_batch, so the Trainer would "
+        "scale its gradient by gradient_accumulation_steps (and the world size) and the update "
+        "would not be the one at the trial's B: set model.accepts_loss_kwargs = False in "
+        "model_init."
+    )
+
+
 def _check_accumulation_scaling(model: Any, loader: Any) -> None:
     """Refuse a model whose gradient the Trainer would scale by the accumulation steps.
 
     The Trainer does not divide the loss by the accumulation steps when the model's
     ``forward`` takes ``**kwargs`` (it then passes ``num_items_in_batch`` and expects a loss
-    already normalised by it). Models whose loss ignores it (transformers 5's
-    ``*ForSequenceClassification``, for one) then get a gradient that many times too large:
-    the update is no longer the one at B, and gradient clipping cuts it differently. Tested on
-    one training batch, in eval mode, with the random state restored.
+    already normalised by it; under DDP it also multiplies the loss by the world size).
+    Models whose loss ignores it (transformers 5's ``*ForSequenceClassification``, for one)
+    then get a gradient that many times too large: the update is no longer the one at B, and
+    gradient clipping cuts it differently. Tested on one training batch.
     """
-    import inspect
-
-    import torch
-
-    if model is None or loader is None or getattr(model, "accepts_loss_kwargs", None) is False:
+    if model is None or loader is None or not _passes_item_count(model):
         return
-    params = inspect.signature(model.forward).parameters.values()
-    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
-        return
-    state, training = torch.get_rng_state(), model.training
-    try:
-        batch = next(iter(loader))
-        if not isinstance(batch, dict) or "labels" not in batch:
-            return
-        device = next(model.parameters()).device
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        model.eval()
-        with torch.no_grad():
-            plain = model(**batch).loss
-            counted = model(**batch, num_items_in_batch=torch.tensor(10**6, device=device)).loss
-    finally:
-        torch.set_rng_state(state)
-        model.train(training)
-    if plain is not None and torch.allclose(plain, counted):
-        raise ValueError(
-            f"{type(model).__name__}'s loss ignores num_items_in_batch, so the Trainer would "
-            "scale its gradient by gradient_accumulation_steps and the update would not be the "
-            "one at the trial's B: set model.accepts_loss_kwargs = False in model_init."
-        )
+    if _loss_ignores_item_count(model, next(iter(loader))):
+        raise _scaled_gradient_error(model)
 
 
 def _ignore_report(value: float, step: int) -> None:
@@ -208,8 +257,11 @@ class TrialCallback(TrainerCallback):
         min_delta: The improvement that counts.
 
     Raises:
-        ValueError: When training begins, if per-device batch × gradient accumulation ×
-            world size is not the trial's B; at an evaluation without ``metric``.
+        ValueError: When the Trainer is built (before any trial), if ``model_init()``'s
+            loss ignores ``num_items_in_batch`` and the search accumulates gradients: the
+            Trainer would scale each update; set ``model.accepts_loss_kwargs = False`` in
+            ``model_init``. When training begins, if per-device batch × gradient accumulation
+            × world size is not the trial's B; at an evaluation without ``metric``.
     """
 
     def __init__(
@@ -234,8 +286,40 @@ class TrialCallback(TrainerCallback):
         self._pruned: optuna.TrialPruned | None = None
         self._last_step, self._busy, self._losses = 0, 0.0, []
         self._tic: float | None = None
+        # Whether the Trainer passes num_items_in_batch (read when it was built); None: unknown.
+        self._passes_counts: bool | None = None
 
     # --- the Trainer's hooks --------------------------------------------------------------
+
+    def on_init_end(self, args, state, control, model=None, **kwargs) -> None:
+        """Check, as the Trainer is built and before any trial, what would spoil every trial.
+
+        The Trainer decides here, once, from ``model_init()``'s model, whether it passes
+        ``num_items_in_batch`` to the model's loss; if that loss ignores it and the search
+        accumulates gradients (or runs on several processes), every such update would be too
+        large. The loss is probed on the model's dummy inputs; where it cannot be, the first
+        trial probes a training batch instead.
+
+        Raises:
+            ValueError: For a model whose loss ignores ``num_items_in_batch`` when the
+                Trainer would rely on it (set ``model.accepts_loss_kwargs = False`` in
+                ``model_init``).
+        """
+        if model is None:
+            return
+        self._passes_counts = _passes_item_count(model)
+        world_size = self.search.world_size or args.world_size
+        if not self._passes_counts or (world_size == 1 and not self.search.accumulates(1)):
+            return
+        for batch in _dummy_batches(model):
+            try:
+                ignored = _loss_ignores_item_count(model, batch)
+            except Exception:  # labels of another shape: try the next, or leave it to training
+                continue
+            if ignored:
+                raise _scaled_gradient_error(model)
+            if ignored is not None:
+                return
 
     def on_train_begin(self, args, state, control, **kwargs) -> None:
         trial, hp = self.search.trial, self.search.hparams
@@ -248,7 +332,9 @@ class TrialCallback(TrainerCallback):
                 )
             self.monitor = None  # a plain train(), outside any search: nothing to record
             return
-        if args.gradient_accumulation_steps > 1:
+        if self._passes_counts is not False and (
+            args.gradient_accumulation_steps > 1 or args.world_size > 1
+        ):
             _check_accumulation_scaling(kwargs.get("model"), kwargs.get("train_dataloader"))
         plan = check_effective_batch(
             hp.batch_size,
