@@ -226,13 +226,42 @@ def test_a_model_whose_gradient_the_trainer_would_scale_is_refused_before_any_tr
     """The Trainer reads accepts_loss_kwargs once, from model_init()'s model: a loss that
     ignores num_items_in_batch is refused as the Trainer is built, when the search
     accumulates; a search that never does takes the model."""
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    args = TrainingArguments(
+        output_dir=str(tmp_path), eval_strategy="epoch", use_cpu=True, report_to="none"
+    )
     unfixed = {"args": args, "model_init": lambda: bert(fixed=False), "train_dataset": TRAIN}
+    unfixed["eval_dataset"] = VAL
     callback = TrialCallback(hp_space(adam_space(), max_micro_batch=16))  # B = 64: 16 x 4
     with pytest.raises(ValueError, match=r"accepts_loss_kwargs = False in model_init\.$"):
         Trainer(**unfixed, callbacks=[callback])
     Trainer(**unfixed, callbacks=[TrialCallback(hp_space(adam_space()))])  # 1 step per update
     Trainer(**unfixed | {"model_init": model_init}, callbacks=[callback])  # the fix
+
+
+def test_evaluations_by_steps_are_refused_before_any_trial(tmp_path):
+    """Each evaluation is reported as an epoch: every eval_steps updates, B=16 would be
+    compared after 8x fewer samples than B=128."""
+    callback = TrialCallback(hp_space(adam_space()))
+    for strategy in ("steps", "no"):
+        args = TrainingArguments(
+            output_dir=str(tmp_path), eval_strategy=strategy, use_cpu=True, report_to="none"
+        )
+        with pytest.raises(ValueError, match=f"eval_strategy='{strategy}'.*'epoch'"):
+            Trainer(
+                args=args,
+                model_init=model_init,
+                train_dataset=TRAIN,
+                eval_dataset=VAL,
+                callbacks=[callback],
+            )
+    search = hp_space(adam_space())
+    trainer, _ = search_trainer(tmp_path, search, TrainerCallback(), epochs=1)
+    trainer.args.eval_strategy = "steps"
+    trainer.add_callback(TrialCallback(search))  # added late: refused as training begins
+    with pytest.raises(ValueError, match="eval_strategy='steps'"):
+        trainer.hyperparameter_search(
+            backend="optuna", hp_space=search, n_trials=1, direction="minimize"
+        )
 
 
 def test_a_callback_added_after_the_trainer_was_built_refuses_it_at_training(tmp_path):

@@ -20,8 +20,10 @@ space's momentum), ``adam_beta2``, ``adam_epsilon`` and ``weight_decay`` (from Ï
 space tunes AdamW's timescale).
 
 :class:`TrialCallback` checks that the Trainer trains at B, reports each evaluation to the
-trial as its epoch, prunes and early-stops through :class:`~optuna_bs.TrialMonitor`, and
-records the same user attrs as :func:`optuna_bs.fit`. The Trainer itself reports at its global
+trial as its epoch (so it takes ``eval_strategy="epoch"`` only: evaluations every
+``eval_steps`` updates would compare a small B with a large one after different amounts of
+data), prunes and early-stops through :class:`~optuna_bs.TrialMonitor`, and records the same
+user attrs as :func:`optuna_bs.fit`. The Trainer itself reports at its global
 step, which differs from one batch size to another: a pruner comparing trials at one step
 then compares runs that have seen different amounts of data, or finds none to compare with.
 So while the callback is in charge, the Trainer's own ``trial.report`` and
@@ -219,6 +221,22 @@ def _check_accumulation_scaling(model: Any, loader: Any) -> None:
         raise _scaled_gradient_error(model)
 
 
+def _check_eval_strategy(args: Any) -> None:
+    """Refuse evaluations that are not one per epoch: the callback reports each one as an
+    epoch, so that a pruner compares trials after the same data, whatever their B."""
+    strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
+    if strategy != "epoch":
+        raise ValueError(
+            f"TrialCallback compares trials epoch by epoch, but got eval_strategy={strategy!r}"
+            + (
+                " (every eval_steps updates: fewer samples at a small B than at a large one)"
+                if strategy == "steps"
+                else ""
+            )
+            + ": set eval_strategy='epoch' in TrainingArguments."
+        )
+
+
 def _ignore_report(value: float, step: int) -> None:
     """The Trainer's own report, at its global step: dropped (see the module docstring)."""
 
@@ -257,7 +275,8 @@ class TrialCallback(TrainerCallback):
         min_delta: The improvement that counts.
 
     Raises:
-        ValueError: When the Trainer is built (before any trial), if ``model_init()``'s
+        ValueError: When the Trainer is built (before any trial), if ``eval_strategy`` is
+            not ``"epoch"`` (each evaluation is reported as an epoch); if ``model_init()``'s
             loss ignores ``num_items_in_batch`` and the search accumulates gradients: the
             Trainer would scale each update; set ``model.accepts_loss_kwargs = False`` in
             ``model_init``. When training begins, if per-device batch Ã— gradient accumulation
@@ -305,6 +324,7 @@ class TrialCallback(TrainerCallback):
                 Trainer would rely on it (set ``model.accepts_loss_kwargs = False`` in
                 ``model_init``).
         """
+        _check_eval_strategy(args)
         if model is None:
             return
         self._passes_counts = _passes_item_count(model)
@@ -332,6 +352,7 @@ class TrialCallback(TrainerCallback):
                 )
             self.monitor = None  # a plain train(), outside any search: nothing to record
             return
+        _check_eval_strategy(args)
         if self._passes_counts is not False and (
             args.gradient_accumulation_steps > 1 or args.world_size > 1
         ):
