@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import optuna_bs
-from optuna_bs.integrations.transformers import TrialCallback, hp_space
+from optuna_bs.integrations.transformers import TrialCallback, hp_space, training_args
 from optuna_bs.vocabulary import USER_ATTRS
 from tests.conftest import REPO
 from tests.hf_model import Tokens, bert, model_init
@@ -139,6 +139,36 @@ def test_hyperparameter_search_trains_each_trial_at_what_the_space_derived(tmp_p
     for trial in (trials[0], trials[2]):
         assert trial.user_attrs["stop_reason"] == "completed"
         assert trial.value == min(trial.intermediate_values.values())  # the best epoch's
+
+
+def test_training_args_retrain_the_best_run_as_its_trial_trained(tmp_path):
+    """BestRun.hyperparameters are the space's (log2_batch_size, lr, tau_epochs): set on
+    trainer.args they train at the defaults; training_args gives what the trial trained at."""
+    search = hp_space(adam_space(), max_micro_batch=16)
+    callback = TrialCallback(search)
+    trainer, spy = search_trainer(tmp_path, search, callback, epochs=1)
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="best")
+    study.enqueue_trial({"log2_batch_size": 6, "reference_lr": 3e-3, "tau_epochs": 50.0})  # 16 x 4
+    best = trainer.hyperparameter_search(
+        backend="optuna",
+        hp_space=search,
+        n_trials=1,
+        direction="minimize",
+        storage=storage,
+        study_name="best",
+        load_if_exists=True,
+    )
+    fresh = TrainingArguments(output_dir=str(tmp_path / "again"), use_cpu=True, report_to="none")
+    again = training_args(best, search, fresh)
+    (trained,) = spy.seen
+    assert {name: getattr(again, name) for name in ARG_NAMES} == pytest.approx(
+        {name: trained[name] for name in ARG_NAMES}
+    )
+    assert again.gradient_accumulation_steps == 4 and again.learning_rate != fresh.learning_rate
+    assert fresh.gradient_accumulation_steps == 1  # copied, never changed
+    with pytest.raises(ValueError, match="tau_epochs"):
+        training_args({"log2_batch_size": 6, "reference_lr": 3e-3}, search, fresh)
 
 
 def test_a_world_size_the_trainer_does_not_have_is_refused(tmp_path):

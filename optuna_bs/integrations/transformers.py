@@ -33,6 +33,11 @@ broadcasts rank 0's verdict, every rank stops at the same epoch, and rank 0 then
 :class:`optuna.TrialPruned` (the Trainer's own pruning stops rank 0 alone, and the others
 hang). ``compute_objective=callback.compute_objective`` makes the trial's value its best
 evaluation's, as ``fit`` does.
+
+To retrain the best run, :func:`training_args` turns ``best`` back into ``TrainingArguments``
+(``best.hyperparameters`` are what the space sampled, not ``TrainingArguments`` fields)::
+
+    trainer = Trainer(model_init=make_model, args=training_args(best, search, args), ...)
 """
 
 from __future__ import annotations
@@ -57,12 +62,16 @@ except ImportError as err:
     ) from err
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from optuna.trial import BaseTrial
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import BestRun
 
     from optuna_bs.rules import Hyperparameters
     from optuna_bs.space import BatchScalingSpace
 
-__all__ = ["HpSpace", "TrialCallback", "hp_space"]
+__all__ = ["HpSpace", "TrialCallback", "hp_space", "training_args"]
 
 _logger = logging.getLogger(__name__)
 
@@ -94,9 +103,12 @@ class HpSpace:
 
     def __call__(self, trial: BaseTrial) -> dict[str, Any]:
         hp = self.space.suggest(trial)
-        world_size = self.world_size or int(os.environ.get("WORLD_SIZE", "1"))
-        plan = plan_batch(hp.batch_size, self.max_micro_batch, world_size)
         self.trial, self.hparams = trial, hp
+        return self.arguments(hp, self.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+
+    def arguments(self, hp: Hyperparameters, world_size: int) -> dict[str, Any]:
+        """The ``TrainingArguments`` values that train ``hp`` on ``world_size`` processes."""
+        plan = plan_batch(hp.batch_size, self.max_micro_batch, world_size)
         params: dict[str, Any] = {
             "per_device_train_batch_size": plan.per_device,
             "gradient_accumulation_steps": plan.accumulation,
@@ -136,6 +148,51 @@ def hp_space(
         ValueError: If the space is an SGD rule (the Trainer's optimizer is AdamW).
     """
     return HpSpace(space, max_micro_batch=max_micro_batch, world_size=world_size)
+
+
+def training_args(
+    best: BestRun | Mapping[str, Any], search: HpSpace, args: TrainingArguments
+) -> TrainingArguments:
+    """``args`` with the best run's training values set, as its trial trained: to retrain it.
+
+    ``BestRun.hyperparameters`` holds what the space *sampled* (``log2_batch_size``, the
+    reference lr, ``tau_epochs``, ...), not ``TrainingArguments`` fields, so setting them on
+    ``trainer.args`` trains at the defaults. This derives, as :func:`hp_space` did for the
+    trial, the per-device batch and gradient accumulation that make B (on ``args``' world size,
+    unless ``hp_space`` was given one), the learning rate, β1, β2, eps and the weight decay::
+
+        best = trainer.hyperparameter_search(backend="optuna", hp_space=search, ...)
+        trainer = Trainer(model_init=make_model, args=training_args(best, search, args), ...)
+        trainer.train()
+
+    Args:
+        best: What ``hyperparameter_search`` returned, or the trial's ``params``.
+        search: The :func:`hp_space` the search ran with.
+        args: The ``TrainingArguments`` to start from; it is copied, never changed.
+
+    Raises:
+        TypeError: If ``search`` is not an :func:`hp_space`.
+        ValueError: If ``best`` lacks a parameter of the space.
+    """
+    import copy
+
+    if not isinstance(search, HpSpace):
+        raise TypeError(
+            "`search` must be the hp_space(space) the search ran with, but got an object of "
+            f"type {type(search).__name__!r}."
+        )
+    params = dict(getattr(best, "hyperparameters", best))
+    try:
+        hp = search.space.suggest(optuna.trial.FixedTrial(params))
+    except ValueError as err:
+        raise ValueError(
+            f"`best` must hold the searched parameters of the space, but got {params}: {err}"
+        ) from err
+    retrain = copy.deepcopy(args)
+    for key, value in search.arguments(hp, search.world_size or args.world_size).items():
+        old = getattr(retrain, key)
+        setattr(retrain, key, value if old is None else type(old)(value))  # as the Trainer does
+    return retrain
 
 
 def _passes_item_count(model: Any) -> bool:
