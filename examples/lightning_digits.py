@@ -4,7 +4,8 @@
 
 Your LightningModule and DataModule stay as they are; the trial gives them B, lr and momentum.
 ``batch_settings`` splits B into the DataModule's per-device batch and the Trainer's
-``accumulate_grad_batches`` (so B can exceed what one device holds), and ``TrialCallback``
+``accumulate_grad_batches`` (so B can exceed what one device holds), with the Trainer's
+``limit_train_batches`` that keeps every update a whole B, and ``TrialCallback``
 reports each validation epoch, prunes, early-stops, checks that the Trainer really trains at
 B, and records what ``optuna-bs report`` reads.
 
@@ -92,6 +93,7 @@ def main() -> None:
         trainer = pl.Trainer(
             max_epochs=args.max_epochs,
             accumulate_grad_batches=plan["accumulate_grad_batches"],
+            limit_train_batches=plan["limit_train_batches"],  # n_train // B whole updates
             callbacks=[callback],
             accelerator="cpu",
             devices=world_size,

@@ -39,7 +39,10 @@ def main(out: Path, storage: str, name: str) -> None:
         hp = space.suggest(trial)
         plan = batch_settings(hp, max_micro_batch=16, world_size=2)
         callback = TrialCallback(trial, hp, patience=5)
-        run = trainer(5, plan["accumulate_grad_batches"], [callback], strategy="ddp", devices=2)
+        accumulate, limit = plan["accumulate_grad_batches"], plan["limit_train_batches"]
+        run = trainer(
+            5, accumulate, [callback], strategy="ddp", devices=2, limit_train_batches=limit
+        )
         run.fit(Classifier(hp.lr, hp.momentum), datamodule=Data(plan["batch_size"]))
         seen.append(
             {

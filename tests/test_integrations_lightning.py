@@ -43,7 +43,12 @@ def run_trial(
     torch.manual_seed(trial.number)
     plan = batch_settings(hp, max_micro_batch=micro)
     callback = TrialCallback(trial, hp, patience=3, **kwargs)
-    run = trainer(max_epochs, accumulate or plan["accumulate_grad_batches"], [callback])
+    run = trainer(
+        max_epochs,
+        accumulate or plan["accumulate_grad_batches"],
+        [callback],
+        limit_train_batches=plan["limit_train_batches"],
+    )
     run.fit(
         Classifier(lr or hp.lr, hp.momentum),
         datamodule=Data(per_device or plan["batch_size"]),
@@ -54,15 +59,41 @@ def run_trial(
 
 def test_batch_settings_make_b_from_the_per_device_batch_and_accumulation():
     hp = optuna_bs.Hyperparameters(256, 0.1, 0.9, n_train=4000)
+    # 4000 // 256 = 15 whole updates per epoch, of 4 (or, per device on 2, 2) micro-batches.
     assert batch_settings(hp, max_micro_batch=64) == {
         "batch_size": 64,
         "accumulate_grad_batches": 4,
+        "limit_train_batches": 60,
     }
     assert batch_settings(hp, max_micro_batch=64, world_size=2) == {
         "batch_size": 64,
         "accumulate_grad_batches": 2,
+        "limit_train_batches": 30,
     }
-    assert batch_settings(hp) == {"batch_size": 256, "accumulate_grad_batches": 1}
+    assert batch_settings(hp) == {
+        "batch_size": 256,
+        "accumulate_grad_batches": 1,
+        "limit_train_batches": 15,
+    }
+
+
+def test_every_update_is_a_whole_b_and_n_updates_is_fits():
+    """N = 360, B = 64 in micro-batches of 16: 22 per epoch, so Lightning's 6th update would
+    be 2 micro-batches whose loss it divides by 4. Refused, with the fix; with the fix, an
+    epoch is 360 // 64 = 5 updates, as fit counts them."""
+    from torch.utils.data import TensorDataset
+
+    hp = optuna_bs.Hyperparameters(64, 0.05, 0.9, n_train=360)
+    plan = batch_settings(hp, max_micro_batch=16)
+    data = Data(plan["batch_size"])
+    data.train = TensorDataset(*data.train[:360])
+    with pytest.raises(ValueError, match=r"22 micro-batches .* limit_train_batches=20 \("):
+        trainer(2, 4, [TrialCallback(None, hp)]).fit(Classifier(hp.lr, 0.9), datamodule=data)
+    callback = TrialCallback(None, hp)
+    run = trainer(2, 4, [callback], limit_train_batches=plan["limit_train_batches"])
+    run.fit(Classifier(hp.lr, 0.9), datamodule=data)
+    assert callback.monitor.n_updates_ == 2 * (360 // 64) == run.global_step
+    assert callback.monitor.n_samples_ == 2 * 5 * 64
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@
         callback = TrialCallback(trial, hp, monitor="val_error", patience=3,
                                  checkpoint_dir="checkpoints")
         trainer = L.Trainer(max_epochs=20, accumulate_grad_batches=plan["accumulate_grad_batches"],
+                            limit_train_batches=plan["limit_train_batches"],  # whole updates
                             callbacks=[callback])
         trainer.fit(MyModule(lr=hp.lr, momentum=hp.momentum),
                     datamodule=MyData(batch_size=plan["batch_size"]),
@@ -78,17 +79,26 @@ _logger = logging.getLogger(__name__)
 def batch_settings(
     hparams: Hyperparameters, max_micro_batch: int | None = None, world_size: int = 1
 ) -> dict[str, int]:
-    """The DataModule's per-device ``batch_size`` and the Trainer's ``accumulate_grad_batches``
-    that make the trial's B on ``world_size`` devices, each holding at most
-    ``max_micro_batch`` samples.
+    """The DataModule's per-device ``batch_size``, and the Trainer's ``accumulate_grad_batches``
+    and ``limit_train_batches``, that make every update of the trial's B on ``world_size``
+    devices, each holding at most ``max_micro_batch`` samples.
+
+    ``limit_train_batches`` keeps the micro-batches that make whole updates, ``n_train // B``
+    per epoch as :func:`optuna_bs.fit` makes: Lightning would otherwise end an epoch whose
+    micro-batches do not fill the last update with a short one (its loss still divided by the
+    accumulation steps), an update neither at B nor of the weight of the others.
 
     Example:
         >>> from optuna_bs import Hyperparameters
         >>> batch_settings(Hyperparameters(256, 0.1, 0.9, n_train=4000), max_micro_batch=64)
-        {'batch_size': 64, 'accumulate_grad_batches': 4}
+        {'batch_size': 64, 'accumulate_grad_batches': 4, 'limit_train_batches': 60}
     """
     plan = plan_batch(hparams.batch_size, max_micro_batch, world_size)
-    return {"batch_size": plan.per_device, "accumulate_grad_batches": plan.accumulation}
+    return {
+        "batch_size": plan.per_device,
+        "accumulate_grad_batches": plan.accumulation,
+        "limit_train_batches": hparams.n_train // hparams.batch_size * plan.accumulation,
+    }
 
 
 class TrialCallback(pl.Callback):
@@ -112,7 +122,9 @@ class TrialCallback(pl.Callback):
 
     Raises:
         ValueError: At the start of training, if per-device batch × ``accumulate_grad_batches``
-            × world size is not B, or if under DDP the trial is not shared by every rank.
+            × world size is not B, if an epoch's micro-batches do not make whole updates
+            (give the Trainer ``batch_settings(...)["limit_train_batches"]``), or if under DDP
+            the trial is not shared by every rank.
     """
 
     def __init__(
@@ -221,6 +233,7 @@ class TrialCallback(pl.Callback):
             trainer.accumulate_grad_batches,
             trainer.world_size,
         )
+        _check_whole_updates(trainer.num_training_batches, plan.accumulation)
         self._epoch_start_step = trainer.global_step
         self.monitor.attrs.update(
             micro_batch_size=plan.per_device,
@@ -308,6 +321,19 @@ class TrialCallback(pl.Callback):
         if self.pruned_ is not None:
             raise self.pruned_
         return self.monitor.best_value_
+
+
+def _check_whole_updates(micro_batches: float, accumulation: int) -> None:
+    """Refuse an epoch whose micro-batches do not make whole updates of B."""
+    if not math.isfinite(micro_batches) or micro_batches % accumulation == 0:
+        return
+    whole = int(micro_batches) // accumulation * accumulation
+    raise ValueError(
+        f"Each epoch has {int(micro_batches)} micro-batches per device, not a multiple of "
+        f"accumulate_grad_batches={accumulation}: its last update would be "
+        f"{int(micro_batches) - whole} micro-batch(es), not B; give the Trainer "
+        f"limit_train_batches={whole} (batch_settings(...)['limit_train_batches'])."
+    )
 
 
 def _warn_partial_batches(loader: Any, per_device: int, world_size: int) -> None:
