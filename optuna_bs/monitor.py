@@ -79,8 +79,9 @@ class TrialMonitor:
             is reached. ``None`` leaves that to ``with`` or :meth:`finish`.
         collapse_factor: The rise of the training loss over the first epoch's that, with no
             validation gain over the first epoch, counts as a collapse (> 1).
-        chance_value: The value of guessing (``1 − 1/C`` for the error on C classes): when
-            given, a collapse must also sit within 5% of it.
+        chance_value: The value of a model that learned nothing: for the error, that of
+            always guessing the commonest class, 1 − its share (``1 − 1/C`` for C balanced
+            classes). When given, a collapse must also sit within 5% of it.
 
     Raises:
         TypeError: If ``patience`` is not an integer or ``None``, or ``min_delta`` not a

@@ -155,6 +155,23 @@ def test_a_non_finite_training_loss_ends_the_trial_diverged(tmp_path):
     assert trial.intermediate_values == {}  # a non-finite value is never reported
 
 
+def test_a_run_stuck_at_chance_after_its_loss_blew_up_ends_diverged():
+    """Labels about 35% / 50% / 15%: a collapsed model guesses the commonest class, at error
+    0.5, well below 1 - 1/3 (given that, the run below ends COMPLETE). The chance value comes
+    from the training labels, and the run that sits there with its loss 10x up is diverged."""
+    study = optuna.create_study()
+    study.enqueue_trial({"log2_batch_size": 5, "noise_scale": 20.0})
+    callbacks = []
+    study.optimize(lambda t: callbacks.append(run_trial(t, lr=2.0)) or callbacks[0].result(), 1)
+    labels = Data(32).train.tensors[1]
+    share = torch.bincount(labels).max().item() / len(labels)
+    assert callbacks[0].monitor.chance_value == pytest.approx(1 - share)
+    assert 0.45 < 1 - share < 0.55
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["stop_reason"] == "diverged"
+
+
 def test_a_retried_trial_resumes_from_the_dead_trials_lightning_checkpoint(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'r.db'}")
     study.enqueue_trial({"log2_batch_size": 5, "noise_scale": 20.0})  # a g that trains

@@ -113,8 +113,16 @@ class TrialCallback(pl.Callback):
         direction: ``"minimize"`` or ``"maximize"``, as the study.
         patience: Validation epochs without improvement before stopping; ``None`` never.
         min_delta: The improvement that counts.
-        chance_value: The metric's value at chance (``1 − 1/C`` for the error), which
-            sharpens the collapse test (:class:`~optuna_bs.TrialMonitor`).
+        chance_value: The monitored error of a model that learned nothing: that of always
+            guessing the commonest class, 1 − its share of the training labels (``1 − 1/C``
+            for C balanced classes, less where one class dominates). A run whose training
+            loss rose over 10x with no gain over its first epoch ends ``"diverged"`` where
+            its error sits within 5% of this (:class:`~optuna_bs.TrialMonitor`); a run that
+            learned something goes on. ``"auto"`` (the default) reads it off the training
+            labels when ``monitor`` is an error and the dataset shows them without a pass
+            (a ``TensorDataset`` whose last tensor holds class ids, a dataset with
+            ``targets``, a ``Subset`` of either); otherwise, or with ``None``, any such run
+            ends ``"diverged"``.
         checkpoint_dir: Where to save ``trial_{number}.ckpt`` at each validation epoch (in a
             folder of the study's own), so a retried trial resumes from its dead trial's
             (:attr:`ckpt_path`), once it has checked that the file is that trial's;
@@ -136,19 +144,26 @@ class TrialCallback(pl.Callback):
         direction: str = "minimize",
         patience: int | None = None,
         min_delta: float = 0.0,
-        chance_value: float | None = None,
+        chance_value: float | str | None = "auto",
         checkpoint_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
+        if chance_value != "auto" and not (
+            chance_value is None or isinstance(chance_value, int | float)
+        ):
+            raise TypeError(
+                f"`chance_value` must be a number, 'auto' or None, but got {chance_value!r}."
+            )
         self.trial = trial
         self.hparams = hparams
+        self.chance_value = chance_value
         self.monitor = TrialMonitor(
             trial,
             patience=patience,
             min_delta=min_delta,
             metric=monitor,
             direction=direction,
-            chance_value=chance_value,
+            chance_value=None if chance_value == "auto" else chance_value,
         )
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.pruned_: optuna.TrialPruned | None = None
@@ -234,6 +249,9 @@ class TrialCallback(pl.Callback):
             trainer.world_size,
         )
         _check_whole_updates(trainer.num_training_batches, plan.accumulation)
+        if self.chance_value == "auto" and self.monitor.direction == "minimize":
+            if "error" in self.monitor.metric:
+                self.monitor.chance_value = _constant_guess_error(_first_loader(loader))
         self._epoch_start_step = trainer.global_step
         self.monitor.attrs.update(
             micro_batch_size=plan.per_device,
@@ -350,11 +368,49 @@ def _warn_partial_batches(loader: Any, per_device: int, world_size: int) -> None
         )
 
 
+def _first_loader(loaders: Any) -> Any:
+    if isinstance(loaders, dict | list | tuple):
+        return next(iter(loaders.values() if isinstance(loaders, dict) else loaders))
+    return loaders
+
+
+def _class_labels(dataset: Any) -> Any:
+    """The class ids of a dataset that shows them without a pass over it; else ``None``."""
+    import torch
+    from torch.utils.data import Subset, TensorDataset
+
+    if isinstance(dataset, Subset):
+        labels = _class_labels(dataset.dataset)
+        return None if labels is None else labels[torch.as_tensor(dataset.indices)]
+    if isinstance(dataset, TensorDataset):
+        labels = dataset.tensors[-1]
+    else:
+        labels = getattr(dataset, "targets", None)
+    if labels is None:
+        return None
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if labels.dim() != 1 or not labels.numel() or labels.is_floating_point():
+        return None
+    return labels
+
+
+def _constant_guess_error(loader: Any) -> float | None:
+    """The error of always guessing the commonest class of the loader's training labels."""
+    import torch
+
+    labels = _class_labels(getattr(loader, "dataset", None))
+    if labels is None:
+        return None
+    counts = torch.unique(labels, return_counts=True)[1]
+    return 1.0 - counts.max().item() / labels.numel() if len(counts) > 1 else None
+
+
 def _loader_batch_size(loaders: Any) -> int:
     """The per-device batch of the Trainer's training DataLoader."""
-    loader = loaders
-    if isinstance(loaders, dict | list | tuple):
-        loader = next(iter(loaders.values() if isinstance(loaders, dict) else loaders))
+    loader = _first_loader(loaders)
     size = getattr(loader, "batch_size", None)
     if size is None:
         size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
