@@ -110,7 +110,7 @@ class SpaceSection:
     batch_size: tuple[int, int] | int | str = DEFAULTS["batch_size"]  # "auto": noise scale
     noise_scale: tuple[float, float] | str = DEFAULTS["noise_scale"]  # "auto": range test
     momentum: tuple[float, float] | float = DEFAULTS["momentum"]
-    lr: tuple[float, float] = DEFAULTS["lr"]
+    lr: tuple[float, float] | None = DEFAULTS["lr"]  # None: the optimizer family's LR_RANGES
     reference_batch_size: int = DEFAULTS["reference_batch_size"]
     alpha: float | None = None
     beta2: float = DEFAULTS["beta2"]  # Adam's, at reference_batch_size
@@ -248,6 +248,7 @@ _NULLABLE = {
     ("study", "timeout"),
     ("study", "storage"),
     ("space", "alpha"),
+    ("space", "lr"),
     ("space", "tau_epochs"),
     ("train", "patience"),
 }

@@ -40,7 +40,7 @@ from optuna_bs.rules import (
     optimizer_family,
     weight_decay_for_timescale,
 )
-from optuna_bs.vocabulary import DEFAULTS
+from optuna_bs.vocabulary import DEFAULTS, LR_RANGES
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -60,7 +60,9 @@ class BatchScalingSpace:
         noise_scale: ``(low, high)`` of g, sampled on a log scale (``"noise-scale"`` only).
         momentum: A fixed m, or ``(low, high)`` to search it (β1 for ``"adam-sqrt"``).
         lr: ``(low, high)`` of ϵ, log scale: the reference lr for the rule-based
-            parameterisations, ϵ itself for ``"independent"``.
+            parameterisations, ϵ itself for ``"independent"``. ``None``: the optimizer
+            family's range of :data:`~optuna_bs.vocabulary.LR_RANGES`, (1e-5, 1e-2) for the
+            Adam family (an ``optimizer`` of it, or ``"adam-sqrt"``), else (1e-4, 1.0).
         reference_batch_size: B_ref of the rule-based parameterisations.
         alpha: The exponent of ``"power"``.
         beta2: Adam's β2 at ``reference_batch_size`` (``"adam-sqrt"`` moves it with B).
@@ -97,7 +99,7 @@ class BatchScalingSpace:
         batch_size: tuple[int, int] | int = DEFAULTS["batch_size"],
         noise_scale: tuple[float, float] = DEFAULTS["noise_scale"],
         momentum: tuple[float, float] | float = DEFAULTS["momentum"],
-        lr: tuple[float, float] = DEFAULTS["lr"],
+        lr: tuple[float, float] | None = DEFAULTS["lr"],
         reference_batch_size: int = DEFAULTS["reference_batch_size"],
         alpha: float | None = None,
         beta2: float = DEFAULTS["beta2"],
@@ -129,7 +131,6 @@ class BatchScalingSpace:
                     f"`batch_size` must hold a power of two, but got batch_size=({low}, {high})."
                 )
         self._noise_scale = check_range("noise_scale", noise_scale, positive=True)
-        self._lr = check_range("lr", lr, positive=True)
         if isinstance(momentum, numbers.Real) and not isinstance(momentum, bool):
             _check_momentum(momentum)
         else:
@@ -158,6 +159,10 @@ class BatchScalingSpace:
                     f"optimizers, and optimizer {optimizer!r} is {self.family.upper()}: use one "
                     f"of {', '.join(valid)}."
                 )
+        if lr is None:
+            adam = self.family == "adam" or parameterisation == "adam-sqrt"
+            lr = LR_RANGES["adam" if adam else "sgd"]
+        self._lr = check_range("lr", lr, positive=True)
         if not 0 <= check_real("beta2", beta2) < 1:
             raise ValueError(f"`beta2` must be in [0, 1), but got beta2={beta2!r}.")
         if check_real("eps", eps) <= 0:

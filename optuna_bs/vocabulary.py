@@ -26,6 +26,7 @@ __all__ = [
     "RECORD_ATTRS",
     "USER_ATTRS",
     "DEFAULTS",
+    "LR_RANGES",
     "metric_name",
 ]
 
@@ -104,7 +105,7 @@ DEFAULTS = {
     "batch_size": (16, 256),  # the searched B, powers of two
     "noise_scale": (1.0, 1000.0),
     "momentum": 0.9,
-    "lr": (1e-4, 1.0),
+    "lr": None,  # the searched range by optimizer family: LR_RANGES
     "reference_batch_size": 128,
     "beta2": 0.999,
     "eps": 1e-8,
@@ -116,6 +117,11 @@ DEFAULTS = {
     "augment": "none",
     "on_oom": "accumulate",
 }
+
+#: The searched lr range where none is given, by optimizer family (``rules.optimizer_family``;
+#: an ``"adam-sqrt"`` space with no optimizer named is Adam's). SGD's reaches 1.0; Adam's
+#: steps are normalised, so its useful lr lies about two decades lower.
+LR_RANGES = {"sgd": (1e-4, 1.0), "adam": (1e-5, 1e-2)}
 
 
 def metric_name(metric: str) -> str:

@@ -498,3 +498,32 @@ def test_an_adam_rule_with_sgd_says_so_the_right_way_round():
         "optimizer 'sgd' is SGD: use one of",
     ):
         BatchScalingSpace("adam-sqrt", n_train=1000, optimizer="sgd")
+
+
+def test_adam_family_spaces_search_adams_lr_range_by_default(tmp_path):
+    """SGD's default range reaches lr = 1: an AdamW search there wastes its trials."""
+    from optuna_bs.config import load_config
+    from optuna_bs.runner import space_from_config
+    from optuna_bs.vocabulary import LR_RANGES
+
+    assert LR_RANGES == {"sgd": (1e-4, 1.0), "adam": (1e-5, 1e-2)}
+    adam = [
+        BatchScalingSpace("adam-sqrt", n_train=N),
+        BatchScalingSpace("adam-sqrt", n_train=N, optimizer="adamw"),
+        BatchScalingSpace("sqrt", n_train=N, optimizer="Adam"),
+        BatchScalingSpace("independent", n_train=N, optimizer="nadam"),
+    ]
+    assert [s.lr for s in adam] == [LR_RANGES["adam"]] * 4
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    lrs = [adam[3].suggest(study.ask()).lr for _ in range(20)]
+    assert all(1e-5 <= lr <= 1e-2 for lr in lrs)
+    for sgd in (BatchScalingSpace("linear", n_train=N), BatchScalingSpace("sqrt", n_train=N)):
+        assert sgd.lr == LR_RANGES["sgd"]
+    assert BatchScalingSpace("adam-sqrt", n_train=N, lr=(1e-3, 0.1)).lr == (1e-3, 0.1)
+    # A study file that names no lr gets its optimizer's range, through the same default.
+    study_file = tmp_path / "adamw.toml"
+    study_file.write_text('[space]\nparameterisation = "sqrt"\n[train]\noptimizer = "adamw"\n')
+    config = load_config(study_file)
+    assert config.space.lr is None
+    assert space_from_config(config, N).lr == LR_RANGES["adam"]
+    assert space_from_config(config, N, optimizer="sgd").lr == LR_RANGES["sgd"]
