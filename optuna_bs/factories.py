@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_spec", "import_object"]
+__all__ = ["is_spec", "import_object", "call_mismatch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -77,3 +78,23 @@ def import_object(spec: str, what: str, *, folder: str | Path | None = None) -> 
         )
     _logger.debug("Imported %s %r from %s.", what, spec, getattr(module, "__file__", "?"))
     return obj
+
+
+def call_mismatch(factory: Any, **kwargs: Any) -> str | None:
+    """Why ``factory(**kwargs)`` cannot bind its arguments, before it is called; ``None`` if
+    it can, or if its signature cannot be read (then the call itself tells).
+
+    Example:
+        >>> def make(width=8): ...
+        >>> call_mismatch(make, input_shape=(40,), width=4)
+        "got an unexpected keyword argument 'input_shape'"
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or a C callable
+        return None
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        return str(err)
+    return None

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from optuna_bs._validation import check_int
-from optuna_bs.factories import import_object
+from optuna_bs.factories import call_mismatch, import_object
 
 _logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def build_model(
 
     A user factory is imported, then called as
     ``factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)`` and must return a
-    :class:`torch.nn.Module`.
+    :class:`torch.nn.Module`: define it as ``def factory(input_shape, n_outputs, **options)``
+    (a call it cannot take is refused before it is made, naming that signature).
 
     Args:
         name: One of :data:`MODELS`, or ``"package.module:factory"``.
@@ -266,6 +267,18 @@ def _user_model(
     folder: str | None,
 ) -> nn.Module:
     factory = import_object(spec, "Model", folder=folder)
+    why = call_mismatch(factory, input_shape=input_shape, n_outputs=n_outputs, **kwargs)
+    if why is not None:
+        name = getattr(factory, "__name__", "factory")
+        given = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+        options = "".join(f", {k}" for k in kwargs)
+        raise TypeError(
+            f"Model {spec!r} is called as {name}(input_shape={input_shape!r}, "
+            f"n_outputs={n_outputs!r}{given}), which its signature refuses ({why}): define it as "
+            f"`def {name}(input_shape, n_outputs{options}):` (one sample's shape, the classes "
+            "or targets, and each [model] option by keyword; it may ignore what it does not "
+            "need)."
+        )
     model = factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(

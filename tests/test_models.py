@@ -26,6 +26,12 @@ USER_MODULE = """
     def not_a_module(input_shape, n_outputs):
         return {"input_shape": input_shape}
 
+    def make_model(width=8):
+        return nn.Linear(4, width)
+
+    def deep(input_shape, n_outputs, depth):
+        return nn.Linear(input_shape[-1], n_outputs)
+
     NOT_CALLABLE = 3
 """
 
@@ -126,6 +132,18 @@ def test_user_factory(user_module: str) -> None:
 def test_bad_user_factory(user_module: str, attr: str, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         build_model(f"{user_module}:{attr}", (40,), 10)
+
+
+def test_a_factory_without_the_shape_arguments_is_told_the_signature(user_module: str) -> None:
+    expected = (
+        r"called as make_model\(input_shape=\(40,\), n_outputs=10, width=4\), which its "
+        r"signature refuses \(got an unexpected keyword argument 'input_shape'\): define it as "
+        r"`def make_model\(input_shape, n_outputs, width\):`"
+    )
+    with pytest.raises(TypeError, match=expected):
+        build_model(f"{user_module}:make_model", (40,), 10, width=4)
+    with pytest.raises(TypeError, match=r"\(missing a required argument: 'depth'\)"):
+        build_model(f"{user_module}:deep", (40,), 10)  # [model] depth left out
 
 
 def test_user_module_that_does_not_import(user_module: str) -> None:
