@@ -58,6 +58,7 @@ class _Parser(argparse.ArgumentParser):
 #: ``run`` options that ``launch`` sets itself for each worker; it forwards all the others.
 _SET_BY_LAUNCH = frozenset(
     {"help", "study_file", "storage", "study_name", "n_trials", "seed", "no_test", "quiet"}
+    | {"threads"}  # each worker's share of the cores, through OMP_NUM_THREADS
 )
 
 
@@ -128,6 +129,13 @@ def _build_parser() -> _Parser:
             help="skip re-running the best trial on the test split",
         )
     run.add_argument("--n-trials", type=_positive_int, metavar="N", help="trials to run now")
+    run.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch's CPU threads (default: $OMP_NUM_THREADS if set, else this machine's "
+        "usable cores shared by the processes of one trial)",
+    )
     launch.add_argument(
         "--n-trials", type=_positive_int, metavar="N", help="trials in all, shared by the workers"
     )
@@ -259,6 +267,7 @@ def _run(args: argparse.Namespace) -> int:
     rank, world_size = init_from_env()  # under torchrun: one trial on every rank
     if rank != 0:
         args.quiet = True
+    _set_threads(args.threads)
     config, prepared = _prepare(args)
     url = _store(config)
     ranks = f" x {world_size} processes per trial" if world_size > 1 else ""
@@ -282,6 +291,23 @@ def _run(args: argparse.Namespace) -> int:
     test_value = None if args.no_test else evaluate_best_on_test(prepared, study)
     _report(args, study, config.train.metric, test_value)
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """Give torch ``threads`` CPU threads. By default, unless ``OMP_NUM_THREADS`` already
+    says (``launch`` sets it for each worker), the cores this process may use (its CPU
+    affinity, which torch's own default ignores), shared by the processes of one trial on this
+    machine, as ``launch`` shares them among its workers; never more than torch's default."""
+    import torch
+
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS"):
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        share = max(1, (cores or os.cpu_count() or 1) // local)
+        threads = min(torch.get_num_threads(), share)
+    torch.set_num_threads(threads)
 
 
 def _launch(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -380,6 +381,31 @@ def test_a_ladder_on_auto_ranges_searches_within_the_range_test_and_stops_at_b_s
     phases = [t.system_attrs["ladder"] for t in study.trials]
     rungs = [p["rung"] for p in phases if p["phase"] == "climb"]
     assert rungs and max(rungs) <= batch.high  # no rung above B_simple's power of two
+
+
+def test_run_sets_torchs_threads(tmp_path, monkeypatch):
+    """--threads N; by default the usable cores shared by a trial's processes (here 6 cores,
+    2 processes); an OMP_NUM_THREADS already set (by launch, say) is kept."""
+    seen = []
+    monkeypatch.setattr(
+        "optuna_bs.runner.run_study", lambda *a, **k: seen.append(torch.get_num_threads())
+    )
+    monkeypatch.chdir(tmp_path)
+    study_file = _study_file(tmp_path, TINY)
+    before = torch.get_num_threads()
+    try:
+        assert main(["run", study_file, "--threads", "1", "-q"]) == 0
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        torch.set_num_threads(8)
+        assert main(["run", study_file, "-q"]) == 0
+        monkeypatch.setenv("OMP_NUM_THREADS", "5")
+        torch.set_num_threads(5)  # what torch read from it
+        assert main(["run", study_file, "-q"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 3, 5]
 
 
 def test_format_table():
