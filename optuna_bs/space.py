@@ -4,7 +4,7 @@
 Its distributions are static (the same names and ranges in every trial), so multivariate TPE
 and optuna-dashboard's plots work; the values that are derived, above all the learning rate,
 are recorded on the trial as user attrs ``batch_size``, ``lr``, ``momentum``, ``noise_scale``
-and ``n_train``.
+(SGD only: it means nothing for Adam) and ``n_train``.
 
 Parameterisations (docs/design.md §2):
 
@@ -224,13 +224,17 @@ class BatchScalingSpace:
             momentum = trial.suggest_float("momentum", *self.momentum)
 
         hp = self.rule.suggest_lr(trial, self, batch_size, momentum)
-        if self.family == "adam" or self.parameterisation == "adam-sqrt":
+        adam = self.family == "adam" or self.parameterisation == "adam-sqrt"
+        if adam:
             beta2 = self.beta2 if hp.beta2 is None else hp.beta2
             hp = replace(hp, beta2=beta2, eps=self.eps if hp.eps is None else hp.eps)
         else:  # SGD, or an optimizer not named: no Adam values to record
             hp = replace(hp, beta2=None, eps=None)
         hp = replace(hp, weight_decay=self._suggest_weight_decay(trial, hp))
-        for key, value in hp.user_attrs().items():
+        attrs = hp.user_attrs()
+        if adam:  # SGD's noise scale g means nothing for Adam (docs/design.md §10)
+            del attrs["noise_scale"]
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("parameterisation", self.parameterisation)
         if self.parameterisation == "power":

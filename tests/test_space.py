@@ -244,7 +244,7 @@ def test_adam_sqrt_follows_malladi() -> None:
         assert math.isclose(1 - hp.beta2, kappa * (1 - 0.999), rel_tol=1e-9)
         assert math.isclose(hp.eps, 1e-8 / math.sqrt(kappa), rel_tol=REL)
         attrs = frozen.user_attrs
-        assert USER_ATTRS | {"beta2", "eps"} <= set(attrs)
+        assert USER_ATTRS - {"noise_scale"} | {"beta2", "eps"} <= set(attrs)
         assert (attrs["lr"], attrs["momentum"], attrs["beta2"], attrs["eps"]) == (
             hp.lr,
             hp.momentum,
@@ -438,6 +438,28 @@ def test_an_sgd_rule_with_an_adam_optimizer_is_refused_unless_allowed():
     BatchScalingSpace("adam-sqrt", n_train=N, batch_size=(16, 256), optimizer="adam")
     BatchScalingSpace("sqrt", n_train=N, optimizer="adamw")  # the sqrt rule holds for both
     BatchScalingSpace("noise-scale", n_train=N, optimizer="sgd")
+
+
+def test_adam_family_trials_record_no_noise_scale():
+    """g = ϵ(N/B − 1)/(1 − m) is SGD's; for Adam it is a number with no meaning, which the
+    report, its plots and the analysis never read (they compute g where a trial lacks it)."""
+    spaces = {
+        "adam-sqrt": BatchScalingSpace("adam-sqrt", n_train=N, batch_size=(32, 128)),
+        "sqrt, adamw": BatchScalingSpace("sqrt", n_train=N, optimizer="adamw"),
+        "sqrt, sgd": BatchScalingSpace("sqrt", n_train=N, optimizer="sgd"),
+        "noise-scale": BatchScalingSpace(n_train=N),
+    }
+    recorded = {}
+    for name, space in spaces.items():
+        trial = optuna.create_study().ask()
+        space.suggest(trial)
+        recorded[name] = "noise_scale" in trial.user_attrs
+    assert recorded == {
+        "adam-sqrt": False,
+        "sqrt, adamw": False,
+        "sqrt, sgd": True,
+        "noise-scale": True,
+    }
 
 
 def test_adam_space_records_betas_eps_weight_decay_and_tau():
