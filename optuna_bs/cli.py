@@ -434,7 +434,8 @@ def _report_command(args: argparse.Namespace) -> int:
         extrapolate=args.extrapolate,
         noise_batch_size=args.noise_batch_size,
     )
-    print(summary.to_text())
+    if not args.quiet:  # -q: the report file only (and errors, on stderr)
+        print(summary.to_text())
     path = write_report(study, args.out, summary=summary)
     _say(args, f"report written to {path}")
     if args.dashboard:

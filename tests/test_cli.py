@@ -429,6 +429,24 @@ def test_format_table():
     assert lines[2].split() == ["#0", "0.1250", "32", "0.5", "0.9", "40", "3", "5", "1.3"]
 
 
+def test_report_quiet_prints_nothing_and_writes_the_report(tmp_path, capsys):
+    from optuna_bs import BatchScalingSpace
+
+    storage = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=storage)
+    space = BatchScalingSpace(n_train=1000, batch_size=(16, 64))
+    for i in range(6):
+        trial = study.ask()
+        space.suggest(trial)
+        study.tell(trial, 0.5 - 0.01 * i)
+    argv = ["report", "--storage", storage, "--study-name", "q", "--out", str(tmp_path / "r")]
+    assert main([*argv, "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    assert (tmp_path / "r" / "report-q.html").exists()
+    assert main(argv) == 0
+    assert "report written to" in capsys.readouterr().out
+
+
 def test_report_on_a_missing_database_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     line = _assert_bad_input(
