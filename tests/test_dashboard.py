@@ -129,7 +129,7 @@ def test_report_opens_without_errors_and_renders_every_figure(page, tmp_path):
     assert page.external == []  # self-contained: no CDN, no fonts from the web
     titles = page.locator(".gtitle").all_text_contents()  # SVG text: no innerText
     assert any(t.startswith("val_error against noise scale g: g* =") for t in titles)
-    assert any(t.startswith("Learning rate against batch size: α =") for t in titles)
+    assert any(t.startswith("Learning rate against batch size: noise-scale rule") for t in titles)
     # Every complete trial is a drawn point of the noise-scale figure.
     points = page.locator("#figure-noise-scale .scatterlayer .trace").first.locator(".point")
     assert points.count() == 10
