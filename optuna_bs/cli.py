@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 
 from optuna_bs.config import StudyConfig, load_config
-from optuna_bs.errors import ConfigError, OptunaBSError, in_chain
+from optuna_bs.errors import ConfigError, OptunaBSError, WorkerDiedError, in_chain
 from optuna_bs.rules import RULES
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from optuna_bs.vocabulary import DEFAULTS, metric_name
@@ -98,7 +98,9 @@ def _build_parser() -> _Parser:
         "launch",
         help="run K workers (or one per GPU) on one shared study",
         description="Start K worker processes, or one per listed GPU, on one study in a shared "
-        "store (PostgreSQL, MySQL or a journal file).",
+        "store (PostgreSQL, MySQL or a journal file). A worker that dies in a trial (killed, "
+        "say) has that trial failed and queued again at once; launch then exits with status 2 "
+        "and one line naming the worker and the trial.",
     )
     for p in (run, launch):
         p.add_argument("study_file", nargs="?", metavar="STUDY_FILE", help="a TOML study file")
@@ -241,7 +243,8 @@ def _build_parser() -> _Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 2 bad input, 1 other failure)."""
+    """Run the CLI; return the exit status (0 ok, 2 bad input or a dead worker, 1 other
+    failure)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     try:
@@ -368,7 +371,11 @@ def _launch(args: argparse.Namespace) -> int:
         f"launching {len(commands)} workers on study {prepared.study_name!r} in "
         f"{mask_url(url)}: {n_trials} trials in all{ranks}",
     )
-    status = launch_workers(commands, envs=envs)
+    try:
+        status = launch_workers(commands, envs=envs, study=study)
+    except WorkerDiedError:  # one line on stderr (main), after what the other workers did
+        _report(args, study, config.train.metric, None)
+        raise
     if status == 0 and not args.no_test:
         test_value = evaluate_best_on_test(prepared, study)
     else:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["OptunaBSError", "ConfigError", "StorageError", "NotEnoughTrialsError", "in_chain"]
+__all__ = [
+    "OptunaBSError",
+    "ConfigError",
+    "StorageError",
+    "NotEnoughTrialsError",
+    "WorkerDiedError",
+    "in_chain",
+]
 
 
 class OptunaBSError(Exception):
@@ -23,6 +30,11 @@ class StorageError(OptunaBSError, ValueError):
 
 class NotEnoughTrialsError(OptunaBSError):
     """The study has too few usable complete trials, or batch sizes, for what was asked."""
+
+
+class WorkerDiedError(OptunaBSError):
+    """A worker of ``launch`` died (killed by a signal, say) in the middle of its trials: the
+    trial it left running was failed, and queued again where the store retries dead trials."""
 
 
 def in_chain(err: BaseException | None, types: type | tuple[type, ...]) -> bool:

@@ -1,6 +1,7 @@
 """Workers: several processes on one study, and a worker that outlives a database restart.
 
-* :func:`launch_workers` runs ``optuna-bs run`` processes side by side (``optuna-bs launch``).
+* :func:`launch_workers` runs ``optuna-bs run`` processes side by side (``optuna-bs launch``),
+  and fails (and queues again) the trial of a worker that dies.
 * :func:`split_trials` shares a trial budget among them exactly.
 * :func:`optimize_reconnecting` is ``study.optimize`` that goes on after the store drops out.
 """
@@ -8,9 +9,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,9 +23,9 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_bs.errors import StorageError, in_chain
+from optuna_bs.errors import StorageError, WorkerDiedError, in_chain
 
-__all__ = ["launch_workers", "optimize_reconnecting", "split_trials"]
+__all__ = ["WORKER_ENV", "launch_workers", "optimize_reconnecting", "split_trials"]
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +38,11 @@ _CONNECTION_ERRORS = (
     optuna.exceptions.UpdateFinishedTrialError,
 )
 _RECONNECT_SECONDS = 120
+#: The environment variable naming a worker of ``launch``. Each trial the worker starts records
+#: it (the system attr ``worker``), so that ``launch`` finds the trial of a worker that died.
+WORKER_ENV = "OPTUNA_BS_WORKER"
+_WORKER_ATTR = "worker"
+_POLL_SECONDS = 0.05
 
 
 def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar):
@@ -59,6 +67,7 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
 
     def tracked(trial):
         ran.append(trial.number)
+        _record_worker(trial)
         with interrupt.armed():
             return objective(trial)
 
@@ -140,6 +149,15 @@ class _Interrupt:
             raise KeyboardInterrupt
 
 
+def _record_worker(trial: optuna.Trial) -> None:
+    """Record on ``trial`` which ``launch`` worker runs it, and its process (under ``launch``
+    only). The trial's number goes with it: a retry inherits its dead trial's system attrs."""
+    worker = os.environ.get(WORKER_ENV)
+    if worker:
+        mark = {"id": worker, "pid": os.getpid(), "trial": trial.number}
+        trial.storage.set_trial_system_attr(trial._trial_id, _WORKER_ATTR, mark)
+
+
 def _finished_in_store(study: optuna.Study, numbers: list[int]) -> int:
     """How many of the trials ``numbers`` the store holds as complete or pruned.
 
@@ -176,18 +194,33 @@ def launch_workers(
     *,
     envs: Sequence[dict[str, str]] | None = None,
     out: Callable[[str], None] = print,
+    study: optuna.Study | None = None,
 ) -> int:
     """Run worker processes side by side, their output lines prefixed with the worker id.
 
     Ctrl-C is passed on to every worker (each runs in its own session, so the terminal's
     SIGINT reaches it only once, from here), and the workers are waited for.
 
+    With ``study`` (the study the workers run), a worker that dies (killed by a signal, or
+    ending with an error) while it runs a trial leaves nothing RUNNING: as soon as it has
+    died, its trial is failed and, where the store retries dead trials (an RDB store's
+    heartbeat), queued again for the other workers, as the heartbeat would after its grace
+    period.
+
     Returns:
         0 if every worker succeeded, else the first non-zero exit status.
+
+    Raises:
+        WorkerDiedError: With ``study``, once every worker has ended, if one was killed by a
+            signal or left a trial running; the message is one line naming each such worker
+            and its trial.
     """
+    tag = f"{socket.gethostname()}:{os.getpid()}"  # this launch: its workers' trials say so
     procs = []
     for i, command in enumerate(commands):
         env = {**os.environ, **(envs[i] if envs else {})}
+        if study is not None:
+            env[WORKER_ENV] = f"{tag}/{i}"
         proc = subprocess.Popen(
             list(command),
             stdout=subprocess.PIPE,
@@ -209,22 +242,102 @@ def launch_workers(
     ]
     for thread in threads:
         thread.start()
+    codes: list[int | None] = [None] * len(procs)
+    deaths: list[str] = []
     try:
-        codes = [proc.wait() for proc in procs]
+        while None in codes:
+            for i, proc in enumerate(procs):
+                if codes[i] is not None or proc.poll() is None:
+                    continue
+                codes[i] = proc.returncode
+                if proc.returncode != 0 and study is not None:
+                    death = _bury(study, f"{tag}/{i}", i, proc)
+                    if death:
+                        deaths.append(death)
+            time.sleep(_POLL_SECONDS)
     except KeyboardInterrupt:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        codes = []
         for proc in procs:
             try:
-                codes.append(proc.wait(timeout=60))
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                codes.append(proc.wait())
+                proc.wait()
         for thread in threads:
             thread.join(timeout=5)
         return 130  # interrupted, whatever each worker made of its SIGINT
     for thread in threads:
         thread.join(timeout=5)
+    if deaths:
+        raise WorkerDiedError("; ".join(deaths))
     return next((code for code in codes if code != 0), 0)
+
+
+def _bury(study: optuna.Study, worker: str, index: int, proc: subprocess.Popen) -> str | None:
+    """Fail the trials that dead worker ``index`` left RUNNING, queue each again where the
+    store retries dead trials, and say so in one sentence (``None`` if the worker ended with
+    an error of its own and left nothing running: its error says what happened)."""
+    code = proc.returncode
+    if code < 0:
+        how = f"was killed by {_signal_name(-code)}"
+    else:
+        how = f"ended with status {code}"
+    try:
+        numbers, retried = _release_trials(study, worker)
+    except Exception as err:
+        if not _is_outage(err):
+            raise
+        if code >= 0:  # its own error (a lost store, likely) says what happened
+            return None
+        return (
+            f"worker {index} (pid {proc.pid}) {how}; the store is out of reach "
+            f"({type(err).__name__}): its trial is left to the heartbeat"
+        )
+    if not numbers and code >= 0:
+        return None
+    if not numbers:
+        return f"worker {index} (pid {proc.pid}) {how} between trials"
+    which = ", ".join(map(str, numbers))
+    trials = f"trial {which}" if len(numbers) == 1 else f"trials {which}"
+    then = "failed and queued again" if retried else "failed"
+    return f"worker {index} (pid {proc.pid}) {how} while running {trials} ({then})"
+
+
+def _release_trials(study: optuna.Study, worker: str) -> tuple[list[int], bool]:
+    """Fail the trials that ``worker`` left RUNNING, and queue each again with the store's
+    retry callback (``RetryHeartbeatStaleTrialCallback``, as the heartbeat does).
+
+    Returns:
+        The numbers of the trials failed, and whether each was queued again.
+    """
+    storage = study._storage
+    retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    numbers = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        mark = trial.system_attrs.get(_WORKER_ATTR) or {}
+        if mark.get("id") != worker or mark.get("trial") != trial.number:
+            continue  # another worker's (a retry carries its dead trial's mark until it runs)
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # the heartbeat of another worker was first
+        numbers.append(trial.number)
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+    # The callback queues nothing once a trial has used up its retries (``max_retry``).
+    queued = {n for t in study.get_trials(deepcopy=False) for n in _retried(t)}
+    return numbers, bool(numbers) and set(numbers) <= queued
+
+
+def _retried(trial: FrozenTrial) -> list[int]:
+    return trial.system_attrs.get("retry_history", [])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

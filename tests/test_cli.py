@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,11 @@ import pytest
 import torch
 
 from optuna_bs.cli import format_table, main
+from optuna_bs.storage import make_storage
 
-from .conftest import cli_command
+from .conftest import _server_url, cli_command
+from .slow_model import SLOW_STUDY
+from .test_workers import _delete, _env, _name, _trials, _trials_so_far, _wait_for
 
 # A study that runs in a couple of seconds on one CPU core.
 TINY = """
@@ -566,3 +570,55 @@ def test_what_a_ctrl_c_leaves_in_any_logger_is_left_out():
         assert _drop_interrupts in handler.filters  # every record that reaches the root
     finally:
         root.removeHandler(handler)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes of ``launch`` process ``pid``, in its order (worker i's command
+    line has ``--seed`` the study's seed + 1000 i)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+    def seed(child: str) -> int:
+        argv = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+        return int(argv[argv.index("--seed") + 1])
+
+    return [int(child) for child in sorted(children, key=seed)]
+
+
+@pytest.mark.slow
+def test_launch_names_a_killed_worker_and_its_trial_and_leaves_nothing_running(tmp_path):
+    """A worker of ``launch`` is SIGKILLed in a trial: ``launch`` fails that trial at once and
+    queues it again (the other worker runs it), and ends with exit status 2 and one line that
+    names the worker and the trial; nothing is left RUNNING."""
+    url = _server_url("OPTUNA_BS_TEST_POSTGRES_URL")
+    name = _name()
+    launch = subprocess.Popen(
+        [*cli_command(), "launch", _study_file(tmp_path, SLOW_STUDY), "--storage", url]
+        + ["--study-name", name, "--workers", "2", "--n-trials", "6", "--no-test", "-q"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    storage = make_storage(url)
+
+    def both_workers_trained_an_epoch():
+        running = _trials_so_far(storage, name, states=(optuna.trial.TrialState.RUNNING,))
+        return len(running) == 2 and all(t.intermediate_values for t in running)
+
+    _wait_for(both_workers_trained_an_epoch, timeout=120, what="both workers in a trial")
+    victim = _workers_of(launch.pid)[1]
+    os.kill(victim, signal.SIGKILL)
+    out, err = launch.communicate(timeout=300)
+    assert launch.returncode == 2, err + out[-2000:]
+    trials = _trials(url, name)
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    (dead,) = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert err.splitlines() == [
+        f"optuna-bs: error: worker 1 (pid {victim}) was killed by SIGKILL while running "
+        f"trial {dead.number} (failed and queued again)"
+    ]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert retry.params == dead.params  # run by the other worker, or left for the next run
+    assert retry.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)
+    _delete(url, name)
