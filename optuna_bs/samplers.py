@@ -22,6 +22,15 @@ across many workers and when a study resumes. A trial is planned from the trials
 before it (it waits the few milliseconds another worker may need to record one of them), so
 workers agree: a rung in flight counts as climbed, and the next worker takes the next one. Its
 proposals are values of the space's static distributions; only which value is proposed changes.
+
+The plan is a function of the study, not of which trial happened to finish first:
+
+* g\\* is fixed once the whole search has finished (until then, extra workers refine), and
+  stored in the study (its system attr ``ladder``): every rung of the climb is at that g\\*.
+* A dead worker's trial, run again by the heartbeat's retry, keeps its place: a rung's retry is
+  that rung, at its B and g\\*, and a search trial's retry is that search trial. A rung whose
+  trials all failed (its worker died, or the run was stopped) is not a miss: it is tried again,
+  up to ``_RUNG_TRIES`` times.
 """
 
 from __future__ import annotations
@@ -42,10 +51,15 @@ __all__ = ["BatchLadderSampler", "ladder_outcome"]
 
 _logger = logging.getLogger(__name__)
 
-_ATTR = "ladder"  # the system attr holding a trial's phase (and its rung's batch)
+# The system attr holding a trial's phase (and its rung's batch), and the study's g*.
+_ATTR = "ladder"
 _SEARCH, _CLIMB, _REFINE = "search", "climb", "refine"
 #: How long a trial waits for the plans of the trials created just before it (other workers').
 _WAIT_SECONDS = 2.0
+#: How many trials of one rung may fail before the climb counts it as a miss.
+_RUNG_TRIES = 3
+_IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class BatchLadderSampler(optuna.samplers.BaseSampler):
@@ -126,9 +140,9 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         """What the next trial does, from the study's trials: its phase, and in the climb, its
         batch size's log2 and the noise scale g*.
 
-        With ``number``, the plan of trial ``number``, from the trials numbered before it only:
-        so two workers that plan at once agree (the later trial sees the earlier one's rung,
-        in flight, and takes the next).
+        With ``number``, the plan of trial ``number``, from the trials numbered before it
+        (and their retries) only: so two workers that plan at once agree (the later trial sees
+        the earlier one's rung, in flight, and takes the next).
 
         Returns:
             ``{"phase": "search", "log2_batch_size": k}``,
@@ -139,39 +153,42 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         """
         trials = study.get_trials(deepcopy=False)
         if number is not None:
-            trials = [t for t in trials if t.number < number]
-        phases = [t.system_attrs.get(_ATTR, {}) for t in trials]
-        search = [t for t, p in zip(trials, phases, strict=True) if p.get("phase") == _SEARCH]
+            trials = [t for t in trials if _origin(t) < number]
+        search = _search_slots(trials)
         batch = _distribution(trials, self.batch_param)
         if batch is None:  # the first trials: the range is not known yet
             return {"phase": _SEARCH, self.batch_param: None, "index": len(search)}
         k_search = self._search_log2(batch)
         if len(search) < self.n_search:
             return {"phase": _SEARCH, self.batch_param: k_search, "index": len(search)}
-        done = [t for t in search if t.state == TrialState.COMPLETE and t.values]
-        if not done:  # every search trial is still running (many workers): nothing to climb on
+        g_star = self._fixed_g_star(study, search)
+        if g_star is None:  # the search is still running (many workers): nothing to climb on
             return {"phase": _REFINE}
-        best = min(t.values[0] for t in done)
-        g_star = self._g_star(done)
         top = batch.high
         if self.max_batch_size is not None:
             top = min(top, math.floor(math.log2(self.max_batch_size)))
-        rungs = {
-            p["rung"]: t
-            for t, p in zip(trials, phases, strict=True)
-            if p.get("phase") == _CLIMB and "rung" in p
-        }
-        held = k_search
-        for k in range(k_search + 1, top + 1):
-            trial = rungs.get(k)
-            if trial is None:
-                return {"phase": _CLIMB, self.batch_param: k, self.scale_param: g_star}
-            if trial.state == TrialState.RUNNING:
-                continue  # in flight on another worker: take the next rung
-            if not self._holds(trial, best):
-                break
-            held = k
+        k, held = _climb(_rungs(trials), k_search, top, _best(search), self.tolerance)
+        if k is not None:
+            return {"phase": _CLIMB, self.batch_param: k, self.scale_param: g_star}
         return {"phase": _REFINE, "g_star": g_star, "held": held, "searched": k_search}
+
+    def _fixed_g_star(self, study: optuna.Study, search: dict[int, list[FrozenTrial]]):
+        """g*, once the search has finished: stored in the study by the first worker to see it
+        finished, and read back by every other (``None`` before).
+
+        Every worker computes the same value from the finished search; storing it keeps it for
+        the rest of the study, whatever finishes later (a search trial's late retry, say).
+        """
+        storage, study_id = study._storage, study._study_id
+        stored = storage.get_study_system_attrs(study_id).get(_ATTR)
+        if stored is not None:
+            return stored["g_star"]
+        attempts = [t for slot in search.values() for t in slot]
+        done = [t for t in attempts if t.state == TrialState.COMPLETE and t.values]
+        if not done or any(t.state in _IN_FLIGHT for t in attempts):
+            return None
+        storage.set_study_system_attr(study_id, _ATTR, {"g_star": self._g_star(done)})
+        return storage.get_study_system_attrs(study_id)[_ATTR]["g_star"]
 
     def _search_log2(self, batch: optuna.distributions.IntDistribution) -> int:
         if self.search_batch_size is None:
@@ -187,18 +204,26 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         centre = logs[mid] if len(logs) % 2 else (logs[mid - 1] + logs[mid]) / 2
         return math.exp(centre)
 
-    def _holds(self, trial: FrozenTrial, best: float) -> bool:
-        return _holds(trial, best, self.tolerance)
-
     # --- Optuna's sampler interface ----------------------------------------------------------
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(study, trial)
         if "fixed_params" in trial.system_attrs:
-            # Enqueued, or the heartbeat's retry of a dead trial, whose system attrs (its place
-            # on the ladder included) Optuna copies: its values are set already.
+            # Enqueued by a user, or the retry of such a trial: its values are set already.
             if _ATTR not in trial.system_attrs:
                 study._storage.set_trial_system_attr(trial._trial_id, _ATTR, {"phase": "fixed"})
+            return
+        if _ATTR in trial.system_attrs:
+            # The heartbeat's retry of a dead worker's trial: Optuna copies the dead trial's
+            # system attrs, its place on the ladder included. It keeps that place, and any
+            # value the dead trial had not drawn yet comes from that place's plan.
+            self._plans[trial._trial_id] = self._replan(trial)
+            _logger.info(
+                "ladder: trial %d retries trial %s (%s).",
+                trial.number,
+                trial.system_attrs.get("failed_trial", "?"),
+                trial.system_attrs[_ATTR].get("phase"),
+            )
             return
         self._wait_for_earlier_plans(study, trial)
         plan = self.plan(study, trial.number)
@@ -228,6 +253,19 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             )
         study._storage.set_trial_system_attr(trial._trial_id, _ATTR, record)
         self._plans[trial._trial_id] = plan
+
+    def _replan(self, trial: FrozenTrial) -> dict:
+        """The plan of a trial that records its place on the ladder already (a retry)."""
+        record = trial.system_attrs[_ATTR]
+        if record.get("phase") == _CLIMB:
+            return {
+                "phase": _CLIMB,
+                self.batch_param: record["rung"],
+                self.scale_param: record["g_star"],
+            }
+        if record.get("phase") == _SEARCH:
+            return {"phase": _SEARCH, self.batch_param: trial.params.get(self.batch_param)}
+        return {"phase": _REFINE}
 
     def _wait_for_earlier_plans(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Wait (a few milliseconds, at most ``_WAIT_SECONDS``) until every trial created just
@@ -313,6 +351,77 @@ def _holds(trial: FrozenTrial, best: float, tolerance: float) -> bool:
     )
 
 
+def _origin(trial: FrozenTrial) -> int:
+    """The number of the trial that ``trial`` retries (the first of a chain of retries), or its
+    own: ``RetryHeartbeatStaleTrialCallback`` records it as the system attr ``failed_trial``."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
+def _phase(trial: FrozenTrial) -> dict:
+    return trial.system_attrs.get(_ATTR) or {}
+
+
+def _search_slots(trials: Sequence[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
+    """The search's trials, a dead one's retries with it: the attempts of each search trial."""
+    slots: dict[int, list[FrozenTrial]] = {}
+    for trial in trials:
+        if _phase(trial).get("phase") == _SEARCH:
+            slots.setdefault(_origin(trial), []).append(trial)
+    return slots
+
+
+def _rungs(trials: Sequence[FrozenTrial]) -> dict[int, list[FrozenTrial]]:
+    """The climb's trials by rung (log2 of B), in the order they were created."""
+    rungs: dict[int, list[FrozenTrial]] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        label = _phase(trial)
+        if label.get("phase") == _CLIMB and "rung" in label:
+            rungs.setdefault(label["rung"], []).append(trial)
+    return rungs
+
+
+def _best(search: dict[int, list[FrozenTrial]]) -> float:
+    """The best error of the search's complete trials."""
+    values = [
+        t.values[0]
+        for slot in search.values()
+        for t in slot
+        if t.state == TrialState.COMPLETE and t.values
+    ]
+    return min(values, default=math.inf)
+
+
+def _climb(
+    rungs: dict[int, list[FrozenTrial]], searched: int, top: int, best: float, tolerance: float
+) -> tuple[int | None, int]:
+    """Walk up the ladder from the rung above ``searched`` to ``top``.
+
+    A rung is decided by its first finished trial: kept within ``tolerance`` of ``best``, the
+    climb goes on; missed (worse, pruned, diverged), it ends. A rung in flight (running, or a
+    retry waiting) is passed over. A rung with no finished trial and none in flight (never
+    tried, or each try failed: a dead worker, a stopped run) is the one to try next, unless it
+    failed ``_RUNG_TRIES`` times: then it counts as a miss.
+
+    Returns:
+        The rung to try next (``None`` once the climb is over), and the highest rung kept.
+    """
+    held = searched
+    for k in range(searched + 1, top + 1):
+        attempts = rungs.get(k, [])
+        finished = [t for t in attempts if t.state in _FINISHED]
+        if finished:
+            if not _holds(finished[0], best, tolerance):
+                return None, held
+            held = k
+        elif any(t.state in _IN_FLIGHT for t in attempts):
+            continue
+        elif len(attempts) < _RUNG_TRIES:
+            return k, held
+        else:
+            return None, held
+    return None, held
+
+
 def _distribution(trials: Sequence[FrozenTrial], name: str):
     """The distribution of ``name`` in the study's trials (static: any trial's will do)."""
     for trial in trials:
@@ -330,41 +439,40 @@ def ladder_outcome(study: optuna.Study) -> str | None:
     """What a ladder study found, in words, from its trials' records (``None`` if no
     :class:`BatchLadderSampler` ran it): where it searched g, g*, and each rung's value.
 
+    It reads the climb as the sampler does: a rung by its first finished trial (a dead
+    worker's trial replaced by its retry), a rung in flight passed over.
+
     Example (the words): "g searched at B=64 (6 trials); at g*=12.1: B=128 0.113, B=256
     0.12, B=512 0.122; keeps the error (within 0.02 of 0.122) up to B=512".
     """
-    labelled = [(t, t.system_attrs.get(_ATTR) or {}) for t in study.get_trials(deepcopy=False)]
-    search = [t for t, label in labelled if label.get("phase") == _SEARCH]
+    trials = study.get_trials(deepcopy=False)
+    search = _search_slots(trials)
     if not search:
         return None
-    batch = {t.user_attrs.get("batch_size") for t in search} - {None}
+    batch = {t.user_attrs.get("batch_size") for slot in search.values() for t in slot} - {None}
     where = f"B={min(batch)}" if len(batch) == 1 else "one batch size"
     words = f"g searched at {where} ({len(search)} trials)"
-    climbs = sorted(
-        ((label["rung"], t, label) for t, label in labelled if label.get("phase") == _CLIMB),
-        key=lambda c: (c[0], c[1].number),
-    )
-    if not climbs:
+    rungs = _rungs(trials)
+    if not rungs:
         return words + "; no climb yet"
-    done = [t for t in search if t.state == TrialState.COMPLETE and t.values]
-    best = min((t.values[0] for t in done), default=math.inf)
-    tolerance = climbs[0][2].get("tolerance", 0.0)
+    best = _best(search)
+    tolerance = _phase(next(iter(rungs.values()))[0]).get("tolerance", 0.0)
+    # Every rung records the g* it climbed at: the study's one g*, or (a study planned by an
+    # older version, which took g* from a partial search) each rung's own, shown by the rung.
+    g_stars = {k: _phase(tries[0]).get("g_star") for k, tries in rungs.items()}
+    one_g = next(iter(g_stars.values())) if len(set(g_stars.values())) == 1 else None
     steps = []
-    for rung, trial, _ in climbs:
-        shown = f"{trial.values[0]:.4g}" if trial.values else trial.state.name.lower()
-        steps.append(f"B={2**rung} {shown}")
-    # As the sampler climbs: rung by rung (a retry's trial in place of the dead one), a rung in
-    # flight passed over, the first finished rung that misses ends the climb.
-    held = min(batch, default=None)
-    for rung, trial in {rung: trial for rung, trial, _ in climbs}.items():
-        if trial.state == TrialState.RUNNING:
-            continue
-        if not _holds(trial, best, tolerance):
-            break
-        held = 2**rung
-    g_star = climbs[0][2].get("g_star")
-    at = f"at g*={g_star:.3g}: " if g_star is not None else ""
+    for k, attempts in sorted(rungs.items()):
+        finished = [t for t in attempts if t.state in _FINISHED]
+        shown = attempts[-1] if not finished else finished[0]
+        value = f"{shown.values[0]:.4g}" if shown.values else shown.state.name.lower()
+        retried = " (retried)" if finished and shown is not attempts[0] else ""
+        own = f" at g*={g_stars[k]:.3g}" if one_g is None and g_stars[k] is not None else ""
+        steps.append(f"B={2**k}{own} {value}{retried}")
+    searched = min(rungs) - 1
+    _, held = _climb(rungs, searched, max(rungs), best, tolerance)
+    at = f"at g*={one_g:.3g}: " if one_g is not None else ""
     return (
         f"{words}; {at}{', '.join(steps)}; keeps the error (within {tolerance:g} of {best:.4g}) "
-        f"up to B={held}"
+        f"up to B={2**held}"
     )

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import re
+import signal
+import subprocess
 import threading
+import time
+import uuid
+import warnings
 
 import optuna
 import pytest
 
 import optuna_bs
 from optuna_bs.samplers import BatchLadderSampler, ladder_outcome
+from optuna_bs.storage import make_storage
+from optuna_bs.workers import WORKER_ENV
 
+from .conftest import _server_url, cli_command
+from .slow_model import LADDER_STUDY
+from .test_workers import _delete, _env, _name, _study_file, _trials, _trials_so_far, _wait_for
+
+COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 N_TRAIN = 3200
 G_STAR = 40.0
 
@@ -172,6 +186,152 @@ def test_a_retried_trial_keeps_its_place_on_the_ladder():
     study.enqueue_trial({"log2_batch_size": 4, "noise_scale": 10.0})  # a user's own
     study.optimize(_objective(space), n_trials=1)
     assert study.trials[4].system_attrs["ladder"] == {"phase": "fixed"}
+
+
+def _retry(study, dead):
+    """What the heartbeat does to a dead worker's trial: Optuna's retry callback queues it again,
+    with its params and system attrs (``failed_trial``, ``retry_history``, ``ladder``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, copy.deepcopy(dead))
+
+
+@pytest.mark.parametrize("drawn", [True, False], ids=["after-drawing", "before-drawing"])
+def test_a_dead_rungs_retry_keeps_its_rung_b_and_g_and_the_climb_goes_past_it(drawn):
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 256))
+    sampler = BatchLadderSampler(seed=5, n_search=3)
+    study = _study(sampler)
+    study.optimize(_objective(space), n_trials=3)  # the search, at B=64
+
+    def killed(trial):  # the worker of rung B=128 dies, after drawing its values or before
+        if drawn:
+            space.suggest(trial)
+        raise RuntimeError("SIGKILL")
+
+    study.optimize(killed, n_trials=1, catch=(RuntimeError,))
+    dead = study.trials[3]
+    assert dead.state == FAIL and dead.system_attrs["ladder"]["rung"] == 7
+    _retry(study, dead)
+    seen = []
+    study.optimize(_objective(space, seen=seen), n_trials=2)  # the retry, then the next rung
+    retry = study.trials[4]
+    assert retry.system_attrs["failed_trial"] == 3
+    assert retry.system_attrs["ladder"] == dead.system_attrs["ladder"]
+    g_star = dead.system_attrs["ladder"]["g_star"]
+    assert seen[0][1].batch_size == 128 and seen[0][1].noise_scale == pytest.approx(g_star)
+    assert seen[1][1].batch_size == 256  # the climb went on past the retried rung
+    assert sampler.plan(study)["held"] == 8  # every rung kept g*'s error: B = 256
+    words = ladder_outcome(study)
+    assert "B=128 " in words and "(retried)" in words and words.endswith("up to B=256")
+
+
+def test_a_rung_that_failed_is_tried_again_and_a_miss_only_after_three_tries():
+    """No heartbeat to retry it (a run stopped with Ctrl-C, then resumed): the next trial
+    takes the failed rung again, at the same B and g*; a rung failing every time ends the climb."""
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 256))
+    sampler = BatchLadderSampler(seed=6, n_search=3)
+    study = _study(sampler)
+    study.optimize(_objective(space), n_trials=3)
+
+    def stopped(trial):
+        space.suggest(trial)
+        raise RuntimeError("interrupted")
+
+    study.optimize(stopped, n_trials=3, catch=(RuntimeError,))
+    labels = [t.system_attrs["ladder"] for t in study.trials[3:]]
+    assert [label["rung"] for label in labels] == [7, 7, 7]
+    assert len({label["g_star"] for label in labels}) == 1
+    plan = sampler.plan(study)
+    assert plan["phase"] == "refine" and plan["held"] == 6  # three failures: a miss
+
+
+def test_workers_climb_at_one_g_star_fixed_by_the_whole_search(storage_url):
+    """Three workers (threads, each with its own sampler) on one study whose search trials end
+    one by one: the climb waits for the whole search (the workers that come early refine), and
+    every rung, whichever worker plans it, is at the one g* of all the search's trials."""
+    space = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 512))
+    storage = make_storage(storage_url) if storage_url else optuna.storages.InMemoryStorage()
+    name = f"g-star-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=storage)
+
+    def objective(trial):
+        hp = space.suggest(trial)
+        if trial.number < 6:
+            time.sleep(0.1 * (trial.number + 1))  # the search's 6 trials end one by one
+        return _error_of_g(hp.noise_scale)
+
+    def work(seed):
+        sampler = BatchLadderSampler(seed=seed, n_search=6)
+        worker = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        worker.optimize(objective, n_trials=8)
+
+    workers = [threading.Thread(target=work, args=(seed,)) for seed in (20, 21, 22)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    trials = study.get_trials()
+    search = [t for t in trials if t.system_attrs["ladder"]["phase"] == "search"]
+    climb = [t for t in trials if t.system_attrs["ladder"]["phase"] == "climb"]
+    assert len(search) == 6 and climb
+    assert all(t.number > s.number for t in climb for s in search)
+    ranked = sorted(search, key=lambda t: t.value)[:2]  # top_fraction 0.34 of 6 trials
+    g_star = math.sqrt(ranked[0].params["noise_scale"] * ranked[1].params["noise_scale"])
+    g_stars = [t.system_attrs["ladder"]["g_star"] for t in climb]
+    assert g_stars == [pytest.approx(g_star)] * len(climb)
+    assert all(t.params["noise_scale"] == pytest.approx(g_star) for t in climb)
+    assert f"at g*={g_star:.3g}: " in ladder_outcome(study)
+    if storage_url and "sqlite" not in storage_url:
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+@pytest.mark.slow
+def test_a_rung_whose_worker_is_sigkilled_is_retried_and_the_climb_goes_past_it(tmp_path):
+    """3 worker processes on PostgreSQL (``LADDER_STUDY``: every rung keeps the error); the
+    worker of rung B=64 is SIGKILLed after its first epoch. The heartbeat fails that trial and
+    queues it again; the retry is rung B=64 at g*, and the climb goes on to B=128. Nothing is
+    left RUNNING."""
+    url = _server_url("OPTUNA_BS_TEST_POSTGRES_URL")
+    name = _name()
+    study_file = _study_file(tmp_path, LADDER_STUDY)
+    args = ["run", study_file, "--storage", url, "--study-name", name, "--n-trials", 6]
+    workers = [
+        subprocess.Popen(
+            [*cli_command(), *map(str, args), "-q", "--no-test"],
+            cwd=tmp_path,
+            env={**_env(), WORKER_ENV: f"w{i}"},  # each trial records its worker's pid
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    storage = make_storage(url)
+
+    def rung_64_trained_an_epoch():
+        for t in _trials_so_far(storage, name, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.system_attrs.get("ladder", {}).get("rung") == 6 and t.intermediate_values:
+                return t
+        return None
+
+    dead = _wait_for(rung_64_trained_an_epoch, timeout=120, what="rung B=64's first epoch")
+    os.kill(dead.system_attrs["worker"]["pid"], signal.SIGKILL)
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode in (0, -signal.SIGKILL), f"{worker.returncode}: {err[-3000:]}"
+    trials = _trials(url, name)
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert trials[dead.number].state == FAIL
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert retry.state == COMPLETE
+    assert retry.system_attrs["ladder"] == dead.system_attrs["ladder"]
+    assert retry.params == dead.params and retry.user_attrs["batch_size"] == 64
+    rungs = {t.system_attrs["ladder"].get("rung") for t in trials if t.state == COMPLETE}
+    assert {6, 7} <= rungs
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert BatchLadderSampler().plan(study)["held"] == 7  # B=128: past the killed rung
+    assert ladder_outcome(study).endswith("up to B=128")
+    _delete(url, name)
 
 
 @pytest.mark.parametrize(
