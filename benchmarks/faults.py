@@ -1,7 +1,8 @@
 """Faults: what each one loses, on a PostgreSQL server of the benchmark's own.
 
-    python benchmarks/faults.py           # every fault: ~6 minutes on 2 cores
+    python benchmarks/faults.py           # every fault: ~7 minutes on 2 cores
     python benchmarks/faults.py --smoke   # SIGKILL, Ctrl-C, a 10 s outage (the test suite's)
+    python benchmarks/faults.py --faults ladder-kill launch-kill   # only these
 
 The benchmark starts a throw-away PostgreSQL cluster (``initdb`` into a temporary folder, a
 free port, run as the ``postgres`` user when this is root), so that an outage can be made by
@@ -16,11 +17,20 @@ Faults, each on a fresh study of a model whose steps take a known time (8 epochs
   stopped for 10 or 60 s while both are in a trial, then started again.
 * ``workers-8x25``: ``launch --workers 8 --n-trials 200``.
 * ``ctrl-c-run``, ``ctrl-c-launch``: SIGINT in the middle of a trial.
+* ``ladder-kill``: ``sampler = "ladder"``, ``launch --workers 3 --n-trials 15``; the worker of
+  the first rung is SIGKILLed after that rung's first epoch; a 4th worker then runs the study
+  to its budget (``--max-trials 15``). Every rung keeps the error (the model's logits are 0),
+  so a right ladder climbs to the top, B = 128, at one g*.
+* ``launch-kill``: ``launch --workers 2 --n-trials 6``; worker 1 is SIGKILLed in a trial.
+  ``launch`` fails the trial and queues it again, and exits 2 with one line; the dead worker's
+  trials not yet started are lost from the budget (``off_budget``), nothing is left RUNNING.
 
 Reported per fault: trials asked and finished (complete or pruned), failed, left RUNNING,
 how far the study ended from its budget, epochs redone (of a dead trial, those its retry
-trained again), the exit status, the lines on stderr, and whether the password was seen.
-Results go to benchmarks/results/faults.json.
+trained again), whether a ladder concluded wrongly (``wrong``: its rungs at more than one g*,
+or its climb stopped short of the top; ``None`` where there is no ladder), the exit status,
+the lines on stderr, and whether the password was seen. Results go to
+benchmarks/results/faults.json.
 """
 
 from __future__ import annotations
@@ -44,10 +54,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _harness as h  # noqa: E402
 
-from tests.slow_model import SLOW_STUDY  # noqa: E402  (the worker tests' study, and model)
+from optuna_bs.samplers import BatchLadderSampler, ladder_outcome  # noqa: E402
+from tests.slow_model import LADDER_STUDY, SLOW_STUDY  # noqa: E402  (the worker tests' studies)
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Fault-s3cret"
+FAULTS = (
+    "sigkill",
+    "ctrl-c-run",
+    "ctrl-c-launch",
+    "outage-10",
+    "outage-60",
+    "workers-8x25",
+    "ladder-kill",
+    "launch-kill",
+)
 
 
 class Server:
@@ -173,10 +194,10 @@ def _count(url: str, name: str, asked: int, procs: list, outputs: list[str]) -> 
     }
 
 
-def _study(root: Path, name: str) -> Path:
+def _study(root: Path, name: str, text: str = SLOW_STUDY) -> Path:
     path = root / f"{name}.toml"
     checkpoints = f'heartbeat_interval = 1\ncheckpoint_dir = "{root / "checkpoints"}"'
-    path.write_text(SLOW_STUDY.replace("heartbeat_interval = 1", checkpoints))
+    path.write_text(text.replace("heartbeat_interval = 1", checkpoints))
     return path
 
 
@@ -286,6 +307,67 @@ def fault_ctrl_c(server: Server, root: Path, command: str) -> dict:
     }
 
 
+def fault_ladder_kill(server: Server, root: Path) -> dict:
+    name = "ladderkill"
+    study = _study(root, name, LADDER_STUDY)
+    args = ["launch", study, "--study-name", name, "--workers", 3, "--n-trials", 15, "--no-test"]
+    launcher = _popen(args, root, url=server.url)
+
+    def first_rung_trained_an_epoch():
+        for t in _trials(server.url, name):
+            label = t.system_attrs.get("ladder", {})
+            if label.get("phase") == "climb" and t.state.name == "RUNNING":
+                return t if t.intermediate_values and "worker" in t.system_attrs else None
+        return None
+
+    _wait(first_rung_trained_an_epoch)
+    rung = first_rung_trained_an_epoch()
+    os.kill(rung.system_attrs["worker"]["pid"], signal.SIGKILL)
+    out, err = launcher.communicate(timeout=600)
+    rescue = ["run", study, "--study-name", name, "--n-trials", 15, "--max-trials", 15]
+    rescuer = _popen([*rescue, "-q", "--no-test"], root, url=server.url)
+    more_out, more_err = rescuer.communicate(timeout=600)
+    result = _count(server.url, name, 15, [], [out, err, more_out, more_err])
+    loaded = optuna.load_study(study_name=name, storage=server.url)
+    climb = [t for t in loaded.get_trials() if t.system_attrs.get("ladder", {}).get("rung")]
+    g_stars = {t.system_attrs["ladder"]["g_star"] for t in climb}
+    plan = BatchLadderSampler().plan(loaded)
+    return {
+        **result,
+        "wrong": len(g_stars) != 1 or plan.get("held") != 7,  # B = 128, the top
+        "status": launcher.returncode,
+        "stderr_lines": _lines(err),
+        "rescuer_status": rescuer.returncode,
+        "killed_rung": 2 ** rung.system_attrs["ladder"]["rung"],
+        "ladder": ladder_outcome(loaded),
+    }
+
+
+def fault_launch_kill(server: Server, root: Path) -> dict:
+    name = "launchkill"
+    args = ["launch", _study(root, name), "--study-name", name, "--workers", 2]
+    launcher = _popen([*args, "--n-trials", 6, "--no-test", "-q"], root, url=server.url)
+
+    def worker_1_trained_an_epoch():
+        for t in _trials(server.url, name):
+            mark = t.system_attrs.get("worker", {})
+            if str(mark.get("id", "")).endswith("/1") and mark.get("trial") == t.number:
+                return t if t.state.name == "RUNNING" and t.intermediate_values else None
+        return None
+
+    _wait(worker_1_trained_an_epoch)
+    victim = worker_1_trained_an_epoch()
+    os.kill(victim.system_attrs["worker"]["pid"], signal.SIGKILL)
+    out, err = launcher.communicate(timeout=600)
+    result = _count(server.url, name, 6, [], [out, err])
+    return {
+        **result,
+        "status": launcher.returncode,
+        "stderr_lines": _lines(err),
+        "names_worker_and_trial": "worker 1 " in err and f"trial {victim.number} " in err,
+    }
+
+
 def _lines(err: str) -> int:
     """Lines on stderr, progress-bar frames left out."""
     return sum(1 for line in re.split(r"[\r\n]", err) if line.strip() and "%|" not in line)
@@ -293,6 +375,7 @@ def _lines(err: str) -> int:
 
 def main() -> None:
     parser = h.parser(__doc__)
+    parser.add_argument("--faults", nargs="+", choices=FAULTS, help="run only these faults")
     args = parser.parse_args()
     smoke = h.mode(args) == "smoke"
     server = Server()
@@ -303,11 +386,15 @@ def main() -> None:
         "ctrl-c-launch": lambda: fault_ctrl_c(server, root, "launch"),
         "outage-10": lambda: fault_outage(server, root, 10),
     }
-    if not smoke:
+    if not smoke or args.faults:
         faults |= {
             "outage-60": lambda: fault_outage(server, root, 60),
             "workers-8x25": lambda: fault_workers(server, root),
+            "ladder-kill": lambda: fault_ladder_kill(server, root),
+            "launch-kill": lambda: fault_launch_kill(server, root),
         }
+    if args.faults:
+        faults = {fault: run for fault, run in faults.items() if fault in args.faults}
     results = {}
     try:
         for fault, run in faults.items():
@@ -324,6 +411,7 @@ def main() -> None:
         "running",
         "off_budget",
         "epochs_redone",
+        "wrong",
         "password_seen",
         "status",
         "stderr_lines",
@@ -331,9 +419,10 @@ def main() -> None:
     h.print_table(
         "Faults: what each one lost (a PostgreSQL server of the benchmark's own)",
         ("fault", *columns),
-        [(fault, *(r[c] for c in columns)) for fault, r in results.items()],
+        [(fault, *(r.get(c) for c in columns)) for fault, r in results.items()],
     )
-    h.write_json(args, "faults", {"faults": results})
+    name = "faults" + ("_" + "-".join(args.faults) if args.faults else "")
+    h.write_json(args, name, {"faults": results})
 
 
 if __name__ == "__main__":
