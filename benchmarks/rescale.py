@@ -254,6 +254,15 @@ def main() -> None:
                 "batch_size": b_new,
                 "oracle_test": oracle,
                 "oracle_lr": best_f["lr"],
+                # The whole grid, so that another arm's lr can be read off it later.
+                "grid": [
+                    {
+                        "lr": f["lr"],
+                        "val": statistics.fmean(x["val"] for x in got),
+                        "test": statistics.fmean(x["test"] for x in got),
+                    }
+                    for f, got in cells
+                ],
                 "regret_points": regrets,
                 "diverged": diverged,
                 "transfer": [r["moves"][move]["transfer"] for r in mine],
