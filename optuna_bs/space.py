@@ -232,7 +232,7 @@ class BatchScalingSpace:
             hp = replace(hp, beta2=None, eps=None)
         hp = replace(hp, weight_decay=self._suggest_weight_decay(trial, hp))
         attrs = hp.user_attrs()
-        if adam:  # SGD's noise scale g means nothing for Adam (docs/design.md §10)
+        if adam:  # SGD's noise scale g means nothing for Adam (docs/design.md §3)
             del attrs["noise_scale"]
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
