@@ -625,7 +625,7 @@ def format_table(
 ) -> str:
     """A plain-text table of trials: value, B, the rule's ``columns`` (lr, m and g for SGD;
     lr, β1, β2, eps, weight decay and τ for Adam), best epoch, epochs run, seconds."""
-    from optuna_bs.rules import column_label
+    from optuna_bs.rules import column_label, format_value
 
     head = ("trial", metric_name(metric), "B", *(column_label(c, family) for c in columns))
     head += ("best_ep", "epochs", "seconds")
@@ -635,7 +635,7 @@ def format_table(
         values = []
         for c in columns:
             value = a.get(c)
-            values.append("" if value is None else f"{value:.3g}")
+            values.append("" if value is None else format_value(c, value))
         rows.append(
             (
                 f"#{t.number}",

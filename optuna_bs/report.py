@@ -33,7 +33,7 @@ from optuna_bs.analysis import (
 )
 from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.plots import INSTALL_HINT, figures
-from optuna_bs.rules import Hyperparameters, column_label
+from optuna_bs.rules import Hyperparameters, column_label, format_value
 from optuna_bs.samplers import ladder_outcome
 from optuna_bs.transfer import (
     NoiseScaleFit,
@@ -138,7 +138,8 @@ class Summary:
         for column in self.columns:
             value = getattr(hp, column)
             if value is not None:
-                parts.append(f"{column_label(column, self.family)}={value:.4g}")
+                label = column_label(column, self.family)
+                parts.append(f"{label}={format_value(column, value, 4)}")
         return ", ".join(parts)
 
     def pareto_rows(self, cost: str) -> list[tuple[str, ...]]:

@@ -521,6 +521,19 @@ def column_label(column: str, family: str | None) -> str:
     return "beta1" if column == "momentum" and family == "adam" else COLUMN_LABELS[column]
 
 
+def format_value(column: str, value: float, digits: int = 3) -> str:
+    """``value`` of ``column`` for a table: ``digits`` significant digits, and a β (momentum,
+    β2) near 1 with enough for its 1 − β to show: 0.9995, never "1".
+
+    Example:
+        >>> format_value("beta2", 0.9995), format_value("lr", 0.123456)
+        ('0.9995', '0.123')
+    """
+    if column in ("momentum", "beta2") and 0 < value < 1:
+        digits = max(digits, 2 + math.ceil(-math.log10(1 - value)))
+    return f"{value:.{digits}g}"
+
+
 #: The registered rules by name; :func:`register_rule` adds one.
 RULES: dict[str, type[Rule]] = {}
 

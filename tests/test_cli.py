@@ -431,6 +431,12 @@ def test_format_table():
     assert tuple(lines[0].split()) == HEADER[:1] + ("val_loss",) + HEADER[2:]
     assert set(lines[1].replace(" ", "")) == {"-"}
     assert lines[2].split() == ["#0", "0.1250", "32", "0.5", "0.9", "40", "3", "5", "1.3"]
+    # An Adam trial's betas keep the digits that tell them apart from 1.
+    adam = optuna.create_study()
+    attrs = {**trial.user_attrs, "momentum": 0.95, "beta2": 0.9995, "eps": 1e-8}
+    adam.add_trial(optuna.trial.create_trial(value=0.125, user_attrs=attrs))
+    row = format_table(adam.trials, columns=("lr", "momentum", "beta2", "eps"), family="adam")
+    assert row.splitlines()[2].split()[3:7] == ["0.5", "0.95", "0.9995", "1e-08"]
 
 
 def test_report_quiet_prints_nothing_and_writes_the_report(tmp_path, capsys):
