@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -418,7 +419,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
         title = f"Learning rate against batch size: {f.model}, slope {f.alpha:.2f} mid-range"
     elif info.reason:
         fig.add_annotation(
-            text=f"No curve: {info.reason}"[:160],
+            text="<br>".join(textwrap.wrap(f"No curve: {info.reason}", 100)),
             xref="paper",
             yref="paper",
             x=0.5,
