@@ -485,7 +485,11 @@ def plot_pareto_front(study: optuna.Study, x: str = "train_seconds") -> go.Figur
         )
     )
     label = {"train_seconds": "training time [s]", "n_updates": "parameter updates"}[x]
-    _layout(fig, f"Pareto front: {info.metric} against {label}", label, info.metric, log_x=True)
+    # One run whose loss blew up would flatten a linear axis: past a decade, it is log.
+    positive = [e for e in info.errors if e > 0]
+    log_y = len(positive) == len(info.errors) > 1 and max(positive) > 10 * min(positive)
+    title = f"Pareto front: {info.metric} against {label}"
+    _layout(fig, title, label, info.metric, log_x=True, log_y=log_y)
     return _say_why_empty(fig, study, x)
 
 

@@ -13,6 +13,7 @@ import html
 import logging
 import math
 import re
+import statistics
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,9 @@ def summarize(
         per_b: dict[int, float] = {}
         for p in points:
             per_b[p.batch_size] = min(p.error, per_b.get(p.batch_size, math.inf))
-        limit = best.error * (1 + tolerance) if best.error > 0 else tolerance
+        # A best of 0 has no 5% of its own: the margin is then 5% of the median trial's.
+        scale = abs(best.error) or statistics.median(p.error for p in points)
+        limit = best.error + tolerance * scale
         good = sorted(b for b, e in per_b.items() if e <= limit and b <= best.n_train / 10)
     return Summary(
         study_name=study.study_name,

@@ -162,6 +162,14 @@ def test_pareto_info_matches_the_analysis(study, x):
     assert list(front.y) == [p.error for p in info.front]
 
 
+def test_a_pareto_error_axis_that_spans_decades_is_log(study):
+    assert plots.plot_pareto_front(study).layout.yaxis.type != "log"  # errors 0.1..0.3
+    blown = optuna.create_study()
+    for error, seconds in ((0.05, 1.0), (0.08, 0.5), (40.0, 0.2)):  # one loss blew up
+        add(blown, error, 32, 0.1, train_seconds=seconds)
+    assert plots.plot_pareto_front(blown).layout.yaxis.type == "log"
+
+
 def test_learning_curves_flag_and_dim_pruned_trials(study):
     info = _curves_info(study)
     assert len(info.curves) == 62

@@ -41,6 +41,15 @@ def test_summary_of_a_fitted_study():
     assert note.startswith("## optuna-bs report") and "| lr against B |" in note
 
 
+def test_good_batch_sizes_of_a_study_whose_best_error_is_zero():
+    """5% of a best of 0 is no margin at all, not 5 absolute points."""
+    study = optuna.create_study()
+    for b, error in ((16, 0.0), (32, 0.001), (64, 0.04), (128, 0.2), (256, 0.3)):
+        add(study, error, b, 0.01 * b)
+    # The margin is 5% of the median trial's error (0.04): 0.002.
+    assert summarize(study).good_batch_sizes == (16, 32)
+
+
 def test_summary_of_a_small_study_says_why_there_is_no_fit():
     summary = summarize(small_study())
     assert summary.fit is None
