@@ -102,7 +102,7 @@ def _say_why_empty(fig, study: optuna.Study, attr: str | None = None):
     if reason is None:
         return fig
     fig.add_annotation(
-        text=f"Nothing to draw: {reason}".replace(": ", ":<br>", 1),
+        text="<br>".join(["Nothing to draw:", *textwrap.wrap(reason, 60)]),
         xref="paper",
         yref="paper",
         x=0.5,
