@@ -22,7 +22,7 @@ import logging
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +107,9 @@ def estimate_noise_scale(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If an argument has a bad value, or the warm-up diverges.
+        ValueError: If an argument has a bad value, the warm-up diverges, a gradient is NaN
+            or inf (the message says whether the data holds NaN or inf, or the model's
+            outputs or loss are not finite), or every gradient is zero.
 
     Warns:
         UserWarning: If |G|² or tr(Σ) comes out not positive: too few batches to tell.
@@ -144,6 +146,17 @@ def estimate_noise_scale(
         if warmup_epochs:
             _warm_up(net, params, x, y, task, small, warmup_epochs, float(lr), gen, device)
         small_sq, big_sq = _measure(net, params, x, y, task, small, big, n_batches, gen, device)
+    if not (np.isfinite(small_sq).all() and np.isfinite(big_sq).all()):
+        # A NaN would give B_simple = inf, i.e. "no limit", and a range up to N/10.
+        raise ValueError(
+            f"The noise-scale estimate's gradients are NaN or inf: {_why_not_finite(x, y)}"
+        )
+    if not (small_sq.any() or big_sq.any()):
+        raise ValueError(
+            "Every gradient of the noise-scale estimate is zero: the loss does not depend on "
+            "the model's parameters (outputs that ignore them, or a detached tensor), so there "
+            "is no noise scale to measure."
+        )
     s_mean, b_mean = small_sq.mean(), big_sq.mean()
     # McCandlish et al. 2018, App. A.1: unbiased |G|² and tr(Σ) from two batch sizes
     grad_sq = (big * b_mean - small * s_mean) / (big - small)
@@ -283,8 +296,10 @@ def lr_range_test(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If an argument has a bad value, or the loss rises from the first steps
-            (lower ``noise_scales[0]``).
+        ValueError: If an argument has a bad value; if the loss turns NaN or inf after a
+            batch that holds NaN or inf, or is not finite at the first step; if every gradient
+            is zero; or if the loss rises from the first steps (the message names inputs too
+            large to train on, else says to lower ``noise_scales[0]``).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -324,6 +339,9 @@ def lr_range_test(
     cuda = [device.index or 0] if device.type == "cuda" else []
     raw: list[float] = []
     ema, lowest, diverged = 0.0, math.inf, False
+    # What a failed sweep's message names: a batch holding NaN or inf (its step), a gradient
+    # that is not zero, and how large the first batch's inputs are.
+    dirty, moved, peak = None, False, 0.0
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         batches = iter(())
@@ -335,9 +353,14 @@ def lr_range_test(
             for group in opt.param_groups:
                 group["lr"] = float(g * to_lr)
             inputs, targets = unpack(to_device(batch, device))
+            if dirty is None and _non_finite((inputs, targets)):
+                dirty = i
+            if i == 0:
+                peak = _largest(inputs)
             value = loss(forward(net, inputs), targets)
             opt.zero_grad(set_to_none=True)
             value.backward()
+            moved = moved or any(p.grad is not None and bool(p.grad.any()) for p in params)
             opt.step()
             raw.append(value.item())
             # A causal average decides when to stop; the answer uses a centred one.
@@ -350,18 +373,35 @@ def lr_range_test(
             ):
                 diverged = True
                 break
+    if dirty is not None and not math.isfinite(raw[-1]):
+        raise ValueError(
+            f"The range test's loss is {raw[-1]} at step {len(raw)}, and the batch of step "
+            f"{dirty + 1} holds NaN or inf: the training data holds NaN or inf values; remove "
+            "or replace them (torch.nan_to_num, say) first."
+        )
     if not math.isfinite(raw[0]):
         raise ValueError(
-            f"The range test's first loss is {raw[0]}: the model or the loss gives no finite "
-            "value before any step."
+            f"The range test's first loss is {raw[0]} on finite inputs (up to |x| = "
+            f"{peak:.3g}): the model's outputs or the loss are NaN or inf before any step; "
+            "check the model and the loss, and standardise large inputs."
+        )
+    if not moved:
+        raise ValueError(
+            f"Every gradient of the range test is zero ({len(raw)} steps): the loss does not "
+            "depend on the model's parameters (outputs that ignore them, or a detached "
+            "tensor), so there is nothing to train."
         )
     losses = _centred_mean(np.array(raw, dtype=float), max(3, steps // 10 | 1))
     scales = scales[: len(losses)]
     end = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf))) + 1
     if end < 3:
+        became = "" if math.isfinite(raw[-1]) else f" and is {raw[-1]} at step {len(raw)}"
+        fix = "lower `noise_scales[0]`"
+        if peak > _LARGE_INPUT:
+            fix = f"its inputs reach |x| = {peak:.3g}: standardise them, or {fix}"
         raise ValueError(
-            f"The range test's loss rose from its first steps (g from {low:g}): there is no "
-            "descent to measure; lower `noise_scales[0]`."
+            f"The range test's loss rose from its first steps (g from {low:g}){became}: there "
+            f"is no descent to measure; {fix}."
         )
     slope = np.gradient(losses[:end], np.log(scales[:end]))
     g_steep = float(scales[int(np.argmin(slope))])
@@ -474,10 +514,10 @@ def _warm_up(net, params, x, y, task, batch, epochs, lr, gen, device) -> None:
             loss.backward()
             opt.step()
         if not math.isfinite(loss.item()):
-            raise ValueError(
-                f"The warm-up diverged in epoch {epoch} (loss {loss.item()}): lower `lr` "
-                f"(lr={lr})."
-            )
+            fix = f"lower `lr` (lr={lr})."
+            if _non_finite(x) or _non_finite(y):
+                fix = _why_not_finite(x, y)
+            raise ValueError(f"The warm-up diverged in epoch {epoch} (loss {loss.item()}): {fix}")
 
 
 def _measure(net, params, x, y, task, small, big, n_batches, gen, device):
@@ -498,6 +538,50 @@ def _measure(net, params, x, y, task, small, big, n_batches, gen, device):
         small_sq.append(torch.stack(norms).mean())
         big_sq.append(sum(t.double().pow(2).sum() for t in total))
     return torch.stack(small_sq).cpu().numpy(), torch.stack(big_sq).cpu().numpy()
+
+
+#: Inputs larger than this are not standardised; noted when a probe's loss blows up at once.
+_LARGE_INPUT = 100.0
+
+
+def _non_finite(values: Any) -> int:
+    """How many NaN or inf values the floating-point tensors of ``values`` hold (a tensor,
+    or a tuple, list or dict of them)."""
+    if torch.is_tensor(values):
+        return int((~torch.isfinite(values)).sum()) if values.is_floating_point() else 0
+    if isinstance(values, Mapping):
+        values = list(values.values())
+    if isinstance(values, tuple | list):
+        return sum(_non_finite(v) for v in values)
+    return 0
+
+
+def _largest(values: Any) -> float:
+    """The largest absolute value among the floating-point tensors of ``values`` (0 if none)."""
+    if torch.is_tensor(values):
+        return float(values.abs().max()) if values.is_floating_point() and values.numel() else 0.0
+    if isinstance(values, Mapping):
+        values = list(values.values())
+    if isinstance(values, tuple | list):
+        return max((_largest(v) for v in values), default=0.0)
+    return 0.0
+
+
+def _why_not_finite(inputs: Any, targets: Any) -> str:
+    """Why a probe's loss or gradients came out NaN or inf, and what to fix: NaN or inf in
+    the data, or else in the model's outputs or the loss."""
+    bad = [
+        f"the {what} hold {n} NaN or inf value{'s' if n > 1 else ''}"
+        for what, n in (("inputs", _non_finite(inputs)), ("targets", _non_finite(targets)))
+        if n
+    ]
+    if bad:
+        return f"{' and '.join(bad)}; remove or replace them (torch.nan_to_num, say) first."
+    return (
+        f"the data is finite (inputs up to |x| = {_largest(inputs):.3g}), so the model's "
+        "outputs or the loss are NaN or inf: check the model and the loss, and standardise "
+        "large inputs."
+    )
 
 
 def _standard_error(small_sq, big_sq, small, big, trace, grad_sq) -> float:

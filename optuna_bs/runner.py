@@ -44,7 +44,7 @@ from optuna_bs.schedules import Schedule, make_schedule
 from optuna_bs.sources import Datasets
 from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.state import check_creatable
-from optuna_bs.storage import DEFAULT_STORAGE, make_storage, retried_trials
+from optuna_bs.storage import DEFAULT_STORAGE, file_to_create, make_storage, retried_trials
 from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
 from optuna_bs.vocabulary import DEFAULTS, SAMPLERS, metric_name
 from optuna_bs.workers import optimize_reconnecting
@@ -317,7 +317,8 @@ def prepare(
 
     Arguments given here override the study file's. ``"auto"`` ranges (``batch_size``,
     ``noise_scale``) are measured last, once every cheap check has passed, unless the study
-    holds them already (:func:`_stored_ranges`).
+    holds them already (:func:`_stored_ranges`); a store that would be a new file is created
+    only after they are measured, so a failed probe leaves no empty database.
 
     Raises:
         ConfigError: If a value does not fit the data (a batch size >= N, say), or the data
@@ -369,16 +370,18 @@ def prepare(
         config, data.n_train, probe_batches or batch_size, optimizer, **placeholder
     )
     _check_micro_batch(config, space)
-    store = make_storage(
-        url,
-        heartbeat_interval=config.study.heartbeat_interval or None,
-        max_retry=config.study.max_retry,
-        synchronous_commit=config.study.synchronous_commit,
-    )
-    if "auto" in (batch_size, cfg.noise_scale):
+    auto = "auto" in (batch_size, cfg.noise_scale)
+    store = None
+    # A store that would be a new file holds no ranges yet: measure first, and create it only
+    # once the probes have passed, so that a failed probe leaves no empty database behind.
+    if not (auto and file_to_create(url) is not None):
+        store = _open_store(config, url)
+    if auto:
         ranges = _auto_ranges(config, data, space, optimizer, store, name, resolved)
         space = space_from_config(config, data.n_train, optimizer=optimizer, **ranges)
         _check_micro_batch(config, space)
+    if store is None:
+        store = _open_store(config, url)
     return Prepared(
         config=config,
         # Tensors move to the device once per worker, not once per trial.
@@ -392,6 +395,15 @@ def prepare(
     )
 
 
+def _open_store(config: StudyConfig, url: str | None) -> optuna.storages.BaseStorage:
+    return make_storage(
+        url,
+        heartbeat_interval=config.study.heartbeat_interval or None,
+        max_retry=config.study.max_retry,
+        synchronous_commit=config.study.synchronous_commit,
+    )
+
+
 #: The study user attr that holds the ranges ``"auto"`` resolved to, for every later worker.
 AUTO_RANGES_ATTR = "auto_ranges"
 
@@ -401,15 +413,21 @@ def _auto_ranges(
     data: Data | Datasets,
     space: BatchScalingSpace,
     optimizer: str,
-    store: optuna.storages.BaseStorage,
+    store: optuna.storages.BaseStorage | None,
     name: str,
     device: torch.device,
 ) -> dict[str, tuple]:
     """The ``batch_size`` and ``noise_scale`` that ``"auto"`` stands for: the study's own
     (stored when it was created, or drawn from by its trials), else measured on a model
-    seeded with 0 (so that workers started together measure the same)."""
+    seeded with 0 (so that workers started together measure the same). ``store`` is
+    ``None`` for a store not created yet.
+
+    Raises:
+        ConfigError: If a probe fails: a gradient or loss that is NaN or inf, a gradient that
+            is zero, or a range test that finds no descent.
+    """
     cfg = config.space
-    stored = _stored_ranges(store, name)
+    stored = {} if store is None else _stored_ranges(store, name)
     keys = [k for k in ("batch_size", "noise_scale") if getattr(cfg, k) == "auto"]
     if all(k in stored for k in keys):
         _logger.info(
@@ -423,9 +441,12 @@ def _auto_ranges(
     if cfg.batch_size == "auto":
         # Bound the search by the critical batch size, measured on this model and data.
         small, big = default_probe_batch_sizes(data.n_train)
-        estimate = estimate_noise_scale(
-            probe, data, batch_sizes=(small, big), seed=0, device=device
-        )
+        try:
+            estimate = estimate_noise_scale(
+                probe, data, batch_sizes=(small, big), seed=0, device=device
+            )
+        except ValueError as err:
+            raise ConfigError(f"[space] batch_size = 'auto': {err}") from err
         out["batch_size"] = recommend_batch_sizes(estimate)
         _logger.info(
             "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",

@@ -34,6 +34,7 @@ __all__ = [
     "make_storage",
     "mask_url",
     "is_sqlite",
+    "file_to_create",
     "serve_proxy",
     "retried_trials",
 ]
@@ -110,6 +111,39 @@ def _mask_query(text: str) -> str:
 def is_sqlite(url: str | None) -> bool:
     """Whether ``url`` (``None`` for the default) names a SQLite store."""
     return url is None or url.startswith("sqlite")
+
+
+def file_to_create(url: str | None) -> Path | None:
+    """The file that opening the store at ``url`` would create: an SQLite or journal file
+    that does not exist yet, checked to be creatable; ``None`` for an existing file, an
+    in-memory database or a server.
+
+    Work that may fail (the probes of ``"auto"``) runs before such a store is opened, so that
+    a failure leaves no empty database behind.
+
+    Raises:
+        StorageError: If the file's folder does not exist or is not writable.
+    """
+    url = DEFAULT_STORAGE if url is None else url
+    if url.endswith(_JOURNAL_SUFFIXES) and "://" not in url:
+        path = Path(url)
+    elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///").partition("?")[0])
+    else:
+        return None
+    if path.exists():
+        return None
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise StorageError(
+            f"cannot open storage {mask_url(url)!r}: the folder {str(folder)!r} does not exist."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"the file {str(path)!r} of storage {mask_url(url)!r} cannot be created: the folder "
+            f"{str(folder)!r} is not writable; choose another --storage."
+        )
+    return path
 
 
 def make_storage(

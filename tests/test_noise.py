@@ -530,3 +530,118 @@ def test_noise_scale_command_prints_the_range_test_too(tmp_path, capsys):
     low, high = (float(v) for v in rows["recommended noise_scale"].strip("[]").split(","))
     assert (low, high) == recommend_noise_scales(g_steep)
     assert re.fullmatch(r"\d+ steps at B = 32, m = 0\.9(, stopped where .*)?", rows["range test"])
+
+
+# --- probes on data or models that give NaN, inf or no gradient ------------------------------
+
+
+class _Flat(torch.nn.Module):
+    """Outputs that do not depend on the parameters: every gradient is zero."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.linear(x) * 0
+
+
+def _synthetic(change=None):
+    from optuna_bs.data import load_data
+
+    data = load_data("synthetic", n_samples=400)
+    x = data.x_train.clone()
+    if change is not None:
+        x = change(x)
+    torch.manual_seed(0)
+    return torch.nn.Linear(x.shape[1], data.n_outputs), dataclasses.replace(data, x_train=x)
+
+
+def _poke(value):
+    def change(x):
+        x[::25, 0] = value
+        return x
+
+    return change
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_non_finite_gradient_is_an_error_naming_the_data(value):
+    model, data = _synthetic(_poke(value))
+    with pytest.raises(ValueError, match="gradients are NaN or inf: the inputs hold 11 NaN or"):
+        estimate_noise_scale(model, data, batch_sizes=(8, 64), n_batches=5)
+    with pytest.raises(ValueError, match="training data holds NaN or inf"):
+        lr_range_test(model, data, batch_size=16, steps=20)
+
+
+def test_a_zero_gradient_is_an_error_naming_it():
+    _, data = _synthetic()
+    flat = _Flat(data.input_shape[0], data.n_outputs)
+    with pytest.raises(ValueError, match="Every gradient of the noise-scale estimate is zero"):
+        estimate_noise_scale(flat, data, batch_sizes=(8, 64), n_batches=5)
+    with pytest.raises(ValueError, match="Every gradient of the range test is zero"):
+        lr_range_test(flat, data, batch_size=16, steps=20)
+
+
+def test_a_range_test_on_huge_inputs_says_to_standardise_them():
+    model, data = _synthetic(lambda x: x * 1e30)
+    with pytest.raises(ValueError, match=r"inputs reach \|x\| = 3.*e\+30: standardise them"):
+        lr_range_test(model, data, batch_size=16, steps=20)
+
+
+NON_FINITE_CODE = """
+import dataclasses
+
+import optuna_bs
+
+
+def make(value=float("nan")):
+    data = optuna_bs.load_data("synthetic", n_samples=400)
+    x = data.x_train.clone()
+    x[5, 0] = value
+    return dataclasses.replace(data, x_train=x)
+"""
+
+NON_FINITE_STUDY = """
+[study]
+name = "nan"
+n_trials = 1
+[data]
+name = "nonfinite_code:make"
+[model]
+hidden = [8]
+[space]
+batch_size = {batch_size}
+noise_scale = {noise_scale}
+[train]
+max_epochs = 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "noise_scale", "word"),
+    [
+        ('"auto"', "[1.0, 1000.0]", "[space] batch_size = 'auto': The noise-scale estimate's"),
+        ("[8, 64]", '"auto"', "[space] noise_scale = 'auto': The range test's loss is nan"),
+    ],
+)
+def test_auto_on_nan_data_is_one_line_exit_2_and_writes_no_database(
+    tmp_path, monkeypatch, capsys, batch_size, noise_scale, word
+):
+    import optuna
+
+    from optuna_bs.cli import main
+
+    (tmp_path / "nonfinite_code.py").write_text(NON_FINITE_CODE)
+    path = tmp_path / "s.toml"
+    path.write_text(NON_FINITE_STUDY.format(batch_size=batch_size, noise_scale=noise_scale))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and word in err and "NaN or inf" in err, err
+    assert not (tmp_path / "optuna_bs.db").exists()  # the default store was never created
+    # A store that exists already gets no study, and so no 'auto' ranges.
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    optuna.create_study(study_name="other", storage=url)
+    assert main(["run", str(path), "-q", "--storage", url]) == 2
+    assert optuna.get_all_study_names(url) == ["other"]

@@ -3,12 +3,19 @@ from __future__ import annotations
 import random
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import optuna
 import pytest
 
 from optuna_bs.errors import StorageError
-from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, make_storage, mask_url
+from optuna_bs.storage import (
+    DEFAULT_STORAGE,
+    file_to_create,
+    is_sqlite,
+    make_storage,
+    mask_url,
+)
 
 
 def test_default_is_sqlite_file_in_current_directory(tmp_path, monkeypatch):
@@ -188,3 +195,17 @@ def test_a_read_only_sqlite_file_or_folder_is_one_line_before_any_trial(tmp_path
     with pytest.raises(StorageError, match="cannot be created: the folder .* is not writable"):
         make_storage(f"sqlite:///{tmp_path / 'new.db'}")
     assert not (tmp_path / "new.db").exists()
+
+
+def test_file_to_create_names_a_new_file_store_and_checks_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert file_to_create(None) == Path("optuna_bs.db")
+    assert file_to_create(f"sqlite:///{tmp_path / 'a.db'}") == tmp_path / "a.db"
+    assert file_to_create("study.log") == Path("study.log")
+    make_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    assert file_to_create(f"sqlite:///{tmp_path / 'a.db'}") is None  # it exists now
+    for url in ("sqlite://", "sqlite:///:memory:", "postgresql+psycopg://u@h/db", "grpc://h:1"):
+        assert file_to_create(url) is None
+    with pytest.raises(StorageError, match="folder .*missing' does not exist"):
+        file_to_create(f"sqlite:///{tmp_path / 'missing' / 'a.db'}")
+    assert set(tmp_path.iterdir()) == {tmp_path / "a.db"}  # nothing else was created
