@@ -349,6 +349,10 @@ def prepare(
     except ValueError as err:
         raise ConfigError(f"[train] {err}") from err
     name = study_name or config.study.name
+    if not name.strip():  # a study named '' would keep its checkpoints in the folder's root
+        raise ConfigError(
+            f"`--study-name` (or [study] name) must be a non-empty name, but got {name!r}."
+        )
     if len(name) > MAX_STUDY_NAME:  # the stores' column: a traceback at create time else
         raise ConfigError(
             f"`--study-name` must be at most {MAX_STUDY_NAME} characters, but got {len(name)}."

@@ -141,6 +141,8 @@ BAD_INPUTS = {
         "needs a batch-size range",
     ),
     "study name too long": (TINY, ["--study-name", "x" * 600], "at most 512 characters"),
+    "empty study name": (TINY, ["--study-name", ""], "must be a non-empty name, but got ''"),
+    "blank study name": (_tiny_with("study", 'name = "  "'), [], "non-empty name"),
     "error metric on regression": (
         _tiny_with("data", 'task = "regression"'),
         [],
