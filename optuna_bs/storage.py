@@ -174,8 +174,9 @@ def make_storage(
         An Optuna storage.
 
     Raises:
-        StorageError: If the URL is malformed, its driver is missing, or the server cannot be
-            reached; the message holds the URL with its password masked.
+        StorageError: If the URL is malformed or a PostgreSQL or MySQL URL names no
+            database, its driver is missing, or the server cannot be reached; the message
+            holds the URL with its password masked.
     """
     url = DEFAULT_STORAGE if url is None else url
     if url.endswith(_JOURNAL_SUFFIXES) and "://" not in url:
@@ -206,6 +207,13 @@ def make_storage(
             f"'postgresql+psycopg://user@host/db', grpc://HOST:PORT or a journal file ending "
             f"in .log, but got {mask_url(url)!r}."
         ) from err
+    if parsed.get_backend_name() in _DRIVERS and not (
+        parsed.database or {"dbname", "database", "db"} & set(parsed.query)
+    ):  # the server would be asked for its default database (libpq's is the user's name)
+        raise StorageError(
+            f"`storage` {mask_url(url)!r} names no database: add its name after the host, as "
+            f"in '{parsed.drivername}://user@host/optuna'."
+        )
     engine_kwargs: dict = {"pool_pre_ping": True}
     if not synchronous_commit and parsed.get_backend_name() == "postgresql":
         engine_kwargs["connect_args"] = {"options": "-c synchronous_commit=off"}

@@ -166,6 +166,11 @@ BAD_INPUTS = {
         ["--storage", "no/such/dir/study.log"],
         "cannot open journal file",
     ),
+    "PostgreSQL URL without a database": (
+        TINY,
+        ["--storage", "postgresql+psycopg://"],
+        "names no database",
+    ),
     "storage URL in the file": (
         _tiny_with("study", 'storage = "notaurl"'),
         [],

@@ -209,3 +209,21 @@ def test_file_to_create_names_a_new_file_store_and_checks_its_folder(tmp_path, m
     with pytest.raises(StorageError, match="folder .*missing' does not exist"):
         file_to_create(f"sqlite:///{tmp_path / 'missing' / 'a.db'}")
     assert set(tmp_path.iterdir()) == {tmp_path / "a.db"}  # nothing else was created
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://",
+        "postgresql+psycopg://u:hunter2@127.0.0.1:1",
+        "postgresql+psycopg://u@127.0.0.1:1/",
+        "mysql+pymysql://u@127.0.0.1:1",
+    ],
+)
+def test_a_server_url_without_a_database_is_refused_before_connecting(url):
+    with pytest.raises(StorageError, match="names no database: add its name after") as err:
+        make_storage(url)
+    assert "hunter2" not in str(err.value)
+    # A database named in the query (libpq's dbname) is a database: the server is asked.
+    with pytest.raises(StorageError, match="cannot open storage"):
+        make_storage("postgresql+psycopg://u@127.0.0.1:1?dbname=optuna")
