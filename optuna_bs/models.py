@@ -55,7 +55,8 @@ def build_model(
     Raises:
         TypeError: If an argument has the wrong type, a keyword is unknown to a built-in
             model, or a user factory returns something that is not a module.
-        ValueError: If an argument has a bad value, or a user model cannot be imported.
+        ValueError: If an argument has a bad value, or a user model cannot be imported or
+            its factory raises (the message holds the first line of its error).
 
     Example:
         >>> model = build_model("mlp", (40,), 10)
@@ -279,7 +280,11 @@ def _user_model(
             "or targets, and each [model] option by keyword; it may ignore what it does not "
             "need)."
         )
-    model = factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)
+    try:
+        model = factory(input_shape=input_shape, n_outputs=n_outputs, **kwargs)
+    except Exception as err:  # anything inside the user's factory: one line, as for data
+        cause = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ValueError(f"Model {spec!r} failed: {cause}") from err
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"Model {spec!r} must return a torch.nn.Module, "

@@ -235,6 +235,10 @@ def returns_none(params, hp):
 
 def raises():
     raise FileNotFoundError("no such folder: /data/images")
+
+
+def broken_model(input_shape, n_outputs):
+    raise RuntimeError("no weights at /models/kw.pt\\nsecond line")
 """
 
 DICT_STUDY = """
@@ -290,6 +294,10 @@ def test_dict_items_and_a_keyword_model_run_from_a_study_file(tmp_path, capsys):
         (
             ('name = "kw_code:make"', 'name = "kw_code:raises"'),
             "failed: FileNotFoundError: no such folder",
+        ),
+        (
+            ('name = "kw_code:KwNet"', 'name = "kw_code:broken_model"'),
+            "[model] Model 'kw_code:broken_model' failed: RuntimeError: no weights at",
         ),
     ],
 )
