@@ -43,6 +43,7 @@ _logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///optuna_bs.db"
 HEARTBEAT_INTERVAL = 10  # seconds; a dead worker's trial is retried after 2x this
+GRPC_TIMEOUT = 10  # seconds a worker waits for the gRPC proxy to answer
 _JOURNAL_SUFFIXES = (".log", ".jsonl")
 _DRIVERS = {
     "postgresql": "pip install 'optuna-bs[postgres]'",
@@ -286,11 +287,22 @@ def _grpc_proxy(url: str) -> optuna.storages.BaseStorage:
     if not host or not port.isdigit():
         raise StorageError(f"`storage` must look like grpc://HOST:PORT, but got {url!r}.")
     try:
-        return optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+        with warnings.catch_warnings():  # "experimental" since Optuna 4.2: noise on stderr
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     except ImportError as err:
         raise StorageError(
             f"storage {url!r} needs grpcio: pip install 'optuna-bs[grpc]'."
         ) from err
+    try:  # else the first call fails, with a traceback, once the study is being created
+        proxy.wait_server_ready(timeout=GRPC_TIMEOUT)
+    except ConnectionError as err:
+        proxy.close()
+        raise StorageError(
+            f"cannot reach the gRPC proxy at {url!r} within {GRPC_TIMEOUT} s: start it with "
+            "`optuna-bs storage-proxy`, or check the host and port."
+        ) from err
+    return proxy
 
 
 def serve_proxy(url: str | None, *, host: str = "127.0.0.1", port: int = 13000) -> None:

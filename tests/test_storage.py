@@ -227,3 +227,16 @@ def test_a_server_url_without_a_database_is_refused_before_connecting(url):
     # A database named in the query (libpq's dbname) is a database: the server is asked.
     with pytest.raises(StorageError, match="cannot open storage"):
         make_storage("postgresql+psycopg://u@127.0.0.1:1?dbname=optuna")
+
+
+def test_an_unreachable_grpc_proxy_is_one_line_and_warns_nothing(monkeypatch):
+    pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'optuna-bs[grpc]'")
+    import warnings
+
+    import optuna_bs.storage as storage_module
+
+    monkeypatch.setattr(storage_module, "GRPC_TIMEOUT", 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+        with pytest.raises(StorageError, match=r"cannot reach the gRPC proxy at 'grpc://127\."):
+            make_storage("grpc://127.0.0.1:1")
