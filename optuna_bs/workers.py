@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -111,27 +112,42 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
 
 class _Interrupt:
     """A SIGINT handler that remembers the signal, and raises ``KeyboardInterrupt`` only
-    while :meth:`armed` (a trial's training), where Optuna fails the trial cleanly."""
+    while :meth:`armed` (a trial's training), where Optuna fails the trial cleanly.
+
+    A signal can land while Python runs a finalizer (a garbage-collected SQLAlchemy object,
+    say), where a raised exception is not propagated but printed as "Exception ignored in".
+    Such a ``KeyboardInterrupt`` is kept off the output; the signal is remembered, and the
+    worker stops when the trial ends.
+    """
 
     def __init__(self) -> None:
         self.seen = False
         self._armed = False
         self._previous = None
+        self._hook = None
 
     def __enter__(self) -> _Interrupt:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._hook
 
     def _handle(self, signum, frame) -> None:
         self.seen = True
         if self._armed:
             self._armed = False  # one KeyboardInterrupt per trial; Optuna then tells FAIL
             raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable) -> None:
+        # A KeyboardInterrupt a finalizer swallowed is remembered (``seen``) and honoured
+        # when the trial ends; Python's "Exception ignored in" traceback is left out.
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            self._hook(unraisable)
 
     @contextlib.contextmanager
     def armed(self):
