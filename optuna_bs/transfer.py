@@ -76,8 +76,8 @@ class BatchOptimum:
 
     ``method`` is ``"vertex"`` (a quadratic of the error in log lr through its best
     :data:`VERTEX_TRIALS` trials, with its minimum inside them) or ``"best trial"`` (fewer
-    than three lrs, or no minimum inside). ``counted`` says whether its best error lies
-    beats the limit of :func:`error_limit`, so that it enters a fit.
+    than three lrs, or no minimum inside). ``counted`` says whether its best error beats the
+    limit of :func:`error_limit`, so that it enters a fit.
     """
 
     batch_size: int
