@@ -39,6 +39,10 @@ _CONNECTION_ERRORS = (
     optuna.exceptions.UpdateFinishedTrialError,
 )
 _RECONNECT_SECONDS = 120
+_RECONNECT_PAUSE = 2.0  # seconds between attempts to reach the store again
+#: Seconds a worker back from an outage waits for the retry of a trial of its own that another
+#: worker's heartbeat check has failed: that worker queues the retry a moment after failing it.
+_RETRY_WAIT = 5.0
 #: The environment variable naming a worker of ``launch``. Each trial the worker starts records
 #: it (the system attr ``worker``), so that ``launch`` finds the trial of a worker that died.
 WORKER_ENV = "OPTUNA_BS_WORKER"
@@ -50,8 +54,9 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
     """``study.optimize``, going on after the database drops out (a restart, a failover).
 
     A trial cut by the outage is failed, or, if its worker could not even say so, failed
-    later by the heartbeat and retried; this worker reconnects (``pool_pre_ping``) and runs
-    the rest of its trials.
+    and queued again (:func:`_settle_cut_trials`) once the store is back; this worker
+    reconnects (``pool_pre_ping``), takes the queued retries first and runs the rest of its
+    trials.
 
     Ctrl-C (SIGINT) stops it for sure, and leaves no trial RUNNING. While a trial trains,
     the signal raises ``KeyboardInterrupt`` at once, and Optuna stores the trial as failed.
@@ -88,6 +93,7 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
                     finished = _finished_in_store(study, ran)
                     if finished >= n_trials:
                         return
+                    _settle_cut_trials(study, ran)
                 study.optimize(
                     tracked,
                     n_trials=n_trials - finished,
@@ -106,7 +112,7 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
                         f"{type(err).__name__}"
                     ) from err
                 _logger.warning("Lost the study store (%s); reconnecting.", type(err).__name__)
-                time.sleep(2.0)
+                time.sleep(_RECONNECT_PAUSE)
                 interrupt.honour()
 
 
@@ -184,6 +190,64 @@ def _finished_in_store(study: optuna.Study, numbers: list[int]) -> int:
     """
     mine, done = set(numbers), (TrialState.COMPLETE, TrialState.PRUNED)
     return sum(t.number in mine for t in study.get_trials(deepcopy=False, states=done))
+
+
+def _settle_cut_trials(study: optuna.Study, numbers: list[int]) -> None:
+    """Before a worker back from an outage asks for a trial: its trials the outage cut get
+    their retries queued, so that its next trials take them rather than fresh ones.
+
+    A trial of ``numbers`` still RUNNING is dead (this worker's objective has left it): it is
+    failed and queued again at once, as :func:`launch_workers` does for a dead worker's,
+    instead of waiting for the heartbeat. One that another worker's heartbeat check has
+    failed is queued again by that worker a moment later: up to :data:`_RETRY_WAIT` seconds
+    are given for it to appear. Asked in between, this worker would start a fresh trial in
+    its place, and the retry would be left WAITING once every worker's budget is spent.
+    """
+    mine = set(numbers)
+    running = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.number in mine
+    ]
+    _fail_and_retry(study, running)
+    if _retry_callback(study) is None:
+        return  # no store-side retries: a failed trial is run again as a fresh one
+    deadline = time.monotonic() + _RETRY_WAIT
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        queued = {n for t in trials for n in _retried(t)}
+        waiting = [
+            t.number
+            for t in trials
+            if t.number in mine and t.state == TrialState.FAIL and t.number not in queued
+        ]
+        if not waiting or time.monotonic() >= deadline:
+            return
+        time.sleep(10 * _POLL_SECONDS)
+
+
+def _retry_callback(study: optuna.Study):
+    """The store's retry of a dead trial (``RetryHeartbeatStaleTrialCallback``), or ``None``
+    where the store has no heartbeat."""
+    return getattr(study._storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+
+
+def _fail_and_retry(study: optuna.Study, trials: Sequence[FrozenTrial]) -> list[int]:
+    """Fail ``trials`` (RUNNING, their workers dead) and queue each again with the store's
+    retry callback, as the heartbeat does; the numbers of those this call failed (another
+    worker's heartbeat check may have been first)."""
+    storage, retry = study._storage, _retry_callback(study)
+    numbers = []
+    for trial in trials:
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # the heartbeat of another worker was first
+        numbers.append(trial.number)
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+    return numbers
 
 
 def _is_outage(err: BaseException) -> bool:
@@ -328,21 +392,12 @@ def _release_trials(study: optuna.Study, worker: str) -> tuple[list[int], bool]:
     Returns:
         The numbers of the trials failed, and whether each was queued again.
     """
-    storage = study._storage
-    retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
-    numbers = []
+    dead = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         mark = trial.system_attrs.get(_WORKER_ATTR) or {}
-        if mark.get("id") != worker or mark.get("trial") != trial.number:
-            continue  # another worker's (a retry carries its dead trial's mark until it runs)
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # the heartbeat of another worker was first
-        numbers.append(trial.number)
-        if retry is not None:
-            retry(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+        if mark.get("id") == worker and mark.get("trial") == trial.number:
+            dead.append(trial)  # not another worker's: a retry carries its dead trial's mark
+    numbers = _fail_and_retry(study, dead)
     # The callback queues nothing once a trial has used up its retries (``max_retry``).
     queued = {n for t in study.get_trials(deepcopy=False) for n in _retried(t)}
     return numbers, bool(numbers) and set(numbers) <= queued

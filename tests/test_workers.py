@@ -826,3 +826,55 @@ def test_a_dead_rank_fails_the_trial_and_its_retry_resumes_on_two_processes(
     assert retry["world_size"] == 2
     assert retry["epochs_run"] == 8
     _delete(postgres_url, name)
+
+
+@pytest.mark.parametrize("failed_by", ["nobody", "another worker"])
+def test_a_worker_back_from_an_outage_runs_the_retry_of_its_cut_trial(
+    tmp_path, monkeypatch, failed_by
+):
+    """The outage cut trial 0 and its worker could not fail it. Either nobody has failed it
+    yet (the heartbeat's grace period is long), or another worker's heartbeat check has, and
+    queues its retry a moment later. Either way the worker's next trial is that retry, not a
+    fresh trial that would leave the retry WAITING once the budget is spent."""
+    import copy
+    import threading
+
+    import sqlalchemy.exc
+
+    from optuna_bs import workers
+    from optuna_bs.storage import make_storage
+
+    monkeypatch.setattr(workers, "_RECONNECT_PAUSE", 0.01)
+    storage = make_storage(f"sqlite:///{tmp_path / 'outage.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, study_name="outage")
+    lost = sqlalchemy.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+    real = storage.set_trial_state_values
+    others = []
+
+    def set_state(trial_id, state, values=None):
+        if state == optuna.trial.TrialState.FAIL and not others:
+            if failed_by == "another worker":
+                real(trial_id, state)
+                retry = storage.get_heartbeat_stale_trial_callback()
+                frozen = copy.deepcopy(storage.get_trial(trial_id))
+                timer = threading.Timer(0.5, retry, (study, frozen))
+                timer.start()
+                others.append(timer)
+            else:
+                others.append(None)
+            raise lost  # the worker cannot tell the store its trial failed
+        return real(trial_id, state, values)
+
+    monkeypatch.setattr(storage, "set_trial_state_values", set_state)
+
+    def objective(trial):
+        if trial.number == 0:
+            raise lost
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    workers.optimize_reconnecting(study, objective, 2, None, [], False)
+    if others[0] is not None:
+        others[0].join()
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].system_attrs["failed_trial"] == 0  # the retry ran, and nothing waits
