@@ -147,8 +147,9 @@ def test_study_file_sets_the_median_pruner():
 
 
 def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_path):
-    """The store drops out as a trial ends: its checkpoint stays for the retry (the trial is
-    still RUNNING in the store); a trial whose end is committed leaves no checkpoint."""
+    """The store drops out as a trial ends: its checkpoint stays for the retry, which the
+    worker queues itself once the store is back (the trial was left RUNNING) and runs first;
+    a trial whose end is committed leaves no checkpoint."""
     import sqlalchemy.exc
 
     config = config_from_dict(
@@ -169,11 +170,12 @@ def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_
     study = run_study(prepared, n_trials=2)
     folder = prepared.checkpoint_folder
     assert folder.parent == tmp_path / "ckpt"
-    states = {t.number: t.state for t in study.trials}
-    assert states[0] == optuna.trial.TrialState.RUNNING  # for the heartbeat to retry
-    assert (folder / "trial_0.pt").exists()  # what the retry resumes from
-    done = [n for n, s in states.items() if s.is_finished()]
-    assert len(done) == 2 and not any((folder / f"trial_{n}.pt").exists() for n in done)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]  # nothing left RUNNING or WAITING
+    retry = study.trials[1]
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.user_attrs["resumed_from_trial"] == 0  # from the checkpoint that outlived it
+    assert not list(folder.glob("trial_*.pt"))  # every end is committed: none is kept
 
 
 def test_the_budget_holds_when_a_committed_end_is_reported_as_an_outage(tmp_path):
