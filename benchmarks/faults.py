@@ -24,11 +24,19 @@ Faults, each on a fresh study of a model whose steps take a known time (8 epochs
 * ``launch-kill``: ``launch --workers 2 --n-trials 6``; worker 1 is SIGKILLed in a trial.
   ``launch`` fails the trial and queues it again, and exits 2 with one line; the dead worker's
   trials not yet started are lost from the budget (``off_budget``), nothing is left RUNNING.
+* ``same-name`` (issue 22): a ``run`` is stopped by Ctrl-C past epoch 3 of its first trial,
+  leaving its checkpoint; a new study of the same name, in a new database and the same
+  working folder, has its trial 0 SIGKILLed in epoch 1, and a second ``run`` retries it. The
+  retry must start afresh, not resume the other study's checkpoint: ``wrong`` says it did
+  (``resumed_from_epoch`` or ``resumed_from_trial`` recorded, or epochs of the other study
+  reported as its own, more than it trained), and ``warned`` whether its one warning line
+  ("starts afresh") was printed.
 
 Reported per fault: trials asked and finished (complete or pruned), failed, left RUNNING,
 how far the study ended from its budget, epochs redone (of a dead trial, those its retry
 trained again), whether a ladder concluded wrongly (``wrong``: its rungs at more than one g*,
-or its climb stopped short of the top; ``None`` where there is no ladder), the exit status,
+or its climb stopped short of the top; a retry that took another study's checkpoint;
+``None`` where neither can happen), the exit status,
 the lines on stderr, and whether the password was seen. Results go to
 benchmarks/results/faults.json.
 """
@@ -68,6 +76,7 @@ FAULTS = (
     "workers-8x25",
     "ladder-kill",
     "launch-kill",
+    "same-name",
 )
 
 
@@ -113,6 +122,11 @@ class Server:
             "-w",
             "start",
         )
+
+    def database(self, name: str) -> str:
+        """The URL of a new, empty database ``name`` on this server, owned by ``bench``."""
+        self._psql(f"CREATE DATABASE {name} OWNER bench")
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", self.root / "data", "-m", "fast", "-w", "stop")
@@ -368,6 +382,69 @@ def fault_launch_kill(server: Server, root: Path) -> dict:
     }
 
 
+def fault_same_name(server: Server, root: Path) -> dict:
+    name = "samename"  # one name, in two databases, one working folder
+    old = _study(root, name)
+    ctrl_c = ["run", old, "--study-name", name, "--n-trials", 1, "--no-test", "-q"]
+    stopped = _popen(ctrl_c, root, url=server.url)
+    _wait(_running(server.url, name, 1, epoch=3))
+    stopped.send_signal(signal.SIGINT)
+    old_out, old_err = stopped.communicate(timeout=180)
+    old_trial = _trials(server.url, name)[0]
+    left = sorted(p.name for p in (root / "checkpoints").rglob("trial_*.pt"))
+    # The new study's epochs take 2 s, so that its trial 0 is killed inside epoch 1, before
+    # it has a checkpoint of its own: the other study's trial_0.pt is the only one there.
+    new = root / f"{name}-new.toml"
+    new.write_text(old.read_text().replace("seconds_per_step = 0.03", "seconds_per_step = 0.3"))
+    url = server.database("samename_new")
+    common = ["run", new, "--study-name", name, "-q", "--no-test"]
+    victim = _popen([*common, "--n-trials", 1], root, url=url)
+    _wait(_running(url, name, 1, epoch=0))
+    time.sleep(0.5)  # into its first epoch
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_after = len(_trials(url, name)[0].intermediate_values)  # epochs it had reported
+    time.sleep(2.5)  # past the heartbeat's grace period
+    rescuer = _popen([*common, "--n-trials", 10, "--max-trials", 1], root, url=url)
+
+    def retry():
+        trials = _trials(url, name)
+        return next((t for t in trials if t.system_attrs.get("failed_trial") is not None), None)
+
+    # Epochs trained, as they come: one at a time, 2 s apart. A checkpoint's epochs are
+    # reported at once, when it is loaded: a jump of several counts as one.
+    trained = reported = 0
+    while rescuer.poll() is None:
+        t = retry()
+        if t is not None and len(t.intermediate_values) > reported:
+            trained, reported = trained + 1, len(t.intermediate_values)
+        time.sleep(0.1)
+    out, err = rescuer.communicate(timeout=600)
+    t = retry()
+    if t is not None and len(t.intermediate_values) > reported:
+        trained, reported = trained + 1, len(t.intermediate_values)
+    result = _count(url, name, 1, [], [old_out, old_err, out, err])
+    attrs = {} if t is None else t.user_attrs
+    resumed = bool(attrs.get("resumed_from_epoch")) or "resumed_from_trial" in attrs
+    return {
+        **result,
+        "wrong": None if t is None else resumed or reported > trained,
+        "status": rescuer.returncode,
+        "stderr_lines": _lines(err),
+        "warned": "starts afresh" in err,
+        "resumed_from_epoch": attrs.get("resumed_from_epoch"),
+        "resumed_from_trial": attrs.get("resumed_from_trial"),
+        "epochs_reported": reported,
+        "epochs_trained": trained,
+        "other_study": {
+            "status": stopped.returncode,
+            "epochs": len(old_trial.intermediate_values),
+            "checkpoints_left": left,
+        },
+        "killed_after_epochs": killed_after,
+    }
+
+
 def _lines(err: str) -> int:
     """Lines on stderr, progress-bar frames left out."""
     return sum(1 for line in re.split(r"[\r\n]", err) if line.strip() and "%|" not in line)
@@ -392,6 +469,7 @@ def main() -> None:
             "workers-8x25": lambda: fault_workers(server, root),
             "ladder-kill": lambda: fault_ladder_kill(server, root),
             "launch-kill": lambda: fault_launch_kill(server, root),
+            "same-name": lambda: fault_same_name(server, root),
         }
     if args.faults:
         faults = {fault: run for fault, run in faults.items() if fault in args.faults}
