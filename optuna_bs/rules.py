@@ -278,10 +278,19 @@ def _beta_median(values: list[float]) -> float:
     return 1.0 - _log_median([1.0 - v for v in values])
 
 
-def _surge(batch_size: float, noise_batch_size: float) -> float:
-    """Adam's best lr against B (Li et al. 2024): ∝ 1 / (½(√(B_noise/B) + √(B/B_noise)))."""
+def mccandlish(batch_size, noise_batch_size):
+    """SGD's best lr against B, up to a constant (McCandlish et al. 2018):
+    1 / (1 + B_noise / B), linear well below B_noise and flat well above it. Takes floats or
+    numpy arrays alike."""
+    return 1.0 / (1.0 + noise_batch_size / batch_size)
+
+
+def surge(batch_size, noise_batch_size):
+    """Adam's best lr against B, up to a constant (Li et al. 2024):
+    1 / (½(√(B_noise/B) + √(B/B_noise))), √B below B_noise, falling past it. Takes floats
+    or numpy arrays alike."""
     ratio = batch_size / noise_batch_size
-    return 1.0 / (0.5 * (math.sqrt(1.0 / ratio) + math.sqrt(ratio)))
+    return 1.0 / (0.5 * (ratio**-0.5 + ratio**0.5))
 
 
 def _scale_beta(name: str, beta: float, kappa: float, old_b: int, new_b: int) -> float:
@@ -412,7 +421,7 @@ class Rule:
         The default is SGD's, McCandlish et al. 2018: ϵ_opt(B) ∝ 1 / (1 + B_noise / B),
         linear in B well below B_noise and flat well above it.
         """
-        return 1.0 / (1.0 + noise_batch_size / batch_size)
+        return mccandlish(batch_size, noise_batch_size)
 
     def rescale(
         self,
@@ -597,7 +606,7 @@ class SqrtRule(Rule):
     name = "sqrt"
 
     def lr_curve(self, batch_size, noise_batch_size):
-        return _surge(batch_size, noise_batch_size)
+        return surge(batch_size, noise_batch_size)
 
 
 @register_rule
@@ -624,7 +633,7 @@ class AdamSqrtRule(Rule):
     optimizers = ("adam",)
 
     def lr_curve(self, batch_size, noise_batch_size):
-        return _surge(batch_size, noise_batch_size)
+        return surge(batch_size, noise_batch_size)
 
     def move_lr(self, hp, batch_size):
         kappa = batch_size / hp.batch_size

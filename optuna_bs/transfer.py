@@ -31,7 +31,14 @@ import optuna
 from optuna_bs._validation import check_fraction, check_int, check_real
 from optuna_bs.analysis import TrialPoint, complete_points, rule_for, study_rule
 from optuna_bs.errors import NotEnoughTrialsError
-from optuna_bs.rules import Hyperparameters, Rule, rescale, weight_decay_for_timescale
+from optuna_bs.rules import (
+    Hyperparameters,
+    Rule,
+    mccandlish,
+    rescale,
+    surge,
+    weight_decay_for_timescale,
+)
 
 __all__ = [
     "BatchOptimum",
@@ -199,12 +206,12 @@ def _noise_grid(x: np.ndarray) -> np.ndarray:
     return np.linspace(x.min() - math.log(64), x.max() + math.log(64), 241)
 
 
-def _mccandlish(x, log_bn):  # ϵ_max / (1 + B_noise/B)
-    return -np.logaddexp(0.0, log_bn - x)
+def _mccandlish(x, log_bn):  # the shape of rules.mccandlish in log B
+    return np.log(mccandlish(np.exp(x), np.exp(log_bn)))
 
 
-def _surge(x, log_bn):  # ϵ_max / (½(√(B_noise/B) + √(B/B_noise)))
-    return -np.log(0.5 * (np.exp((log_bn - x) / 2) + np.exp((x - log_bn) / 2)))
+def _surge(x, log_bn):  # the shape of rules.surge in log B
+    return np.log(surge(np.exp(x), np.exp(log_bn)))
 
 
 def _rule_curve(rule: Rule, reference: Hyperparameters) -> _Curve:
