@@ -18,7 +18,14 @@ from pathlib import Path
 import optuna
 
 from optuna_bs.config import StudyConfig, load_config
-from optuna_bs.errors import ConfigError, OptunaBSError, WorkerDiedError, in_chain
+from optuna_bs.errors import (
+    ConfigError,
+    OptunaBSError,
+    WorkerDiedError,
+    disk_full,
+    first_line,
+    in_chain,
+)
 from optuna_bs.rules import RULES
 from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from optuna_bs.vocabulary import DEFAULTS, metric_name
@@ -261,6 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("optuna-bs: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a full disk, wherever it struck (the store, say), in one line
+        if not disk_full(err):
+            raise
+        if verbose:
+            traceback.print_exc()
+        print(f"optuna-bs: error: no space left on a device ({first_line(err)})", file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -670,18 +684,20 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 class _DropInterrupts(logging.Filter):
-    """Leave out the tracebacks a Ctrl-C causes, and Optuna's "Trial N failed" line after it:
-    "optuna-bs: interrupted" says it in one line (the trial is still stored as failed; -v
-    keeps the tracebacks). Dropped: a record whose exception is a ``KeyboardInterrupt`` or
-    was raised while one was handled (SQLAlchemy's "Error closing cursor" when the interrupt
-    cut a query)."""
+    """Leave out the tracebacks a Ctrl-C or a full disk causes, and Optuna's "Trial N failed"
+    line after it: "optuna-bs: interrupted" or "no space left" says it in one line (the
+    trial is still stored as failed; -v keeps the tracebacks). Dropped: a record whose
+    exception is a ``KeyboardInterrupt`` or a full device, or was raised while one was handled
+    (SQLAlchemy's "Error closing cursor" when the interrupt cut a query)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.interrupted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and in_chain(record.exc_info[1], KeyboardInterrupt):
+        if record.exc_info and (
+            in_chain(record.exc_info[1], KeyboardInterrupt) or disk_full(record.exc_info[1])
+        ):
             self.interrupted = True
             return False
         if self.interrupted and "failed with value" in record.getMessage():

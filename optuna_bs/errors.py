@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "OptunaBSError",
     "ConfigError",
     "StorageError",
     "NotEnoughTrialsError",
     "WorkerDiedError",
+    "DiskFullError",
     "in_chain",
+    "disk_full",
+    "first_line",
 ]
 
 
@@ -37,6 +42,10 @@ class WorkerDiedError(OptunaBSError):
     trial it left running was failed, and queued again where the store retries dead trials."""
 
 
+class DiskFullError(OptunaBSError):
+    """No space was left on the device of a checkpoint or of the study store."""
+
+
 def in_chain(err: BaseException | None, types: type | tuple[type, ...]) -> bool:
     """Whether ``err``, or an error it was raised from or during (``__cause__``,
     ``__context__``), is one of ``types``: what a cleanup raised says little, what it was
@@ -48,3 +57,34 @@ def in_chain(err: BaseException | None, types: type | tuple[type, ...]) -> bool:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return False
+
+
+# How a full device reads: an errno where the OS error survives, the words where it does not
+# (SQLite's SQLITE_FULL through SQLAlchemy; torch's writer, which reports a short write as
+# "unexpected pos").
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error in its chain, says that a device has no space left."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DiskFullError) or (
+            isinstance(err, OSError) and err.errno in _FULL_ERRNOS
+        ):
+            return True
+        if any(words in str(err).lower() for words in _FULL_WORDS):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of the error a chain started from: a driver's own message under
+    SQLAlchemy's, say, without the SQL and the link SQLAlchemy adds."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    err = getattr(err, "orig", None) or err
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

@@ -14,6 +14,7 @@ import torch
 
 from optuna_bs._accelerate import Accelerator
 from optuna_bs._checkpoints import OWNER_KEY
+from optuna_bs.errors import DiskFullError, disk_full
 from optuna_bs.monitor import TrialMonitor
 
 __all__ = ["TrainingState", "check_writable"]
@@ -71,8 +72,18 @@ class TrainingState:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's checkpoint
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous epoch's one
+        except BaseException as err:  # a Ctrl-C or a full disk leaves no half-written .tmp
+            tmp.unlink(missing_ok=True)
+            # torch's writer reports a short write as "unexpected pos", not as ENOSPC.
+            if disk_full(err) or "unexpected pos" in str(err):
+                raise DiskFullError(
+                    f"no space left on the device for the checkpoint {str(path)!r}: free some "
+                    "space, or put `checkpoint_dir` on another disk"
+                ) from err
+            raise
 
     def load(self, path: str | Path) -> None:
         """Restore from a file written by :meth:`save` (``weights_only``: data, never code).

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from optuna_bs.errors import StorageError
+from optuna_bs.errors import StorageError, first_line
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -258,7 +258,7 @@ def make_storage(
         fix = _DRIVERS.get(parsed.get_backend_name(), "install its SQLAlchemy driver")
         raise StorageError(f"storage {mask_url(url)!r} needs {err.name}: {fix}.") from err
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as err:
-        cause = _first_line(err)
+        cause = first_line(err)
         if parsed.password:
             cause = cause.replace(parsed.password, "***")
         raise StorageError(f"cannot open storage {mask_url(url)!r}: {cause}") from err
@@ -325,12 +325,6 @@ def serve_proxy(url: str | None, *, host: str = "127.0.0.1", port: int = 13000) 
         watchdog.daemon = True
         watchdog.start()
         raise
-
-
-def _first_line(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or err
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
 
 
 def retried_trials(trial: optuna.trial.BaseTrial) -> list[int]:

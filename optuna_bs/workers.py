@@ -24,7 +24,14 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_bs.errors import StorageError, WorkerDiedError, in_chain
+from optuna_bs.errors import (
+    DiskFullError,
+    StorageError,
+    WorkerDiedError,
+    disk_full,
+    first_line,
+    in_chain,
+)
 
 __all__ = ["WORKER_ENV", "launch_workers", "optimize_reconnecting", "split_trials"]
 
@@ -103,6 +110,10 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
                 )
                 return
             except Exception as err:
+                if disk_full(err) and not isinstance(err, DiskFullError):
+                    raise DiskFullError(
+                        f"no space left on the device of the study store ({first_line(err)})"
+                    ) from err
                 if not _is_outage(err):
                     raise
                 outage_since = outage_since or time.monotonic()
@@ -256,7 +267,7 @@ def _is_outage(err: BaseException) -> bool:
     Optuna may re-raise a lost connection as another error while it cleans up the trial, so
     the whole chain is looked at.
     """
-    return in_chain(err, _CONNECTION_ERRORS)
+    return in_chain(err, _CONNECTION_ERRORS) and not disk_full(err)
 
 
 def split_trials(n_trials: int, workers: int) -> list[int]:

@@ -274,6 +274,60 @@ def test_a_checkpoint_dir_that_is_a_file_is_one_line_before_any_trial(
     assert "is a file, not a folder" in line
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, always full")
+def test_a_full_disk_under_the_checkpoints_is_one_line_and_leaves_no_tmp(
+    tmp_path, monkeypatch, capsys
+):
+    """Every checkpoint's .tmp lies on a full device (/dev/full): "no space left", exit 2,
+    in one line, and no .tmp file left behind."""
+    import optuna_bs.state
+
+    real_save = torch.save
+
+    def onto_a_full_device(obj, f):
+        Path(f).symlink_to("/dev/full")
+        real_save(obj, f)
+
+    monkeypatch.setattr(optuna_bs.state.torch, "save", onto_a_full_device)
+    monkeypatch.chdir(tmp_path)
+    status = main(["run", _study_file(tmp_path, TINY), "--n-trials", "1", "--no-test", "-q"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "no space left on the device for the checkpoint" in err, err
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_full_sqlite_store_is_named_not_taken_for_an_outage(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    """SQLite's own SQLITE_FULL ("database or disk is full"), from a store that may not grow
+    past what it holds: exit 2 at once, in one line that says so, never "Lost the study
+    store; reconnecting"."""
+    import sqlalchemy
+
+    monkeypatch.chdir(tmp_path)
+    study = _study_file(tmp_path, TINY)
+    assert main(["run", study, "--n-trials", "1", "--no-test", "-q"]) == 0
+    pages = {}
+
+    def no_room_to_grow(dbapi_connection, record):
+        cursor = dbapi_connection.cursor()
+        count = cursor.execute("PRAGMA page_count").fetchone()[0]
+        cursor.execute(f"PRAGMA max_page_count = {pages.setdefault('max', count)}")
+        cursor.close()
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", no_room_to_grow)
+    try:
+        status = main(["run", study, "--n-trials", "40", "--no-test", "-q"])
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "connect", no_room_to_grow)
+    out = capsys.readouterr()
+    assert status == 2
+    assert "database or disk is full" in out.err and "no space left" in out.err, out.err
+    assert out.err.count("\n") == 1, out.err
+    assert "reconnecting" not in out.err + out.out + caplog.text
+
+
 def test_an_sgd_rule_for_adam_runs_when_allowed(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     text = _tiny_with("train", 'optimizer = "adamw"').replace(

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
 
 from optuna_bs._accelerate import Accelerator
+from optuna_bs.errors import DiskFullError
 from optuna_bs.monitor import TrialMonitor
 from optuna_bs.state import TrainingState
 
@@ -40,6 +44,41 @@ def test_a_saved_state_restores_every_part(tmp_path):
     assert (other.monitor.epoch_, other.monitor.n_updates_, other.micro_cap) == (1, 7, 16)
     assert other.best_state.keys() == state.best_state.keys()
     assert not (tmp_path / "s.pt.tmp").exists()  # replaced atomically
+
+
+needs_dev_full = pytest.mark.skipif(
+    not os.path.exists("/dev/full"), reason="needs /dev/full, a device that is always full"
+)
+
+
+@needs_dev_full
+def test_a_full_disk_is_named_and_leaves_neither_a_tmp_nor_a_broken_checkpoint(tmp_path):
+    """The .tmp a save writes lies on a full device (/dev/full: every write fails ENOSPC, and
+    torch's writer says "unexpected pos"): one error that says so, the previous epoch's
+    checkpoint kept whole, and no .tmp left."""
+    state = _state(0)
+    path = tmp_path / "s.pt"
+    state.save(path)
+    before = path.read_bytes()
+    (tmp_path / "s.pt.tmp").symlink_to("/dev/full")
+    with pytest.raises(DiskFullError, match="no space left on the device for the checkpoint"):
+        state.save(path)
+    assert not os.path.lexists(tmp_path / "s.pt.tmp")
+    assert path.read_bytes() == before
+    _state(1).load(path)  # still a whole checkpoint
+
+
+def test_a_failed_save_that_is_not_a_full_disk_is_not_called_one(tmp_path, monkeypatch):
+    state = _state(0)
+
+    def broken(obj, f):
+        Path(f).write_bytes(b"half")
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        state.save(tmp_path / "s.pt")
+    assert not (tmp_path / "s.pt.tmp").exists()
 
 
 def test_a_missing_checkpoint_is_a_clear_error(tmp_path):
