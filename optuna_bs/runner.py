@@ -139,6 +139,28 @@ class Prepared:
         for number in dead + ([] if keep else [trial.number]):
             checkpoint_file(folder, number).unlink(missing_ok=True)
 
+    def drop_orphan_checkpoints(self, study: optuna.Study) -> int:
+        """Delete the checkpoints an earlier run left of trials the store holds as finished
+        (a Ctrl-C, or a store failure, between a trial's end and its callbacks): a complete
+        or pruned trial's, and those of the dead trials a finished trial retried. A failed
+        trial's stays while a retry may still resume it. Returns how many went."""
+        folder = self.checkpoint_folder
+        if folder is None or not folder.is_dir():
+            return 0
+        keep = best_trial(study) if self.config.study.keep_best_checkpoint else None
+        done = (TrialState.COMPLETE, TrialState.PRUNED)
+        dropped = 0
+        for t in study.get_trials(deepcopy=False, states=done):
+            kept = keep is not None and t.number == keep.number
+            for number in retried_trials(t) + ([] if kept else [t.number]):
+                path = checkpoint_file(folder, number)
+                if path.exists():
+                    path.unlink(missing_ok=True)
+                    dropped += 1
+        if dropped:
+            _logger.info("Removed %d checkpoint(s) of finished trials from %s.", dropped, folder)
+        return dropped
+
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: on a GPU, release the last trial's memory, so the next one starts clean.
 
@@ -787,6 +809,7 @@ def _run_study(prepared, objective, n_trials, timeout, max_trials, callbacks, sh
     # What the report reads the study by: its rule, and the optimizer family it is for.
     study.set_user_attr("parameterisation", prepared.space.parameterisation)
     study.set_user_attr("optimizer", prepared.space.optimizer)
+    prepared.drop_orphan_checkpoints(study)
     callbacks = [*callbacks, prepared.free_memory, prepared.drop_finished_checkpoints]
     if cfg.study.keep_best_checkpoint:
         callbacks.append(prepared.drop_checkpoints_but_best)
