@@ -46,7 +46,7 @@ from optuna_bs import (
     load_config,
     load_data,
 )
-from optuna_bs.runner import (
+from optuna_bs.study.runner import (
     auto_noise_scales,
     fit_arguments,
     make_pruner,

@@ -8,7 +8,7 @@ scales g (so each B gets its best learning rate) and count the optimizer steps u
 validation error first reaches a target. McCandlish et al. (2018) predict
 S(B) = S_min (1 + B_crit / B): fitting it to log S (each B weighs the same) gives the
 measured knee B_crit, where steps stop halving when B doubles. It is compared with B_simple
-from :func:`optuna_bs.noise.estimate_noise_scale`, at initialisation and after 2, 5 and 10
+from :func:`optuna_bs.measure.estimate_noise_scale`, at initialisation and after 2, 5 and 10
 epochs of training, since the noise scale grows during training.
 Goal: within 2x. Results go to benchmarks/results/critical_batch.json.
 """
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scipy.optimize import least_squares
 
 from optuna_bs import build_model, evaluate, load_data, lr_for_noise_scale
-from optuna_bs.noise import estimate_noise_scale
+from optuna_bs.measure.noise import estimate_noise_scale
 
 HERE = Path(__file__).resolve().parent
 

@@ -24,10 +24,10 @@ COMMANDS = {
     "import optuna": [sys.executable, "-c", "import optuna"],
     "optuna-bs --help": [sys.executable, "-m", "optuna_bs.cli", "--help"],
     "import optuna_bs": [sys.executable, "-c", "import optuna_bs"],
-    "import optuna_bs.rules, .config": [
+    "import optuna_bs.rules.registry, .config": [
         sys.executable,
         "-c",
-        "import optuna_bs.rules, optuna_bs.config",
+        "import optuna_bs.rules.registry, optuna_bs.study.config",
     ],
     "optuna_bs.fit (loads torch)": [sys.executable, "-c", "import optuna_bs; optuna_bs.fit"],
 }

@@ -67,7 +67,7 @@ def _fit(epochs: int) -> tuple[float, dict]:
 
 def ddp_worker(out: Path, epochs: int) -> None:
     """Run under torchrun: one fit on every rank; rank 0 writes its samples/s and weights."""
-    from optuna_bs.distributed import init_from_env
+    from optuna_bs.train.distributed import init_from_env
 
     rank, _ = init_from_env()
     torch.set_num_threads(1)

@@ -4,7 +4,7 @@
     python benchmarks/range_test.py --smoke    # for the test suite
 
 For each SGD task (a study file with the noise-scale space), at each power of two B of its
-range, :func:`optuna_bs.noise.lr_range_test` runs on the models of several seeds at the
+range, :func:`optuna_bs.measure.lr_range_test` runs on the models of several seeds at the
 study's momentum, as ``noise_scale = "auto"`` does at the middle B. It reports g_steep, the
 learning rate it stands for, and the seconds a test takes.
 
@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import REPO, _build, load_task, mode, parser, print_table, write_json  # noqa: E402
 
-from optuna_bs.noise import recommend_noise_scales  # noqa: E402
-from optuna_bs.rules import lr_for_noise_scale  # noqa: E402
-from optuna_bs.runner import range_test, search_batch_size, space_from_config  # noqa: E402
+from optuna_bs.measure.noise import recommend_noise_scales  # noqa: E402
+from optuna_bs.rules.registry import lr_for_noise_scale  # noqa: E402
+from optuna_bs.study.runner import range_test, search_batch_size, space_from_config  # noqa: E402
 from optuna_bs.vocabulary import DEFAULTS  # noqa: E402
 
 SGD_TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn")

@@ -19,7 +19,7 @@ trained on the same 2 seeds, chosen by mean validation error and scored by test 
 regret of an arm is its mean test error minus the oracle's, in points, per tuning seed.
 
 Arms:
-* ``recommend``: ``optuna_bs.transfer``: the fitted lr*(B) from per-batch-size optima (or the
+* ``recommend``: ``optuna_bs.report.scaling``: the fitted lr*(B) from per-batch-size optima (or the
   study's rule where there is no fit), Adam with β1 kept and β2 by its half-life;
 * ``recommend, unbent``: the same with the saturating curves left out of the candidates
   (the rule and the power law only): does the bend help?
@@ -51,11 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h  # noqa: E402
 
 from optuna_bs import Hyperparameters, evaluate, fit, rescale  # noqa: E402
-from optuna_bs.analysis import complete_points, rule_for  # noqa: E402
 from optuna_bs.errors import NotEnoughTrialsError  # noqa: E402
-from optuna_bs.rules import weight_decay_for_timescale  # noqa: E402
-from optuna_bs.runner import fit_arguments  # noqa: E402
-from optuna_bs.transfer import batch_optima, error_limit, fit_scaling_rule, transfer  # noqa: E402
+from optuna_bs.report.analysis import complete_points, rule_for  # noqa: E402
+from optuna_bs.report.scaling import batch_optima, error_limit, fit_scaling_rule, transfer  # noqa: E402
+from optuna_bs.rules.registry import weight_decay_for_timescale  # noqa: E402
+from optuna_bs.study.runner import fit_arguments  # noqa: E402
 
 TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn", "mnist1d_cnn_adamw")
 TUNED = (16, 64)

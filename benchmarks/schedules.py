@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from optuna_bs import Hyperparameters, build_model, evaluate, fit, load_data, lr_for_noise_scale
-from optuna_bs.schedules import make_schedule
+from optuna_bs.train.schedules import make_schedule
 
 HERE = Path(__file__).resolve().parent
 TASKS = {

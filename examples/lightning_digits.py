@@ -10,7 +10,7 @@ reports each validation epoch, prunes, early-stops, checks that the Trainer real
 B, and records what ``optuna-bs report`` reads.
 
 For DDP, run it under ``torchrun --nproc-per-node 2`` with ``--ddp``: rank 0 owns the study
-and every rank trains each trial (``optuna_bs.distributed.optimize``).
+and every rank trains each trial (``optuna_bs.train.optimize``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import optuna_bs
-from optuna_bs.distributed import init_from_env, optimize
 from optuna_bs.integrations.lightning import TrialCallback, batch_settings
+from optuna_bs.train.distributed import init_from_env, optimize
 
 
 class DigitsModule(pl.LightningModule):

@@ -3,7 +3,7 @@
     torchrun --nproc-per-node 2 examples/torchrun_fit.py --n-trials 8
 
 Rank 0 owns the study; every rank trains each trial with the same hyperparameters
-(``optuna_bs.distributed.optimize``). B is the *global* batch: each of the K ranks trains on
+(``optuna_bs.train.optimize``). B is the *global* batch: each of the K ranks trains on
 its B/K share of every batch and ``DistributedDataParallel`` averages their gradients, so the
 update, the tuned learning rate and the recorded noise scale are those of B. Pruning and early
 stopping stop every rank at the same epoch. Gloo on CPUs; on GPUs use NCCL (``init_from_env``
@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import TensorDataset, random_split
 
 import optuna_bs
-from optuna_bs.distributed import init_from_env, optimize
+from optuna_bs.train.distributed import init_from_env, optimize
 
 
 def mlp() -> nn.Module:

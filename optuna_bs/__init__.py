@@ -1,119 +1,139 @@
 """optuna-bs: tune batch size, learning rate and momentum together, through the SGD scaling rules.
 
-The public API; everything else is private. Names resolve on first use (PEP 562), so
-``import optuna_bs``, ``optuna_bs.rules``, ``optuna_bs.config`` and ``optuna-bs --help`` do not
-load torch: a name such as ``optuna_bs.fit`` imports its module when it is first read.
+The public API. The package is laid out in rooms, one per concern, and data flows one way
+through them (docs/design.md §2):
+
+* :mod:`optuna_bs.rules`: the formulas, the rules and the effective batch (no torch);
+* :mod:`optuna_bs.search`: the coupled space and the samplers;
+* :mod:`optuna_bs.data`: the built-in datasets and models;
+* :mod:`optuna_bs.train`: ``fit``, its loop, state, metrics, monitor and schedules;
+* :mod:`optuna_bs.measure`: the critical batch size and the range test;
+* :mod:`optuna_bs.study`: study files, the runner, the workers and the store;
+* :mod:`optuna_bs.report`: the trials read back, ``transfer``, the figures and the report;
+* :mod:`optuna_bs.integrations`: Lightning and the Hugging Face Trainer; and the CLI.
+
+Names resolve on first use (PEP 562), so ``import optuna_bs``, ``optuna_bs.rules``,
+``optuna_bs.study.config`` and ``optuna-bs --help`` do not load torch: a name such as
+``optuna_bs.fit`` imports its module when it is first read.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from optuna_bs._lazy import attach, keep_old_paths
 
 __version__ = "0.1.0"
 
-#: Each public name and the module it lives in.
+#: Each public name and the room (or module) it lives in.
 _EXPORTS = {
-    "BatchLadderSampler": "optuna_bs.samplers",
-    "BatchRamp": "optuna_bs.schedules",
-    "BatchScalingSpace": "optuna_bs.space",
-    "build_model": "optuna_bs.models",
-    "Compose": "optuna_bs.schedules",
-    "ConfigError": "optuna_bs.errors",
-    "Constant": "optuna_bs.schedules",
-    "Cosine": "optuna_bs.schedules",
-    "Data": "optuna_bs.data",
-    "DATASETS": "optuna_bs.data",
-    "Datasets": "optuna_bs.sources",
-    "evaluate": "optuna_bs.trainer",
-    "fit": "optuna_bs.trainer",
-    "fit_noise_scale": "optuna_bs.transfer",
-    "fit_scaling_rule": "optuna_bs.transfer",
-    "FitResult": "optuna_bs.trainer",
-    "Hyperparameters": "optuna_bs.rules",
-    "load_config": "optuna_bs.config",
-    "load_data": "optuna_bs.data",
-    "lr_for_noise_scale": "optuna_bs.rules",
-    "LrDecay": "optuna_bs.schedules",
-    "make_storage": "optuna_bs.storage",
-    "mask_url": "optuna_bs.storage",
-    "Metric": "optuna_bs.metrics",
-    "MODELS": "optuna_bs.models",
-    "MomentumRamp": "optuna_bs.schedules",
-    "noise_scale": "optuna_bs.rules",
-    "NotEnoughTrialsError": "optuna_bs.errors",
-    "OptunaBSError": "optuna_bs.errors",
-    "pareto_front": "optuna_bs.analysis",
-    "recommend": "optuna_bs.transfer",
-    "register_rule": "optuna_bs.rules",
-    "rescale": "optuna_bs.rules",
-    "Rule": "optuna_bs.rules",
-    "RULES": "optuna_bs.rules",
-    "save_to_dashboard": "optuna_bs.report",
-    "Schedule": "optuna_bs.schedules",
-    "SCHEDULES": "optuna_bs.schedules",
-    "STOP_REASONS": "optuna_bs.monitor",
-    "StorageError": "optuna_bs.errors",
-    "StudyConfig": "optuna_bs.config",
-    "summarize": "optuna_bs.report",
-    "TrainingState": "optuna_bs.trainer",
-    "TrialMonitor": "optuna_bs.monitor",
-    "transfer": "optuna_bs.transfer",
-    "Warmup": "optuna_bs.schedules",
-    "weight_decay_for_timescale": "optuna_bs.rules",
-    "weight_decay_timescale": "optuna_bs.rules",
-    "write_report": "optuna_bs.report",
+    "BatchLadderSampler": "search",
+    "BatchRamp": "train",
+    "BatchScalingSpace": "search",
+    "build_model": "data",
+    "Compose": "train",
+    "ConfigError": "errors",
+    "Constant": "train",
+    "Cosine": "train",
+    "Data": "data",
+    "DATASETS": "data",
+    "Datasets": "train",
+    "evaluate": "train",
+    "fit": "train",
+    "fit_noise_scale": "report",
+    "fit_scaling_rule": "report",
+    "FitResult": "train",
+    "Hyperparameters": "rules",
+    "load_config": "study",
+    "load_data": "data",
+    "lr_for_noise_scale": "rules",
+    "LrDecay": "train",
+    "make_storage": "study",
+    "mask_url": "study",
+    "Metric": "train",
+    "MODELS": "data",
+    "MomentumRamp": "train",
+    "noise_scale": "rules",
+    "NotEnoughTrialsError": "errors",
+    "OptunaBSError": "errors",
+    "pareto_front": "report",
+    "recommend": "report",
+    "register_rule": "rules",
+    "rescale": "rules",
+    "Rule": "rules",
+    "RULES": "rules",
+    "save_to_dashboard": "report",
+    "Schedule": "train",
+    "SCHEDULES": "train",
+    "STOP_REASONS": "train",
+    "StorageError": "errors",
+    "StudyConfig": "study",
+    "summarize": "report",
+    "TrainingState": "train",
+    "TrialMonitor": "train",
+    "transfer": "report",
+    "Warmup": "train",
+    "weight_decay_for_timescale": "rules",
+    "weight_decay_timescale": "rules",
+    "write_report": "report",
 }
-#: Submodules that ``optuna_bs.<name>`` gives without an import of their own.
-_SUBMODULES = frozenset(
+
+#: The rooms, and the modules beside them, that ``optuna_bs.<name>`` gives without an import.
+_SUBMODULES = (
+    "cli",
+    "data",
+    "errors",
+    "integrations",
+    "measure",
+    "report",
+    "rules",
+    "search",
+    "study",
+    "train",
+    "vocabulary",
+)
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, _SUBMODULES)
+
+# The module paths of the flat layout, for one release (with a DeprecationWarning).
+keep_old_paths(
     {
-        "analysis",
-        "cli",
-        "config",
-        "distributed",
-        "errors",
-        "integrations",
-        "monitor",
-        "noise",
-        "plots",
-        "report",
-        "rules",
-        "runner",
-        "samplers",
-        "schedules",
-        "space",
-        "storage",
-        "trainer",
-        "workers",
+        f"optuna_bs.{old}": f"optuna_bs.{new}"
+        for old, new in {
+            "analysis": "report.analysis",
+            "config": "study.config",
+            "distributed": "train.distributed",
+            "metrics": "train.metrics",
+            "models": "data.models",
+            "monitor": "train.monitor",
+            "noise": "measure.noise",
+            "plots": "report.plots",
+            "runner": "study.runner",
+            "samplers": "search.ladder",
+            "schedules": "train.schedules",
+            "sources": "train.sources",
+            "space": "search.space",
+            "state": "train.state",
+            "storage": "study.storage",
+            "trainer": "train.trainer",
+            "workers": "study.workers",
+        }.items()
     }
 )
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(module), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # resolved once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from optuna_bs.analysis import pareto_front
-    from optuna_bs.config import StudyConfig, load_config
-    from optuna_bs.data import DATASETS, Data, load_data
+    from optuna_bs.data import DATASETS, MODELS, Data, build_model, load_data
     from optuna_bs.errors import ConfigError, NotEnoughTrialsError, OptunaBSError, StorageError
-    from optuna_bs.metrics import Metric
-    from optuna_bs.models import MODELS, build_model
-    from optuna_bs.monitor import STOP_REASONS, TrialMonitor
-    from optuna_bs.report import save_to_dashboard, summarize, write_report
+    from optuna_bs.report import (
+        fit_noise_scale,
+        fit_scaling_rule,
+        pareto_front,
+        recommend,
+        save_to_dashboard,
+        summarize,
+        transfer,
+        write_report,
+    )
     from optuna_bs.rules import (
         RULES,
         Hyperparameters,
@@ -125,72 +145,24 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         weight_decay_for_timescale,
         weight_decay_timescale,
     )
-    from optuna_bs.samplers import BatchLadderSampler
-    from optuna_bs.schedules import (
+    from optuna_bs.search import BatchLadderSampler, BatchScalingSpace
+    from optuna_bs.study import StudyConfig, load_config, make_storage, mask_url
+    from optuna_bs.train import (
         SCHEDULES,
+        STOP_REASONS,
         BatchRamp,
         Compose,
         Constant,
         Cosine,
+        Datasets,
+        FitResult,
         LrDecay,
+        Metric,
         MomentumRamp,
         Schedule,
+        TrainingState,
+        TrialMonitor,
         Warmup,
+        evaluate,
+        fit,
     )
-    from optuna_bs.sources import Datasets
-    from optuna_bs.space import BatchScalingSpace
-    from optuna_bs.storage import make_storage, mask_url
-    from optuna_bs.trainer import FitResult, TrainingState, evaluate, fit
-    from optuna_bs.transfer import fit_noise_scale, fit_scaling_rule, recommend, transfer
-
-__all__ = [
-    "BatchLadderSampler",
-    "BatchRamp",
-    "BatchScalingSpace",
-    "Compose",
-    "Constant",
-    "Cosine",
-    "Datasets",
-    "LrDecay",
-    "Metric",
-    "MomentumRamp",
-    "SCHEDULES",
-    "Schedule",
-    "TrainingState",
-    "Warmup",
-    "ConfigError",
-    "DATASETS",
-    "Data",
-    "FitResult",
-    "Hyperparameters",
-    "MODELS",
-    "NotEnoughTrialsError",
-    "OptunaBSError",
-    "RULES",
-    "Rule",
-    "register_rule",
-    "weight_decay_for_timescale",
-    "weight_decay_timescale",
-    "STOP_REASONS",
-    "StorageError",
-    "StudyConfig",
-    "TrialMonitor",
-    "build_model",
-    "evaluate",
-    "fit",
-    "fit_noise_scale",
-    "fit_scaling_rule",
-    "load_config",
-    "load_data",
-    "lr_for_noise_scale",
-    "make_storage",
-    "mask_url",
-    "noise_scale",
-    "pareto_front",
-    "recommend",
-    "rescale",
-    "save_to_dashboard",
-    "summarize",
-    "transfer",
-    "write_report",
-]

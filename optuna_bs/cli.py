@@ -17,7 +17,6 @@ from pathlib import Path
 
 import optuna
 
-from optuna_bs.config import StudyConfig, load_config
 from optuna_bs.errors import (
     ConfigError,
     OptunaBSError,
@@ -26,8 +25,9 @@ from optuna_bs.errors import (
     first_line,
     in_chain,
 )
-from optuna_bs.rules import RULES
-from optuna_bs.storage import DEFAULT_STORAGE, is_sqlite, mask_url
+from optuna_bs.rules.registry import RULES
+from optuna_bs.study.config import StudyConfig, load_config
+from optuna_bs.study.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from optuna_bs.vocabulary import DEFAULTS, metric_name
 
 __all__ = ["main"]
@@ -278,8 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optuna_bs.distributed import init_from_env
-    from optuna_bs.runner import evaluate_best_on_test, run_study
+    from optuna_bs.study.runner import evaluate_best_on_test, run_study
+    from optuna_bs.train.distributed import init_from_env
 
     rank, world_size = init_from_env()  # under torchrun: one trial on every rank
     if rank != 0:
@@ -328,8 +328,8 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from optuna_bs.runner import evaluate_best_on_test, open_study
-    from optuna_bs.workers import launch_workers, split_trials
+    from optuna_bs.study.runner import evaluate_best_on_test, open_study
+    from optuna_bs.study.workers import launch_workers, split_trials
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     if gpus is not None and not gpus:
@@ -423,9 +423,9 @@ def _processes_per_trial(args: argparse.Namespace, gpus: list[str] | None) -> in
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    from optuna_bs.report import save_to_dashboard, summarize, write_report
-    from optuna_bs.state import check_writable
-    from optuna_bs.storage import make_storage
+    from optuna_bs.report.summary import save_to_dashboard, summarize, write_report
+    from optuna_bs.study.storage import make_storage
+    from optuna_bs.train.state import check_writable
 
     url = args.storage or DEFAULT_STORAGE
     database = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
@@ -469,9 +469,9 @@ def _report_command(args: argparse.Namespace) -> int:
 
 
 def _noise_scale(args: argparse.Namespace) -> int:
-    from optuna_bs.data import Data
-    from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
-    from optuna_bs.runner import default_probe_batch_sizes, load_data_and_model
+    from optuna_bs.data.datasets import Data
+    from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
+    from optuna_bs.study.runner import default_probe_batch_sizes, load_data_and_model
 
     config = load_config(args.study_file) if args.study_file else StudyConfig()
     data, model = load_data_and_model(config)
@@ -520,8 +520,8 @@ def _range_test_rows(config: StudyConfig, data, recommended: tuple[int, int], de
     """The range test's rows of ``noise-scale``, for a space that searches SGD's g: run as
     ``noise_scale = "auto"`` runs it, at the middle of the batch range (the one printed when
     the file says ``batch_size = "auto"``)."""
-    from optuna_bs.noise import recommend_noise_scales
-    from optuna_bs.runner import _optimizer_name, _probe_model, range_test, space_from_config
+    from optuna_bs.measure.noise import recommend_noise_scales
+    from optuna_bs.study.runner import _optimizer_name, _probe_model, range_test, space_from_config
 
     optimizer = _optimizer_name(config, data.n_train)
     if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
@@ -544,7 +544,7 @@ def _range_test_rows(config: StudyConfig, data, recommended: tuple[int, int], de
 
 
 def _storage_proxy(args: argparse.Namespace) -> int:
-    from optuna_bs.storage import serve_proxy
+    from optuna_bs.study.storage import serve_proxy
 
     if not 1 <= args.port <= 65535:  # before the store is opened (or created)
         raise _UsageError(f"`--port` must be in 1..65535, but got {args.port}.")
@@ -588,14 +588,14 @@ def _store(config: StudyConfig) -> str:
 
 
 def _prepare(args: argparse.Namespace, config: StudyConfig | None = None):
-    from optuna_bs.runner import prepare
+    from optuna_bs.study.runner import prepare
 
     config = study_config(args) if config is None else config
     return config, prepare(config)
 
 
 def _report(args, study: optuna.Study, metric: str, test_value: float | None) -> None:
-    from optuna_bs.runner import best_trial
+    from optuna_bs.study.runner import best_trial
 
     trials = study.get_trials(deepcopy=False)
     states = optuna.trial.TrialState
@@ -618,7 +618,7 @@ def _report(args, study: optuna.Study, metric: str, test_value: float | None) ->
         print("no complete trial yet.")
         return
     if not args.quiet:
-        from optuna_bs.analysis import rule_for, study_rule
+        from optuna_bs.report.analysis import rule_for, study_rule
 
         family = study_rule(study)[1]
         top = sorted(complete, key=lambda t: t.values[0])[: args.top]
@@ -639,7 +639,7 @@ def format_table(
 ) -> str:
     """A plain-text table of trials: value, B, the rule's ``columns`` (lr, m and g for SGD;
     lr, β1, β2, eps, weight decay and τ for Adam), best epoch, epochs run, seconds."""
-    from optuna_bs.rules import column_label, format_value
+    from optuna_bs.rules.registry import column_label, format_value
 
     head = ("trial", metric_name(metric), "B", *(column_label(c, family) for c in columns))
     head += ("best_ep", "epochs", "seconds")

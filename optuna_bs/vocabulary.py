@@ -38,10 +38,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "nadam")
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: On-device augmentations of image batches.
 AUGMENTATIONS = ("none", "crop-flip")
-#: The epoch schedules of :mod:`optuna_bs.schedules`, by study-file name.
+#: The epoch schedules of :mod:`optuna_bs.train.schedules`, by study-file name.
 SCHEDULES = ("constant", "lr-decay", "batch-ramp", "momentum-ramp", "cosine")
 #: The samplers a study file names: Optuna's, and optuna-bs's ``"ladder"``
-#: (:class:`optuna_bs.samplers.BatchLadderSampler`: g* first, then the largest B that keeps it).
+#: (:class:`optuna_bs.search.BatchLadderSampler`: g* first, then the largest B that keeps it).
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "ladder")
 #: Optuna pruners a study file names.
 PRUNERS = ("median", "hyperband", "none")

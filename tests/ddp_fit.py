@@ -3,7 +3,7 @@
 ``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_fit.py MODE OUT
 [STORAGE NAME]``. Each rank writes what it saw to ``OUT/rank{r}.json``:
 
-* ``study``: a 2-trial study on STORAGE through :func:`optuna_bs.distributed.optimize`, with a
+* ``study``: a 2-trial study on STORAGE through :func:`optuna_bs.train.optimize`, with a
   pruner that prunes every trial at epoch 2;
 * ``weights``: one fit of 1 epoch at B=64 with a fixed seed; rank 0 saves the weights to
   ``OUT/weights.pt``, to compare with one process at the same B.
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 import optuna_bs
-from optuna_bs.distributed import optimize
+from optuna_bs.train.distributed import optimize
 
 
 class PruneAtEpoch(optuna.pruners.BasePruner):

@@ -1,7 +1,7 @@
 """A Lightning study whose trials each train with DDP on 2 CPU processes (gloo).
 
 ``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_lightning.py OUT
-STORAGE NAME``: 2 trials through :func:`optuna_bs.distributed.optimize`, a pruner that prunes
+STORAGE NAME``: 2 trials through :func:`optuna_bs.train.optimize`, a pruner that prunes
 every trial at epoch 2, and each rank's epochs written to ``OUT/rank{r}.json``.
 """
 
@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 
 import optuna_bs
-from optuna_bs.distributed import optimize
 from optuna_bs.integrations.lightning import TrialCallback, batch_settings
+from optuna_bs.train.distributed import optimize
 from tests.lightning_model import N_TRAIN, Classifier, Data, trainer
 
 

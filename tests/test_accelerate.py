@@ -11,13 +11,13 @@ import optuna
 import pytest
 import torch
 
-from optuna_bs._accelerate import Accelerator, crop_flip
-from optuna_bs.config import config_from_dict
-from optuna_bs.data import load_data
-from optuna_bs.models import build_model
-from optuna_bs.rules import Hyperparameters
-from optuna_bs.runner import prepare, run_study
-from optuna_bs.trainer import fit
+from optuna_bs.data.datasets import load_data
+from optuna_bs.data.models import build_model
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.study.config import config_from_dict
+from optuna_bs.study.runner import prepare, run_study
+from optuna_bs.train._accelerate import Accelerator, crop_flip
+from optuna_bs.train.trainer import fit
 
 CUDA = torch.cuda.is_available()
 needs_gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA: this machine has no GPU")
@@ -159,7 +159,7 @@ def test_out_of_memory_batch_sizes_are_never_proposed_again(tmp_path):
         }
     )
     prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
-    from optuna_bs.runner import open_study
+    from optuna_bs.study.runner import open_study
 
     open_study(prepared).enqueue_trial({"log2_batch_size": 8, "noise_scale": 50.0})
     study = run_study(prepared, n_trials=21)
@@ -226,8 +226,8 @@ def test_gpu_memory_is_released_between_trials(tmp_path, data):
 
 
 def test_cifar10_study_file_loads_and_asks_for_its_data(tmp_path):
-    from optuna_bs.config import load_config
     from optuna_bs.errors import ConfigError
+    from optuna_bs.study.config import load_config
 
     from .conftest import REPO
 

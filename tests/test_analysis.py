@@ -8,8 +8,8 @@ import numpy as np
 import optuna
 import pytest
 
-from optuna_bs.analysis import complete_points, pareto_front, study_rule
-from optuna_bs.rules import Hyperparameters
+from optuna_bs.report.analysis import complete_points, pareto_front, study_rule
+from optuna_bs.rules.formulas import Hyperparameters
 
 N_TRAIN = 50_000
 BATCH_SIZES = (16, 32, 64, 128, 256, 512)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from optuna_bs.cli import format_table, main
-from optuna_bs.storage import make_storage
+from optuna_bs.study.storage import make_storage
 
 from .conftest import _server_url, cli_command
 from .slow_model import SLOW_STUDY
@@ -280,7 +280,7 @@ def test_a_full_disk_under_the_checkpoints_is_one_line_and_leaves_no_tmp(
 ):
     """Every checkpoint's .tmp lies on a full device (/dev/full): "no space left", exit 2,
     in one line, and no .tmp file left behind."""
-    import optuna_bs.state
+    import optuna_bs.train.state
 
     real_save = torch.save
 
@@ -288,7 +288,7 @@ def test_a_full_disk_under_the_checkpoints_is_one_line_and_leaves_no_tmp(
         Path(f).symlink_to("/dev/full")
         real_save(obj, f)
 
-    monkeypatch.setattr(optuna_bs.state.torch, "save", onto_a_full_device)
+    monkeypatch.setattr(optuna_bs.train.state.torch, "save", onto_a_full_device)
     monkeypatch.chdir(tmp_path)
     status = main(["run", _study_file(tmp_path, TINY), "--n-trials", "1", "--no-test", "-q"])
     err = capsys.readouterr().err
@@ -421,9 +421,9 @@ def test_a_ladder_on_auto_ranges_searches_within_the_range_test_and_stops_at_b_s
 ):
     """``batch_size = noise_scale = "auto"``: the ladder's top rung is the critical batch size's
     power of two, and g is searched in the range test's range."""
-    from optuna_bs.config import load_config
-    from optuna_bs.noise import estimate_noise_scale, recommend_batch_sizes
-    from optuna_bs.runner import _probe_model, default_probe_batch_sizes, load_data_and_model
+    from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
+    from optuna_bs.study.config import load_config
+    from optuna_bs.study.runner import _probe_model, default_probe_batch_sizes, load_data_and_model
 
     monkeypatch.chdir(tmp_path)
     text = _tiny_with("study", 'sampler = "ladder"').replace(
@@ -453,7 +453,7 @@ def test_run_sets_torchs_threads(tmp_path, monkeypatch):
     2 processes); an OMP_NUM_THREADS already set (by launch, say) is kept."""
     seen = []
     monkeypatch.setattr(
-        "optuna_bs.runner.run_study", lambda *a, **k: seen.append(torch.get_num_threads())
+        "optuna_bs.study.runner.run_study", lambda *a, **k: seen.append(torch.get_num_threads())
     )
     monkeypatch.chdir(tmp_path)
     study_file = _study_file(tmp_path, TINY)

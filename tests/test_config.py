@@ -5,7 +5,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from optuna_bs.config import (
+from optuna_bs.errors import ConfigError, OptunaBSError
+from optuna_bs.study.config import (
     DataSection,
     ModelSection,
     SpaceSection,
@@ -16,7 +17,6 @@ from optuna_bs.config import (
     config_to_dict,
     load_config,
 )
-from optuna_bs.errors import ConfigError, OptunaBSError
 
 STUDIES = Path(__file__).parents[1] / "studies"
 
@@ -268,7 +268,7 @@ def test_config_dict_round_trip(source):
 
 
 def test_patience_zero_turns_early_stopping_off(tmp_path):
-    from optuna_bs.runner import prepare
+    from optuna_bs.study.runner import prepare
 
     config = config_from_dict(
         {
@@ -311,7 +311,7 @@ def test_cmaes_cannot_take_two_objectives(tmp_path):
 
 
 def test_the_schedule_vocabulary_is_the_schedules_module_s():
-    from optuna_bs.schedules import SCHEDULES
+    from optuna_bs.train.schedules import SCHEDULES
 
     for name in SCHEDULES:
         assert config_from_dict({"train": {"schedule": name}}).train.schedule == name

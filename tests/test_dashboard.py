@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from optuna_bs.config import config_from_dict
-from optuna_bs.plots import FIGURES
-from optuna_bs.report import save_to_dashboard, write_report
-from optuna_bs.runner import prepare, run_study
+from optuna_bs.report.plots import FIGURES
+from optuna_bs.report.summary import save_to_dashboard, write_report
+from optuna_bs.study.config import config_from_dict
+from optuna_bs.study.runner import prepare, run_study
 
 from .test_analysis import landscape_study
 from .test_plots import _with_curves

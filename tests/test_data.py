@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from optuna_bs.data import DATASETS, Data, load_data
+from optuna_bs.data.datasets import DATASETS, Data, load_data
 
 
 @pytest.fixture(scope="module")

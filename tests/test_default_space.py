@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from optuna_bs import BatchScalingSpace, StudyConfig, load_config
-from optuna_bs.config import SpaceSection, StudySection
+from optuna_bs.study.config import SpaceSection, StudySection
 
 from .conftest import REPO
 

@@ -13,14 +13,8 @@ import pytest
 import torch
 
 import optuna_bs
-from optuna_bs.distributed import (
-    BatchPlan,
-    broadcast,
-    check_effective_batch,
-    optimize,
-    plan_batch,
-    world,
-)
+from optuna_bs.rules.batch import BatchPlan, check_effective_batch, plan_batch
+from optuna_bs.train.distributed import broadcast, optimize, world
 from tests.conftest import REPO, _server_url
 
 SCRIPT = REPO / "tests" / "ddp_fit.py"
@@ -64,7 +58,7 @@ def test_outside_torch_distributed_there_is_one_process(monkeypatch):
 
 
 def test_a_lost_rank_is_told_from_other_errors():
-    from optuna_bs.distributed import _lost_a_rank
+    from optuna_bs.train.distributed import _lost_a_rank
 
     gloo = "[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer"
     assert _lost_a_rank(RuntimeError(gloo))

@@ -154,8 +154,8 @@ def test_a_missing_module_names_the_fix(tmp_path):
 def test_auto_noise_scale_on_your_own_datasets_and_loss(tmp_path, monkeypatch):
     """``noise_scale = "auto"`` runs the range test on the factory's Datasets, with the study
     file's own loss, and the study searches g in the range it recommends."""
-    from optuna_bs import runner
-    from optuna_bs.config import load_config
+    from optuna_bs.study import runner
+    from optuna_bs.study.config import load_config
 
     study = (
         STUDY.replace('parameterisation = "adam-sqrt"', 'parameterisation = "noise-scale"')

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from optuna_bs import Datasets, Metric, metrics
-from optuna_bs.metrics import evaluate, evaluate_split, resolve_metric
+from optuna_bs import Datasets, Metric
+from optuna_bs.train import metrics
+from optuna_bs.train.metrics import evaluate, evaluate_split, resolve_metric
 
 
 def test_doctests():

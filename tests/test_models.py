@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from optuna_bs.data import load_data
-from optuna_bs.models import MODELS, build_model, cnn1d, mlp
+from optuna_bs.data.datasets import load_data
+from optuna_bs.data.models import MODELS, build_model, cnn1d, mlp
 
 USER_MODULE = """
     from torch import nn

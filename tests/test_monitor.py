@@ -1,4 +1,4 @@
-"""Tests for optuna_bs.monitor: early stopping, and pruning driven by real Optuna pruners."""
+"""Tests for optuna_bs.train.monitor: early stopping, and pruning driven by real Optuna pruners."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import optuna_bs.monitor
-from optuna_bs.monitor import STOP_REASONS, TrialMonitor
+import optuna_bs.train.monitor
+from optuna_bs.train.monitor import STOP_REASONS, TrialMonitor
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -214,14 +214,14 @@ def test_numpy_min_delta_is_accepted() -> None:
 
 
 def test_module_doctests() -> None:
-    result = doctest.testmod(optuna_bs.monitor)
+    result = doctest.testmod(optuna_bs.train.monitor)
     assert result.attempted > 0
     assert result.failed == 0
 
 
 # --- the record of every end -----------------------------------------------------------------
 
-RUN_ATTRS = set(optuna_bs.monitor.RUN_ATTRS)
+RUN_ATTRS = set(optuna_bs.train.monitor.RUN_ATTRS)
 
 
 @pytest.mark.parametrize(
@@ -329,7 +329,7 @@ def test_an_own_loop_study_gives_a_report_with_both_pareto_fronts(tmp_path, caps
 def test_a_loop_that_records_nothing_gets_a_report_that_says_why(tmp_path, capsys) -> None:
     from optuna_bs import BatchScalingSpace
     from optuna_bs.cli import main
-    from optuna_bs.plots import plot_pareto_front
+    from optuna_bs.report.plots import plot_pareto_front
 
     storage = f"sqlite:///{tmp_path / 'bare.db'}"
     study = optuna.create_study(study_name="bare", storage=storage)

@@ -1,5 +1,5 @@
-"""Tests for optuna_bs.noise: the two-batch-size noise-scale estimator and the batch range; the
-range test of g and the noise-scale range."""
+"""Tests for optuna_bs.measure.noise: the two-batch-size noise-scale estimator and the batch
+range; the range test of g and the noise-scale range."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from optuna_bs import noise
-from optuna_bs.data import Data
-from optuna_bs.noise import (
+from optuna_bs.data.datasets import Data
+from optuna_bs.measure import noise
+from optuna_bs.measure.noise import (
     NoiseScaleEstimate,
     RangeTest,
     estimate_noise_scale,
@@ -22,7 +22,7 @@ from optuna_bs.noise import (
     recommend_batch_sizes,
     recommend_noise_scales,
 )
-from optuna_bs.runner import search_batch_size
+from optuna_bs.study.runner import search_batch_size
 
 D, N, SIGMA = 10, 20_000, 1.0
 
@@ -259,8 +259,8 @@ def test_noise_scale_command_bad_file(tmp_path, capsys):
 
 
 def test_auto_batch_size_bounds_the_space_by_the_estimate(tmp_path):
-    from optuna_bs.config import load_config
-    from optuna_bs.runner import prepare
+    from optuna_bs.study.config import load_config
+    from optuna_bs.study.runner import prepare
 
     path = tmp_path / "s.toml"
     path.write_text(NOISE_STUDY)
@@ -274,8 +274,8 @@ def test_auto_batch_size_bounds_the_space_by_the_estimate(tmp_path):
 
 
 def digits_mlp(seed: int = 0):
-    from optuna_bs.data import load_data
-    from optuna_bs.models import build_model
+    from optuna_bs.data.datasets import load_data
+    from optuna_bs.data.models import build_model
 
     data = load_data("digits", seed=0)
     torch.manual_seed(seed)
@@ -315,7 +315,7 @@ def test_the_range_test_takes_datasets_as_fit_does_and_finds_the_same_g():
     tensors' order (later epochs draw theirs after the DataLoader's worker seed)."""
     from torch.utils.data import TensorDataset
 
-    from optuna_bs.sources import Datasets
+    from optuna_bs.train.sources import Datasets
 
     model, data = digits_mlp()
     train = TensorDataset(data.x_train, data.y_train)
@@ -331,7 +331,7 @@ def test_the_range_test_takes_datasets_as_fit_does_and_finds_the_same_g():
 
 def test_the_range_test_sweeps_in_units_of_g_through_the_rule():
     """Each step's learning rate is lr_for_noise_scale(g, B, N, m): the optimizer sees it."""
-    from optuna_bs.rules import lr_for_noise_scale
+    from optuna_bs.rules.formulas import lr_for_noise_scale
 
     model, data = digits_mlp()
     seen = []
@@ -416,8 +416,8 @@ noise_scale = "auto"
 
 
 def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batch(tmp_path):
-    from optuna_bs.config import load_config
-    from optuna_bs.runner import _probe_model, prepare, range_test
+    from optuna_bs.study.config import load_config
+    from optuna_bs.study.runner import _probe_model, prepare, range_test
 
     path = tmp_path / "s.toml"
     path.write_text(AUTO_G_STUDY)
@@ -433,7 +433,7 @@ def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batc
     other = prepare(config, storage=url, seed=1000)
     assert other.space.noise_scale == prepared.space.noise_scale
     # The study keeps what "auto" resolved to from its creation on: later workers read it.
-    from optuna_bs.runner import AUTO_RANGES_ATTR, open_study
+    from optuna_bs.study.runner import AUTO_RANGES_ATTR, open_study
 
     study = open_study(prepared)
     assert study.user_attrs[AUTO_RANGES_ATTR] == {"noise_scale": list(prepared.space.noise_scale)}
@@ -442,8 +442,8 @@ def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batc
 def test_auto_noise_scale_measures_where_the_ladder_searches_for_any_batch_range():
     from optuna.distributions import IntDistribution
 
-    from optuna_bs.samplers import BatchLadderSampler
-    from optuna_bs.space import BatchScalingSpace
+    from optuna_bs.search.ladder import BatchLadderSampler
+    from optuna_bs.search.space import BatchScalingSpace
 
     ladder = BatchLadderSampler()
     for low, high in [(48, 1024), (8, 128), (16, 16), (3, 100), (100, 1000)]:
@@ -459,8 +459,8 @@ def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_pat
     nothing, and its distributions match the study's."""
     import optuna
 
-    from optuna_bs import runner
-    from optuna_bs.config import load_config
+    from optuna_bs.study import runner
+    from optuna_bs.study.config import load_config
 
     path = tmp_path / "s.toml"
     path.write_text(AUTO_G_STUDY.replace("[8, 128]", '"auto"'))
@@ -547,7 +547,7 @@ class _Flat(torch.nn.Module):
 
 
 def _synthetic(change=None):
-    from optuna_bs.data import load_data
+    from optuna_bs.data.datasets import load_data
 
     data = load_data("synthetic", n_samples=400)
     x = data.x_train.clone()

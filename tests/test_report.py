@@ -9,11 +9,11 @@ import re
 import optuna
 import pytest
 
-from optuna_bs import plots
-from optuna_bs.analysis import pareto_front
-from optuna_bs.plots import _curves_info
-from optuna_bs.report import save_to_dashboard, summarize, write_report
-from optuna_bs.transfer import recommend
+from optuna_bs.report import plots
+from optuna_bs.report.analysis import pareto_front
+from optuna_bs.report.plots import _curves_info
+from optuna_bs.report.scaling import recommend
+from optuna_bs.report.summary import save_to_dashboard, summarize, write_report
 
 from .test_analysis import BATCH_SIZES, add, landscape_study, small_study
 from .test_plots import curves_study
@@ -217,7 +217,7 @@ def test_two_objective_study_file(tmp_path):
 
 def adam_study(n_train=50_000):
     """An AdamW study on the adam-sqrt space (τ fixed), its error lowest at lr = 3e-3 (B=32)."""
-    from optuna_bs.space import BatchScalingSpace
+    from optuna_bs.search.space import BatchScalingSpace
 
     space = BatchScalingSpace(
         "adam-sqrt",

@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optuna_bs import rules
-from optuna_bs.rules import RULES, Hyperparameters, lr_for_noise_scale, noise_scale, rescale
+from optuna_bs.rules import batch, formulas, registry
+from optuna_bs.rules.formulas import Hyperparameters, lr_for_noise_scale, noise_scale
+from optuna_bs.rules.registry import RULES, rescale
 
 REL = 1e-12
 
@@ -323,6 +325,7 @@ def test_rules_does_not_import_torch_or_optuna() -> None:
     code = (
         "import sys\n"
         "import optuna_bs.rules as rules\n"
+        "rules.plan_batch(64), rules.get_rule('sqrt'), rules.beta2_for_half_life(0.999, 8, 16)\n"
         "assert round(rules.noise_scale(0.1, 128, 3200, 0.9), 6) == 24.0\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optuna')))\n"
     )
@@ -331,8 +334,12 @@ def test_rules_does_not_import_torch_or_optuna() -> None:
 
 
 def test_docstring_examples_run() -> None:
-    result = doctest.testmod(rules)
-    assert result.attempted >= 5 and result.failed == 0
+    attempted = 0
+    for module in (formulas, registry, batch):
+        result = doctest.testmod(module)
+        assert result.failed == 0
+        attempted += result.attempted
+    assert attempted >= 5
 
 
 # --- AdamW's weight-decay timescale (Wang & Aitchison 2024) -----------------------------------
@@ -404,8 +411,8 @@ def test_a_rule_added_through_the_registry_works_everywhere():
     """One class and one registry line: the space, rescale and recommend all know it."""
     import optuna
 
-    from optuna_bs.space import BatchScalingSpace
-    from optuna_bs.transfer import fit_scaling_rule, recommend
+    from optuna_bs.report.scaling import fit_scaling_rule, recommend
+    from optuna_bs.search.space import BatchScalingSpace
 
     @rules.register_rule
     class QuarterPower(rules.Rule):  # ϵ ∝ B^¼

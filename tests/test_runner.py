@@ -7,9 +7,9 @@ import warnings
 import optuna
 import pytest
 
-from optuna_bs.config import config_from_dict
-from optuna_bs.report import summarize
-from optuna_bs.runner import evaluate_best_on_test, open_study, prepare, run_study
+from optuna_bs.report.summary import summarize
+from optuna_bs.study.config import config_from_dict
+from optuna_bs.study.runner import evaluate_best_on_test, open_study, prepare, run_study
 
 from .conftest import REPO, cli_command
 

@@ -17,9 +17,9 @@ import optuna
 import pytest
 
 import optuna_bs
-from optuna_bs.samplers import BatchLadderSampler, ladder_outcome
-from optuna_bs.storage import make_storage
-from optuna_bs.workers import WORKER_ENV
+from optuna_bs.search.ladder import BatchLadderSampler, ladder_outcome
+from optuna_bs.study.storage import make_storage
+from optuna_bs.study.workers import WORKER_ENV
 
 from .conftest import _server_url, cli_command
 from .slow_model import LADDER_STUDY

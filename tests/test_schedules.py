@@ -1,4 +1,5 @@
-"""Tests for optuna_bs.schedules: the noise-scale path of each schedule, caps and update counts."""
+"""Tests for optuna_bs.train.schedules: the noise-scale path of each schedule, caps and update
+counts."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import warnings
 
 import pytest
 
-from optuna_bs import schedules
-from optuna_bs.rules import Hyperparameters
-from optuna_bs.schedules import (
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.train import schedules
+from optuna_bs.train.schedules import (
     SCHEDULES,
     BatchRamp,
     Compose,

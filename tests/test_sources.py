@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from optuna_bs import Datasets, Hyperparameters, Metric, fit, sources
+from optuna_bs import Datasets, Hyperparameters, Metric, fit
 from optuna_bs.cli import main
-from optuna_bs.models import build_model
-from optuna_bs.sources import as_source, batch_len, split, unpack
+from optuna_bs.data.models import build_model
+from optuna_bs.train import sources
+from optuna_bs.train.sources import as_source, batch_len, split, unpack
 
 
 def test_doctests():

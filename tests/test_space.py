@@ -1,4 +1,5 @@
-"""Tests for optuna_bs.space: what a trial samples and records, driven through real studies."""
+"""Tests for optuna_bs.search.space: what a trial samples and records, driven through real
+studies."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import FixedTrial, TrialState
 
-import optuna_bs.space
+import optuna_bs.search.space
 from optuna_bs import rules
-from optuna_bs.rules import RULES as PARAMETERISATIONS
-from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
-from optuna_bs.space import BatchScalingSpace
+from optuna_bs.rules.formulas import Hyperparameters, lr_for_noise_scale
+from optuna_bs.rules.registry import RULES as PARAMETERISATIONS
+from optuna_bs.search.space import BatchScalingSpace
 
 N = 3200
 USER_ATTRS = {"lr", "momentum", "noise_scale", "batch_size", "n_train"}
@@ -422,7 +423,7 @@ def test_fixed_trial_replays_a_trial(kwargs: dict) -> None:
 
 
 def test_module_doctests() -> None:
-    result = doctest.testmod(optuna_bs.space)
+    result = doctest.testmod(optuna_bs.search.space)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -524,8 +525,8 @@ def test_an_adam_rule_with_sgd_says_so_the_right_way_round():
 
 def test_adam_family_spaces_search_adams_lr_range_by_default(tmp_path):
     """SGD's default range reaches lr = 1: an AdamW search there wastes its trials."""
-    from optuna_bs.config import load_config
-    from optuna_bs.runner import space_from_config
+    from optuna_bs.study.config import load_config
+    from optuna_bs.study.runner import space_from_config
     from optuna_bs.vocabulary import LR_RANGES
 
     assert LR_RANGES == {"sgd": (1e-4, 1.0), "adam": (1e-5, 1e-2)}

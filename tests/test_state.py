@@ -7,10 +7,10 @@ import optuna
 import pytest
 import torch
 
-from optuna_bs._accelerate import Accelerator
 from optuna_bs.errors import DiskFullError
-from optuna_bs.monitor import TrialMonitor
-from optuna_bs.state import TrainingState
+from optuna_bs.train._accelerate import Accelerator
+from optuna_bs.train.monitor import TrialMonitor
+from optuna_bs.train.state import TrainingState
 
 
 def _state(seed=0):
@@ -131,7 +131,7 @@ def _retry_of_trial_0(study: optuna.Study) -> optuna.trial.Trial:
 
 def test_a_trials_checkpoint_records_its_owner_and_only_its_retry_resumes_it(tmp_path, caplog):
     from optuna_bs import Hyperparameters, fit, load_data
-    from optuna_bs._checkpoints import read_owner, resumable, study_folder
+    from optuna_bs.train._checkpoints import read_owner, resumable, study_folder
 
     data = load_data("synthetic", n_samples=200)
     studies = [optuna.create_study(study_name="s") for _ in range(2)]  # two stores, one name

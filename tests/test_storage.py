@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from optuna_bs.errors import StorageError
-from optuna_bs.storage import (
+from optuna_bs.study.storage import (
     DEFAULT_STORAGE,
     file_to_create,
     is_sqlite,
@@ -179,7 +179,7 @@ def test_a_read_only_sqlite_file_or_folder_is_one_line_before_any_trial(tmp_path
     """As root every file is writable, so the permission is what os.access says."""
     import os
 
-    import optuna_bs.storage as storage_module
+    import optuna_bs.study.storage as storage_module
 
     db = tmp_path / "ro.db"
     make_storage(f"sqlite:///{db}")  # the file exists
@@ -233,7 +233,7 @@ def test_an_unreachable_grpc_proxy_is_one_line_and_warns_nothing(monkeypatch):
     pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'optuna-bs[grpc]'")
     import warnings
 
-    import optuna_bs.storage as storage_module
+    import optuna_bs.study.storage as storage_module
 
     monkeypatch.setattr(storage_module, "GRPC_TIMEOUT", 0.5)
     with warnings.catch_warnings():

@@ -6,10 +6,10 @@ import optuna
 import pytest
 import torch
 
-from optuna_bs.data import load_data
-from optuna_bs.models import build_model
-from optuna_bs.rules import Hyperparameters
-from optuna_bs.trainer import evaluate, fit, resolve_device
+from optuna_bs.data.datasets import load_data
+from optuna_bs.data.models import build_model
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.train.trainer import evaluate, fit, resolve_device
 
 ATTRS = {
     "best_epoch",
@@ -264,8 +264,8 @@ def test_checkpoint_is_loaded_weights_only(data, tmp_path):
 
 
 def test_schedule_sets_each_epoch_and_is_recorded(data, tmp_path):
-    from optuna_bs.rules import noise_scale
-    from optuna_bs.schedules import count_updates, make_schedule
+    from optuna_bs.rules.formulas import noise_scale
+    from optuna_bs.train.schedules import count_updates, make_schedule
 
     hp = _hp(data, batch_size=8, lr=0.05)
     ramp = make_schedule("batch-ramp", max_epochs=4, milestones=(0.5, 0.75), factor=2.0)
@@ -384,7 +384,7 @@ def test_out_of_memory_at_a_micro_batch_of_one_ends_the_trial_oom(data):
 
 
 def test_a_schedule_that_changes_b_on_datasets_gives_each_epoch_its_b():
-    from optuna_bs.schedules import BatchRamp
+    from optuna_bs.train.schedules import BatchRamp
 
     data = load_data("synthetic", n_samples=1000, n_features=10)  # N = 640: N/10 = 64
 
@@ -419,7 +419,7 @@ def test_a_schedule_that_changes_b_on_datasets_gives_each_epoch_its_b():
 
 
 def test_per_step_cosine_and_warmup_move_the_lr_every_update(data):
-    from optuna_bs.schedules import Cosine, Warmup
+    from optuna_bs.train.schedules import Cosine, Warmup
 
     lrs = []
 
@@ -505,7 +505,7 @@ def test_an_optimizer_that_ignores_the_trial_lr_warns(data):
 def test_a_dataset_study_under_a_pruner_records_what_the_report_reads(data, tmp_path, capsys):
     """A (train, val) pair, a custom loss and a callable optimizer, tuned under a pruner."""
     from optuna_bs.cli import main
-    from optuna_bs.space import BatchScalingSpace
+    from optuna_bs.search.space import BatchScalingSpace
 
     storage = f"sqlite:///{tmp_path / 'own.db'}"
     study = optuna.create_study(

@@ -9,10 +9,9 @@ import numpy as np
 import optuna
 import pytest
 
-from optuna_bs.analysis import complete_points
 from optuna_bs.errors import NotEnoughTrialsError
-from optuna_bs.rules import Hyperparameters, beta2_for_half_life, lr_for_noise_scale, rescale
-from optuna_bs.transfer import (
+from optuna_bs.report.analysis import complete_points
+from optuna_bs.report.scaling import (
     batch_optima,
     error_limit,
     fit_noise_scale,
@@ -20,6 +19,8 @@ from optuna_bs.transfer import (
     recommend,
     transfer,
 )
+from optuna_bs.rules.formulas import Hyperparameters, beta2_for_half_life, lr_for_noise_scale
+from optuna_bs.rules.registry import rescale
 
 N_TRAIN = 50_000
 SIZES = (16, 32, 64, 128, 256, 512)

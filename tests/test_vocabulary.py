@@ -11,7 +11,10 @@ import optuna
 import pytest
 
 import optuna_bs
-from optuna_bs import _accelerate, config, metrics, monitor, schedules, space, trainer, vocabulary
+from optuna_bs import vocabulary
+from optuna_bs.search import space
+from optuna_bs.study import config
+from optuna_bs.train import _accelerate, metrics, monitor, schedules, trainer
 from optuna_bs.vocabulary import DEFAULTS, OPTIMIZERS, metric_name
 
 from .conftest import cli_command

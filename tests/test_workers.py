@@ -18,8 +18,8 @@ import optuna
 import pytest
 import torch
 
-from optuna_bs._checkpoints import study_folder
-from optuna_bs.storage import make_storage
+from optuna_bs.study.storage import make_storage
+from optuna_bs.train._checkpoints import study_folder
 
 from .conftest import REPO, _server_url, cli_command
 from .slow_model import SLOW_STUDY
@@ -522,8 +522,8 @@ def test_gpus_give_one_worker_each(postgres_url, tmp_path):
 
 
 def test_keep_best_checkpoint(tmp_path):
-    from optuna_bs.config import config_from_dict
-    from optuna_bs.runner import best_trial, prepare, run_study
+    from optuna_bs.study.config import config_from_dict
+    from optuna_bs.study.runner import best_trial, prepare, run_study
 
     config = config_from_dict(
         {
@@ -602,7 +602,7 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_worker(capsys):
     """Python drops a KeyboardInterrupt raised inside ``__del__``; the worker stops anyway,
     and prints no "Exception ignored in" traceback (seen once in CI, from SQLAlchemy's
     InstanceState._cleanup)."""
-    from optuna_bs.workers import optimize_reconnecting
+    from optuna_bs.study.workers import optimize_reconnecting
 
     class SignalsOnCollection:
         def __del__(self):
@@ -625,7 +625,7 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_worker(capsys):
 def test_a_ctrl_c_between_creating_a_trial_and_training_it_leaves_no_trial_running():
     """The signal lands while Optuna samples a trial it has already stored as RUNNING: it is
     held back until training starts, so Optuna fails the trial instead of abandoning it."""
-    from optuna_bs.workers import optimize_reconnecting
+    from optuna_bs.study.workers import optimize_reconnecting
 
     class SignalsWhileSampling(optuna.samplers.RandomSampler):
         def before_trial(self, study, trial):  # the trial is stored, its objective not begun
@@ -841,8 +841,8 @@ def test_a_worker_back_from_an_outage_runs_the_retry_of_its_cut_trial(
 
     import sqlalchemy.exc
 
-    from optuna_bs import workers
-    from optuna_bs.storage import make_storage
+    from optuna_bs.study import workers
+    from optuna_bs.study.storage import make_storage
 
     monkeypatch.setattr(workers, "_RECONNECT_PAUSE", 0.01)
     storage = make_storage(f"sqlite:///{tmp_path / 'outage.db'}", heartbeat_interval=60)

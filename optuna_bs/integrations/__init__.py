@@ -6,5 +6,5 @@
 
 Both report, prune and early-stop through :class:`optuna_bs.TrialMonitor`, record the same
 user attrs as :func:`optuna_bs.fit`, and check that the effective batch (per-device batch ×
-accumulation × world size, :mod:`optuna_bs.distributed`) is the trial's B.
+accumulation × world size, :mod:`optuna_bs.train.distributed`) is the trial's B.
 """

@@ -23,7 +23,7 @@ pruned or diverged run stops the Trainer, and :meth:`TrialCallback.result` then 
 :class:`optuna.TrialPruned`. It never raises inside Lightning, so under DDP every rank stops at
 the same epoch and leaves ``fit`` cleanly.
 
-**DDP.** Run the script under ``torchrun`` with ``optuna_bs.distributed.optimize``: every rank
+**DDP.** Run the script under ``torchrun`` with ``optuna_bs.train.optimize``: every rank
 gets the same trial (a ``TorchDistributedTrial``), and the callback feeds every rank's monitor
 rank 0's numbers, so every rank takes the same decision. Log the metric with
 ``self.log(..., sync_dist=True)``, or rank 0's value covers its share of the validation set
@@ -41,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from optuna_bs._checkpoints import (
+from optuna_bs.rules.batch import check_effective_batch, plan_batch
+from optuna_bs.study.storage import retried_trials
+from optuna_bs.train._checkpoints import (
     OWNER_KEY,
     checkpoint_file,
     owner_of,
@@ -49,15 +51,9 @@ from optuna_bs._checkpoints import (
     study_folder,
     study_name,
 )
-from optuna_bs.distributed import (
-    check_effective_batch,
-    is_distributed_trial,
-    leave_at_exit,
-    plan_batch,
-)
-from optuna_bs.monitor import TrialMonitor
-from optuna_bs.sources import batch_len
-from optuna_bs.storage import retried_trials
+from optuna_bs.train.distributed import is_distributed_trial, leave_at_exit
+from optuna_bs.train.monitor import TrialMonitor
+from optuna_bs.train.sources import batch_len
 
 try:
     import lightning.pytorch as pl
@@ -69,7 +65,7 @@ except ImportError as err:
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-    from optuna_bs.rules import Hyperparameters
+    from optuna_bs.rules.formulas import Hyperparameters
 
 __all__ = ["TrialCallback", "batch_settings"]
 
@@ -228,7 +224,7 @@ class TrialCallback(pl.Callback):
         ):
             raise ValueError(
                 f"`trial` must be shared by all {trainer.world_size} ranks under DDP (run the "
-                "study with optuna_bs.distributed.optimize under torchrun), or each rank would "
+                "study with optuna_bs.train.optimize under torchrun), or each rank would "
                 "prune on its own."
             )
         if trainer.world_size > 1:
@@ -260,7 +256,7 @@ class TrialCallback(pl.Callback):
             resumed_from_epoch=self.monitor.epoch_,
         )
         if trainer.optimizers:
-            from optuna_bs.trainer import optimizer_attrs
+            from optuna_bs.train.trainer import optimizer_attrs
 
             self.monitor.attrs.update(optimizer_attrs(trainer.optimizers[0], self.hparams))
 

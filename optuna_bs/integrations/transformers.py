@@ -50,8 +50,9 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from optuna_bs.distributed import broadcast, check_effective_batch, leave_at_exit, plan_batch
-from optuna_bs.monitor import TrialMonitor
+from optuna_bs.rules.batch import check_effective_batch, plan_batch
+from optuna_bs.train.distributed import broadcast, leave_at_exit
+from optuna_bs.train.monitor import TrialMonitor
 
 try:
     from transformers import TrainerCallback
@@ -68,8 +69,8 @@ if TYPE_CHECKING:
     from transformers import TrainingArguments
     from transformers.trainer_utils import BestRun
 
-    from optuna_bs.rules import Hyperparameters
-    from optuna_bs.space import BatchScalingSpace
+    from optuna_bs.rules.formulas import Hyperparameters
+    from optuna_bs.search.space import BatchScalingSpace
 
 __all__ = ["HpSpace", "TrialCallback", "hp_space", "training_args"]
 
@@ -443,7 +444,7 @@ class TrialCallback(TrainerCallback):
         optimizer = kwargs.get("optimizer")
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
         if optimizer is not None and hasattr(optimizer, "param_groups"):
-            from optuna_bs.trainer import optimizer_attrs
+            from optuna_bs.train.trainer import optimizer_attrs
 
             self.monitor.attrs.update(optimizer_attrs(optimizer, hp))
         self._last_step, self._busy, self._losses = state.global_step, 0.0, []

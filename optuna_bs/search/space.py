@@ -33,13 +33,8 @@ from typing import TYPE_CHECKING
 import optuna
 
 from optuna_bs._validation import check_int, check_range, check_real
-from optuna_bs.rules import (
-    RULES,
-    Hyperparameters,
-    get_rule,
-    optimizer_family,
-    weight_decay_for_timescale,
-)
+from optuna_bs.rules.formulas import Hyperparameters, optimizer_family, weight_decay_for_timescale
+from optuna_bs.rules.registry import RULES, get_rule
 from optuna_bs.vocabulary import DEFAULTS, LR_RANGES
 
 if TYPE_CHECKING:

@@ -1,16 +1,16 @@
 """``fit()``: train a model epoch by epoch under an Optuna trial, at the trial's batch size.
 
-The data come from a source (:mod:`optuna_bs.sources`): in-memory tensors, shuffled and sliced
-on their device, or the user's Datasets through a DataLoader that ``fit`` builds for the epoch's
-batch size. Either way each epoch is ``N // B`` full batches of exactly B, the statistical batch
-that the noise scale and the scaling rules are about.
+The data come from a source (:mod:`optuna_bs.train.sources`): in-memory tensors, shuffled and
+sliced on their device, or the user's Datasets through a DataLoader that ``fit`` builds for the
+epoch's batch size. Either way each epoch is ``N // B`` full batches of exactly B, the
+statistical batch that the noise scale and the scaling rules are about.
 
 **Memory decides only the micro-batch.** Each update averages B samples; with a micro-batch
 b < B it accumulates B/b backward passes, each weighted b/B, so the update is the one at b = B.
 On a CUDA out-of-memory error ``fit`` halves b, doubles the accumulation and redoes the update:
 B, and so the tuned learning rate, stay put (docs/design.md §4).
 
-Each epoch's validation value goes to :class:`~optuna_bs.monitor.TrialMonitor`, which reports
+Each epoch's validation value goes to :class:`~optuna_bs.train.TrialMonitor`, which reports
 it, prunes, early-stops and records the run on the trial. At the end the best epoch's weights
 are restored.
 """
@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from optuna_bs._accelerate import Accelerator
-from optuna_bs._checkpoints import owner_of
-from optuna_bs._loop import EpochLoop
-from optuna_bs.data import Data
-from optuna_bs.distributed import broadcast, is_distributed_trial, plan_batch, world
-from optuna_bs.metrics import (
+from optuna_bs.data.datasets import Data
+from optuna_bs.rules.batch import plan_batch
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.train._accelerate import Accelerator
+from optuna_bs.train._checkpoints import owner_of
+from optuna_bs.train._loop import EpochLoop
+from optuna_bs.train.distributed import broadcast, is_distributed_trial, world
+from optuna_bs.train.metrics import (
     METRICS,
     Metric,
     Validator,
@@ -44,22 +46,21 @@ from optuna_bs.metrics import (
     free_memory,
     resolve_metric,
 )
-from optuna_bs.monitor import TrialMonitor
-from optuna_bs.rules import Hyperparameters
-from optuna_bs.schedules import epoch_attrs
-from optuna_bs.sources import (
+from optuna_bs.train.monitor import TrialMonitor
+from optuna_bs.train.schedules import epoch_attrs
+from optuna_bs.train.sources import (
     DatasetSource,
     TensorSource,
     as_source,
 )
-from optuna_bs.state import TrainingState, check_writable
+from optuna_bs.train.state import TrainingState, check_writable
 from optuna_bs.vocabulary import DEFAULTS, OOM_POLICIES, OPTIMIZERS
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-    from optuna_bs.schedules import Schedule
-    from optuna_bs.sources import Datasets
+    from optuna_bs.train.schedules import Schedule
+    from optuna_bs.train.sources import Datasets
 
 __all__ = [
     "FitResult",
@@ -216,7 +217,7 @@ def fit(
         compile: ``torch.compile`` the model.
         augment: ``"none"`` or ``"crop-flip"`` (random padded crop and flip, on the device).
         cudnn_benchmark: let cuDNN choose convolution algorithms for the fixed shapes.
-        schedule: What each epoch trains with (:mod:`optuna_bs.schedules`): epoch ``e``
+        schedule: What each epoch trains with (:mod:`optuna_bs.train.schedules`): epoch ``e``
             trains at ``schedule.at(e, hparams)``, and a per-step schedule (``Cosine``,
             ``Warmup(per_step=True)``) scales ϵ before every update. Each epoch's B, ϵ, m and
             g are recorded (``epoch_batch_size``, ...).
@@ -228,7 +229,7 @@ def fit(
         micro_batch_size: ``"auto"`` (start at B; halve on out of memory) or a b that divides
             B: each update then accumulates B/b micro-batches. BatchNorm layers see
             micro-batch statistics. Under ``torch.distributed`` with K ranks, B is the global
-            batch, b is per rank and divides B/K (:mod:`optuna_bs.distributed`).
+            batch, b is per rank and divides B/K (:mod:`optuna_bs.train.distributed`).
         on_oom: ``"accumulate"``: on a CUDA out-of-memory error halve b and redo the update,
             so the trial keeps its B; only a failure at b = 1 ends it with ``"oom"``.
             ``"prune"``: end the trial with ``"oom"`` at once (and let ``OOMAwareSampler``
@@ -270,7 +271,7 @@ def fit(
     elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
         warnings.warn(
             f"WORLD_SIZE={os.environ['WORLD_SIZE']}, but torch.distributed is not initialized: "
-            "this process trains alone (call optuna_bs.distributed.init_from_env() first).",
+            "this process trains alone (call optuna_bs.train.distributed.init_from_env() first).",
             stacklevel=2,
         )
     b = _check_micro_batch(micro_batch_size, hparams.batch_size // world_size)
@@ -370,7 +371,7 @@ def _check_distributed(trial, hparams: Hyperparameters, world_size: int) -> None
     if trial is not None and not is_distributed_trial(trial):
         raise ValueError(
             f"`trial` must be shared by all {world_size} ranks under torch.distributed (an "
-            "optuna_integration.TorchDistributedTrial, as optuna_bs.distributed.optimize "
+            "optuna_integration.TorchDistributedTrial, as optuna_bs.train.optimize "
             "gives every rank), or every rank would prune on its own."
         )
     plan_batch(hparams.batch_size, world_size=world_size)  # a clear error if K does not divide B

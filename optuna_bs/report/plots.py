@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import optuna
 
-from optuna_bs.analysis import (
+from optuna_bs.errors import NotEnoughTrialsError
+from optuna_bs.report.analysis import (
     ParetoPoint,
     complete_points,
     metric_name,
@@ -32,8 +33,7 @@ from optuna_bs.analysis import (
     study_rule,
     why_no_points,
 )
-from optuna_bs.errors import NotEnoughTrialsError
-from optuna_bs.transfer import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
+from optuna_bs.report.scaling import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

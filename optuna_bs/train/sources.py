@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from torch.utils.data.dataloader import default_collate
 
-from optuna_bs.data import TASKS, Data
+from optuna_bs.data.datasets import TASKS, Data
 
 __all__ = ["Datasets", "TARGET_KEYS", "as_source", "split", "unpack", "to_device"]
 

@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from optuna_bs._validation import check_int, check_range, check_real
-from optuna_bs.data import Data
-from optuna_bs.metrics import default_loss
-from optuna_bs.sources import Datasets, as_source, forward, to_device, unpack
-from optuna_bs.trainer import resolve_device
+from optuna_bs.data.datasets import Data
+from optuna_bs.train.metrics import default_loss
+from optuna_bs.train.sources import Datasets, as_source, forward, to_device, unpack
+from optuna_bs.train.trainer import resolve_device
 
 _logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def lr_range_test(
     Args:
         model: The network, as ``fit`` takes it.
         data: What ``fit`` takes: a :class:`~optuna_bs.data.Data`, a
-            :class:`~optuna_bs.sources.Datasets` or a ``(train, val)`` pair of Datasets; the
+            :class:`~optuna_bs.train.Datasets` or a ``(train, val)`` pair of Datasets; the
             training split is used.
         batch_size: B, in [1, N − 1].
         momentum: m, in [0, 1).

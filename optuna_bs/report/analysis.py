@@ -1,7 +1,7 @@
 """What a finished study learned: the fitted scaling rule, the best noise scale, the Pareto front.
 
 Every function reads the COMPLETE trials of a study and the user attrs that
-:class:`~optuna_bs.space.BatchScalingSpace` and :func:`~optuna_bs.trainer.fit` record on them
+:class:`~optuna_bs.search.BatchScalingSpace` and :func:`~optuna_bs.train.fit` record on them
 (``batch_size``, ``lr``, ``momentum``, ``n_train``, ``noise_scale``, ``train_seconds``,
 ``n_updates``). The error is the study's objective 0, to be minimised: one objective, or the
 first of a two-objective study (``[val_error, train_seconds]``).
@@ -12,7 +12,7 @@ first of a two-objective study (``[val_error, train_seconds]``).
 * :func:`study_rule`: the rule and optimizer family a study was run with (its attrs).
 
 How the best lr moves with B (the fitted curve, g*, the recommendation) is
-:mod:`optuna_bs.transfer`'s.
+:mod:`optuna_bs.report.scaling`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from optuna_bs.rules import Hyperparameters, Rule, get_rule, noise_scale, optimizer_family
+from optuna_bs.rules.formulas import Hyperparameters, noise_scale, optimizer_family
+from optuna_bs.rules.registry import Rule, get_rule
 from optuna_bs.vocabulary import SECOND_OBJECTIVES
 
 __all__ = [
@@ -148,7 +149,7 @@ def study_rule(study: optuna.Study) -> tuple[str, str | None]:
 
     Read from the study's user attrs ``parameterisation`` and ``optimizer`` (what
     ``optuna-bs run`` records), else from its trials' (what
-    :class:`~optuna_bs.space.BatchScalingSpace` and :func:`~optuna_bs.fit` record), else
+    :class:`~optuna_bs.search.BatchScalingSpace` and :func:`~optuna_bs.fit` record), else
     ``"noise-scale"``. An adam-sqrt study with no optimizer recorded is taken as Adam.
 
     Example:

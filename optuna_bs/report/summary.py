@@ -1,6 +1,6 @@
 """What ``optuna-bs report`` produces: a summary table, an HTML report, figures in the dashboard.
 
-* :func:`summarize`: everything a study learned (:mod:`optuna_bs.analysis`) as one
+* :func:`summarize`: everything a study learned (:mod:`optuna_bs.report.analysis`) as one
   :class:`Summary`, with text and markdown tables.
 * :func:`write_report`: a self-contained HTML file of the figures and the summary table.
 * :func:`save_to_dashboard`: the figures and a markdown note, saved into the study so that
@@ -21,7 +21,8 @@ from pathlib import Path
 import optuna
 
 from optuna_bs._validation import check_fraction
-from optuna_bs.analysis import (
+from optuna_bs.errors import NotEnoughTrialsError
+from optuna_bs.report.analysis import (
     PARETO_COSTS,
     ParetoPoint,
     TrialPoint,
@@ -32,11 +33,8 @@ from optuna_bs.analysis import (
     study_rule,
     why_no_points,
 )
-from optuna_bs.errors import NotEnoughTrialsError
-from optuna_bs.plots import INSTALL_HINT, figures
-from optuna_bs.rules import Hyperparameters, column_label, format_value
-from optuna_bs.samplers import ladder_outcome
-from optuna_bs.transfer import (
+from optuna_bs.report.plots import INSTALL_HINT, figures
+from optuna_bs.report.scaling import (
     NoiseScaleFit,
     ScalingFit,
     Transfer,
@@ -44,6 +42,9 @@ from optuna_bs.transfer import (
     fit_scaling_rule,
     transfer,
 )
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.rules.registry import column_label, format_value
+from optuna_bs.search.ladder import ladder_outcome
 
 __all__ = ["Summary", "summarize", "write_report", "save_to_dashboard"]
 
@@ -199,8 +200,8 @@ def summarize(
         noise_batch_size: The critical batch size, where measured (``optuna-bs
             noise-scale``): the recommendation's lr bends as B nears it.
         tolerance: Relative margin on the best error that makes a batch size "good".
-        **fit_options: Passed to :func:`~optuna_bs.transfer.fit_scaling_rule` and
-            :func:`~optuna_bs.transfer.fit_noise_scale` (``tolerance`` of the per-B optima,
+        **fit_options: Passed to :func:`~optuna_bs.report.fit_scaling_rule` and
+            :func:`~optuna_bs.report.fit_noise_scale` (``tolerance`` of the per-B optima,
             ``n_bootstrap``, ``confidence``, ``seed``).
     """
     check_fraction("tolerance", tolerance, closed=True)

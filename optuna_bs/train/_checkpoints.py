@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from optuna_bs.distributed import world
-from optuna_bs.storage import mask_url, retried_trials
+from optuna_bs.study.storage import mask_url, retried_trials
+from optuna_bs.train.distributed import world
 
 __all__ = [
     "OWNER_KEY",
@@ -93,7 +93,7 @@ def checkpoint_file(folder: Path, number: int, suffix: str = ".pt") -> Path:
 def study_name(trial: object) -> str | None:
     """The name of ``trial``'s study; ``None`` for a trial without one (``FixedTrial``).
 
-    A trial shared by several ranks (:func:`optuna_bs.distributed.distributed_trial`)
+    A trial shared by several ranks (:func:`optuna_bs.train.distributed.distributed_trial`)
     carries rank 0's answer.
     """
     shared = getattr(trial, "study_name", None)

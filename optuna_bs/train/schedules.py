@@ -24,7 +24,7 @@ from dataclasses import replace
 from itertools import pairwise
 
 from optuna_bs._validation import check_int, check_real
-from optuna_bs.rules import Hyperparameters, lr_for_noise_scale
+from optuna_bs.rules.formulas import Hyperparameters, lr_for_noise_scale
 from optuna_bs.vocabulary import SCHEDULES
 
 _logger = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import random
 import numpy as np
 import torch
 
-from optuna_bs._cifar import read_cifar10
 from optuna_bs._validation import check_int
+from optuna_bs.data._cifar import read_cifar10
 
 _logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from optuna_bs._accelerate import Accelerator
-from optuna_bs._checkpoints import OWNER_KEY
 from optuna_bs.errors import DiskFullError, disk_full
-from optuna_bs.monitor import TrialMonitor
+from optuna_bs.train._accelerate import Accelerator
+from optuna_bs.train._checkpoints import OWNER_KEY
+from optuna_bs.train.monitor import TrialMonitor
 
 __all__ = ["TrainingState", "check_writable"]
 

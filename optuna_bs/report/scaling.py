@@ -29,16 +29,10 @@ import numpy as np
 import optuna
 
 from optuna_bs._validation import check_fraction, check_int, check_real
-from optuna_bs.analysis import TrialPoint, complete_points, rule_for, study_rule
 from optuna_bs.errors import NotEnoughTrialsError
-from optuna_bs.rules import (
-    Hyperparameters,
-    Rule,
-    mccandlish,
-    rescale,
-    surge,
-    weight_decay_for_timescale,
-)
+from optuna_bs.report.analysis import TrialPoint, complete_points, rule_for, study_rule
+from optuna_bs.rules.formulas import Hyperparameters, mccandlish, surge, weight_decay_for_timescale
+from optuna_bs.rules.registry import Rule, rescale
 
 __all__ = [
     "BatchOptimum",

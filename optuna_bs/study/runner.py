@@ -24,30 +24,30 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_bs._checkpoints import checkpoint_file, resumable, study_folder
-from optuna_bs.config import StudyConfig, StudySection
-from optuna_bs.data import Data, load_data
-from optuna_bs.distributed import follow, lead, release, world
+from optuna_bs.data.datasets import Data, load_data
+from optuna_bs.data.models import build_model
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import import_object, is_spec
-from optuna_bs.models import build_model
-from optuna_bs.noise import (
+from optuna_bs.measure.noise import (
     RangeTest,
     estimate_noise_scale,
     lr_range_test,
     recommend_batch_sizes,
     recommend_noise_scales,
 )
-from optuna_bs.rules import Hyperparameters
-from optuna_bs.samplers import BatchLadderSampler
-from optuna_bs.schedules import Schedule, make_schedule
-from optuna_bs.sources import Datasets
-from optuna_bs.space import BatchScalingSpace, OOMAwareSampler
-from optuna_bs.state import check_creatable
-from optuna_bs.storage import DEFAULT_STORAGE, file_to_create, make_storage, retried_trials
-from optuna_bs.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.search.ladder import BatchLadderSampler
+from optuna_bs.search.space import BatchScalingSpace, OOMAwareSampler
+from optuna_bs.study.config import StudyConfig, StudySection
+from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storage, retried_trials
+from optuna_bs.study.workers import optimize_reconnecting
+from optuna_bs.train._checkpoints import checkpoint_file, resumable, study_folder
+from optuna_bs.train.distributed import follow, lead, release, world
+from optuna_bs.train.schedules import Schedule, make_schedule
+from optuna_bs.train.sources import Datasets
+from optuna_bs.train.state import check_creatable
+from optuna_bs.train.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
 from optuna_bs.vocabulary import DEFAULTS, SAMPLERS, metric_name
-from optuna_bs.workers import optimize_reconnecting
 
 __all__ = [
     "Prepared",
@@ -175,7 +175,8 @@ class Prepared:
         self, trial: optuna.trial.BaseTrial
     ) -> tuple[Path | None, tuple[int, Path] | None]:
         """This trial's checkpoint file, and the dead trial it resumes with that trial's
-        checkpoint (the newest one that is theirs: :func:`~optuna_bs._checkpoints.resumable`)."""
+        checkpoint (the newest one that is theirs:
+        :func:`~optuna_bs.train._checkpoints.resumable`)."""
         folder = self.checkpoint_folder
         if folder is None or isinstance(trial, optuna.trial.FixedTrial):
             return None, None
@@ -606,7 +607,7 @@ def auto_noise_scales(
     device: str | torch.device = "auto",
 ) -> tuple[float, float]:
     """``[space] noise_scale = "auto"``: the range of g centred on the task's own steepest
-    descent (:func:`range_test` and :func:`~optuna_bs.noise.recommend_noise_scales`).
+    descent (:func:`range_test` and :func:`~optuna_bs.measure.recommend_noise_scales`).
 
     The one place the study file's ``"auto"`` becomes a range, for the runner and the
     benchmarks alike.
@@ -643,7 +644,7 @@ def range_test(
     *,
     device: str | torch.device = "auto",
 ) -> RangeTest:
-    """The study's :func:`~optuna_bs.noise.lr_range_test`: at the space's
+    """The study's :func:`~optuna_bs.measure.lr_range_test`: at the space's
     :func:`search_batch_size`, its momentum (0.9 where it is searched, within its range) and
     the study file's loss. It trains plainly: no micro-batches, clipping or augmentation.
     """
@@ -671,7 +672,7 @@ def make_sampler(
 ) -> optuna.samplers.BaseSampler:
     """The sampler called ``name`` (one of :data:`optuna_bs.vocabulary.SAMPLERS`).
 
-    ``"ladder"`` is :class:`~optuna_bs.samplers.BatchLadderSampler` over TPE; ``scale_param``
+    ``"ladder"`` is :class:`~optuna_bs.search.BatchLadderSampler` over TPE; ``scale_param``
     is the parameter it holds fixed while it climbs (the rule's, ``noise_scale`` by default).
     """
     if name == "tpe":
@@ -775,7 +776,7 @@ def run_study(
 
     Every worker of a shared study calls this with the same study name and store. Under
     ``torchrun`` every rank calls it: rank 0 runs the study and returns it, and each other
-    rank trains every trial with rank 0 (:mod:`optuna_bs.distributed`) and returns ``None``.
+    rank trains every trial with rank 0 (:mod:`optuna_bs.train.distributed`) and returns ``None``.
     A resumed study goes on counting its trials; its sampler is re-seeded with the number of trials
     already there, so it never proposes the first trials' configurations again.
 

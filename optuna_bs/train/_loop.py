@@ -16,12 +16,13 @@ import warnings
 
 import torch
 
-from optuna_bs._accelerate import Accelerator
-from optuna_bs.distributed import broadcast, largest_divisor_at_most
-from optuna_bs.metrics import free_memory
-from optuna_bs.rules import Hyperparameters
-from optuna_bs.schedules import epoch_attrs
-from optuna_bs.sources import batch_len, forward, split, to_device, unpack
+from optuna_bs.rules.batch import largest_divisor_at_most
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.train._accelerate import Accelerator
+from optuna_bs.train.distributed import broadcast
+from optuna_bs.train.metrics import free_memory
+from optuna_bs.train.schedules import epoch_attrs
+from optuna_bs.train.sources import batch_len, forward, split, to_device, unpack
 
 __all__ = ["EpochLoop"]
 

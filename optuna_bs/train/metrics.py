@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from optuna_bs._accelerate import Accelerator
-from optuna_bs.sources import as_source, batch_len, forward, logits, to_device, unpack
+from optuna_bs.train._accelerate import Accelerator
+from optuna_bs.train.sources import as_source, batch_len, forward, logits, to_device, unpack
 from optuna_bs.vocabulary import METRICS, metric_name
 
 if TYPE_CHECKING:
-    from optuna_bs.data import Data
-    from optuna_bs.sources import Datasets
+    from optuna_bs.data.datasets import Data
+    from optuna_bs.train.sources import Datasets
 
 __all__ = [
     "METRICS",

@@ -1,0 +1,18 @@
+"""The measure room: what is measured before a study. The critical batch size B_simple
+(McCandlish et al. 2018) and the learning-rate range test that centres the noise scale's
+range."""
+
+from optuna_bs._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "NoiseScaleEstimate": "noise",
+        "RangeTest": "noise",
+        "estimate_noise_scale": "noise",
+        "lr_range_test": "noise",
+        "recommend_batch_sizes": "noise",
+        "recommend_noise_scales": "noise",
+    },
+    submodules=["noise"],
+)

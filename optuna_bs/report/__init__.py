@@ -1,0 +1,26 @@
+"""The report room: what a study says once it has trials. The trials read back, the
+Pareto front, the lr at a new batch size learned per batch size (``transfer``), the figures,
+and the HTML report and dashboard notes."""
+
+from optuna_bs._lazy import attach
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "pareto_front": "analysis",
+        "NoiseScaleFit": "scaling",
+        "ScalingFit": "scaling",
+        "Transfer": "scaling",
+        "fit_noise_scale": "scaling",
+        "fit_scaling_rule": "scaling",
+        "recommend": "scaling",
+        "transfer": "scaling",
+        "FIGURES": "plots",
+        "figures": "plots",
+        "Summary": "summary",
+        "save_to_dashboard": "summary",
+        "summarize": "summary",
+        "write_report": "summary",
+    },
+    submodules=["analysis", "plots", "scaling", "summary"],
+)
