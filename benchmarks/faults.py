@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _harness as h  # noqa: E402
 
 from optuna_bs.search.ladder import BatchLadderSampler, ladder_outcome  # noqa: E402
-from tests.slow_model import LADDER_STUDY, SLOW_STUDY  # noqa: E402  (the worker tests' studies)
+from tests.helpers.slow_model import LADDER_STUDY, SLOW_STUDY  # noqa: E402  (the worker tests' studies)
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Fault-s3cret"

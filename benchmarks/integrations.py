@@ -140,7 +140,7 @@ def bench_lightning(repeats: int) -> dict:
         logging.getLogger(name).setLevel(logging.ERROR)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from optuna_bs.integrations.lightning import TrialCallback
-    from tests.lightning_model import Classifier, Data, trainer
+    from tests.helpers.lightning_model import Classifier, Data, trainer
 
     space = optuna_bs.BatchScalingSpace(n_train=384, batch_size=16, noise_scale=(20.0, 20.0))
     times = {"callback": [], "plain": []}
@@ -172,7 +172,7 @@ def bench_transformers(repeats: int) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from optuna_bs.integrations.transformers import TrialCallback, hp_space
-    from tests.hf_model import Tokens, model_init
+    from tests.helpers.hf_model import Tokens, model_init
 
     train, val = Tokens(512, 0), Tokens(128, 1)
     space = optuna_bs.BatchScalingSpace(

@@ -15,8 +15,8 @@ from optuna_bs.cli import format_table, main
 from optuna_bs.study.storage import make_storage
 
 from .conftest import _server_url, cli_command
-from .slow_model import SLOW_STUDY
-from .test_workers import _delete, _env, _name, _trials, _trials_so_far, _wait_for
+from .helpers.slow_model import SLOW_STUDY
+from .study.test_workers import _delete, _env, _name, _trials, _trials_so_far, _wait_for
 
 # A study that runs in a couple of seconds on one CPU core.
 TINY = """

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import subprocess
 import sys
 
 import optuna_bs
+
+from .conftest import REPO
 
 EXTRAS = (
     "plotly",
@@ -119,3 +123,58 @@ def test_every_design_section_the_code_cites_exists():
             )
             cited |= set(re.findall(r"docs/design\.md §(\d+)", text))
     assert cited and cited <= sections, sorted(cited - sections)
+
+
+#: The rooms, in the order data flow through them: a room imports only from those above it.
+ROOMS = ("rules", "search", "data", "train", "measure", "study", "report", "integrations")
+
+
+def test_each_room_imports_only_from_the_rooms_above_it():
+    package = REPO / "optuna_bs"
+    wrong = []
+    for room in ROOMS:
+        for path in sorted((package / room).glob("*.py")):
+            for imported in re.findall(r"(?:from|import) optuna_bs\.(\w+)", path.read_text()):
+                if imported in ROOMS and ROOMS.index(imported) > ROOMS.index(room):
+                    wrong.append(f"{path.relative_to(REPO)} imports optuna_bs.{imported}")
+    assert not wrong, wrong
+    assert {p.name for p in package.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(
+        ROOMS
+    )
+
+
+def test_each_room_lists_public_names_that_resolve():
+    for room in ROOMS[:-1]:
+        module = importlib.import_module(f"optuna_bs.{room}")
+        assert module.__all__, room
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"optuna_bs.{room}.{name}"
+
+
+def test_the_flat_module_paths_still_import_with_a_warning():
+    code = (
+        "import warnings, sys\n"
+        "warnings.simplefilter('error', DeprecationWarning)\n"
+        "try:\n"
+        "    import optuna_bs.runner\n"
+        "except DeprecationWarning as w:\n"
+        "    print(w)\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from optuna_bs.runner import prepare\n"
+        "import optuna_bs.study.runner as new\n"
+        "assert prepare is new.prepare and sys.modules['optuna_bs.runner'] is new\n"
+        "assert new.__spec__.name == 'optuna_bs.study.runner'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "optuna_bs.runner moved to optuna_bs.study.runner" in out.stdout
+
+
+def test_a_public_function_is_never_shadowed_by_a_module_of_its_name():
+    """``optuna_bs.transfer`` is the function even once the module that defines it is loaded
+    (a module named ``transfer`` would take its place on the package)."""
+    code = (
+        "import optuna_bs.report.scaling, optuna_bs.report, optuna_bs\n"
+        "assert callable(optuna_bs.transfer) and callable(optuna_bs.report.transfer)\n"
+        "assert callable(optuna_bs.fit) and callable(optuna_bs.train.fit)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

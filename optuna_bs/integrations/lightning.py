@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from optuna_bs.rules.batch import check_effective_batch, plan_batch
-from optuna_bs.study.storage import retried_trials
 from optuna_bs.train._checkpoints import (
     OWNER_KEY,
     checkpoint_file,
     owner_of,
     resumable,
+    retried_trials,
     study_folder,
     study_name,
 )

@@ -39,9 +39,9 @@ from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.search.ladder import BatchLadderSampler
 from optuna_bs.search.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.study.config import StudyConfig, StudySection
-from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storage, retried_trials
+from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storage
 from optuna_bs.study.workers import optimize_reconnecting
-from optuna_bs.train._checkpoints import checkpoint_file, resumable, study_folder
+from optuna_bs.train._checkpoints import checkpoint_file, resumable, retried_trials, study_folder
 from optuna_bs.train.distributed import follow, lead, release, world
 from optuna_bs.train.schedules import Schedule, make_schedule
 from optuna_bs.train.sources import Datasets

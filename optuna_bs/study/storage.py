@@ -36,7 +36,6 @@ __all__ = [
     "is_sqlite",
     "file_to_create",
     "serve_proxy",
-    "retried_trials",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -325,28 +324,3 @@ def serve_proxy(url: str | None, *, host: str = "127.0.0.1", port: int = 13000) 
         watchdog.daemon = True
         watchdog.start()
         raise
-
-
-def retried_trials(trial: optuna.trial.BaseTrial) -> list[int]:
-    """The numbers of the dead trials that ``trial`` retries, oldest first.
-
-    ``RetryHeartbeatStaleTrialCallback`` queues a dead worker's trial again; its retry records
-    the trials it replaces, whose checkpoints it can resume from. A fresh trial, a
-    ``FixedTrial``, or one without a study (another rank's share of a trial) retries none.
-    """
-    shared = getattr(trial, "retries", None)  # one trial of several ranks (distributed)
-    if shared is not None:
-        return list(shared)
-    study = getattr(trial, "study", None)
-    if isinstance(trial, optuna.trial.FrozenTrial):
-        frozen = trial
-    elif study is None or isinstance(trial, optuna.trial.FixedTrial):
-        return []
-    else:  # Trial has no public system attrs: read them off the running FrozenTrial.
-        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        frozen = next((t for t in running if t.number == trial.number), None)
-    if frozen is None:
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return list(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen))

@@ -19,15 +19,17 @@ import hashlib
 import logging
 import math
 import re
+import warnings
 from pathlib import Path
 
+import optuna
 import torch
 
-from optuna_bs.study.storage import mask_url, retried_trials
 from optuna_bs.train.distributed import world
 
 __all__ = [
     "OWNER_KEY",
+    "retried_trials",
     "checkpoint_file",
     "owner_of",
     "read_owner",
@@ -78,7 +80,7 @@ def _store_identity(url: str | None) -> str:
         parsed = make_url(url)
         port = parsed.port
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        return mask_url(url)
+        return url  # hashed into the folder name, never shown
     database = parsed.database or ""
     if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
         database = str(Path(database).resolve())  # one file, however the URL reaches it
@@ -212,3 +214,28 @@ def _describe(recorded: dict | None) -> str:
         f"trial {recorded.get('trial')} of study {recorded.get('study')!r} started at "
         f"{recorded.get('started')}"
     )
+
+
+def retried_trials(trial: optuna.trial.BaseTrial) -> list[int]:
+    """The numbers of the dead trials that ``trial`` retries, oldest first.
+
+    ``RetryHeartbeatStaleTrialCallback`` queues a dead worker's trial again; its retry records
+    the trials it replaces, whose checkpoints it can resume from. A fresh trial, a
+    ``FixedTrial``, or one without a study (another rank's share of a trial) retries none.
+    """
+    shared = getattr(trial, "retries", None)  # one trial of several ranks (distributed)
+    if shared is not None:
+        return list(shared)
+    study = getattr(trial, "study", None)
+    if isinstance(trial, optuna.trial.FrozenTrial):
+        frozen = trial
+    elif study is None or isinstance(trial, optuna.trial.FixedTrial):
+        return []
+    else:  # Trial has no public system attrs: read them off the running FrozenTrial.
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        frozen = next((t for t in running if t.number == trial.number), None)
+    if frozen is None:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return list(optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen))

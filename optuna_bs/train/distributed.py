@@ -107,8 +107,7 @@ def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
     """
     import warnings
 
-    from optuna_bs.study.storage import retried_trials
-    from optuna_bs.train._checkpoints import retried_owners, study_name
+    from optuna_bs.train._checkpoints import retried_owners, retried_trials, study_name
 
     with warnings.catch_warnings():  # TorchDistributedTrial is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

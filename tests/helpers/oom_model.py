@@ -1,7 +1,7 @@
 """A model factory that behaves as a GPU would when a batch of ``limit`` or more does not fit.
 
-Used as ``[model] name = "tests.oom_model:factory"``: the simulated CUDA out-of-memory error
-is the real exception class, raised in the forward pass of a training batch.
+Used as ``[model] name = "tests.helpers.oom_model:factory"``: the simulated CUDA out-of-memory
+error is the real exception class, raised in the forward pass of a training batch.
 """
 
 from __future__ import annotations

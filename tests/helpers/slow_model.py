@@ -1,7 +1,7 @@
 """A model factory for worker tests: an MLP whose training steps take a known time.
 
-Used as ``[model] name = "tests.slow_model:factory"`` so that a trial lasts long enough to be
-killed in the middle. ``SLOW_STUDY`` is the study file of such trials (8 epochs of 6 steps
+Used as ``[model] name = "tests.helpers.slow_model:factory"`` so that a trial lasts long enough
+to be killed in the middle. ``SLOW_STUDY`` is the study file of such trials (8 epochs of 6 steps
 of 30 ms, a 1 s heartbeat), and ``LADDER_STUDY`` a batch ladder of them, shared by the worker
 tests and ``benchmarks/faults.py``.
 """
@@ -60,7 +60,7 @@ name = "synthetic"
 n_samples = 300
 n_features = 6
 [model]
-name = "tests.slow_model:factory"
+name = "tests.helpers.slow_model:factory"
 seconds_per_step = 0.03
 [space]
 batch_size = 32
@@ -83,7 +83,7 @@ name = "synthetic"
 n_samples = 300
 n_features = 6
 [model]
-name = "tests.slow_model:factory"
+name = "tests.helpers.slow_model:factory"
 seconds_per_step = 0.0
 seconds_per_sample = 0.002
 learns = false

@@ -21,9 +21,17 @@ from optuna_bs.search.ladder import BatchLadderSampler, ladder_outcome
 from optuna_bs.study.storage import make_storage
 from optuna_bs.study.workers import WORKER_ENV
 
-from .conftest import _server_url, cli_command
-from .slow_model import LADDER_STUDY
-from .test_workers import _delete, _env, _name, _study_file, _trials, _trials_so_far, _wait_for
+from ..conftest import _server_url, cli_command
+from ..helpers.slow_model import LADDER_STUDY
+from ..study.test_workers import (
+    _delete,
+    _env,
+    _name,
+    _study_file,
+    _trials,
+    _trials_so_far,
+    _wait_for,
+)
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 N_TRAIN = 3200

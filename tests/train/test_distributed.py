@@ -17,7 +17,7 @@ from optuna_bs.rules.batch import BatchPlan, check_effective_batch, plan_batch
 from optuna_bs.train.distributed import broadcast, optimize, world
 from tests.conftest import REPO, _server_url
 
-SCRIPT = REPO / "tests" / "ddp_fit.py"
+SCRIPT = REPO / "tests" / "helpers" / "ddp_fit.py"
 
 
 def test_plan_batch_splits_b_into_the_largest_micro_batch_that_fits():
@@ -121,7 +121,7 @@ def test_two_ranks_train_each_trial_at_the_global_batch_and_stop_together(tmp_pa
 @pytest.mark.slow
 def test_two_ranks_make_the_update_of_one_process_at_b(tmp_path):
     _torchrun("weights", str(tmp_path))
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path.insert(0, str(REPO / "tests" / "helpers"))
     try:
         from ddp_fit import model
     finally:

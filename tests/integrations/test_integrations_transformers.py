@@ -17,7 +17,7 @@ import optuna_bs
 from optuna_bs.integrations.transformers import TrialCallback, hp_space, training_args
 from optuna_bs.vocabulary import USER_ATTRS
 from tests.conftest import REPO
-from tests.hf_model import Tokens, bert, model_init
+from tests.helpers.hf_model import Tokens, bert, model_init
 
 TRAIN, VAL = Tokens(256, 0), Tokens(64, 1)
 ARG_NAMES = (
@@ -196,7 +196,14 @@ def test_under_ddp_on_two_processes_a_pruned_trial_stops_every_rank(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     done = subprocess.run(
-        [*command, "2", str(REPO / "tests" / "ddp_transformers.py"), str(tmp_path), storage, "x"],
+        [
+            *command,
+            "2",
+            str(REPO / "tests" / "helpers" / "ddp_transformers.py"),
+            str(tmp_path),
+            storage,
+            "x",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,7 +11,7 @@ from optuna_bs.report.summary import summarize
 from optuna_bs.study.config import config_from_dict
 from optuna_bs.study.runner import evaluate_best_on_test, open_study, prepare, run_study
 
-from .conftest import REPO, cli_command
+from ..conftest import REPO, cli_command
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 ATTRS = {

@@ -18,7 +18,7 @@ from optuna_bs.study.config import (
     load_config,
 )
 
-STUDIES = Path(__file__).parents[1] / "studies"
+STUDIES = Path(__file__).parents[2] / "studies"
 
 
 def _write(tmp_path: Path, text: str) -> Path:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import optuna_bs
 from optuna_bs.integrations.lightning import TrialCallback, batch_settings
 from optuna_bs.train.distributed import optimize
-from tests.lightning_model import N_TRAIN, Classifier, Data, trainer
+from tests.helpers.lightning_model import N_TRAIN, Classifier, Data, trainer
 
 
 class PruneAtEpoch(optuna.pruners.BasePruner):

@@ -14,7 +14,7 @@ from optuna_bs import factories
 from optuna_bs.cli import main
 from optuna_bs.factories import import_object
 
-from .conftest import cli_command
+from ..conftest import cli_command
 
 USER_CODE = '''
 import torch

@@ -19,7 +19,7 @@ from optuna_bs.cli import main as cli
 from optuna_bs.integrations.lightning import TrialCallback, batch_settings
 from optuna_bs.vocabulary import USER_ATTRS
 from tests.conftest import REPO
-from tests.lightning_model import N_TRAIN, Classifier, Data, trainer
+from tests.helpers.lightning_model import N_TRAIN, Classifier, Data, trainer
 
 SPACE = optuna_bs.BatchScalingSpace(n_train=N_TRAIN, batch_size=(16, 64))
 
@@ -250,7 +250,7 @@ def test_under_ddp_on_two_processes_both_ranks_stop_at_the_pruned_epoch(tmp_path
             "--standalone",
             "--nproc-per-node",
             "2",
-            str(REPO / "tests" / "ddp_lightning.py"),
+            str(REPO / "tests" / "helpers" / "ddp_lightning.py"),
             str(tmp_path),
             storage,
             name,

@@ -17,7 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import optuna_bs
 from optuna_bs.integrations.transformers import TrialCallback, hp_space
-from tests.hf_model import Tokens, model_init
+from tests.helpers.hf_model import Tokens, model_init
 
 
 class PruneSecond(optuna.pruners.BasePruner):

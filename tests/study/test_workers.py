@@ -21,8 +21,8 @@ import torch
 from optuna_bs.study.storage import make_storage
 from optuna_bs.train._checkpoints import study_folder
 
-from .conftest import REPO, _server_url, cli_command
-from .slow_model import SLOW_STUDY
+from ..conftest import REPO, _server_url, cli_command
+from ..helpers.slow_model import SLOW_STUDY
 
 COMPLETE, PRUNED, FAIL = (
     optuna.trial.TrialState.COMPLETE,

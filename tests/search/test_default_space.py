@@ -13,7 +13,7 @@ import pytest
 from optuna_bs import BatchScalingSpace, StudyConfig, load_config
 from optuna_bs.study.config import SpaceSection, StudySection
 
-from .conftest import REPO
+from ..conftest import REPO
 
 # The embedded default (studies/mnist1d_mlp.toml): B in 2^[4, 8], log g in [1, 1000], m = 0.9.
 DEFAULT_SPACE = SpaceSection(

@@ -153,7 +153,7 @@ def test_out_of_memory_batch_sizes_are_never_proposed_again(tmp_path):
         {
             "study": {"n_trials": 20, "pruner": "none", "n_startup_trials": 5},
             "data": {"name": "synthetic", "n_samples": 2000, "n_features": 4},
-            "model": {"name": "tests.oom_model:factory", "limit": 256},
+            "model": {"name": "tests.helpers.oom_model:factory", "limit": 256},
             "space": {"batch_size": [16, 1024]},
             "train": {"max_epochs": 1, "on_oom": "prune"},
         }
@@ -229,7 +229,7 @@ def test_cifar10_study_file_loads_and_asks_for_its_data(tmp_path):
     from optuna_bs.errors import ConfigError
     from optuna_bs.study.config import load_config
 
-    from .conftest import REPO
+    from ..conftest import REPO
 
     config = load_config(REPO / "studies" / "cifar10_resnet18.toml")
     assert config.model.name == "resnet18" and config.train.precision == "bf16"
