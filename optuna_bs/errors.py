@@ -46,39 +46,37 @@ class DiskFullError(OptunaBSError):
     """No space was left on the device of a checkpoint or of the study store."""
 
 
+def _chain(err: BaseException | None):
+    """``err``, then the errors it was raised from or during (``__cause__``, ``__context__``)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        yield err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+
+
 def in_chain(err: BaseException | None, types: type | tuple[type, ...]) -> bool:
     """Whether ``err``, or an error it was raised from or during (``__cause__``,
     ``__context__``), is one of ``types``: what a cleanup raised says little, what it was
     cleaning up after says what happened (a lost connection, a Ctrl-C)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, types):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return any(isinstance(e, types) for e in _chain(err))
 
 
 # How a full device reads: an errno where the OS error survives, the words where it does not
-# (SQLite's SQLITE_FULL through SQLAlchemy; torch's writer, which reports a short write as
-# "unexpected pos").
+# (SQLite's SQLITE_FULL through SQLAlchemy). Torch's writer says neither ("unexpected pos"):
+# TrainingState.save names that case itself.
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
 
 
 def disk_full(err: BaseException | None) -> bool:
     """Whether ``err``, or an error in its chain, says that a device has no space left."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, DiskFullError) or (
-            isinstance(err, OSError) and err.errno in _FULL_ERRNOS
-        ):
-            return True
-        if any(words in str(err).lower() for words in _FULL_WORDS):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return any(
+        isinstance(e, DiskFullError)
+        or (isinstance(e, OSError) and e.errno in _FULL_ERRNOS)
+        or any(words in str(e).lower() for words in _FULL_WORDS)
+        for e in _chain(err)
+    )
 
 
 def first_line(err: BaseException) -> str:

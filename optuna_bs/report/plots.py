@@ -96,20 +96,21 @@ def _try(function, study: optuna.Study, given):
         return None, str(err)
 
 
+def _note(fig, text: str, *, width: int = 70, y: float = 0.5, size: int = 13) -> None:
+    """Words on the figure, centred, wrapped at ``width`` characters: what it lacks, and why."""
+    fig.add_annotation(
+        text="<br>".join(textwrap.wrap(text, width)),
+        **{"xref": "paper", "yref": "paper", "x": 0.5, "y": y, "showarrow": False},
+        font={"size": size},
+    )
+
+
 def _say_why_empty(fig, study: optuna.Study, attr: str | None = None):
     """A figure with nothing to draw says why in words, instead of showing blank axes."""
     reason = why_no_points(study, attr)
     if reason is None:
         return fig
-    fig.add_annotation(
-        text="<br>".join(["Nothing to draw:", *textwrap.wrap(reason, 60)]),
-        xref="paper",
-        yref="paper",
-        x=0.5,
-        y=0.5,
-        showarrow=False,
-        font={"size": 13},
-    )
+    _note(fig, f"Nothing to draw: {reason}", width=60)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
@@ -418,15 +419,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
             )
         title = f"Learning rate against batch size: {f.model}, slope {f.alpha:.2f} mid-range"
     elif info.reason:
-        fig.add_annotation(
-            text="<br>".join(textwrap.wrap(f"No curve: {info.reason}", 100)),
-            xref="paper",
-            yref="paper",
-            x=0.5,
-            y=1.0,
-            showarrow=False,
-            font={"size": 11},
-        )
+        _note(fig, f"No curve: {info.reason}", width=100, y=1.0, size=11)
     _layout(fig, title, "batch size B", "learning rate", log_x=True, log_y=True)
     ticks = [2**k for k in range(31)]  # B is a power of two: label each one
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) for t in ticks])
@@ -558,10 +551,7 @@ def plot_learning_curves(study: optuna.Study) -> go.Figure:
     last = max((max(c.epochs) for c in info.curves if c.epochs), default=1)
     fig.update_xaxes(dtick=max(1, math.ceil(last / 10)))  # whole epochs, never "1.5"
     if not info.curves:
-        fig.add_annotation(
-            text="Nothing to draw: no trial has reported an intermediate value yet.",
-            **{"xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False},
-        )
+        _note(fig, "Nothing to draw: no trial has reported an intermediate value yet.")
     return fig
 
 

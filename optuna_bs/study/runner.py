@@ -131,34 +131,42 @@ class Prepared:
     def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: the trial's end is committed, so its checkpoint and those of the dead
         trials it retried can go (the best's stays with ``keep_best_checkpoint``)."""
-        folder = self.checkpoint_folder
-        if folder is None:
-            return
-        dead = retried_trials(trial)
         keep = trial.state == TrialState.COMPLETE and self.config.study.keep_best_checkpoint
-        for number in dead + ([] if keep else [trial.number]):
-            checkpoint_file(folder, number).unlink(missing_ok=True)
+        self._drop_checkpoints(trial, keep_own=keep)
 
     def drop_orphan_checkpoints(self, study: optuna.Study) -> int:
         """Delete the checkpoints an earlier run left of trials the store holds as finished
         (a Ctrl-C, or a store failure, between a trial's end and its callbacks): a complete
         or pruned trial's, and those of the dead trials a finished trial retried. A failed
         trial's stays while a retry may still resume it. Returns how many went."""
-        folder = self.checkpoint_folder
-        if folder is None or not folder.is_dir():
+        if self.checkpoint_folder is None or not self.checkpoint_folder.is_dir():
             return 0
-        keep = best_trial(study) if self.config.study.keep_best_checkpoint else None
+        best = best_trial(study) if self.config.study.keep_best_checkpoint else None
         done = (TrialState.COMPLETE, TrialState.PRUNED)
-        dropped = 0
-        for t in study.get_trials(deepcopy=False, states=done):
-            kept = keep is not None and t.number == keep.number
-            for number in retried_trials(t) + ([] if kept else [t.number]):
-                path = checkpoint_file(folder, number)
-                if path.exists():
-                    path.unlink(missing_ok=True)
-                    dropped += 1
+        dropped = sum(
+            self._drop_checkpoints(t, keep_own=best is not None and t.number == best.number)
+            for t in study.get_trials(deepcopy=False, states=done)
+        )
         if dropped:
-            _logger.info("Removed %d checkpoint(s) of finished trials from %s.", dropped, folder)
+            _logger.info(
+                "Removed %d checkpoint(s) of finished trials from %s.",
+                dropped,
+                self.checkpoint_folder,
+            )
+        return dropped
+
+    def _drop_checkpoints(self, trial: FrozenTrial, *, keep_own: bool) -> int:
+        """Delete the checkpoints of the dead trials ``trial`` retried, and its own unless
+        ``keep_own``; return how many there were."""
+        folder = self.checkpoint_folder
+        if folder is None:
+            return 0
+        dropped = 0
+        for number in retried_trials(trial) + ([] if keep_own else [trial.number]):
+            path = checkpoint_file(folder, number)
+            if path.exists():
+                path.unlink(missing_ok=True)
+                dropped += 1
         return dropped
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -178,18 +178,11 @@ def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_
     assert not list(folder.glob("trial_*.pt"))  # every end is committed: none is kept
 
 
-def test_a_finished_trials_orphaned_checkpoint_goes_at_the_next_run(tmp_path):
-    """The connection drops just after trial 0's end is committed, so its callbacks never
-    run and its checkpoint is left behind; the next run of the study finds the trial
-    finished in the store and deletes the orphan, and only it."""
+def _lose_the_first_committed_end(storage) -> dict:
+    """Make the store's connection drop just after the first trial's end is committed; the
+    returned dict counts how often it did."""
     import sqlalchemy.exc
 
-    config = config_from_dict(
-        {**TINY, "study": {**TINY["study"], "checkpoint_dir": str(tmp_path / "ckpt")}}
-    )
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    prepared = prepare(config, storage=url)
-    storage = prepared.storage
     real = storage.set_trial_state_values
     calls = {"n": 0}
 
@@ -201,6 +194,19 @@ def test_a_finished_trials_orphaned_checkpoint_goes_at_the_next_run(tmp_path):
         return result
 
     storage.set_trial_state_values = committed_then_lost
+    return calls
+
+
+def test_a_finished_trials_orphaned_checkpoint_goes_at_the_next_run(tmp_path):
+    """The connection drops just after trial 0's end is committed, so its callbacks never
+    run and its checkpoint is left behind; the next run of the study finds the trial
+    finished in the store and deletes the orphan, and only it."""
+    config = config_from_dict(
+        {**TINY, "study": {**TINY["study"], "checkpoint_dir": str(tmp_path / "ckpt")}}
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    prepared = prepare(config, storage=url)
+    _lose_the_first_committed_end(prepared.storage)
     run_study(prepared, n_trials=1)
     folder = prepared.checkpoint_folder
     assert [p.name for p in folder.glob("trial_*.pt")] == ["trial_0.pt"]  # the orphan
@@ -213,21 +219,8 @@ def test_a_finished_trials_orphaned_checkpoint_goes_at_the_next_run(tmp_path):
 def test_the_budget_holds_when_a_committed_end_is_reported_as_an_outage(tmp_path):
     """The connection drops just after a trial's end is committed: the worker saw an error,
     but the store holds the trial finished, so it is counted once: 2 asked, 2 run, not 3."""
-    import sqlalchemy.exc
-
     prepared = prepare(config_from_dict(TINY), storage=f"sqlite:///{tmp_path / 's.db'}")
-    storage = prepared.storage
-    real = storage.set_trial_state_values
-    calls = {"n": 0}
-
-    def committed_then_lost(trial_id, state, values=None):
-        result = real(trial_id, state, values)
-        if state.is_finished() and calls["n"] == 0:
-            calls["n"] += 1
-            raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("connection reset"))
-        return result
-
-    storage.set_trial_state_values = committed_then_lost
+    calls = _lose_the_first_committed_end(prepared.storage)
     study = run_study(prepared, n_trials=2)
     assert calls["n"] == 1
     assert len(study.trials) == 2
