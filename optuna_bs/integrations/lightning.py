@@ -162,7 +162,6 @@ class TrialCallback(pl.Callback):
             chance_value=None if chance_value == "auto" else chance_value,
         )
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.pruned_: optuna.TrialPruned | None = None
         self._resumed_from: int | None = None
         self._owner: dict | None = None
         self._reset_epoch()
@@ -229,7 +228,7 @@ class TrialCallback(pl.Callback):
             )
         if trainer.world_size > 1:
             leave_at_exit()  # the strategy's process group, destroyed before the interpreter
-        self.pruned_ = None
+        self.monitor.pruned_ = None
         self._owner = owner_of(self.trial)
         if self._resumed_from is not None and self.trial is not None:
             self.trial.set_user_attr("resumed_from_trial", self._resumed_from)
@@ -291,28 +290,23 @@ class TrialCallback(pl.Callback):
                 f"{sorted(trainer.callback_metrics)}: log it with self.log()."
             )
         train_loss = float(self._loss_sum) / self._batches if self._batches else None
-        numbers = (float(value), train_loss, self.monitor.reference_loss_)
-        if trainer.world_size > 1:  # every rank decides on rank 0's numbers
-            numbers = trainer.strategy.broadcast(numbers)
-        value, train_loss, self.monitor.reference_loss_ = numbers
-        if train_loss is not None and not math.isfinite(train_loss):
-            value = train_loss  # a non-finite training loss ends the run "diverged"
-        self.monitor.update(
-            value,
+        path = self.checkpoint_path
+
+        def keep() -> None:  # the checkpoint a retry of this trial resumes from
+            trainer.save_checkpoint(path, weights_only=False)
+
+        stop = self.monitor.end_epoch(
+            float(value),
+            train_loss=train_loss,
             updates=trainer.global_step - self._epoch_start_step,
             samples=self._samples * trainer.world_size,
             step_seconds=self._busy,
-            train_loss=train_loss,
+            share=trainer.strategy.broadcast if trainer.world_size > 1 else None,
+            keep=None if path is None else keep,
+            defer_prune=True,
         )
         self._epoch_start_step = trainer.global_step
         self._samples, self._busy = 0, 0.0
-        if self.checkpoint_path is not None:
-            # Saved before the value is reported: a worker killed in between re-reports it.
-            trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
-        try:
-            stop = self.monitor.check()
-        except optuna.TrialPruned as pruned:
-            self.pruned_, stop = pruned, True
         if stop:
             trainer.should_stop = True
 
@@ -335,6 +329,11 @@ class TrialCallback(pl.Callback):
         if self.pruned_ is not None:
             raise self.pruned_
         return self.monitor.best_value_
+
+    @property
+    def pruned_(self) -> optuna.TrialPruned | None:
+        """The prune the run ended with (raised by :meth:`result`), or ``None``."""
+        return self.monitor.pruned_
 
 
 def _check_whole_updates(micro_batches: float, accumulation: int) -> None:

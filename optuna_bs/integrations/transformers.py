@@ -360,7 +360,6 @@ class TrialCallback(TrainerCallback):
         self.patience, self.min_delta = patience, min_delta
         self.monitor: TrialMonitor | None = None
         self._trial: optuna.trial.Trial | None = None
-        self._pruned: optuna.TrialPruned | None = None
         self._last_step, self._busy, self._losses = 0, 0.0, []
         self._tic: float | None = None
         # Whether the Trainer passes num_items_in_batch (read when it was built); None: unknown.
@@ -475,39 +474,27 @@ class TrialCallback(TrainerCallback):
             raise ValueError(
                 f"`metric` is {self.metric!r}, but the evaluation gave only {sorted(metrics)}."
             )
-        value = float(metrics[self.metric])
         train_loss = sum(self._losses) / len(self._losses) if self._losses else None
-        distributed = args.world_size > 1
-        if distributed:  # every rank decides on rank 0's numbers
-            value, train_loss, monitor.reference_loss_ = broadcast(
-                (value, train_loss, monitor.reference_loss_)
-            )
-        if train_loss is not None and not math.isfinite(train_loss):
-            value = train_loss  # a non-finite training loss ends the run "diverged"
         updates = state.global_step - self._last_step
-        monitor.update(
-            value,
+        stop = monitor.end_epoch(
+            float(metrics[self.metric]),
+            train_loss=train_loss,
             updates=updates,
             samples=updates * self.search.hparams.batch_size,
             step_seconds=self._busy,
-            train_loss=train_loss,
+            share=broadcast if args.world_size > 1 else None,
+            defer_prune=True,  # raised once training has ended: every rank stops together
         )
         self._last_step, self._busy, self._losses = state.global_step, 0.0, []
-        try:
-            stop = monitor.check()
-        except optuna.TrialPruned as pruned:
-            # Raised once training has ended, so that under DDP every rank stops together.
-            self._pruned, stop = pruned, True
-        if distributed:  # rank 0 alone holds the trial: its verdict stops every rank
-            stop = broadcast(stop)
         if stop:
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
-        if self.monitor is not None:
-            self.monitor.finish()
         self._release()
-        pruned, self._pruned = self._pruned, None
+        if self.monitor is None:
+            return
+        self.monitor.finish()
+        pruned, self.monitor.pruned_ = self.monitor.pruned_, None
         if pruned is not None:
             raise pruned
 

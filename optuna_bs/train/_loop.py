@@ -117,26 +117,26 @@ class EpochLoop:
                 f"out of memory at batch_size={batch_size}, micro-batch {self.micro_batch_size}",
             )
         rank, size = self.shard
-        val = train_loss  # a non-finite training loss ends the run "diverged"
-        if math.isfinite(train_loss) and rank == 0:
-            val = self.validate(self.eval_net)
-        if size > 1:  # every rank decides on rank 0's numbers: one broadcast per epoch
-            val, train_loss, monitor.reference_loss_ = broadcast(
-                (val, train_loss, monitor.reference_loss_)
-            )
-        monitor.update(
+        # Rank 0 validates (a non-finite loss ends the run unvalidated); the others take
+        # its numbers in end_epoch.
+        finite = math.isfinite(train_loss)
+        val = self.validate(self.eval_net) if finite and rank == 0 else train_loss
+
+        def keep() -> None:
+            if monitor.improved_:
+                state.best_state = copy.deepcopy(state.model.state_dict())
+            if checkpoint is not None and rank == 0:
+                state.save(checkpoint)
+
+        return monitor.end_epoch(
             val,
+            train_loss=train_loss,
             updates=steps,
             samples=steps * batch_size,
             step_seconds=seconds,
-            train_loss=train_loss,
+            share=broadcast if size > 1 else None,
+            keep=keep,
         )
-        if monitor.improved_:
-            state.best_state = copy.deepcopy(state.model.state_dict())
-        if checkpoint is not None and rank == 0:
-            # Saved before the value is reported: a worker killed in between re-reports it.
-            state.save(checkpoint)
-        return monitor.check()
 
     def train_epoch(self, epoch: int, setting: Hyperparameters, steps: int):
         """Every update of one epoch: ``(mean training loss, updates)``; loss ``None`` when

@@ -24,7 +24,8 @@ import math
 import numbers
 import time
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -174,6 +175,7 @@ class TrialMonitor:
         self.n_samples_ = 0
         self.step_seconds_: float | None = None
         self.recorded_ = False
+        self.pruned_: optuna.TrialPruned | None = None
         self._seconds_before = 0.0
         self._start = time.perf_counter()
 
@@ -226,6 +228,58 @@ class TrialMonitor:
             train_loss=train_loss,
         )
         return self.check()
+
+    def end_epoch(
+        self,
+        value: float,
+        *,
+        train_loss: float | None = None,
+        updates: int = 0,
+        samples: int = 0,
+        step_seconds: float | None = None,
+        share: Callable[[Any], Any] | None = None,
+        keep: Callable[[], None] | None = None,
+        defer_prune: bool = False,
+    ) -> bool:
+        """The end-of-epoch decision: the one that ``fit``, the Lightning callback and the
+        Hugging Face callback take. Return ``True`` when training should stop.
+
+        1. Under several processes, ``share`` (a broadcast from rank 0) gives every rank rank
+           0's value, training loss and reference loss, so every rank decides alike.
+        2. A non-finite training loss is the epoch's value: the run ends ``"diverged"``.
+        3. The epoch is counted (:meth:`update`).
+        4. ``keep`` saves what the epoch leaves (the best weights, a checkpoint) *before* the
+           value is reported: a worker killed in between re-reports it on resuming.
+        5. The value is reported and judged (:meth:`check`). With ``defer_prune``, a prune is
+           kept in :attr:`pruned_` and the epoch returns ``True`` instead of raising: for a
+           framework that ends its own loop and raises it once training has ended.
+        6. Under ``share``, rank 0's verdict is every rank's (only rank 0 may hold the trial).
+
+        Raises:
+            optuna.TrialPruned: Without ``defer_prune``, as :meth:`check`.
+        """
+        if share is not None:
+            value, train_loss, self.reference_loss_ = share(
+                (value, train_loss, self.reference_loss_)
+            )
+        if train_loss is not None and not math.isfinite(train_loss):
+            value = train_loss
+        self.update(
+            value,
+            updates=updates,
+            samples=samples,
+            step_seconds=step_seconds,
+            train_loss=train_loss,
+        )
+        if keep is not None:
+            keep()
+        try:
+            stop = self.check()
+        except optuna.TrialPruned as pruned:
+            if not defer_prune:
+                raise
+            self.pruned_, stop = pruned, True
+        return share(stop) if share is not None else stop
 
     def update(
         self,
