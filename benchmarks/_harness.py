@@ -46,13 +46,8 @@ from optuna_bs import (
     load_config,
     load_data,
 )
-from optuna_bs.study.runner import (
-    auto_noise_scales,
-    fit_arguments,
-    make_pruner,
-    make_sampler,
-    space_from_config,
-)
+from optuna_bs.study.plan import auto_noise_scales, fit_arguments, space_from_config
+from optuna_bs.study.runner import make_pruner, make_sampler
 from optuna_bs.vocabulary import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]

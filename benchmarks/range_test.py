@@ -30,7 +30,8 @@ from _harness import REPO, _build, load_task, mode, parser, print_table, write_j
 
 from optuna_bs.measure.noise import recommend_noise_scales  # noqa: E402
 from optuna_bs.rules.registry import lr_for_noise_scale  # noqa: E402
-from optuna_bs.study.runner import range_test, search_batch_size, space_from_config  # noqa: E402
+from optuna_bs.study.plan import range_test, search_batch_size
+from optuna_bs.study.runner import space_from_config  # noqa: E402
 from optuna_bs.vocabulary import DEFAULTS  # noqa: E402
 
 SGD_TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn")

@@ -55,7 +55,7 @@ from optuna_bs.errors import NotEnoughTrialsError  # noqa: E402
 from optuna_bs.report.analysis import complete_points, rule_for  # noqa: E402
 from optuna_bs.report.scaling import batch_optima, error_limit, fit_scaling_rule, transfer  # noqa: E402
 from optuna_bs.rules.registry import weight_decay_for_timescale  # noqa: E402
-from optuna_bs.study.runner import fit_arguments  # noqa: E402
+from optuna_bs.study.plan import fit_arguments  # noqa: E402
 
 TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn", "mnist1d_cnn_adamw")
 TUNED = (16, 64)

@@ -471,10 +471,11 @@ def _report_command(args: argparse.Namespace) -> int:
 def _noise_scale(args: argparse.Namespace) -> int:
     from optuna_bs.data.datasets import Data
     from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
-    from optuna_bs.study.runner import default_probe_batch_sizes, load_data_and_model
+    from optuna_bs.study.plan import default_probe_batch_sizes, make_plan
 
     config = load_config(args.study_file) if args.study_file else StudyConfig()
-    data, model = load_data_and_model(config)
+    plan = make_plan(config, args.device)
+    data = plan.data
     if not isinstance(data, Data):
         raise ConfigError(
             f"noise-scale measures gradients on in-memory tensors, but [data] name = "
@@ -482,16 +483,16 @@ def _noise_scale(args: argparse.Namespace) -> int:
         )
     batch_sizes = args.batch_sizes or default_probe_batch_sizes(data.n_train)
     estimate = estimate_noise_scale(
-        model,
+        plan.build_model(),
         data,
         batch_sizes=batch_sizes,
         n_batches=args.n_batches,
         warmup_epochs=args.warmup_epochs,
-        device=args.device or config.train.device,
+        device=plan.device,
         seed=config.study.seed,
     )
     low, high = recommend_batch_sizes(estimate)
-    rows = _range_test_rows(config, data, (low, high), args.device or config.train.device)
+    rows = _range_test_rows(plan, (low, high))
     rows = [
         ("data", f"{data.name}: N = {data.n_train} training samples"),
         (
@@ -516,21 +517,17 @@ def _noise_scale(args: argparse.Namespace) -> int:
     return 0
 
 
-def _range_test_rows(config: StudyConfig, data, recommended: tuple[int, int], device) -> list:
+def _range_test_rows(plan, recommended: tuple[int, int]) -> list:
     """The range test's rows of ``noise-scale``, for a space that searches SGD's g: run as
     ``noise_scale = "auto"`` runs it, at the middle of the batch range (the one printed when
     the file says ``batch_size = "auto"``)."""
     from optuna_bs.measure.noise import recommend_noise_scales
-    from optuna_bs.study.runner import _optimizer_name, _probe_model, range_test, space_from_config
 
-    optimizer = _optimizer_name(config, data.n_train)
-    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
+    config = plan.config
+    if config.space.parameterisation != "noise-scale" or plan.optimizer_name != "sgd":
         return []
     batch = recommended if config.space.batch_size == "auto" else None
-    space = space_from_config(
-        config, data.n_train, batch, optimizer, noise_scale=DEFAULTS["noise_scale"]
-    )
-    test = range_test(config, data, _probe_model(config, data), space, device=device)
+    test = plan.range_test(plan.space(batch, noise_scale=DEFAULTS["noise_scale"]))
     low, high = recommend_noise_scales(test)
     return [
         (

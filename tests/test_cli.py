@@ -423,7 +423,7 @@ def test_a_ladder_on_auto_ranges_searches_within_the_range_test_and_stops_at_b_s
     power of two, and g is searched in the range test's range."""
     from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
     from optuna_bs.study.config import load_config
-    from optuna_bs.study.runner import _probe_model, default_probe_batch_sizes, load_data_and_model
+    from optuna_bs.study.plan import default_probe_batch_sizes, make_plan
 
     monkeypatch.chdir(tmp_path)
     text = _tiny_with("study", 'sampler = "ladder"').replace(
@@ -433,8 +433,8 @@ def test_a_ladder_on_auto_ranges_searches_within_the_range_test_and_stops_at_b_s
     status = main(["run", path, "--n-trials", "8", "-q", "--no-test"])
     assert status == 0, capsys.readouterr().err
     config = load_config(path)
-    data, _ = load_data_and_model(config)
-    probe = _probe_model(config, data)
+    plan = make_plan(config)
+    data, probe = plan.data, plan.probe_model()
     small_big = default_probe_batch_sizes(data.n_train)
     estimate = estimate_noise_scale(probe, data, batch_sizes=small_big, seed=0)
     low, high = recommend_batch_sizes(estimate)

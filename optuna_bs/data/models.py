@@ -11,7 +11,7 @@ import inspect
 import logging
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ def build_model(
     n_outputs: int,
     *,
     folder: str | None = None,
+    factory: Callable[..., nn.Module] | None = None,
     **kwargs: object,
 ) -> nn.Module:
     """Build a built-in model by name, or a user model from ``"package.module:factory"``.
@@ -47,6 +48,8 @@ def build_model(
         input_shape: Shape of one input sample, e.g. ``data.input_shape``.
         n_outputs: Number of classes, or of regression targets.
         folder: A folder searched first for a user factory's module (the study file's).
+        factory: The user factory ``name`` names, imported already (a study's plan imports
+            it once per worker); ``None`` imports it.
         **kwargs: Arguments of the model: see :func:`mlp` and :func:`cnn1d`.
 
     Returns:
@@ -69,7 +72,9 @@ def build_model(
         input_shape = None if input_shape is None else _check_shape(input_shape)
         if n_outputs is not None:
             check_int("n_outputs", n_outputs, low=1)
-        return _user_model(name, input_shape, n_outputs, kwargs, folder)
+        if factory is None:
+            factory = import_object(name, "Model", folder=folder)
+        return _user_model(factory, name, input_shape, n_outputs, kwargs)
     input_shape = _check_shape(input_shape)
     check_int("n_outputs", n_outputs, low=1)
     if name not in MODELS:
@@ -261,13 +266,12 @@ _SHAPE_ARGS = ("input_shape", "n_outputs")
 
 
 def _user_model(
+    factory: Callable[..., nn.Module],
     spec: str,
     input_shape: tuple[int, ...],
     n_outputs: int,
     kwargs: dict[str, object],
-    folder: str | None,
 ) -> nn.Module:
-    factory = import_object(spec, "Model", folder=folder)
     why = call_mismatch(factory, input_shape=input_shape, n_outputs=n_outputs, **kwargs)
     if why is not None:
         name = getattr(factory, "__name__", "factory")

@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs._validation import check_int, check_real
 
-__all__ = ["BatchLadderSampler", "ladder_outcome"]
+__all__ = ["BatchLadderSampler", "ladder_outcome", "middle_log2"]
 
 _logger = logging.getLogger(__name__)
 
@@ -60,6 +60,12 @@ _WAIT_SECONDS = 2.0
 _RUNG_TRIES = 3
 _IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def middle_log2(low: int, high: int) -> int:
+    """The middle power of two of ``2**low`` .. ``2**high`` (rounded down): where the ladder
+    searches g, and where ``noise_scale = "auto"`` runs its range test (one home for both)."""
+    return (low + high) // 2
 
 
 class BatchLadderSampler(optuna.samplers.BaseSampler):
@@ -192,7 +198,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
 
     def _search_log2(self, batch: optuna.distributions.IntDistribution) -> int:
         if self.search_batch_size is None:
-            return (batch.low + batch.high) // 2
+            return middle_log2(batch.low, batch.high)
         k = round(math.log2(self.search_batch_size))
         return min(max(k, batch.low), batch.high)
 

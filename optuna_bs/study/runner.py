@@ -8,12 +8,8 @@ written; :func:`run_study` then creates or resumes the study and runs its trials
 from __future__ import annotations
 
 import gc
-import inspect
 import logging
-import math
-import numbers
 import os
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,29 +20,27 @@ import torch
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_bs.data.datasets import Data, load_data
-from optuna_bs.data.models import build_model
+from optuna_bs.data.datasets import Data
 from optuna_bs.errors import ConfigError
-from optuna_bs.factories import import_object, is_spec
-from optuna_bs.measure.noise import (
-    RangeTest,
-    estimate_noise_scale,
-    lr_range_test,
-    recommend_batch_sizes,
-    recommend_noise_scales,
-)
-from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.search.ladder import BatchLadderSampler
 from optuna_bs.search.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.study.config import StudyConfig, StudySection
+from optuna_bs.study.plan import (
+    AUTO_RANGES_ATTR,
+    Plan,
+    _check_micro_batch,
+    _check_range_test,
+    auto_ranges,
+    default_probe_batch_sizes,
+    make_plan,
+)
 from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storage
 from optuna_bs.study.workers import optimize_reconnecting
 from optuna_bs.train._checkpoints import checkpoint_file, resumable, retried_trials, study_folder
 from optuna_bs.train.distributed import follow, lead, release, world
-from optuna_bs.train.schedules import Schedule, make_schedule
 from optuna_bs.train.sources import Datasets
 from optuna_bs.train.state import check_creatable
-from optuna_bs.train.trainer import FitResult, evaluate_split, fit, place_data, resolve_device
+from optuna_bs.train.trainer import FitResult, evaluate_split, fit, place_data
 from optuna_bs.vocabulary import DEFAULTS, SAMPLERS, metric_name
 
 __all__ = [
@@ -55,12 +49,9 @@ __all__ = [
     "run_study",
     "open_study",
     "best_trial",
-    "load_data_and_model",
     "make_sampler",
     "make_pruner",
     "evaluate_best_on_test",
-    "fit_arguments",
-    "trial_schedule",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -81,6 +72,8 @@ class Prepared:
     seed: int
     #: This study's checkpoints (one folder per store and study), or ``None`` for none.
     checkpoint_folder: Path | None = None
+    #: The study file resolved once: the user's code imported, the model factory.
+    plan: Plan | None = None
 
     @property
     def memory_key(self) -> str:
@@ -109,7 +102,7 @@ class Prepared:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("memory_key", self.memory_key)
         torch.manual_seed(seed)
-        model = _build_model(self.config, self.data)
+        model = self.plan.build_model()
         own, resume = self._checkpoints(trial)
         if resume is not None:
             trial.set_user_attr("resumed_from_trial", resume[0])
@@ -124,7 +117,7 @@ class Prepared:
             seed=seed,
             checkpoint=own,
             resume_from=None if resume is None else resume[1],
-            **fit_arguments(self.config, trial),
+            **self.plan.fit_keywords(trial),
         )
         return result, model
 
@@ -205,133 +198,6 @@ class Prepared:
                 checkpoint_file(folder, t.number).unlink(missing_ok=True)
 
 
-def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial) -> dict:
-    """The keyword arguments of :func:`~optuna_bs.fit` that a study file sets, for one trial.
-
-    The one place where a study file's ``[train]`` section becomes ``fit``'s arguments, for
-    the runner and the benchmarks alike, so that no key is silently dropped. The device, the
-    seed and the checkpoints are the caller's.
-    """
-    train = config.train
-    optimizer = train.optimizer
-    if is_spec(optimizer):
-        optimizer = import_object(optimizer, "[train] optimizer", folder=config.folder)
-    loss = None
-    if train.loss:
-        loss = import_object(train.loss, "[train] loss", folder=config.folder)
-    return {
-        "max_epochs": train.max_epochs,
-        "patience": train.patience or None,
-        "min_delta": train.min_delta,
-        "metric": train.metric,
-        "optimizer": optimizer,
-        "precision": train.precision,
-        "channels_last": train.channels_last,
-        "compile": train.compile,
-        "augment": train.augment,
-        "cudnn_benchmark": train.cudnn_benchmark,
-        "schedule": trial_schedule(config, trial),
-        "loss_fn": loss,
-        "max_grad_norm": train.max_grad_norm or None,
-        "micro_batch_size": train.micro_batch_size,
-        "on_oom": train.on_oom,
-    }
-
-
-def trial_schedule(config: StudyConfig, trial: optuna.trial.BaseTrial) -> Schedule | None:
-    """The trial's schedule: the study file's, or one searched among several."""
-    train = config.train
-    name = train.schedule
-    if not isinstance(name, str):
-        name = trial.suggest_categorical("schedule", list(name))
-    if name == "constant" and not train.warmup_epochs:
-        return None
-    return make_schedule(
-        name,
-        max_epochs=train.max_epochs,
-        milestones=train.milestones,
-        factor=train.factor,
-        max_batch_size=train.max_batch_size or None,
-        warmup_epochs=train.warmup_epochs,
-        warmup_per_step=train.warmup_per_step,
-    )
-
-
-def _build_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
-    if isinstance(data, Datasets) and is_spec(config.model.name):
-        # Your own model sizes itself: it gets what the Datasets tell without a pass over
-        # them (None where they cannot, e.g. dict inputs, or classes not declared).
-        shape, outputs = data.known_input_shape(), data.known_n_outputs()
-    else:
-        shape, outputs = data.input_shape, data.n_outputs
-    return build_model(
-        config.model.name, shape, outputs, folder=config.folder, **config.model.options
-    )
-
-
-def _optimizer_name(config: StudyConfig, n_train: int) -> str:
-    """The optimizer's name: the study file's, or, for a factory, the class it builds.
-
-    A factory is called once on a dummy parameter, so that its errors surface before the
-    study is written, as one line, and the space can check its rule against the optimizer.
-    """
-    spec = config.train.optimizer
-    if not is_spec(spec):
-        return spec
-    try:
-        factory = import_object(spec, "[train] optimizer", folder=config.folder)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    probe = [torch.nn.Parameter(torch.zeros(1))]
-    hp = Hyperparameters(1, 1e-3, 0.9, max(n_train, 2), beta2=0.999, eps=1e-8)
-    try:
-        opt = factory(probe, hp)
-    except Exception as err:
-        cause = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise ConfigError(f"[train] optimizer {spec!r} failed on a probe: {cause}") from err
-    if not isinstance(opt, torch.optim.Optimizer):
-        raise ConfigError(
-            f"[train] optimizer {spec!r} must return a torch.optim.Optimizer, but it returned "
-            f"{type(opt).__name__!r}."
-        )
-    return type(opt).__name__.lower()
-
-
-def space_from_config(
-    config: StudyConfig, n_train: int, batch_size=None, optimizer: str | None = None, **overrides
-) -> BatchScalingSpace:
-    """The study file's ``[space]`` over ``n_train`` samples: the one place it becomes a
-    :class:`BatchScalingSpace`, for the runner and the benchmarks alike.
-
-    ``batch_size`` replaces the file's (after ``"auto"`` is resolved); ``optimizer`` is the
-    optimizer's name (default the file's); ``overrides`` replace other arguments.
-
-    Raises:
-        ConfigError: For a space the data cannot hold, in one line.
-    """
-    cfg = config.space
-    kwargs = {
-        "n_train": n_train,
-        "batch_size": cfg.batch_size if batch_size is None else batch_size,
-        "noise_scale": cfg.noise_scale,
-        "momentum": cfg.momentum,
-        "lr": cfg.lr,
-        "reference_batch_size": cfg.reference_batch_size,
-        "alpha": cfg.alpha,
-        "beta2": cfg.beta2,
-        "eps": cfg.eps,
-        "weight_decay": cfg.weight_decay,
-        "tau_epochs": cfg.tau_epochs,
-        "optimizer": optimizer or config.train.optimizer,
-        "allow_sgd_rule_for_adam": cfg.allow_sgd_rule_for_adam,
-        **overrides,
-    }
-    try:
-        return BatchScalingSpace(cfg.parameterisation, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[space] {err} (the data has n_train={n_train})") from err
-
-
 #: The longest study name Optuna's RDB schema stores.
 MAX_STUDY_NAME = 512
 
@@ -356,29 +222,15 @@ def prepare(
             set or model is unknown or gets a bad option.
         StorageError: If the store cannot be opened.
     """
-    data, _ = load_data_and_model(config)  # the model is built to check [model]
-    cfg = config.space
+    plan = make_plan(config, device)  # data, the user's code and the device, checked
+    data, cfg = plan.data, config.space
     if cfg.batch_size == "auto" and not isinstance(data, Data):
         raise ConfigError(
             "[space] batch_size = 'auto' measures the noise scale on in-memory tensors; with "
             "Datasets give a [low, high] range (optuna-bs noise-scale helps choose it)."
         )
-    optimizer = _optimizer_name(config, data.n_train)
     if cfg.noise_scale == "auto":
-        _check_range_test(config, optimizer)
-    if is_spec(config.train.loss):  # fail now, before anything is written
-        try:
-            import_object(config.train.loss, "[train] loss", folder=config.folder)
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-    if config.train.metric == "error" and data.task != "classification":
-        raise ConfigError(
-            f"[train] `metric` is 'error', but {data.name!r} is a {data.task} task: use 'loss'."
-        )
-    try:
-        resolved = resolve_device(device or config.train.device)
-    except ValueError as err:
-        raise ConfigError(f"[train] {err}") from err
+        _check_range_test(config, plan.optimizer_name)
     name = study_name or config.study.name
     if not name.strip():  # a study named '' would keep its checkpoints in the folder's root
         raise ConfigError(
@@ -401,9 +253,7 @@ def prepare(
     placeholder = {"noise_scale": DEFAULTS["noise_scale"]} if cfg.noise_scale == "auto" else {}
     batch_size = cfg.batch_size
     probe_batches = default_probe_batch_sizes(data.n_train) if batch_size == "auto" else None
-    space = space_from_config(
-        config, data.n_train, probe_batches or batch_size, optimizer, **placeholder
-    )
+    space = plan.space(probe_batches or batch_size, **placeholder)
     _check_micro_batch(config, space)
     auto = "auto" in (batch_size, cfg.noise_scale)
     store = None
@@ -412,21 +262,21 @@ def prepare(
     if not (auto and file_to_create(url) is not None):
         store = _open_store(config, url)
     if auto:
-        ranges = _auto_ranges(config, data, space, optimizer, store, name, resolved)
-        space = space_from_config(config, data.n_train, optimizer=optimizer, **ranges)
+        space = plan.space(**auto_ranges(plan, space, store, name))
         _check_micro_batch(config, space)
     if store is None:
         store = _open_store(config, url)
     return Prepared(
         config=config,
         # Tensors move to the device once per worker, not once per trial.
-        data=place_data(data, resolved) if isinstance(data, Data) else data,
+        data=place_data(data, plan.device) if isinstance(data, Data) else data,
         space=space,
-        device=resolved,
+        device=plan.device,
         storage=store,
         study_name=name,
         seed=config.study.seed if seed is None else seed,
         checkpoint_folder=checkpoints,
+        plan=plan,
     )
 
 
@@ -437,242 +287,6 @@ def _open_store(config: StudyConfig, url: str | None) -> optuna.storages.BaseSto
         max_retry=config.study.max_retry,
         synchronous_commit=config.study.synchronous_commit,
     )
-
-
-#: The study user attr that holds the ranges ``"auto"`` resolved to, for every later worker.
-AUTO_RANGES_ATTR = "auto_ranges"
-
-
-def _auto_ranges(
-    config: StudyConfig,
-    data: Data | Datasets,
-    space: BatchScalingSpace,
-    optimizer: str,
-    store: optuna.storages.BaseStorage | None,
-    name: str,
-    device: torch.device,
-) -> dict[str, tuple]:
-    """The ``batch_size`` and ``noise_scale`` that ``"auto"`` stands for: the study's own
-    (stored when it was created, or drawn from by its trials), else measured on a model
-    seeded with 0 (so that workers started together measure the same). ``store`` is
-    ``None`` for a store not created yet.
-
-    Raises:
-        ConfigError: If a probe fails: a gradient or loss that is NaN or inf, a gradient that
-            is zero, or a range test that finds no descent.
-    """
-    cfg = config.space
-    stored = {} if store is None else _stored_ranges(store, name)
-    keys = [k for k in ("batch_size", "noise_scale") if getattr(cfg, k) == "auto"]
-    if all(k in stored for k in keys):
-        _logger.info(
-            "'auto' ranges kept from study %r: %s.",
-            name,
-            ", ".join(f"{k} = {stored[k]}" for k in keys),
-        )
-        return {k: stored[k] for k in keys}
-    probe = _probe_model(config, data)
-    out = {}
-    if cfg.batch_size == "auto":
-        # Bound the search by the critical batch size, measured on this model and data.
-        small, big = default_probe_batch_sizes(data.n_train)
-        try:
-            estimate = estimate_noise_scale(
-                probe, data, batch_sizes=(small, big), seed=0, device=device
-            )
-        except ValueError as err:
-            raise ConfigError(f"[space] batch_size = 'auto': {err}") from err
-        out["batch_size"] = recommend_batch_sizes(estimate)
-        _logger.info(
-            "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
-            estimate.b_simple,
-            out["batch_size"],
-        )
-        space = space_from_config(
-            config, data.n_train, out["batch_size"], optimizer, noise_scale=space.noise_scale
-        )
-    if cfg.noise_scale == "auto":
-        out["noise_scale"] = auto_noise_scales(config, data, probe, space, device=device)
-    return out
-
-
-def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str, tuple]:
-    """The ranges the named study holds: those ``"auto"`` resolved to when it was created
-    (:data:`AUTO_RANGES_ATTR`), else those its trials were drawn from; empty for a new study."""
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return {}
-    saved = storage.get_study_user_attrs(study_id).get(AUTO_RANGES_ATTR)
-    if saved:
-        return {k: tuple(v) for k, v in saved.items()}
-    ranges = {}
-    for trial in storage.get_all_trials(study_id, deepcopy=False):
-        batch = trial.distributions.get("log2_batch_size")
-        if batch is not None and "batch_size" not in ranges:
-            ranges["batch_size"] = (2**batch.low, 2**batch.high)
-        scale = trial.distributions.get("noise_scale")
-        if scale is not None and "noise_scale" not in ranges:
-            ranges["noise_scale"] = (scale.low, scale.high)
-    return ranges
-
-
-def _probe_model(config: StudyConfig, data: Data | Datasets) -> torch.nn.Module:
-    """The model the probes of ``"auto"`` measure: seeded with 0, whatever the worker's seed,
-    so that workers started together measure the same ranges."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return _build_model(config, data)
-
-
-def _check_micro_batch(config: StudyConfig, space: BatchScalingSpace) -> None:
-    micro = config.train.micro_batch_size
-    if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
-        raise ConfigError(
-            f"[train] `micro_batch_size` must divide every batch size of the space "
-            f"{space.batch_sizes}, but got micro_batch_size={micro}."
-        )
-
-
-def _check_range_test(config: StudyConfig, optimizer: str) -> None:
-    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
-        raise ConfigError(
-            "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
-            "parameterisation 'noise-scale' and optimizer 'sgd', but got "
-            f"{config.space.parameterisation!r} and {optimizer!r}."
-        )
-
-
-def search_batch_size(batch_sizes: Sequence[int]) -> int:
-    """The middle power of two of a space's batch sizes (rounded down): where the ladder
-    searches g, and where ``noise_scale = "auto"`` runs its range test."""
-    return batch_sizes[(len(batch_sizes) - 1) // 2]
-
-
-def load_data_and_model(config: StudyConfig) -> tuple[Data | Datasets, torch.nn.Module]:
-    """The study's data and a freshly built model, every error named by its section.
-
-    ``[data] name = "package.module:factory"`` calls ``factory(**options)``, which returns a
-    ``Data``, a ``Datasets`` or a ``(train, val)`` pair of Datasets.
-
-    Raises:
-        ConfigError: If the data set or the model is unknown or gets a bad option, or a
-            data factory returns something else.
-    """
-    try:
-        if is_spec(config.data.name):
-            data = _user_data(config)
-        else:
-            data = load_data(
-                config.data.name,
-                seed=config.data.seed,
-                val_fraction=config.data.val_fraction,
-                **config.data.options,
-            )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[data] {err}") from err
-    try:
-        model = _build_model(config, data)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[model] {err}") from err
-    return data, model
-
-
-def _user_data(config: StudyConfig) -> Data | Datasets:
-    spec = config.data.name
-    factory = import_object(spec, "data factory", folder=config.folder)
-    kwargs = dict(config.data.options)
-    accepts = inspect.signature(factory).parameters
-    for key in ("seed", "val_fraction"):  # passed on where the factory takes them
-        if key in accepts:
-            kwargs.setdefault(key, getattr(config.data, key))
-    try:
-        data = factory(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"data factory {spec!r}: {err}") from err
-    except Exception as err:  # anything else inside the user's factory
-        cause = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise ValueError(f"data factory {spec!r} failed: {cause}") from err
-    if isinstance(data, tuple | list) and len(data) == 2:
-        data = Datasets(data[0], data[1], name=spec)
-    if not isinstance(data, Data | Datasets):
-        raise TypeError(
-            f"data factory {spec!r} must return an optuna_bs.Data, an optuna_bs.Datasets or "
-            f"a (train, val) pair of Datasets, but it returned {type(data).__name__!r}."
-        )
-    if isinstance(data, Datasets):
-        data.sample_batch()  # a Dataset whose items do not collate fails here, not mid-study
-        data.task  # noqa: B018 (checks that the items unpack into inputs and targets)
-    return data
-
-
-def auto_noise_scales(
-    config: StudyConfig,
-    data: Data | Datasets,
-    model: torch.nn.Module,
-    space: BatchScalingSpace,
-    *,
-    device: str | torch.device = "auto",
-) -> tuple[float, float]:
-    """``[space] noise_scale = "auto"``: the range of g centred on the task's own steepest
-    descent (:func:`range_test` and :func:`~optuna_bs.measure.recommend_noise_scales`).
-
-    The one place the study file's ``"auto"`` becomes a range, for the runner and the
-    benchmarks alike.
-
-    Raises:
-        ConfigError: If the range test finds no descent.
-    """
-    tic = time.perf_counter()
-    try:
-        test = range_test(config, data, model, space, device=device)
-    except ValueError as err:
-        raise ConfigError(
-            f"[space] noise_scale = 'auto': {err} Give noise_scale as [low, high]."
-        ) from err
-    scales = recommend_noise_scales(test)
-    _logger.info(
-        "noise_scale = 'auto': the range test (%d steps at B=%d, m=%g, %.1f s) falls fastest "
-        "at g=%.3g, so noise scales %s.",
-        len(test.losses),
-        test.batch_size,
-        test.momentum,
-        time.perf_counter() - tic,
-        test.g_steep,
-        scales,
-    )
-    return scales
-
-
-def range_test(
-    config: StudyConfig,
-    data: Data | Datasets,
-    model: torch.nn.Module,
-    space: BatchScalingSpace,
-    *,
-    device: str | torch.device = "auto",
-) -> RangeTest:
-    """The study's :func:`~optuna_bs.measure.lr_range_test`: at the space's
-    :func:`search_batch_size`, its momentum (0.9 where it is searched, within its range) and
-    the study file's loss. It trains plainly: no micro-batches, clipping or augmentation.
-    """
-    momentum = space.momentum
-    if not isinstance(momentum, numbers.Real):
-        momentum = min(max(0.9, momentum[0]), momentum[1])
-    loss = None
-    if config.train.loss:
-        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
-    batch = search_batch_size(space.batch_sizes)
-    return lr_range_test(
-        model, data, batch_size=batch, momentum=momentum, loss=loss, device=device, seed=0
-    )
-
-
-def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
-    """The two batch sizes of the noise-scale estimate: 32 and 512, or less for small N."""
-    big = min(512, 2 ** int(math.log2(max(2, n_train - 1))))
-    big = big if big < n_train else big // 2
-    return max(1, min(32, big // 4)), big
 
 
 def make_sampler(
@@ -860,7 +474,7 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
             best.values[0],
         )
     metric = prepared.config.train.metric
-    loss = fit_arguments(prepared.config, replay)["loss_fn"]  # the study's own loss, if any
+    loss = prepared.plan.loss  # the study's own loss, if any
     value = evaluate_split(model, prepared.data, "test", metric=metric, loss_fn=loss)
     if value is None:
         _logger.info("The data has no test split: trial %d is not evaluated.", best.number)

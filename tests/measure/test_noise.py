@@ -22,7 +22,7 @@ from optuna_bs.measure.noise import (
     recommend_batch_sizes,
     recommend_noise_scales,
 )
-from optuna_bs.study.runner import search_batch_size
+from optuna_bs.study.plan import search_batch_size
 
 D, N, SIGMA = 10, 20_000, 1.0
 
@@ -417,14 +417,14 @@ noise_scale = "auto"
 
 def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batch(tmp_path):
     from optuna_bs.study.config import load_config
-    from optuna_bs.study.runner import _probe_model, prepare, range_test
+    from optuna_bs.study.runner import prepare
 
     path = tmp_path / "s.toml"
     path.write_text(AUTO_G_STUDY)
     config = load_config(path)
     url = f"sqlite:///{tmp_path / 's.db'}"
     prepared = prepare(config, storage=url)
-    test = range_test(config, prepared.data, _probe_model(config, prepared.data), prepared.space)
+    test = prepared.plan.range_test(prepared.space)
     assert (test.batch_size, test.momentum) == (32, 0.9)  # where the ladder searches g
     assert prepared.space.noise_scale == recommend_noise_scales(test)
     assert prepared.space.noise_scale != (1.0, 1000.0)
@@ -433,7 +433,8 @@ def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batc
     other = prepare(config, storage=url, seed=1000)
     assert other.space.noise_scale == prepared.space.noise_scale
     # The study keeps what "auto" resolved to from its creation on: later workers read it.
-    from optuna_bs.study.runner import AUTO_RANGES_ATTR, open_study
+    from optuna_bs.study.plan import AUTO_RANGES_ATTR
+    from optuna_bs.study.runner import open_study
 
     study = open_study(prepared)
     assert study.user_attrs[AUTO_RANGES_ATTR] == {"noise_scale": list(prepared.space.noise_scale)}
@@ -459,7 +460,7 @@ def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_pat
     nothing, and its distributions match the study's."""
     import optuna
 
-    from optuna_bs.study import runner
+    from optuna_bs.study import plan, runner
     from optuna_bs.study.config import load_config
 
     path = tmp_path / "s.toml"
@@ -480,8 +481,8 @@ def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_pat
     def no_probe(*args, **kwargs):  # pragma: no cover (fails the test if called)
         raise AssertionError("a study with trials must not be measured again")
 
-    monkeypatch.setattr(runner, "lr_range_test", no_probe)
-    monkeypatch.setattr(runner, "estimate_noise_scale", no_probe)
+    monkeypatch.setattr(plan, "lr_range_test", no_probe)
+    monkeypatch.setattr(plan, "estimate_noise_scale", no_probe)
     prepared = runner.prepare(load_config(path), storage=url)
     assert prepared.space.batch_size == (8, 64)
     assert prepared.space.noise_scale == (7.0, 99.0)

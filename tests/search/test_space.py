@@ -526,7 +526,7 @@ def test_an_adam_rule_with_sgd_says_so_the_right_way_round():
 def test_adam_family_spaces_search_adams_lr_range_by_default(tmp_path):
     """SGD's default range reaches lr = 1: an AdamW search there wastes its trials."""
     from optuna_bs.study.config import load_config
-    from optuna_bs.study.runner import space_from_config
+    from optuna_bs.study.plan import space_from_config
     from optuna_bs.vocabulary import LR_RANGES
 
     assert LR_RANGES == {"sgd": (1e-4, 1.0), "adam": (1e-5, 1e-2)}

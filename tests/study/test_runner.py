@@ -313,3 +313,55 @@ def test_a_300_character_study_name_trains_with_checkpoints(tmp_path):
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
     (kept,) = tmp_path.glob("checkpoints/*/trial_0.pt")
     assert len(kept.parent.name.encode()) <= 255
+
+
+OWN_CODE = """
+import torch
+
+def model(input_shape, n_outputs, width=8):
+    return torch.nn.Sequential(
+        torch.nn.Linear(input_shape[0], width), torch.nn.ReLU(), torch.nn.Linear(width, n_outputs)
+    )
+
+def loss(outputs, targets):
+    return torch.nn.functional.cross_entropy(outputs, targets)
+
+def optimizer(params, hp):
+    return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum)
+"""
+
+
+def test_a_study_file_is_resolved_once_per_worker(tmp_path, monkeypatch):
+    """The user's model factory, loss and optimizer are imported once for a worker's 5
+    trials and the test split (a plan), not once per trial."""
+    import optuna_bs.data.models
+    import optuna_bs.study.plan
+
+    (tmp_path / "own_code.py").write_text(OWN_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    imports = {}
+    for module in (optuna_bs.study.plan, optuna_bs.data.models):
+        real = module.import_object
+
+        def counted(spec, what, *, folder=None, real=real):
+            imports[spec] = imports.get(spec, 0) + 1
+            return real(spec, what, folder=folder)
+
+        monkeypatch.setattr(module, "import_object", counted)
+    config = config_from_dict(
+        {
+            **TINY,
+            "model": {"name": "own_code:model", "width": 8},
+            "train": {
+                "max_epochs": 2,
+                "loss": "own_code:loss",
+                "optimizer": "own_code:optimizer",
+            },
+        }
+    )
+    prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
+    study = run_study(prepared, n_trials=5)
+    assert evaluate_best_on_test(prepared, study) is not None
+    assert len(study.trials) == 5
+    assert study.trials[0].user_attrs["optimizer"] == "sgd"  # the factory's optimizer ran
+    assert imports == {"own_code:model": 1, "own_code:loss": 1, "own_code:optimizer": 1}

@@ -1,0 +1,500 @@
+"""A study file resolved once per worker into a :class:`Plan`.
+
+:func:`make_plan` loads the data, imports the user's model factory, optimizer and loss once,
+builds one model and one optimizer to check them, and resolves the device. The plan then gives
+each trial its model and ``fit``'s keywords, builds the space, and runs the probes that
+``"auto"`` ranges stand for (:func:`auto_ranges`, their one owner), for the runner and
+``optuna-bs noise-scale`` alike. Nothing here writes to a store.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from optuna_bs.data.datasets import Data, load_data
+from optuna_bs.data.models import build_model
+from optuna_bs.errors import ConfigError
+from optuna_bs.factories import import_object, is_spec
+from optuna_bs.measure.noise import (
+    RangeTest,
+    estimate_noise_scale,
+    lr_range_test,
+    recommend_batch_sizes,
+    recommend_noise_scales,
+)
+from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.search.ladder import middle_log2
+from optuna_bs.search.space import BatchScalingSpace
+from optuna_bs.study.config import StudyConfig
+from optuna_bs.train.schedules import Schedule, make_schedule
+from optuna_bs.train.sources import Datasets
+from optuna_bs.train.trainer import resolve_device
+
+__all__ = [
+    "AUTO_RANGES_ATTR",
+    "Plan",
+    "auto_noise_scales",
+    "auto_ranges",
+    "default_probe_batch_sizes",
+    "fit_arguments",
+    "make_plan",
+    "range_test",
+    "search_batch_size",
+    "space_from_config",
+    "trial_schedule",
+]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """A study file resolved once per worker: what every trial of it shares."""
+
+    config: StudyConfig
+    data: Data | Datasets
+    #: The user's model factory, imported once; ``None`` for a built-in model.
+    model_factory: Callable[..., torch.nn.Module] | None
+    #: The optimizer's name, or the user's factory, imported once.
+    optimizer: str | Callable
+    #: The optimizer's name: the file's, or for a factory the class it builds.
+    optimizer_name: str
+    #: The user's loss, imported once; ``None`` for the task's default.
+    loss: Callable | None
+    device: torch.device
+
+    def build_model(self) -> torch.nn.Module:
+        """A freshly initialised model (seed torch first)."""
+        return _build_model(self.config, self.data, self.model_factory)
+
+    def probe_model(self) -> torch.nn.Module:
+        """The model the probes of ``"auto"`` measure: seeded with 0, whatever the worker's
+        seed, so that workers started together measure the same ranges."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return self.build_model()
+
+    def fit_keywords(self, trial: optuna.trial.BaseTrial | None) -> dict:
+        """``fit``'s keywords for one trial (:func:`fit_arguments`, with the user's code
+        imported once)."""
+        return _fit_keywords(self.config, trial, self.optimizer, self.loss)
+
+    def space(self, batch_size=None, **overrides) -> BatchScalingSpace:
+        """The file's space over the data (:func:`space_from_config`)."""
+        return space_from_config(
+            self.config, self.data.n_train, batch_size, self.optimizer_name, **overrides
+        )
+
+    def range_test(self, space: BatchScalingSpace) -> RangeTest:
+        """The study's range test (:func:`range_test`) on :meth:`probe_model`."""
+        return range_test(
+            self.config, self.data, self.probe_model(), space, device=self.device, loss=self.loss
+        )
+
+
+def make_plan(config: StudyConfig, device: str | None = None) -> Plan:
+    """Resolve ``config`` once: load its data, import its code, check them, pick the device.
+
+    Raises:
+        ConfigError: If the data set or model is unknown or gets a bad option, a factory
+            cannot be imported or fails on a probe, the metric does not fit the task, or the
+            device is unknown; each names its section.
+    """
+    data = _load_data(config)
+    optimizer, loss = config.train.optimizer, None
+    factory = _imported(config, config.model.name, "Model", "[model] ")
+    if is_spec(optimizer):
+        optimizer = _imported(config, optimizer, "[train] optimizer")
+    if is_spec(config.train.loss):
+        loss = _imported(config, config.train.loss, "[train] loss")
+    try:
+        _build_model(config, data, factory)  # one model, to check [model] now
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[model] {err}") from err
+    name = _optimizer_name(config, data.n_train, optimizer)
+    if config.train.metric == "error" and data.task != "classification":
+        raise ConfigError(
+            f"[train] `metric` is 'error', but {data.name!r} is a {data.task} task: use 'loss'."
+        )
+    try:
+        resolved = resolve_device(device or config.train.device)
+    except ValueError as err:
+        raise ConfigError(f"[train] {err}") from err
+    return Plan(config, data, factory, optimizer, name, loss, resolved)
+
+
+def _imported(config: StudyConfig, spec: str, what: str, prefix: str = "") -> Callable | None:
+    """The callable ``spec`` names (``None`` for a built-in name), or one ConfigError."""
+    if not is_spec(spec):
+        return None
+    try:
+        return import_object(spec, what, folder=config.folder)
+    except ValueError as err:
+        raise ConfigError(f"{prefix}{err}") from err
+
+
+def _load_data(config: StudyConfig) -> Data | Datasets:
+    """The study's data. ``[data] name = "package.module:factory"`` calls
+    ``factory(**options)``, which returns a ``Data``, a ``Datasets`` or a ``(train, val)``
+    pair of Datasets."""
+    try:
+        if is_spec(config.data.name):
+            return _user_data(config)
+        return load_data(
+            config.data.name,
+            seed=config.data.seed,
+            val_fraction=config.data.val_fraction,
+            **config.data.options,
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[data] {err}") from err
+
+
+def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial | None) -> dict:
+    """The keyword arguments of :func:`~optuna_bs.fit` that a study file sets, for one trial,
+    the user's optimizer and loss imported here (a :class:`Plan` imports them once).
+
+    The device, the seed and the checkpoints are the caller's.
+    """
+    optimizer = config.train.optimizer
+    if is_spec(optimizer):
+        optimizer = import_object(optimizer, "[train] optimizer", folder=config.folder)
+    loss = None
+    if config.train.loss:
+        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
+    return _fit_keywords(config, trial, optimizer, loss)
+
+
+def _fit_keywords(config: StudyConfig, trial, optimizer, loss) -> dict:
+    """The one place where a study file's ``[train]`` section becomes ``fit``'s arguments,
+    so that no key is silently dropped."""
+    train = config.train
+    return {
+        "max_epochs": train.max_epochs,
+        "patience": train.patience or None,
+        "min_delta": train.min_delta,
+        "metric": train.metric,
+        "optimizer": optimizer,
+        "precision": train.precision,
+        "channels_last": train.channels_last,
+        "compile": train.compile,
+        "augment": train.augment,
+        "cudnn_benchmark": train.cudnn_benchmark,
+        "schedule": trial_schedule(config, trial),
+        "loss_fn": loss,
+        "max_grad_norm": train.max_grad_norm or None,
+        "micro_batch_size": train.micro_batch_size,
+        "on_oom": train.on_oom,
+    }
+
+
+def trial_schedule(config: StudyConfig, trial: optuna.trial.BaseTrial) -> Schedule | None:
+    """The trial's schedule: the study file's, or one searched among several."""
+    train = config.train
+    name = train.schedule
+    if not isinstance(name, str):
+        name = trial.suggest_categorical("schedule", list(name))
+    if name == "constant" and not train.warmup_epochs:
+        return None
+    return make_schedule(
+        name,
+        max_epochs=train.max_epochs,
+        milestones=train.milestones,
+        factor=train.factor,
+        max_batch_size=train.max_batch_size or None,
+        warmup_epochs=train.warmup_epochs,
+        warmup_per_step=train.warmup_per_step,
+    )
+
+
+def _build_model(
+    config: StudyConfig, data: Data | Datasets, factory: Callable | None = None
+) -> torch.nn.Module:
+    if isinstance(data, Datasets) and is_spec(config.model.name):
+        # Your own model sizes itself: it gets what the Datasets tell without a pass over
+        # them (None where they cannot, e.g. dict inputs, or classes not declared).
+        shape, outputs = data.known_input_shape(), data.known_n_outputs()
+    else:
+        shape, outputs = data.input_shape, data.n_outputs
+    return build_model(
+        config.model.name,
+        shape,
+        outputs,
+        folder=config.folder,
+        factory=factory,
+        **config.model.options,
+    )
+
+
+def _optimizer_name(config: StudyConfig, n_train: int, optimizer: str | Callable) -> str:
+    """The optimizer's name: the study file's, or, for a factory, the class it builds.
+
+    A factory is called once on a dummy parameter, so that its errors surface before the
+    study is written, as one line, and the space can check its rule against the optimizer.
+    """
+    if isinstance(optimizer, str):
+        return optimizer
+    spec = config.train.optimizer
+    probe = [torch.nn.Parameter(torch.zeros(1))]
+    hp = Hyperparameters(1, 1e-3, 0.9, max(n_train, 2), beta2=0.999, eps=1e-8)
+    try:
+        opt = optimizer(probe, hp)
+    except Exception as err:
+        cause = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ConfigError(f"[train] optimizer {spec!r} failed on a probe: {cause}") from err
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise ConfigError(
+            f"[train] optimizer {spec!r} must return a torch.optim.Optimizer, but it returned "
+            f"{type(opt).__name__!r}."
+        )
+    return type(opt).__name__.lower()
+
+
+def space_from_config(
+    config: StudyConfig, n_train: int, batch_size=None, optimizer: str | None = None, **overrides
+) -> BatchScalingSpace:
+    """The study file's ``[space]`` over ``n_train`` samples: the one place it becomes a
+    :class:`BatchScalingSpace`, for the runner and the benchmarks alike.
+
+    ``batch_size`` replaces the file's (after ``"auto"`` is resolved); ``optimizer`` is the
+    optimizer's name (default the file's); ``overrides`` replace other arguments.
+
+    Raises:
+        ConfigError: For a space the data cannot hold, in one line.
+    """
+    cfg = config.space
+    kwargs = {
+        "n_train": n_train,
+        "batch_size": cfg.batch_size if batch_size is None else batch_size,
+        "noise_scale": cfg.noise_scale,
+        "momentum": cfg.momentum,
+        "lr": cfg.lr,
+        "reference_batch_size": cfg.reference_batch_size,
+        "alpha": cfg.alpha,
+        "beta2": cfg.beta2,
+        "eps": cfg.eps,
+        "weight_decay": cfg.weight_decay,
+        "tau_epochs": cfg.tau_epochs,
+        "optimizer": optimizer or config.train.optimizer,
+        "allow_sgd_rule_for_adam": cfg.allow_sgd_rule_for_adam,
+        **overrides,
+    }
+    try:
+        return BatchScalingSpace(cfg.parameterisation, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[space] {err} (the data has n_train={n_train})") from err
+
+
+#: The study user attr that holds the ranges ``"auto"`` resolved to, for every later worker.
+AUTO_RANGES_ATTR = "auto_ranges"
+
+
+def auto_ranges(
+    plan: Plan,
+    space: BatchScalingSpace,
+    store: optuna.storages.BaseStorage | None,
+    name: str,
+) -> dict[str, tuple]:
+    """The ``batch_size`` and ``noise_scale`` that ``"auto"`` stands for: the study's own
+    (stored when it was created, or drawn from by its trials), else measured on the plan's
+    probe model. ``store`` is ``None`` for a store not created yet.
+
+    Raises:
+        ConfigError: If a probe fails: a gradient or loss that is NaN or inf, a gradient that
+            is zero, or a range test that finds no descent.
+    """
+    cfg = plan.config.space
+    stored = {} if store is None else _stored_ranges(store, name)
+    keys = [k for k in ("batch_size", "noise_scale") if getattr(cfg, k) == "auto"]
+    if all(k in stored for k in keys):
+        _logger.info(
+            "'auto' ranges kept from study %r: %s.",
+            name,
+            ", ".join(f"{k} = {stored[k]}" for k in keys),
+        )
+        return {k: stored[k] for k in keys}
+    out = {}
+    if cfg.batch_size == "auto":
+        # Bound the search by the critical batch size, measured on this model and data.
+        small, big = default_probe_batch_sizes(plan.data.n_train)
+        try:
+            estimate = estimate_noise_scale(
+                plan.probe_model(),
+                plan.data,
+                batch_sizes=(small, big),
+                seed=0,
+                device=plan.device,
+            )
+        except ValueError as err:
+            raise ConfigError(f"[space] batch_size = 'auto': {err}") from err
+        out["batch_size"] = recommend_batch_sizes(estimate)
+        _logger.info(
+            "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
+            estimate.b_simple,
+            out["batch_size"],
+        )
+        space = plan.space(out["batch_size"], noise_scale=space.noise_scale)
+    if cfg.noise_scale == "auto":
+        out["noise_scale"] = auto_noise_scales(
+            plan.config,
+            plan.data,
+            plan.probe_model(),
+            space,
+            device=plan.device,
+            loss=plan.loss,
+        )
+    return out
+
+
+def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str, tuple]:
+    """The ranges the named study holds: those ``"auto"`` resolved to when it was created
+    (:data:`AUTO_RANGES_ATTR`), else those its trials were drawn from; empty for a new study."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return {}
+    saved = storage.get_study_user_attrs(study_id).get(AUTO_RANGES_ATTR)
+    if saved:
+        return {k: tuple(v) for k, v in saved.items()}
+    ranges = {}
+    for trial in storage.get_all_trials(study_id, deepcopy=False):
+        batch = trial.distributions.get("log2_batch_size")
+        if batch is not None and "batch_size" not in ranges:
+            ranges["batch_size"] = (2**batch.low, 2**batch.high)
+        scale = trial.distributions.get("noise_scale")
+        if scale is not None and "noise_scale" not in ranges:
+            ranges["noise_scale"] = (scale.low, scale.high)
+    return ranges
+
+
+def _check_micro_batch(config: StudyConfig, space: BatchScalingSpace) -> None:
+    micro = config.train.micro_batch_size
+    if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
+        raise ConfigError(
+            f"[train] `micro_batch_size` must divide every batch size of the space "
+            f"{space.batch_sizes}, but got micro_batch_size={micro}."
+        )
+
+
+def _check_range_test(config: StudyConfig, optimizer: str) -> None:
+    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
+        raise ConfigError(
+            "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
+            "parameterisation 'noise-scale' and optimizer 'sgd', but got "
+            f"{config.space.parameterisation!r} and {optimizer!r}."
+        )
+
+
+def search_batch_size(batch_sizes: Sequence[int]) -> int:
+    """The middle power of two of a space's batch sizes (rounded down): where the ladder
+    searches g, and where ``noise_scale = "auto"`` runs its range test."""
+    low, high = (round(math.log2(b)) for b in (batch_sizes[0], batch_sizes[-1]))
+    return 2 ** middle_log2(low, high)
+
+
+def _user_data(config: StudyConfig) -> Data | Datasets:
+    spec = config.data.name
+    factory = import_object(spec, "data factory", folder=config.folder)
+    kwargs = dict(config.data.options)
+    accepts = inspect.signature(factory).parameters
+    for key in ("seed", "val_fraction"):  # passed on where the factory takes them
+        if key in accepts:
+            kwargs.setdefault(key, getattr(config.data, key))
+    try:
+        data = factory(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"data factory {spec!r}: {err}") from err
+    except Exception as err:  # anything else inside the user's factory
+        cause = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise ValueError(f"data factory {spec!r} failed: {cause}") from err
+    if isinstance(data, tuple | list) and len(data) == 2:
+        data = Datasets(data[0], data[1], name=spec)
+    if not isinstance(data, Data | Datasets):
+        raise TypeError(
+            f"data factory {spec!r} must return an optuna_bs.Data, an optuna_bs.Datasets or "
+            f"a (train, val) pair of Datasets, but it returned {type(data).__name__!r}."
+        )
+    if isinstance(data, Datasets):
+        data.sample_batch()  # a Dataset whose items do not collate fails here, not mid-study
+        data.task  # noqa: B018 (checks that the items unpack into inputs and targets)
+    return data
+
+
+def auto_noise_scales(
+    config: StudyConfig,
+    data: Data | Datasets,
+    model: torch.nn.Module,
+    space: BatchScalingSpace,
+    *,
+    device: str | torch.device = "auto",
+    loss: Callable | None = None,
+) -> tuple[float, float]:
+    """``[space] noise_scale = "auto"``: the range of g centred on the task's own steepest
+    descent (:func:`range_test` and :func:`~optuna_bs.measure.recommend_noise_scales`).
+
+    The one place the study file's ``"auto"`` becomes a range, for the runner and the
+    benchmarks alike.
+
+    Raises:
+        ConfigError: If the range test finds no descent.
+    """
+    tic = time.perf_counter()
+    try:
+        test = range_test(config, data, model, space, device=device, loss=loss)
+    except ValueError as err:
+        raise ConfigError(
+            f"[space] noise_scale = 'auto': {err} Give noise_scale as [low, high]."
+        ) from err
+    scales = recommend_noise_scales(test)
+    _logger.info(
+        "noise_scale = 'auto': the range test (%d steps at B=%d, m=%g, %.1f s) falls fastest "
+        "at g=%.3g, so noise scales %s.",
+        len(test.losses),
+        test.batch_size,
+        test.momentum,
+        time.perf_counter() - tic,
+        test.g_steep,
+        scales,
+    )
+    return scales
+
+
+def range_test(
+    config: StudyConfig,
+    data: Data | Datasets,
+    model: torch.nn.Module,
+    space: BatchScalingSpace,
+    *,
+    device: str | torch.device = "auto",
+    loss: Callable | None = None,
+) -> RangeTest:
+    """The study's :func:`~optuna_bs.measure.lr_range_test`: at the space's
+    :func:`search_batch_size`, its momentum (0.9 where it is searched, within its range) and
+    the study's loss (``loss``, else the file's, imported here). It trains plainly: no
+    micro-batches, clipping or augmentation.
+    """
+    momentum = space.momentum
+    if not isinstance(momentum, numbers.Real):
+        momentum = min(max(0.9, momentum[0]), momentum[1])
+    if loss is None and config.train.loss:
+        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
+    batch = search_batch_size(space.batch_sizes)
+    return lr_range_test(
+        model, data, batch_size=batch, momentum=momentum, loss=loss, device=device, seed=0
+    )
+
+
+def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
+    """The two batch sizes of the noise-scale estimate: 32 and 512, or less for small N."""
+    big = min(512, 2 ** int(math.log2(max(2, n_train - 1))))
+    big = big if big < n_train else big // 2
+    return max(1, min(32, big // 4)), big
