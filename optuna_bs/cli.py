@@ -524,7 +524,10 @@ def _range_test_rows(plan, recommended: tuple[int, int]) -> list:
     from optuna_bs.measure.noise import recommend_noise_scales
 
     config = plan.config
-    if config.space.parameterisation != "noise-scale" or plan.optimizer_name != "sgd":
+    if (
+        not RULES[config.space.parameterisation].searches_noise_scale
+        or plan.optimizer_name != "sgd"
+    ):
         return []
     batch = recommended if config.space.batch_size == "auto" else None
     test = plan.range_test(plan.space(batch, noise_scale=DEFAULTS["noise_scale"]))

@@ -178,3 +178,26 @@ def test_a_public_function_is_never_shadowed_by_a_module_of_its_name():
         "assert callable(optuna_bs.fit) and callable(optuna_bs.train.fit)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_rule_name_is_compared_outside_the_rules_room():
+    """Rules are known by their traits (``searches_noise_scale``, ``takes_alpha``,
+    ``uses_reference_batch``, ``couples_batch``, ``optimizers``), never by their names: a
+    comparison with a rule's name outside ``optuna_bs/rules`` is a rule the registry cannot
+    extend."""
+    import ast
+
+    names = set(optuna_bs.RULES)
+    wrong = []
+    for path in sorted((REPO / "optuna_bs").rglob("*.py")):
+        if "rules" in path.relative_to(REPO / "optuna_bs").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in (node.left, *node.comparators):
+                items = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+                for item in items:
+                    if isinstance(item, ast.Constant) and item.value in names:
+                        wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {item.value!r}")
+    assert not wrong, wrong

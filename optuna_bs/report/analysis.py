@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import optuna
 
 from optuna_bs.rules.formulas import Hyperparameters, noise_scale, optimizer_family
-from optuna_bs.rules.registry import Rule, get_rule
+from optuna_bs.rules.registry import RULES, Rule, get_rule
 from optuna_bs.vocabulary import SECOND_OBJECTIVES
 
 __all__ = [
@@ -167,8 +167,9 @@ def study_rule(study: optuna.Study) -> tuple[str, str | None]:
 
     rule = recorded("parameterisation") or "noise-scale"
     family = optimizer_family(recorded("optimizer"))
-    if family is None and rule == "adam-sqrt":
-        family = "adam"
+    known = RULES.get(rule)
+    if family is None and known is not None and "sgd" not in known.optimizers:
+        family = "adam"  # a rule for Adam alone
     return rule, family
 
 
@@ -176,7 +177,8 @@ def rule_for(study: optuna.Study, rule: str | None = None, alpha: float | None =
     """The :class:`~optuna_bs.rules.Rule` named ``rule``, by default the study's own; a
     ``"power"`` rule without ``alpha`` takes the α its trials recorded."""
     name = rule or study_rule(study)[0]
-    if name == "power" and alpha is None:
+    known = RULES.get(name)
+    if known is not None and known.takes_alpha and alpha is None:
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if isinstance(t.user_attrs.get("alpha"), int | float):
                 alpha = t.user_attrs["alpha"]

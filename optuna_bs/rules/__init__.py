@@ -12,7 +12,6 @@ __getattr__, __dir__, __all__ = attach(
     {
         "ADAM_DEFAULTS": "formulas",
         "BETA2_RANGE": "formulas",
-        "LR_EXPONENTS": "formulas",
         "OPTIMIZER_FAMILIES": "formulas",
         "Hyperparameters": "formulas",
         "beta2_for_half_life": "formulas",

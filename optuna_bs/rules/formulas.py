@@ -19,7 +19,6 @@ from optuna_bs.vocabulary import DEFAULTS
 __all__ = [
     "ADAM_DEFAULTS",
     "BETA2_RANGE",
-    "LR_EXPONENTS",
     "OPTIMIZER_FAMILIES",
     "Hyperparameters",
     "beta2_for_half_life",
@@ -31,11 +30,6 @@ __all__ = [
     "weight_decay_for_timescale",
     "weight_decay_timescale",
 ]
-
-#: ϵ' = ϵ · κ^α when B → κB: the one table of the rules' learning-rate exponents. The
-#: noise-scale rule is exact, ϵ' = g(1 − m)/(N/B' − 1), about κ^1 for B ≪ N; "power" takes
-#: its own α.
-LR_EXPONENTS = {"linear": 1.0, "sqrt": 0.5, "adam-sqrt": 0.5, "independent": 0.0}
 
 #: Optimizer families. A name of :func:`optuna_bs.fit` (or an optimizer's class name, any
 #: case) maps to its family; the rules say which families they are valid for.

@@ -19,7 +19,6 @@ from dataclasses import replace
 from optuna_bs._validation import check_positive, check_real
 from optuna_bs.rules.formulas import (
     ADAM_DEFAULTS,
-    LR_EXPONENTS,
     MAX_ONE_MINUS_BETA1,
     Hyperparameters,
     _beta_median,
@@ -76,6 +75,17 @@ class Rule:
     lr_param: str = "reference_lr"
     #: Whether a move keeps the weight decay λ as it is, rather than AdamW's timescale τ.
     keeps_weight_decay: bool = False
+    #: α of ϵ' = ϵ κ^α when B → κB; ``None`` where the rule has no one power (the noise-scale
+    #: rule is exact, about κ^1 for B ≪ N) or takes it as an option (:attr:`takes_alpha`).
+    exponent: float | None = None
+    #: Whether the rule takes its α as an option (``alpha=``).
+    takes_alpha: bool = False
+    #: Whether the rule samples a reference lr at a reference batch size.
+    uses_reference_batch: bool = True
+    #: Whether the rule ties ϵ to B at all: the ladder climbs B only along a coupled rule.
+    couples_batch: bool = True
+    #: Whether a trial samples SGD's noise scale g, and ϵ follows from it (``lr_param``).
+    searches_noise_scale: bool = False
 
     def __init__(self, alpha: float | None = None) -> None:
         if alpha is not None:
@@ -83,7 +93,7 @@ class Rule:
                 f"`alpha` must be None unless rule='power', but got alpha={alpha!r} "
                 f"with rule={self.name!r}."
             )
-        self.alpha: float | None = LR_EXPONENTS.get(self.name)
+        self.alpha: float | None = self.exponent
 
     # -- what a trial samples -------------------------------------------------------------
     def suggest_lr(self, trial, space, batch_size: int, momentum: float) -> Hyperparameters:
@@ -273,6 +283,8 @@ class NoiseScaleRule(Rule):
     name = "noise-scale"
     optimizers = ("sgd",)
     lr_param = "noise_scale"
+    uses_reference_batch = False
+    searches_noise_scale = True
 
     def suggest_lr(self, trial, space, batch_size, momentum):
         g = trial.suggest_float(self.lr_param, *space.noise_scale, log=True)
@@ -297,6 +309,7 @@ class LinearRule(Rule):
 
     name = "linear"
     optimizers = ("sgd",)
+    exponent = 1.0
 
 
 @register_rule
@@ -304,6 +317,7 @@ class SqrtRule(Rule):
     """ϵ ∝ √B (Hoffer et al. 2017), from a reference lr at a reference batch size."""
 
     name = "sqrt"
+    exponent = 0.5
 
     def lr_curve(self, batch_size, noise_batch_size):
         return surge(batch_size, noise_batch_size)
@@ -314,6 +328,7 @@ class PowerRule(Rule):
     """ϵ ∝ B^α with a given α (for example a fitted one)."""
 
     name = "power"
+    takes_alpha = True
 
     def lr_curve(self, batch_size, noise_batch_size):
         return None
@@ -331,6 +346,7 @@ class AdamSqrtRule(Rule):
 
     name = "adam-sqrt"
     optimizers = ("adam",)
+    exponent = 0.5
 
     def lr_curve(self, batch_size, noise_batch_size):
         return surge(batch_size, noise_batch_size)
@@ -390,6 +406,9 @@ class IndependentRule(Rule):
     name = "independent"
     lr_param = "lr"
     keeps_weight_decay = True
+    exponent = 0.0
+    uses_reference_batch = False
+    couples_batch = False
 
     def transfer(self, hp, batch_size, lr, family):
         """Keep everything: the "keep the learning rate" baseline keeps β, eps and λ too."""

@@ -131,13 +131,9 @@ class BatchScalingSpace:
         else:
             for m in check_range("momentum", momentum):
                 _check_momentum(m)
-        if parameterisation not in ("noise-scale", "independent"):
-            check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
-        if parameterisation == "power" and (
-            isinstance(alpha, bool) or not isinstance(alpha, numbers.Real)
-        ):
-            raise TypeError(f"`alpha` must be a real number for 'power', but got {alpha!r}.")
         self.rule = get_rule(parameterisation, alpha)
+        if self.rule.uses_reference_batch:
+            check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
         self.optimizer = optimizer
         self.family = optimizer_family(optimizer)
         if self.family is not None and self.family not in self.rule.optimizers:
@@ -155,7 +151,7 @@ class BatchScalingSpace:
                     f"of {', '.join(valid)}."
                 )
         if lr is None:
-            adam = self.family == "adam" or parameterisation == "adam-sqrt"
+            adam = self.family == "adam" or "sgd" not in self.rule.optimizers
             lr = LR_RANGES["adam" if adam else "sgd"]
         self._lr = check_range("lr", lr, positive=True)
         if not 0 <= check_real("beta2", beta2) < 1:
@@ -219,7 +215,7 @@ class BatchScalingSpace:
             momentum = trial.suggest_float("momentum", *self.momentum)
 
         hp = self.rule.suggest_lr(trial, self, batch_size, momentum)
-        adam = self.family == "adam" or self.parameterisation == "adam-sqrt"
+        adam = self.family == "adam" or "sgd" not in self.rule.optimizers
         if adam:
             beta2 = self.beta2 if hp.beta2 is None else hp.beta2
             hp = replace(hp, beta2=beta2, eps=self.eps if hp.eps is None else hp.eps)
@@ -232,7 +228,7 @@ class BatchScalingSpace:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("parameterisation", self.parameterisation)
-        if self.parameterisation == "power":
+        if self.rule.takes_alpha:
             trial.set_user_attr("alpha", self.alpha)
         if self.optimizer is not None:
             trial.set_user_attr("optimizer", self.optimizer)
@@ -253,12 +249,13 @@ class BatchScalingSpace:
             "batch_size": self.batch_size,
             "momentum": self.momentum,
             **(
-                {"noise_scale": self.noise_scale} if self.parameterisation == "noise-scale" else {}
+                {"noise_scale": self.noise_scale}
+                if self.rule.searches_noise_scale
+                else {"lr": self.lr}
             ),
-            **({"lr": self.lr} if self.parameterisation != "noise-scale" else {}),
             **(
                 {"reference_batch_size": self.reference_batch_size}
-                if self.parameterisation not in ("noise-scale", "independent")
+                if self.rule.uses_reference_batch
                 else {}
             ),
             **({"beta2": self.beta2, "eps": self.eps} if self.family == "adam" else {}),

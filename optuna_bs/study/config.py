@@ -38,6 +38,7 @@ from typing import Any
 
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import is_spec
+from optuna_bs.rules.registry import RULES
 from optuna_bs.vocabulary import (
     AUGMENTATIONS,
     DEFAULTS,
@@ -322,8 +323,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             f"{source}: `study.objectives` must start with the tuned metric {metric!r}, "
             f"but got {list(objectives)}."
         )
+    rule = RULES.get(config.space.parameterisation)
     if config.study.sampler == "ladder" and (
-        config.space.parameterisation == "independent" or isinstance(config.space.batch_size, int)
+        (rule is not None and not rule.couples_batch) or isinstance(config.space.batch_size, int)
     ):
         raise ConfigError(
             f"{source}: `study.sampler` 'ladder' climbs B at a fixed {_scale(config)}: it needs "
@@ -331,7 +333,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             f"but got parameterisation={config.space.parameterisation!r} and "
             f"batch_size={config.space.batch_size!r}."
         )
-    if config.space.noise_scale == "auto" and config.space.parameterisation != "noise-scale":
+    if config.space.noise_scale == "auto" and not _searches_noise_scale(config):
         raise ConfigError(
             f"{source}: `space.noise_scale` 'auto' runs a range test of SGD's noise scale: it "
             "needs `space.parameterisation` 'noise-scale', but got "
@@ -346,7 +348,13 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
 
 
 def _scale(config: StudyConfig) -> str:
-    return "noise scale" if config.space.parameterisation == "noise-scale" else "reference lr"
+    return "noise scale" if _searches_noise_scale(config) else "reference lr"
+
+
+def _searches_noise_scale(config: StudyConfig) -> bool:
+    """Whether the file's rule samples SGD's noise scale g (a trait of the rule)."""
+    rule = RULES.get(config.space.parameterisation)
+    return rule is not None and rule.searches_noise_scale
 
 
 def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:

@@ -32,6 +32,7 @@ from optuna_bs.measure.noise import (
     recommend_noise_scales,
 )
 from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.rules.registry import RULES
 from optuna_bs.search.ladder import middle_log2
 from optuna_bs.search.space import BatchScalingSpace
 from optuna_bs.study.config import StudyConfig
@@ -386,7 +387,7 @@ def _check_micro_batch(config: StudyConfig, space: BatchScalingSpace) -> None:
 
 
 def _check_range_test(config: StudyConfig, optimizer: str) -> None:
-    if config.space.parameterisation != "noise-scale" or optimizer != "sgd":
+    if not RULES[config.space.parameterisation].searches_noise_scale or optimizer != "sgd":
         raise ConfigError(
             "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
             "parameterisation 'noise-scale' and optimizer 'sgd', but got "
