@@ -521,7 +521,7 @@ def _range_test_rows(plan, recommended: tuple[int, int]) -> list:
     """The range test's rows of ``noise-scale``, for a space that searches SGD's g: run as
     ``noise_scale = "auto"`` runs it, at the middle of the batch range (the one printed when
     the file says ``batch_size = "auto"``)."""
-    from optuna_bs.measure.noise import recommend_noise_scales
+    from optuna_bs.measure.range_test import recommend_noise_scales
 
     config = plan.config
     if (

@@ -8,11 +8,11 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "NoiseScaleEstimate": "noise",
-        "RangeTest": "noise",
+        "RangeTest": "range_test",
         "estimate_noise_scale": "noise",
-        "lr_range_test": "noise",
+        "lr_range_test": "range_test",
         "recommend_batch_sizes": "noise",
-        "recommend_noise_scales": "noise",
+        "recommend_noise_scales": "range_test",
     },
-    submodules=["noise"],
+    submodules=["noise", "range_test"],
 )

@@ -24,13 +24,8 @@ from optuna_bs.data.datasets import Data, load_data
 from optuna_bs.data.models import build_model
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import import_object, is_spec
-from optuna_bs.measure.noise import (
-    RangeTest,
-    estimate_noise_scale,
-    lr_range_test,
-    recommend_batch_sizes,
-    recommend_noise_scales,
-)
+from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
+from optuna_bs.measure.range_test import RangeTest, lr_range_test, recommend_noise_scales
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.rules.registry import RULES
 from optuna_bs.search.ladder import middle_log2

@@ -14,14 +14,8 @@ import torch
 
 from optuna_bs.data.datasets import Data
 from optuna_bs.measure import noise
-from optuna_bs.measure.noise import (
-    NoiseScaleEstimate,
-    RangeTest,
-    estimate_noise_scale,
-    lr_range_test,
-    recommend_batch_sizes,
-    recommend_noise_scales,
-)
+from optuna_bs.measure.noise import NoiseScaleEstimate, estimate_noise_scale, recommend_batch_sizes
+from optuna_bs.measure.range_test import RangeTest, lr_range_test, recommend_noise_scales
 from optuna_bs.study.plan import search_batch_size
 
 D, N, SIGMA = 10, 20_000, 1.0
