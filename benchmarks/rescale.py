@@ -53,7 +53,9 @@ import _harness as h  # noqa: E402
 from optuna_bs import Hyperparameters, evaluate, fit, rescale  # noqa: E402
 from optuna_bs.errors import NotEnoughTrialsError  # noqa: E402
 from optuna_bs.report.analysis import complete_points, rule_for  # noqa: E402
-from optuna_bs.report.scaling import batch_optima, error_limit, fit_scaling_rule, transfer  # noqa: E402
+from optuna_bs.report.fits import fit_scaling_rule
+from optuna_bs.report.optima import batch_optima, error_limit
+from optuna_bs.report.scaling import transfer  # noqa: E402
 from optuna_bs.rules.registry import weight_decay_for_timescale  # noqa: E402
 from optuna_bs.study.plan import fit_arguments  # noqa: E402
 

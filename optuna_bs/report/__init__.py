@@ -8,11 +8,11 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "pareto_front": "analysis",
-        "NoiseScaleFit": "scaling",
-        "ScalingFit": "scaling",
+        "NoiseScaleFit": "fits",
+        "ScalingFit": "fits",
         "Transfer": "scaling",
-        "fit_noise_scale": "scaling",
-        "fit_scaling_rule": "scaling",
+        "fit_noise_scale": "fits",
+        "fit_scaling_rule": "fits",
         "recommend": "scaling",
         "transfer": "scaling",
         "FIGURES": "plots",
@@ -22,5 +22,5 @@ __getattr__, __dir__, __all__ = attach(
         "summarize": "summary",
         "write_report": "summary",
     },
-    submodules=["analysis", "plots", "scaling", "summary"],
+    submodules=["analysis", "fits", "optima", "plots", "scaling", "summary"],
 )

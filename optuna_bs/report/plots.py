@@ -33,7 +33,7 @@ from optuna_bs.report.analysis import (
     study_rule,
     why_no_points,
 )
-from optuna_bs.report.scaling import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
+from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

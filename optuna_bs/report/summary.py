@@ -33,15 +33,9 @@ from optuna_bs.report.analysis import (
     study_rule,
     why_no_points,
 )
+from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
 from optuna_bs.report.plots import INSTALL_HINT, figures
-from optuna_bs.report.scaling import (
-    NoiseScaleFit,
-    ScalingFit,
-    Transfer,
-    fit_noise_scale,
-    fit_scaling_rule,
-    transfer,
-)
+from optuna_bs.report.scaling import Transfer, transfer
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.rules.registry import column_label, format_value
 from optuna_bs.search.ladder import ladder_outcome

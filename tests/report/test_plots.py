@@ -11,6 +11,7 @@ import pytest
 
 from optuna_bs.report import plots
 from optuna_bs.report.analysis import pareto_front
+from optuna_bs.report.fits import fit_noise_scale, fit_scaling_rule
 from optuna_bs.report.plots import (
     _curves_info,
     _lr_info,
@@ -21,7 +22,6 @@ from optuna_bs.report.plots import (
     plot_lr_vs_batch_size,
     plot_noise_scale,
 )
-from optuna_bs.report.scaling import fit_noise_scale, fit_scaling_rule
 
 from .test_analysis import BATCH_SIZES, add, landscape_study, small_study
 

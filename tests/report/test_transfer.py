@@ -11,14 +11,9 @@ import pytest
 
 from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.report.analysis import complete_points
-from optuna_bs.report.scaling import (
-    batch_optima,
-    error_limit,
-    fit_noise_scale,
-    fit_scaling_rule,
-    recommend,
-    transfer,
-)
+from optuna_bs.report.fits import fit_noise_scale, fit_scaling_rule
+from optuna_bs.report.optima import batch_optima, error_limit
+from optuna_bs.report.scaling import recommend, transfer
 from optuna_bs.rules.formulas import Hyperparameters, beta2_for_half_life, lr_for_noise_scale
 from optuna_bs.rules.registry import rescale
 

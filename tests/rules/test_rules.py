@@ -411,7 +411,8 @@ def test_a_rule_added_through_the_registry_works_everywhere():
     """One class and one registry line: the space, rescale and recommend all know it."""
     import optuna
 
-    from optuna_bs.report.scaling import fit_scaling_rule, recommend
+    from optuna_bs.report.fits import fit_scaling_rule
+    from optuna_bs.report.scaling import recommend
     from optuna_bs.search.space import BatchScalingSpace
 
     @rules.register_rule
