@@ -9,6 +9,7 @@ holds the block to the CLI's own layout, so a change of the table shows there.
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -43,6 +44,7 @@ def readme_block(text: str) -> re.Match:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     readme = REPO / "README.md"
     text = readme.read_text()
     match = readme_block(text)
