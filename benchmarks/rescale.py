@@ -56,7 +56,7 @@ from optuna_bs.report.analysis import complete_points, rule_for  # noqa: E402
 from optuna_bs.report.fits import fit_scaling_rule
 from optuna_bs.report.optima import batch_optima, error_limit
 from optuna_bs.report.scaling import transfer  # noqa: E402
-from optuna_bs.rules.registry import weight_decay_for_timescale  # noqa: E402
+from optuna_bs.rules import weight_decay_for_timescale  # noqa: E402
 from optuna_bs.study.plan import fit_arguments  # noqa: E402
 
 TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn", "mnist1d_cnn_adamw")
