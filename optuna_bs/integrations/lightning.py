@@ -255,7 +255,7 @@ class TrialCallback(pl.Callback):
             resumed_from_epoch=self.monitor.epoch_,
         )
         if trainer.optimizers:
-            from optuna_bs.train.trainer import optimizer_attrs
+            from optuna_bs.train.optimizers import optimizer_attrs
 
             self.monitor.attrs.update(optimizer_attrs(trainer.optimizers[0], self.hparams))
 

@@ -443,7 +443,7 @@ class TrialCallback(TrainerCallback):
         optimizer = kwargs.get("optimizer")
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
         if optimizer is not None and hasattr(optimizer, "param_groups"):
-            from optuna_bs.train.trainer import optimizer_attrs
+            from optuna_bs.train.optimizers import optimizer_attrs
 
             self.monitor.attrs.update(optimizer_attrs(optimizer, hp))
         self._last_step, self._busy, self._losses = state.global_step, 0.0, []

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +46,7 @@ from optuna_bs.train.metrics import (
     resolve_metric,
 )
 from optuna_bs.train.monitor import TrialMonitor
+from optuna_bs.train.optimizers import _make_optimizer, _weight_decay, optimizer_attrs
 from optuna_bs.train.schedules import epoch_attrs
 from optuna_bs.train.sources import (
     DatasetSource,
@@ -386,74 +386,6 @@ def _chance_error(source, metric: Metric) -> float | None:
     else:
         classes = source.datasets.known_n_outputs()
     return 1 - 1 / classes if classes and classes > 1 else None
-
-
-def _weight_decay(given: float | None, hp: Hyperparameters) -> float:
-    if given is None:
-        return hp.weight_decay or 0.0
-    if hp.weight_decay is not None and not math.isclose(given, hp.weight_decay):
-        raise ValueError(
-            f"`weight_decay`={given!r} differs from hparams.weight_decay={hp.weight_decay!r}: "
-            "give one (the space's weight decay, or fit's)."
-        )
-    return given
-
-
-def optimizer_attrs(opt: torch.optim.Optimizer, hp: Hyperparameters) -> dict[str, object]:
-    """What the optimizer really trains with, as trial user attrs: its name, weight decay
-    (with AdamW's timescale τ_epoch) and, for the Adam family, β2 and eps.
-
-    The param group read is the one at the trial's lr with the largest weight decay (biases
-    and norms often sit in a group without decay).
-    """
-    groups = [g for g in opt.param_groups if math.isclose(g["lr"], hp.lr)] or opt.param_groups
-    group = max(groups, key=lambda g: g.get("weight_decay", 0.0))
-    attrs: dict[str, object] = {"optimizer": type(opt).__name__.lower()}
-    wd = float(group.get("weight_decay", 0.0))
-    attrs["weight_decay"] = wd
-    if wd > 0:
-        attrs["tau_epochs"] = replace(hp, weight_decay=wd).tau_epochs
-    if "betas" in group:
-        attrs["beta2"] = float(group["betas"][1])
-    if "eps" in group and "betas" in group:
-        attrs["eps"] = float(group["eps"])
-    return attrs
-
-
-def _make_optimizer(
-    name: str | Callable, model: torch.nn.Module, hp: Hyperparameters, weight_decay: float
-) -> torch.optim.Optimizer:
-    if callable(name):
-        opt = name(model.parameters(), hp)
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(
-                "`optimizer` must return a torch.optim.Optimizer, but it returned an object "
-                f"of type {type(opt).__name__!r}."
-            )
-        if all(not math.isclose(g["lr"], hp.lr) for g in opt.param_groups):
-            warnings.warn(
-                f"No param group of the optimizer has the trial's lr={hp.lr:.4g}: build it "
-                "with lr=hparams.lr, or the search tunes nothing.",
-                stacklevel=3,
-            )
-        return opt
-    params = model.parameters()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=weight_decay)
-    beta2 = DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
-    adam_kwargs = {"betas": (hp.momentum, beta2)}
-    if hp.eps is not None:
-        adam_kwargs["eps"] = hp.eps
-    cls = _ADAM_FAMILY[name]
-    return cls(params, lr=hp.lr, weight_decay=weight_decay, **adam_kwargs)
-
-
-#: How each Adam-family name of vocabulary.OPTIMIZERS is built (β1 from the momentum).
-_ADAM_FAMILY = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "nadam": torch.optim.NAdam,
-}
 
 
 def _check_micro_batch(value: int | str, batch_size: int) -> int | None:
