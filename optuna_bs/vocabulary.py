@@ -3,8 +3,8 @@
 Torch-free and Optuna-free, so the study files, the CLI's ``--help`` and the rules can read it
 at no cost. Every other module imports its lists and defaults from here, and so do the error
 messages; ``tests/test_vocabulary.py`` fails on a copy that drifts. To add a choice (an
-optimizer, say), add it here and where it is built (``train.optimizers._make_optimizer``): the Python
-API, the CLI and the study files then accept it alike.
+optimizer, say), add it here and where it is built (``train.optimizers._make_optimizer``):
+the Python API, the CLI and the study files then accept it alike.
 """
 
 from __future__ import annotations

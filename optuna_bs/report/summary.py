@@ -22,6 +22,7 @@ import optuna
 
 from optuna_bs._validation import check_fraction
 from optuna_bs.errors import NotEnoughTrialsError
+from optuna_bs.report._figure import INSTALL_HINT
 from optuna_bs.report.analysis import (
     PARETO_COSTS,
     ParetoPoint,
@@ -34,7 +35,7 @@ from optuna_bs.report.analysis import (
     why_no_points,
 )
 from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
-from optuna_bs.report.plots import INSTALL_HINT, figures
+from optuna_bs.report.plots import figures
 from optuna_bs.report.scaling import Transfer, transfer
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.rules.registry import column_label, format_value

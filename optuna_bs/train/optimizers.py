@@ -7,15 +7,11 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.vocabulary import DEFAULTS
-
-if TYPE_CHECKING:
-    pass
 
 
 def _weight_decay(given: float | None, hp: Hyperparameters) -> float:

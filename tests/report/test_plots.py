@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from optuna_bs.report import plots
+from optuna_bs.report import _figure, plots
 from optuna_bs.report.analysis import pareto_front
 from optuna_bs.report.fits import fit_noise_scale, fit_scaling_rule
 from optuna_bs.report.plots import (
@@ -116,7 +116,7 @@ def test_a_batch_size_has_one_colour_in_every_figure():
         copy.add_trial(t)
     add(copy, None, 1024, 0.5, state=optuna.trial.TrialState.PRUNED)
     noise, curves, lr = _noise_scale_info(copy), _curves_info(copy), _lr_info(copy)
-    assert noise.colors == curves.colors == lr.colors == plots.batch_size_colors(copy)
+    assert noise.colors == curves.colors == lr.colors == _figure.batch_size_colors(copy)
     assert set(noise.colors) == {*BATCH_SIZES, 1024}
     colours = {}
     for fig in figures(copy).values():
@@ -204,7 +204,7 @@ def test_plots_without_plotly_say_how_to_install_it(monkeypatch, study):
     ],
 )
 def test_log_axes_get_full_labels_at_readable_ticks(values, ticks):
-    assert plots.log_ticks(values) == ticks
+    assert _figure.log_ticks(values) == ticks
 
 
 def test_every_log_axis_of_the_report_labels_each_tick_in_full(study):
