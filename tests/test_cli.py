@@ -11,7 +11,8 @@ import optuna
 import pytest
 import torch
 
-from optuna_bs.cli import format_table, main
+from optuna_bs.cli import main
+from optuna_bs.cli.commands import format_table
 from optuna_bs.study.storage import make_storage
 
 from .conftest import _server_url, cli_command
@@ -583,7 +584,8 @@ def test_launch_forwards_every_run_option_to_its_workers():
 
 
 def test_run_options_override_the_study_file_through_one_function(tmp_path):
-    from optuna_bs.cli import _OVERRIDES, _build_parser, study_config
+    from optuna_bs.cli import _build_parser
+    from optuna_bs.cli.commands import _OVERRIDES, study_config
 
     study = tmp_path / "study.toml"
     study.write_text('[study]\nname = "from-file"\nseed = 1\n[train]\ndevice = "auto"\n')

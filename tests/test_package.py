@@ -126,7 +126,7 @@ def test_every_design_section_the_code_cites_exists():
 
 
 #: The rooms, in the order data flow through them: a room imports only from those above it.
-ROOMS = ("rules", "search", "data", "train", "measure", "study", "report", "integrations")
+ROOMS = ("rules", "search", "data", "train", "measure", "study", "report", "integrations", "cli")
 
 
 def test_each_room_imports_only_from_the_rooms_above_it():
@@ -144,7 +144,7 @@ def test_each_room_imports_only_from_the_rooms_above_it():
 
 
 def test_each_room_lists_public_names_that_resolve():
-    for room in ROOMS[:-1]:
+    for room in (r for r in ROOMS if r != "integrations"):  # its modules import a framework
         module = importlib.import_module(f"optuna_bs.{room}")
         assert module.__all__, room
         for name in module.__all__:

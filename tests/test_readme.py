@@ -36,7 +36,7 @@ def test_readme_example_output_is_the_clis_own_layout_and_the_rules_values():
     from optuna.trial import FrozenTrial, TrialState
 
     from optuna_bs import noise_scale
-    from optuna_bs.cli import format_table
+    from optuna_bs.cli.commands import format_table
     from optuna_bs.study.config import load_config
 
     sys.path.insert(0, str(REPO / "benchmarks"))
