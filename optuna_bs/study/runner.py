@@ -61,19 +61,26 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 @dataclass
 class Prepared:
-    """Everything a worker needs to run trials of one study, checked and ready."""
+    """Everything a worker needs to run trials of one study, checked and ready: its
+    :class:`~optuna_bs.study.plan.Plan`, the data on the device, the space with its resolved
+    ranges, and the store."""
 
-    config: StudyConfig
-    data: Data | Datasets
+    plan: Plan
+    data: Data | Datasets  # the plan's, on its device
     space: BatchScalingSpace
-    device: torch.device
     storage: optuna.storages.BaseStorage
     study_name: str
     seed: int
     #: This study's checkpoints (one folder per store and study), or ``None`` for none.
     checkpoint_folder: Path | None = None
-    #: The study file resolved once: the user's code imported, the model factory.
-    plan: Plan | None = None
+
+    @property
+    def config(self) -> StudyConfig:
+        return self.plan.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.plan.device
 
     @property
     def memory_key(self) -> str:
@@ -267,16 +274,14 @@ def prepare(
     if store is None:
         store = _open_store(config, url)
     return Prepared(
-        config=config,
+        plan=plan,
         # Tensors move to the device once per worker, not once per trial.
         data=place_data(data, plan.device) if isinstance(data, Data) else data,
         space=space,
-        device=plan.device,
         storage=store,
         study_name=name,
         seed=config.study.seed if seed is None else seed,
         checkpoint_folder=checkpoints,
-        plan=plan,
     )
 
 
