@@ -19,8 +19,9 @@ import optuna_bs
 from optuna_bs.integrations import lightning as pl_callback
 from optuna_bs.integrations import transformers as hf_callback
 from optuna_bs.train.monitor import TrialMonitor
-from tests.helpers.hf_model import Tokens, model_init
 from tests.helpers.lightning_model import N_TRAIN, Classifier, Data, trainer
+
+from .test_integrations_transformers import adam_space, search_trainer
 
 #: The validation values every adapter sees: best at epoch 2, then three misses.
 SCRIPT = [0.50, 0.40, 0.45, 0.46, 0.47, 0.48]
@@ -94,39 +95,12 @@ def _lightning(trial, tmp_path):
 
 def _transformers(pruner, tmp_path) -> optuna.trial.FrozenTrial:
     """One trial of ``Trainer.hyperparameter_search``, which makes its own study."""
-    from transformers import Trainer, TrainingArguments
-
-    space = optuna_bs.BatchScalingSpace(
-        "adam-sqrt",
-        n_train=128,
-        batch_size=(16, 64),
-        lr=(1e-4, 1e-2),
-        reference_batch_size=32,
-        optimizer="adamw",
-    )
-    search = hf_callback.hp_space(space)
+    search = hf_callback.hp_space(adam_space())
     callback = hf_callback.TrialCallback(search, patience=PATIENCE)
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "hf"),
-        eval_strategy="epoch",
-        logging_strategy="epoch",
-        num_train_epochs=len(SCRIPT),
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        log_level="error",
-    )
-    run = Trainer(
-        model_init=model_init,
-        args=args,
-        train_dataset=Tokens(128, 0),
-        eval_dataset=Tokens(32, 1),
-        callbacks=[callback],
-    )
+    run, _ = search_trainer(tmp_path, search, callback, epochs=len(SCRIPT))
     storage = f"sqlite:///{tmp_path / 'hf.db'}"
     study = optuna.create_study(storage=storage, study_name="hf")
-    study.enqueue_trial({"log2_batch_size": 5, "reference_lr": 1e-3})
+    study.enqueue_trial({"log2_batch_size": 5, "reference_lr": 1e-3, "tau_epochs": 100.0})
     try:
         run.hyperparameter_search(
             backend="optuna",
