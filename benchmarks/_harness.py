@@ -40,6 +40,7 @@ from optuna_bs import (
     BatchLadderSampler,
     BatchScalingSpace,
     Data,
+    RangeWidening,
     StudyConfig,
     build_model,
     fit,
@@ -59,6 +60,10 @@ TASKS = {
     "mnist1d_cnn": "studies/mnist1d_cnn.toml",
     "mnist1d_cnn_adamw": "studies/mnist1d_cnn_adamw.toml",
     "digits_mlp": "studies/digits_mlp.toml",
+    # Held out from choosing the search's prior (BENCHMARKS.md, "ranges that widen"):
+    "digits_cnn": "benchmarks/tasks/digits_cnn.toml",
+    "regression_mlp": "benchmarks/tasks/regression_mlp.toml",
+    "mnist1d_mlp_large": "benchmarks/tasks/mnist1d_mlp_large.toml",
 }
 #: The vanilla independent space of docs/design.md §8 (B's top is cut below N where N <= 1024).
 VANILLA_BATCH, VANILLA_LR, VANILLA_MOMENTUM = (16, 1024), (1e-4, 1.0), (0.0, 0.99)
@@ -106,6 +111,9 @@ class Arm:
         space_options: Overrides of the default space's arguments (a variant).
         sampler_options: Keyword arguments of the sampler (a variant).
         pruner_options: Keyword arguments of a ``"median"`` or ``"percentile"`` pruner.
+        widen: An ``"auto"`` noise scale range widens where the best trials pile at an edge,
+            as a study file's does (:class:`~optuna_bs.RangeWidening`); ``False`` keeps the
+            range test's range fixed, as before it widened.
     """
 
     space: str = "default"
@@ -116,6 +124,7 @@ class Arm:
     space_options: tuple[tuple[str, object], ...] = ()
     sampler_options: tuple[tuple[str, object], ...] = ()
     pruner_options: tuple[tuple[str, object], ...] = ()
+    widen: bool = True
 
     def describe(self) -> dict:
         """The arm as plain values, for the JSON."""
@@ -164,6 +173,8 @@ def make_arm_sampler(task: Task, arm: Arm, seed: int) -> optuna.samplers.BaseSam
     if arm.sampler == "ladder":
         study = task.config.study
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=study.n_startup_trials)
+        if dict(arm.space_options).get("noise_scale") == "auto" and arm.widen:
+            options.setdefault("probe_edges", True)  # as the runner sets it
         return BatchLadderSampler(base, seed=seed, **options)
     if arm.sampler == "study" and not options:
         study = task.config.study
@@ -202,7 +213,8 @@ def make_arm_pruner(task: Task, arm: Arm) -> optuna.pruners.BasePruner:
 def _build(task: Task, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = task.config.model
-    return build_model(model.name, task.data.input_shape, task.data.n_outputs, **model.options)
+    shape, outputs = task.data.input_shape, task.data.n_outputs
+    return build_model(model.name, shape, outputs, folder=task.config.folder, **model.options)
 
 
 @torch.no_grad()
@@ -247,17 +259,29 @@ def _objective(
     max_epochs: int,
     cache: dict | None,
     two_objective: bool = False,
-) -> Callable:
-    """The arm's objective. With a ``cache`` (arms without a pruner only), a trial whose
-    configuration and seed an earlier arm of the same seed already trained is not trained
-    again: samplers with the same seed share their random start-up trials. With
+) -> tuple[Callable, list]:
+    """The arm's objective, and the callbacks its study needs (an ``"auto"`` range's
+    :class:`~optuna_bs.RangeWidening`). With a ``cache`` (arms without a pruner only), a
+    trial whose configuration and seed an earlier arm of the same seed already trained is not
+    trained again: samplers with the same seed share their random start-up trials. With
     ``two_objective``, it returns (validation error, seconds the trial took), uncached."""
     space = make_space(task, arm, seed)
     train = task.config.train
     patience = (train.patience or None) if arm.early_stopping else None
+    widening = None
+    if dict(arm.space_options).get("noise_scale") == "auto" and arm.widen:
+        # As the runner does: the range test's range widens where the best trials pile.
+        widening = RangeWidening({"noise_scale": space.noise_scale})
+        fixed = {k: v for k, v in arm.space_options if k != "noise_scale"}
+
+    def suggest(trial: optuna.Trial):
+        if widening is None:
+            return space.suggest(trial)
+        ranges = widening.ranges(trial.study)
+        return space_from_config(task.config, task.data.n_train, **fixed, **ranges).suggest(trial)
 
     def cached(trial: optuna.Trial) -> float:
-        hp = space.suggest(trial)
+        hp = suggest(trial)
         # What training depends on: the hyperparameters themselves, not the sampled params.
         key = (arm.loop, patience, max_epochs, trial.number, repr(hp))
         if key not in cache:
@@ -275,7 +299,7 @@ def _objective(
         return value
 
     def with_fit(trial: optuna.Trial, hp=None) -> float:
-        hp = hp or space.suggest(trial)
+        hp = hp or suggest(trial)
         trial_seed = 1000 * seed + trial.number
         model = _build(task, trial_seed)
         # The study file's [train] section, as the runner reads it; the arm's budget on top.
@@ -292,7 +316,7 @@ def _objective(
         return result.best_value
 
     def with_dataloader(trial: optuna.Trial, hp=None) -> float:
-        hp = hp or space.suggest(trial)
+        hp = hp or suggest(trial)
         trial_seed = 1000 * seed + trial.number
         model = _build(task, trial_seed)
         opt = torch.optim.SGD(model.parameters(), lr=hp.lr, momentum=hp.momentum)
@@ -310,6 +334,7 @@ def _objective(
         return best
 
     objective = with_fit if arm.loop == "fit" else with_dataloader
+    callbacks = [] if widening is None else [widening]
     if two_objective:
 
         def timed(trial: optuna.Trial) -> tuple[float, float]:
@@ -317,8 +342,8 @@ def _objective(
             value = objective(trial)
             return value, time.perf_counter() - tic
 
-        return timed
-    return cached if cache is not None and arm.pruner == "none" else objective
+        return timed, callbacks
+    return (cached if cache is not None and arm.pruner == "none" else objective), callbacks
 
 
 @dataclass(frozen=True)
@@ -364,10 +389,13 @@ def run_arm(job: Job, cache: dict | None = None) -> dict:
         if job.target is not None and done and trial.values[0] <= job.target:
             study.stop()
 
+    objective, callbacks = _objective(
+        task, job.arm, job.seed, max_epochs, cache, job.two_objective
+    )
     study.optimize(
-        _objective(task, job.arm, job.seed, max_epochs, cache, job.two_objective),
+        objective,
         n_trials=job.n_trials,
-        callbacks=[on_trial_end],
+        callbacks=[*callbacks, on_trial_end],
         catch=(),
     )
     trials = []

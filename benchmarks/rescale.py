@@ -75,7 +75,8 @@ def tune(task: h.Task, seed: int, n_trials: int, max_epochs: int) -> optuna.Stud
     )
     study.set_user_attr("parameterisation", task.config.space.parameterisation)
     study.set_user_attr("optimizer", task.config.train.optimizer)
-    study.optimize(h._objective(task, arm, seed, max_epochs, None), n_trials=n_trials)
+    objective, callbacks = h._objective(task, arm, seed, max_epochs, None)
+    study.optimize(objective, n_trials=n_trials, callbacks=callbacks)
     return study
 
 

@@ -57,6 +57,7 @@ _EXPORTS = {
     "NotEnoughTrialsError": "errors",
     "OptunaBSError": "errors",
     "pareto_front": "report",
+    "RangeWidening": "search",
     "recommend": "report",
     "register_rule": "rules",
     "rescale": "rules",
@@ -145,7 +146,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         weight_decay_for_timescale,
         weight_decay_timescale,
     )
-    from optuna_bs.search import BatchLadderSampler, BatchScalingSpace
+    from optuna_bs.search import BatchLadderSampler, BatchScalingSpace, RangeWidening
     from optuna_bs.study import StudyConfig, load_config, make_storage, mask_url
     from optuna_bs.train import (
         SCHEDULES,

@@ -81,3 +81,93 @@ def test_readme_example_output_is_the_clis_own_layout_and_the_rules_values():
         )
     assert len(trials) == 5  # the five best, as the CLI shows them
     assert format_table(trials, "error") == "\n".join(table)
+
+
+def readme_snippet(name: str) -> str:
+    """The code block under ``<!-- snippet: NAME ...-->`` in the README, as written."""
+    readme = (REPO / "README.md").read_text()
+    found = re.search(
+        rf"<!-- snippet: {re.escape(name)} [^>]*-->\n```python\n(.*?)```", readme, re.S
+    )
+    assert found, f"the README has no snippet {name!r}"
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_readme_lightning_snippet_runs_as_written_with_accumulation():
+    """The README's Lightning snippet, run verbatim with a user's module, data and space: a
+    study of 20 trials, every update a whole B, some of them accumulated."""
+    import optuna
+
+    import optuna_bs
+
+    from .helpers.lightning_model import N_TRAIN, Classifier, Data
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch_seed = 0
+    namespace = {
+        "space": optuna_bs.BatchScalingSpace(
+            n_train=N_TRAIN, batch_size=(64, 128), noise_scale=(5, 50)
+        ),
+        "MyModule": Classifier,
+        "MyData": lambda batch_size: Data(batch_size, seed=torch_seed),
+    }
+    exec(compile(readme_snippet("lightning"), "README.md:lightning", "exec"), namespace)
+    study = namespace["study"]
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 20
+    states = {t.state for t in trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    accumulated = [t for t in trials if t.user_attrs["accumulation_steps"] > 1]
+    assert accumulated, "no trial accumulated micro-batches"
+    for t in accumulated:
+        b = t.user_attrs["batch_size"]
+        assert t.user_attrs["micro_batch_size"] * t.user_attrs["accumulation_steps"] == b
+        # every update a whole B: N // B updates per epoch, as fit counts them
+        assert t.user_attrs["n_updates"] == t.user_attrs["epochs_run"] * (N_TRAIN // b)
+    assert study.best_value < 0.5
+
+
+@pytest.mark.slow
+def test_readme_transformers_snippets_run_as_written_with_accumulation():
+    """The README's HF Trainer snippets, run verbatim with a user's BERT, data and
+    ``TrainingArguments``: a 20-trial search in ``bert.db``, some trials accumulating, then the
+    best run retrained at the batch, accumulation and lr its trial trained at."""
+    import optuna
+    from transformers import TrainingArguments
+
+    from .helpers.hf_model import Tokens, model_init
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    namespace = {
+        "train": Tokens(192, seed=0),
+        "val": Tokens(64, seed=1),
+        "make_model": model_init,
+        "args": TrainingArguments(
+            "bert",
+            eval_strategy="epoch",
+            num_train_epochs=2,
+            save_strategy="no",
+            report_to=[],
+            disable_tqdm=True,
+            use_cpu=True,
+        ),
+    }
+    exec(compile(readme_snippet("transformers"), "README.md:transformers", "exec"), namespace)
+    study = optuna.load_study(study_name="bert", storage="sqlite:///bert.db")
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 20
+    states = {t.state for t in trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert any(t.user_attrs["accumulation_steps"] > 1 for t in trials)
+
+    exec(compile(readme_snippet("transformers-retrain"), "README.md:retrain", "exec"), namespace)
+    final, best = namespace["final"], study.best_trial
+    args = final.args
+    attrs = best.user_attrs
+    assert (
+        args.per_device_train_batch_size * args.gradient_accumulation_steps
+        == (attrs["batch_size"])
+    )
+    assert args.learning_rate == pytest.approx(attrs["lr"])
+    assert final.state.global_step > 0

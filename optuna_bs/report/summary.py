@@ -39,6 +39,7 @@ from optuna_bs.report.plots import figures
 from optuna_bs.report.scaling import Transfer, transfer
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.rules.registry import column_label, format_value
+from optuna_bs.search.edges import best_at_edges
 from optuna_bs.search.ladder import ladder_outcome
 
 __all__ = ["Summary", "summarize", "write_report", "save_to_dashboard"]
@@ -84,6 +85,8 @@ class Summary:
     pareto_reasons: dict[str, str | None] = field(default_factory=dict)
     # What a ladder study (sampler = "ladder") found, in words; None for other samplers.
     ladder: str | None = None
+    # Each searched range whose best trial lies at an edge, and each widening, in words.
+    edges: tuple[str, ...] = ()
 
     @property
     def recommendation(self) -> Hyperparameters | None:
@@ -127,6 +130,7 @@ class Summary:
             r = t.hparams
             what = f"{self.describe(r)} ({t.describe()})"
             rows.append((f"recommendation at B={r.batch_size}", what))
+        rows += [("search range", w) for w in self.edges]
         return rows + [("warning", w) for w in self.warnings]
 
     def describe(self, hp: Hyperparameters) -> str:
@@ -256,6 +260,7 @@ def summarize(
         pareto_updates=tuple(pareto_front(study, "n_updates")),
         pareto_reasons={c: why_no_points(study, c) for c in PARETO_COSTS},
         ladder=ladder_outcome(study),
+        edges=tuple(best_at_edges(study)),
     )
 
 

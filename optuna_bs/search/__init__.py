@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = attach(
         "OOMAwareSampler": "space",
         "BatchLadderSampler": "ladder",
         "ladder_outcome": "ladder",
+        "RangeWidening": "edges",
     },
-    submodules=["ladder", "space"],
+    submodules=["edges", "ladder", "space"],
 )

@@ -46,6 +46,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs._validation import check_int, check_real
+from optuna_bs.search.edges import finished_points, pile_at_edge
 
 __all__ = ["BatchLadderSampler", "ladder_outcome", "middle_log2"]
 
@@ -87,6 +88,11 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         first_at_centre: The first search trial takes the centre of g's range (on a log
             scale) instead of a random draw: with ``noise_scale = "auto"`` that is near the
             range test's g_steep.
+        probe_edges: While the search's best trials pile at an edge of g's range
+            (:func:`~optuna_bs.search.edges.pile_at_edge`), the search goes on, up to
+            ``n_search`` more trials, before the climb: for a range that widens at its edges
+            (:class:`~optuna_bs.search.edges.RangeWidening`), so that the search probes past
+            the old edge before g* is fixed.
         seed: Seeds the default base sampler.
         batch_param, scale_param, momentum_param: The parameter names of
             :class:`~optuna_bs.BatchScalingSpace`.
@@ -106,6 +112,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         momentum: float = 0.9,
         top_fraction: float = 0.34,
         first_at_centre: bool = False,
+        probe_edges: bool = False,
         seed: int | None = None,
         batch_param: str = "log2_batch_size",
         scale_param: str = "noise_scale",
@@ -134,6 +141,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         self.momentum = float(momentum)
         self.top_fraction = float(top_fraction)
         self.first_at_centre = bool(first_at_centre)
+        self.probe_edges = bool(probe_edges)
         self.batch_param = batch_param
         self.scale_param = scale_param
         self.momentum_param = momentum_param
@@ -165,7 +173,7 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         if batch is None:  # the first trials: the range is not known yet
             return {"phase": _SEARCH, self.batch_param: None, "index": len(search)}
         k_search = self._search_log2(batch)
-        if len(search) < self.n_search:
+        if len(search) < self.n_search or self._probes_edge(search):
             return {"phase": _SEARCH, self.batch_param: k_search, "index": len(search)}
         g_star = self._fixed_g_star(study, search)
         if g_star is None:  # the search is still running (many workers): nothing to climb on
@@ -195,6 +203,19 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             return None
         storage.set_study_system_attr(study_id, _ATTR, {"g_star": self._g_star(done)})
         return storage.get_study_system_attrs(study_id)[_ATTR]["g_star"]
+
+    def _probes_edge(self, search: dict[int, list[FrozenTrial]]) -> bool:
+        """Whether the search goes on past ``n_search`` trials: it probes edges, has room
+        left, and its best trials pile at an edge of the range its latest trial drew from."""
+        if not self.probe_edges or len(search) >= 2 * self.n_search:
+            return False
+        attempts = sorted((t for slot in search.values() for t in slot), key=lambda t: t.number)
+        drawn = [t for t in attempts if self.scale_param in t.distributions]
+        if not drawn:
+            return False
+        dist = drawn[-1].distributions[self.scale_param]
+        points = finished_points(drawn, self.scale_param)
+        return pile_at_edge(points, dist.low, dist.high, log=dist.log) is not None
 
     def _search_log2(self, batch: optuna.distributions.IntDistribution) -> int:
         if self.search_batch_size is None:

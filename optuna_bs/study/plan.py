@@ -28,6 +28,7 @@ from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
 from optuna_bs.measure.range_test import RangeTest, lr_range_test, recommend_noise_scales
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.rules.registry import RULES
+from optuna_bs.search.edges import RANGES_ATTR
 from optuna_bs.search.ladder import middle_log2
 from optuna_bs.search.space import BatchScalingSpace
 from optuna_bs.study.config import StudyConfig
@@ -290,8 +291,9 @@ def space_from_config(
         raise ConfigError(f"[space] {err} (the data has n_train={n_train})") from err
 
 
-#: The study user attr that holds the ranges ``"auto"`` resolved to, for every later worker.
-AUTO_RANGES_ATTR = "auto_ranges"
+#: The study user attr that holds the ranges ``"auto"`` resolved to, as they widen
+#: (:class:`~optuna_bs.search.RangeWidening`), for every later worker.
+AUTO_RANGES_ATTR = RANGES_ATTR
 
 
 def auto_ranges(

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs.data.datasets import Data
 from optuna_bs.errors import ConfigError
+from optuna_bs.search.edges import RangeWidening
 from optuna_bs.search.ladder import BatchLadderSampler
 from optuna_bs.search.space import BatchScalingSpace, OOMAwareSampler
 from optuna_bs.study.config import StudyConfig, StudySection
@@ -73,6 +74,8 @@ class Prepared:
     seed: int
     #: This study's checkpoints (one folder per store and study), or ``None`` for none.
     checkpoint_folder: Path | None = None
+    #: Widens the ``"auto"`` ranges where the best trials pile at an edge; ``None`` without.
+    widening: RangeWidening | None = None
 
     @property
     def config(self) -> StudyConfig:
@@ -103,7 +106,7 @@ class Prepared:
 
         A trial that retries a dead worker's trial resumes from that trial's last checkpoint.
         """
-        hparams = self.space.suggest(trial)
+        hparams = self.current_space(trial).suggest(trial)
         # Recorded, so the trial can be replayed exactly (on the test split, say).
         seed = self.seed + trial.number if seed is None else seed
         trial.set_user_attr("seed", seed)
@@ -127,6 +130,17 @@ class Prepared:
             **self.plan.fit_keywords(trial),
         )
         return result, model
+
+    def current_space(self, trial: optuna.trial.BaseTrial) -> BatchScalingSpace:
+        """The space the trial draws from: :attr:`space`, with the ranges the study holds now
+        where ``"auto"`` ranges widen (:class:`~optuna_bs.search.RangeWidening`)."""
+        study = getattr(trial, "study", None)
+        if self.widening is None or study is None:
+            return self.space
+        ranges = self.widening.ranges(study)
+        if any(tuple(getattr(self.space, k)) != tuple(v) for k, v in ranges.items()):
+            self.space = self.plan.space(**ranges)
+        return self.space
 
     def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Callback: the trial's end is committed, so its checkpoint and those of the dead
@@ -268,9 +282,16 @@ def prepare(
     # once the probes have passed, so that a failed probe leaves no empty database behind.
     if not (auto and file_to_create(url) is not None):
         store = _open_store(config, url)
+    widening = None
     if auto:
-        space = plan.space(**auto_ranges(plan, space, store, name))
+        ranges = auto_ranges(plan, space, store, name)
+        space = plan.space(**ranges)
         _check_micro_batch(config, space)
+        widening = RangeWidening(
+            ranges,
+            limits={"batch_size": (1, data.n_train - 1)},
+            powers_of_two=["batch_size"],
+        )
     if store is None:
         store = _open_store(config, url)
     return Prepared(
@@ -282,6 +303,7 @@ def prepare(
         study_name=name,
         seed=config.study.seed if seed is None else seed,
         checkpoint_folder=checkpoints,
+        widening=widening,
     )
 
 
@@ -295,12 +317,19 @@ def _open_store(config: StudyConfig, url: str | None) -> optuna.storages.BaseSto
 
 
 def make_sampler(
-    name: str, *, seed: int, n_startup_trials: int = 10, scale_param: str = "noise_scale"
+    name: str,
+    *,
+    seed: int,
+    n_startup_trials: int = 10,
+    scale_param: str = "noise_scale",
+    probe_edges: bool = False,
 ) -> optuna.samplers.BaseSampler:
     """The sampler called ``name`` (one of :data:`optuna_bs.vocabulary.SAMPLERS`).
 
     ``"ladder"`` is :class:`~optuna_bs.search.BatchLadderSampler` over TPE; ``scale_param``
-    is the parameter it holds fixed while it climbs (the rule's, ``noise_scale`` by default).
+    is the parameter it holds fixed while it climbs (the rule's, ``noise_scale`` by default);
+    ``probe_edges`` makes its search go on while its best trials pile at an edge of a range
+    that widens (``"auto"``).
     """
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
@@ -312,7 +341,9 @@ def make_sampler(
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "ladder":
         base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-        return BatchLadderSampler(base, seed=seed, scale_param=scale_param)
+        return BatchLadderSampler(
+            base, seed=seed, scale_param=scale_param, probe_edges=probe_edges
+        )
     raise ValueError(f"`sampler` must be one of {', '.join(SAMPLERS)}, but got {name!r}.")
 
 
@@ -373,6 +404,7 @@ def open_study(prepared: Prepared) -> optuna.Study:
             seed=seed % 2**32,
             n_startup_trials=cfg.study.n_startup_trials,
             scale_param=prepared.space.rule.lr_param,
+            probe_edges=prepared.widening is not None,
         ),
         memory_key=prepared.memory_key,
     )
@@ -439,6 +471,8 @@ def _run_study(prepared, objective, n_trials, timeout, max_trials, callbacks, sh
     study.set_user_attr("optimizer", prepared.space.optimizer)
     prepared.drop_orphan_checkpoints(study)
     callbacks = [*callbacks, prepared.free_memory, prepared.drop_finished_checkpoints]
+    if prepared.widening is not None:
+        callbacks.append(prepared.widening)
     if cfg.study.keep_best_checkpoint:
         callbacks.append(prepared.drop_checkpoints_but_best)
     n_trials = cfg.study.n_trials if n_trials is None else n_trials

@@ -365,3 +365,44 @@ def test_a_study_file_is_resolved_once_per_worker(tmp_path, monkeypatch):
     assert len(study.trials) == 5
     assert study.trials[0].user_attrs["optimizer"] == "sgd"  # the factory's optimizer ran
     assert imports == {"own_code:model": 1, "own_code:loss": 1, "own_code:optimizer": 1}
+
+
+def test_an_auto_range_that_shuts_out_the_optimum_widens_for_every_worker(tmp_path, monkeypatch):
+    """``noise_scale = "auto"`` whose range test missed: it says [100, 1500], and the task's
+    best g is 30 (a stand-in for ``fit``'s error: the wiring is what is tested here, the search
+    in tests/search/test_edges.py). The best trials pile at the lower edge, the run widens it,
+    later trials draw from the wider range, a second worker starts from it, and the report
+    says so."""
+    import math
+    from types import SimpleNamespace
+
+    def fit(model, data, hparams, **kwargs):
+        return SimpleNamespace(best_value=0.1 + 0.02 * math.log(hparams.noise_scale / 30) ** 2)
+
+    monkeypatch.setattr("optuna_bs.study.runner.fit", fit)
+    monkeypatch.setattr(
+        "optuna_bs.study.plan.recommend_noise_scales", lambda test: (100.0, 1500.0)
+    )
+    config = config_from_dict(
+        {
+            **TINY,
+            "study": {"name": "wide", "n_trials": 20},
+            "space": {"batch_size": [16, 64], "noise_scale": "auto"},
+        }
+    )
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    prepared = prepare(config, storage=url)
+    assert prepared.space.noise_scale == (100.0, 1500.0)
+    study = run_study(prepared)
+    lows = [t.distributions["noise_scale"].low for t in study.trials]
+    assert lows[0] == 100.0 and lows[-1] < 30.0  # later trials drew from the wider range
+    assert lows == sorted(lows, reverse=True)
+    assert study.best_params["noise_scale"] < 60.0
+    stored = study.user_attrs["auto_ranges"]["noise_scale"]
+    assert stored[0] <= min(lows) and stored[1] == 1500.0
+    worker = prepare(config, storage=url, seed=5)  # a second worker, or a resumed run
+    assert worker.space.noise_scale == tuple(stored)
+    rows = summarize(study).rows()
+    words = [value for item, value in rows if item == "search range"]
+    assert words[0].startswith("noise_scale widened at its lower edge after ")
+    assert "[100, 1500] -> [25.82, 1500]" in words[0]
