@@ -201,3 +201,21 @@ def test_no_rule_name_is_compared_outside_the_rules_room():
                     if isinstance(item, ast.Constant) and item.value in names:
                         wrong.append(f"{path.relative_to(REPO)}:{node.lineno} {item.value!r}")
     assert not wrong, wrong
+
+
+def test_n_over_10_has_one_home():
+    """N/10, where the scaling rules stop being validated, is ``largest_valid_batch``: no
+    module divides a training-set size by 10 itself."""
+    import re
+
+    wrong = []
+    pattern = re.compile(r"\b(n_train|n)\s*//?\s*10\b")
+    home = REPO / "optuna_bs" / "rules" / "formulas.py"
+    for path in sorted((REPO / "optuna_bs").rglob("*.py")):
+        if path == home:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if pattern.search(code) and '"' not in code and "'" not in code:
+                wrong.append(f"{path.relative_to(REPO)}:{number}")
+    assert not wrong, wrong

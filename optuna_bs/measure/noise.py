@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from optuna_bs._validation import check_int
 from optuna_bs.data.datasets import Data
+from optuna_bs.rules.formulas import largest_valid_batch
 from optuna_bs.train.trainer import resolve_device
 
 _logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def recommend_batch_sizes(
     if n_train is None:
         raise ValueError("`n_train` is required when `estimate` is a number.")
     n_train = check_int("n_train", n_train, low=2)
-    upper = max(1.0, min(b_simple, n_train / 10))
+    upper = max(1.0, min(b_simple, largest_valid_batch(n_train)))
     high = 2 ** math.floor(math.log2(upper))
     return max(1, high // 8), high
 

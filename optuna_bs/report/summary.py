@@ -37,7 +37,7 @@ from optuna_bs.report.analysis import (
 from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
 from optuna_bs.report.plots import figures
 from optuna_bs.report.scaling import Transfer, transfer
-from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.rules.formulas import Hyperparameters, largest_valid_batch
 from optuna_bs.rules.registry import column_label, format_value
 from optuna_bs.search.edges import best_at_edges
 from optuna_bs.search.ladder import ladder_outcome
@@ -236,7 +236,8 @@ def summarize(
         # A best of 0 has no 5% of its own: the margin is then 5% of the median trial's.
         scale = abs(best.error) or statistics.median(p.error for p in points)
         limit = best.error + tolerance * scale
-        good = sorted(b for b, e in per_b.items() if e <= limit and b <= best.n_train / 10)
+        top = largest_valid_batch(best.n_train)
+        good = sorted(b for b, e in per_b.items() if e <= limit and b <= top)
     return Summary(
         study_name=study.study_name,
         metric=metric_name(study),

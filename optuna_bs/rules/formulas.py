@@ -22,6 +22,7 @@ __all__ = [
     "OPTIMIZER_FAMILIES",
     "Hyperparameters",
     "beta2_for_half_life",
+    "largest_valid_batch",
     "lr_for_noise_scale",
     "mccandlish",
     "noise_scale",
@@ -42,6 +43,19 @@ OPTIMIZER_FAMILIES = {
     "adamax": "adam",
     "rmsprop": "adam",
 }
+
+
+def largest_valid_batch(n_train: int) -> float:
+    """N/10: the largest batch size the scaling rules are validated at (Smith et al. 2018,
+    "Don't decay the learning rate, increase the batch size"); beyond it the gains of a larger
+    batch stop. The one home of N/10: the rules warn past it, the batch ramp stops at it, the
+    recommended batch sizes and the critical batch size's range end at it.
+
+    Example:
+        >>> largest_valid_batch(50_000)
+        5000.0
+    """
+    return n_train / 10
 
 
 def optimizer_family(name: str | None) -> str | None:

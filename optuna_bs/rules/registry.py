@@ -27,6 +27,7 @@ from optuna_bs.rules.formulas import (
     _scale_beta,
     _type_error,
     beta2_for_half_life,
+    largest_valid_batch,
     lr_for_noise_scale,
     mccandlish,
     surge,
@@ -483,11 +484,11 @@ def rescale(
     rule = get_rule(rule, alpha)
     n, old_b = hparams.n_train, hparams.batch_size
     new_b = _check_batch_size(batch_size, n)
-    if new_b > n / 10:
+    if new_b > largest_valid_batch(n):
         warnings.warn(
-            f"batch_size={new_b} is above n_train / 10 = {n / 10:g}: scaling rules are only "
-            "validated up to about N/10 (Smith et al. 2018); beyond it the gains stop "
-            "(critical batch size), so decay the learning rate instead.",
+            f"batch_size={new_b} is above n_train / 10 = {largest_valid_batch(n):g}: scaling "
+            "rules are only validated up to about N/10 (Smith et al. 2018); beyond it the "
+            "gains stop (critical batch size), so decay the learning rate instead.",
             UserWarning,
             stacklevel=2,
         )

@@ -24,7 +24,7 @@ from dataclasses import replace
 from itertools import pairwise
 
 from optuna_bs._validation import check_int, check_real
-from optuna_bs.rules.formulas import Hyperparameters, lr_for_noise_scale
+from optuna_bs.rules.formulas import Hyperparameters, largest_valid_batch, lr_for_noise_scale
 from optuna_bs.vocabulary import SCHEDULES
 
 _logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class BatchRamp(LrDecay):
 
     def _cap(self, n_train: int) -> int:
         # Smith et al. 2018: growing B instead of decaying ϵ is validated up to about N/10
-        return max(1, min(n_train // 10, self.max_batch_size or n_train))
+        return max(1, min(int(largest_valid_batch(n_train)), self.max_batch_size or n_train))
 
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:
         super().on_fit_start(base, max_epochs)
