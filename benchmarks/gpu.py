@@ -127,7 +127,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if args.quick:
-        width, batch_size, steps, repeats, n = 8, 32, 4, 2, 256
+        width, batch_size, steps, repeats, n = 8, 32, 4, 1, 256
     else:
         width, batch_size, steps, repeats, n = 64, 512, 40, 5, 512 * 40
     precision = "bf16" if cuda else "fp32"
