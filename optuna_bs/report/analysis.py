@@ -32,7 +32,7 @@ __all__ = [
     "TrialPoint",
     "PARETO_COSTS",
     "complete_points",
-    "metric_name",
+    "objective_name",
     "why_no_points",
     "pareto_front",
     "rule_for",
@@ -212,7 +212,7 @@ def why_no_points(study: optuna.Study, attr: str | None = None) -> str | None:
     return None
 
 
-def metric_name(study: optuna.Study) -> str:
+def objective_name(study: optuna.Study) -> str:
     """The name of objective 0: the study's metric name, else the trials' ``metric`` attr."""
     if study.metric_names:
         return study.metric_names[0]

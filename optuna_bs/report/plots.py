@@ -35,7 +35,7 @@ from optuna_bs.report._figure import (
 from optuna_bs.report.analysis import (
     ParetoPoint,
     complete_points,
-    metric_name,
+    objective_name,
     pareto_front,
     study_rule,
 )
@@ -101,7 +101,7 @@ def _noise_scale_info(
         best_noise_scale=None if fit is None else fit.best_noise_scale,
         interval=None if fit is None else (fit.low, fit.high),
         reason=reason,
-        metric=metric_name(study),
+        metric=objective_name(study),
     )
 
 
@@ -229,7 +229,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
     (filled where it counts in the fit, hollow where its best error is too far from the
     study's), the fitted ϵ*(B) with its interval, and the linear and sqrt rules."""
     info = _lr_info(study, fit)
-    metric = metric_name(study)
+    metric = objective_name(study)
     go = _go()
     fig = go.Figure()
     if info.fit is not None:
@@ -329,7 +329,7 @@ def _pareto_info(study: optuna.Study, x: str = "train_seconds") -> ParetoInfo:
         costs=tuple(float(getattr(p, x)) for p in points),
         errors=tuple(p.error for p in points),
         front=tuple(front),
-        metric=metric_name(study),
+        metric=objective_name(study),
     )
 
 
@@ -403,7 +403,7 @@ def _curves_info(study: optuna.Study) -> CurvesInfo:
             )
     # Pruned first, so they lie underneath; then by batch size, so the legend reads in order.
     curves.sort(key=lambda c: (not c.pruned, c.batch_size or 0, c.number))
-    return CurvesInfo(tuple(curves), batch_size_colors(study), metric_name(study))
+    return CurvesInfo(tuple(curves), batch_size_colors(study), objective_name(study))
 
 
 def plot_learning_curves(study: optuna.Study) -> go.Figure:

@@ -28,7 +28,7 @@ from optuna_bs.report.analysis import (
     ParetoPoint,
     TrialPoint,
     complete_points,
-    metric_name,
+    objective_name,
     pareto_front,
     rule_for,
     study_rule,
@@ -240,7 +240,7 @@ def summarize(
         good = sorted(b for b, e in per_b.items() if e <= limit and b <= top)
     return Summary(
         study_name=study.study_name,
-        metric=metric_name(study),
+        metric=objective_name(study),
         rule=rule_obj.name,
         family=family,
         columns=rule_obj.columns(family),
@@ -377,7 +377,7 @@ def save_to_dashboard(
             f"saving to optuna-dashboard needs optuna-dashboard: {INSTALL_HINT}"
         ) from err
     if study.metric_names is None:
-        names = [metric_name(study), "train_seconds"][: len(study.directions)]
+        names = [objective_name(study), "train_seconds"][: len(study.directions)]
         names += [f"objective_{i}" for i in range(len(names), len(study.directions))]
         with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
