@@ -267,6 +267,8 @@ def best_at_edges(study: optuna.Study) -> list[str]:
         side = edge_of(value, low, high, log=log)
         if side is None:
             continue
+        if name.startswith("log2_"):  # the space's log2_batch_size: said as B
+            name, value, low, high = name[5:], 2**value, 2**low, 2**high
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         words.append(
             f"{name} = {shown} lies at the {side} edge of its range [{low:.4g}, {high:.4g}]: "

@@ -58,6 +58,8 @@ def test_without_widening_the_same_study_is_shut_out():
     assert study.best_value > 0.12
     words = best_at_edges(study)
     assert any("noise_scale = 30" in w and "lower edge of its range [30, 450]" in w for w in words)
+    # the batch size is said as B, not as the space's log2_batch_size
+    assert not any("log2_" in w for w in words)
 
 
 def test_the_widened_ranges_live_in_the_study_for_every_worker_and_resume(tmp_path):
