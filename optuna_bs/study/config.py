@@ -32,9 +32,10 @@ import dataclasses
 import difflib
 import logging
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import is_spec
@@ -68,85 +69,213 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _hint(word: str, valid, *, full: bool = True) -> str:
+    close = difflib.get_close_matches(str(word), list(valid), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    if full:
+        hint += f" Allowed: {', '.join(valid)}."
+    return hint
+
+
+# --- Checks of one value, for the keys whose rule is more than a type, a minimum or a choice:
+# each takes the value and where it stands, and returns it converted or raises ConfigError.
+
+
+def _positive(value: float, where: str) -> float:
+    if not value > 0:
+        raise ConfigError(f"{where} must be > 0 seconds, but got {value!r}.")
+    return value
+
+
+def _fraction(value: float, where: str) -> float:
+    if not 0 < value < 1:
+        raise ConfigError(f"{where} must be in (0, 1), but got {value!r}.")
+    return value
+
+
+def _loss(value: str, where: str) -> str:
+    if value and not is_spec(value):
+        raise ConfigError(
+            f"{where} must be 'package.module:function' (or '' for the default), "
+            f"but got {value!r}."
+        )
+    return value
+
+
+def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value
+    bad = [n for n in names if n not in SCHEDULES]
+    if not names or bad:
+        raise ConfigError(
+            f"{where} must be one of {', '.join(map(repr, SCHEDULES))}, or a list of them to "
+            f"search, but got {value!r}{_hint(str(bad[0]) if bad else '', SCHEDULES, full=False)}"
+        )
+    return value if isinstance(value, str) else tuple(value)
+
+
+def _milestones(value: list, where: str) -> tuple[float, ...]:
+    if (
+        not value
+        or not all(_is_number(v) and 0 < v < 1 for v in value)
+        or sorted(value) != list(value)
+    ):
+        raise ConfigError(
+            f"{where} must be increasing fractions of max_epochs in (0, 1), such as "
+            f"[0.5, 0.75], but got {value!r}."
+        )
+    return tuple(float(v) for v in value)
+
+
+def _objectives(value: list, where: str) -> tuple[str, ...]:
+    allowed = tuple(metric_name(m) for m in METRICS)
+    if not value:
+        return ()
+    if (
+        not 1 <= len(value) <= 2
+        or value[0] not in allowed
+        or (len(value) == 2 and value[1] not in SECOND_OBJECTIVES)
+    ):
+        raise ConfigError(
+            f"{where} must be [metric] or [metric, cost] with metric one of "
+            f"{', '.join(map(repr, allowed))} and cost one of "
+            f"{', '.join(map(repr, SECOND_OBJECTIVES))}, but got {value!r}."
+        )
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What a study file's key accepts, declared beside its default (as scikit-learn's
+    ``_parameter_constraints`` do); :func:`_checked` applies it.
+
+    Attributes:
+        types: The TOML types it takes (``list``: a ``[low, high]`` pair of numbers, unless
+            ``check`` reads the list).
+        minimum: The least number it takes.
+        choices: The words it takes (a vocabulary list).
+        code: It may name the user's code as ``"package.module:name"`` instead.
+        nullable: It may be ``None`` (what :func:`config_to_dict` writes for "not set").
+        auto: The one string it takes is ``"auto"``.
+        check: ``check(value, where)`` converts the value or raises ``ConfigError``.
+    """
+
+    types: tuple[type, ...]
+    minimum: float | None = None
+    choices: tuple[str, ...] | None = None
+    code: bool = False
+    nullable: bool = False
+    auto: bool = False
+    check: Callable[[Any, str], Any] | None = None
+
+
+def _key(default: Any, *types: type, **constraint: Any) -> Any:
+    """A study file's key: its default, and what it accepts (:class:`Constraint`)."""
+    return field(default=default, metadata={"constraint": Constraint(types, **constraint)})
+
+
+def _options() -> Any:
+    """The options of an open section: its other keys, passed on to the data set or model."""
+    return field(default_factory=dict, metadata={"options": True})
+
+
 @dataclass(frozen=True)
 class StudySection:
-    name: str = "mnist1d_mlp"
-    n_trials: int = 30
-    timeout: float | None = None
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int = 0
-    storage: str | None = None
-    n_startup_trials: int = 10
+    name: str = _key("mnist1d_mlp", str)
+    n_trials: int = _key(30, int, minimum=1)
+    timeout: float | None = _key(None, int, float, nullable=True, check=_positive)
+    sampler: str = _key("tpe", str, choices=SAMPLERS)
+    pruner: str = _key("median", str, choices=PRUNERS)
+    seed: int = _key(0, int)
+    storage: str | None = _key(None, str, nullable=True)
+    n_startup_trials: int = _key(10, int, minimum=0)
     # The median pruner: compare from the 4th epoch, once 5 trials have reported it (P3).
-    pruner_warmup_epochs: int = 3
-    pruner_startup_trials: int = 5
-    checkpoint_dir: str = "checkpoints"  # "" turns checkpoints (and resuming) off
-    keep_best_checkpoint: bool = False
-    heartbeat_interval: int = 10  # seconds; 0 turns the heartbeat and retries off
-    max_retry: int = 3
-    synchronous_commit: bool = True  # PostgreSQL: false trades server-crash durability for speed
+    pruner_warmup_epochs: int = _key(3, int, minimum=0)
+    pruner_startup_trials: int = _key(5, int, minimum=1)
+    checkpoint_dir: str = _key("checkpoints", str)  # "" turns checkpoints (and resuming) off
+    keep_best_checkpoint: bool = _key(False, bool)
+    # Seconds; 0 turns the heartbeat and retries off.
+    heartbeat_interval: int = _key(10, int, minimum=0)
+    max_retry: int = _key(3, int, minimum=0)
+    # PostgreSQL: false trades server-crash durability for speed.
+    synchronous_commit: bool = _key(True, bool)
     # () tunes the validation metric alone; ("val_error", "train_seconds") makes the study
     # two-objective, and its report shows the Pareto front.
-    objectives: tuple[str, ...] = ()
+    objectives: tuple[str, ...] = _key((), list, check=_objectives)
 
 
 @dataclass(frozen=True)
 class DataSection:
-    name: str = "mnist1d"
-    seed: int = 0
-    val_fraction: float = 0.2
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = _key("mnist1d", str, code=True)
+    seed: int = _key(0, int)
+    val_fraction: float = _key(0.2, int, float, check=_fraction)
+    options: dict[str, Any] = _options()
 
 
 @dataclass(frozen=True)
 class ModelSection:
-    name: str = "mlp"
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = _key("mlp", str, code=True)
+    options: dict[str, Any] = _options()
 
 
 @dataclass(frozen=True)
 class SpaceSection:
-    parameterisation: str = "noise-scale"
-    batch_size: tuple[int, int] | int | str = DEFAULTS["batch_size"]  # "auto": noise scale
-    noise_scale: tuple[float, float] | str = DEFAULTS["noise_scale"]  # "auto": range test
-    momentum: tuple[float, float] | float = DEFAULTS["momentum"]
-    lr: tuple[float, float] | None = DEFAULTS["lr"]  # None: the optimizer family's LR_RANGES
-    reference_batch_size: int = DEFAULTS["reference_batch_size"]
-    alpha: float | None = None
-    beta2: float = DEFAULTS["beta2"]  # Adam's, at reference_batch_size
-    eps: float = DEFAULTS["eps"]
-    weight_decay: tuple[float, float] | float = 0.0  # λ, or [low, high] to search it
-    tau_epochs: tuple[float, float] | float | None = None  # AdamW's B/(ϵλN), instead of λ
-    allow_sgd_rule_for_adam: bool = False
+    parameterisation: str = _key("noise-scale", str)
+    # "auto": up to the critical batch size, measured.
+    batch_size: tuple[int, int] | int | str = _key(
+        DEFAULTS["batch_size"], list, int, str, auto=True
+    )
+    # "auto": centred by a range test; it widens where the best trials pile at an edge.
+    noise_scale: tuple[float, float] | str = _key(DEFAULTS["noise_scale"], list, str, auto=True)
+    momentum: tuple[float, float] | float = _key(DEFAULTS["momentum"], list, int, float)
+    # None: the optimizer family's LR_RANGES.
+    lr: tuple[float, float] | None = _key(DEFAULTS["lr"], list, nullable=True)
+    reference_batch_size: int = _key(DEFAULTS["reference_batch_size"], int)
+    alpha: float | None = _key(None, int, float, nullable=True)
+    beta2: float = _key(DEFAULTS["beta2"], int, float)  # Adam's, at reference_batch_size
+    eps: float = _key(DEFAULTS["eps"], int, float)
+    weight_decay: tuple[float, float] | float = _key(0.0, list, int, float)  # λ, or a range
+    # AdamW's B/(ϵλN), instead of λ.
+    tau_epochs: tuple[float, float] | float | None = _key(None, list, int, float, nullable=True)
+    allow_sgd_rule_for_adam: bool = _key(False, bool)
 
 
 @dataclass(frozen=True)
 class TrainSection:
-    max_epochs: int = DEFAULTS["max_epochs"]
-    patience: int | None = DEFAULTS["patience"]
-    min_delta: float = 0.0
-    device: str = "auto"
-    metric: str = DEFAULTS["metric"]
-    optimizer: str = DEFAULTS["optimizer"]
-    precision: str = DEFAULTS["precision"]  # "bf16" | "fp16": autocast (fp16: GradScaler)
-    channels_last: bool = False
-    compile: bool = False
-    augment: str = DEFAULTS["augment"]  # "crop-flip": random padded crop and flip, on device
-    cudnn_benchmark: bool = False
-    # One of vocabulary.SCHEDULES ("constant", "lr-decay", "batch-ramp", "momentum-ramp",
-    # "cosine"), or a list of them to search.
-    schedule: str | tuple[str, ...] = "constant"
-    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of max_epochs
-    factor: float = 5.0  # lr divided, or batch multiplied, at each milestone
-    warmup_epochs: int = 0  # linear lr warm-up (Goyal et al. 2017)
-    warmup_per_step: bool = False  # ramp the warm-up update by update, not epoch by epoch
-    max_batch_size: int = 0  # the batch ramp's memory cap; 0 for N/10 only
+    #: Keys that moved, with their new place: the old one is refused with a pointer.
+    moved: ClassVar[dict[str, str]] = {"weight_decay": "[space] weight_decay (or tau_epochs)"}
+
+    max_epochs: int = _key(DEFAULTS["max_epochs"], int, minimum=1)
+    # 0 turns early stopping off.
+    patience: int | None = _key(DEFAULTS["patience"], int, minimum=0, nullable=True)
+    min_delta: float = _key(0.0, int, float, minimum=0)
+    device: str = _key("auto", str)
+    metric: str = _key(DEFAULTS["metric"], str, choices=METRICS)
+    optimizer: str = _key(DEFAULTS["optimizer"], str, choices=OPTIMIZERS, code=True)
+    # "bf16" | "fp16": autocast (fp16: GradScaler).
+    precision: str = _key(DEFAULTS["precision"], str, choices=PRECISIONS)
+    channels_last: bool = _key(False, bool)
+    compile: bool = _key(False, bool)
+    # "crop-flip": a random padded crop and flip, on the device.
+    augment: str = _key(DEFAULTS["augment"], str, choices=AUGMENTATIONS)
+    cudnn_benchmark: bool = _key(False, bool)
+    # One of vocabulary.SCHEDULES, or a list of them to search.
+    schedule: str | tuple[str, ...] = _key("constant", str, list, check=_schedules)
+    milestones: tuple[float, ...] = _key((0.5, 0.75), list, check=_milestones)  # of max_epochs
+    factor: float = _key(5.0, int, float, minimum=1)  # lr divided, or B multiplied, at each
+    warmup_epochs: int = _key(0, int, minimum=0)  # linear lr warm-up (Goyal et al. 2017)
+    warmup_per_step: bool = _key(False, bool)  # ramp the warm-up update by update
+    max_batch_size: int = _key(0, int, minimum=0)  # the batch ramp's memory cap; 0: N/10 only
     # "package.module:fn" with fn(outputs, targets) -> scalar; "" for cross-entropy / MSE.
-    loss: str = ""
-    max_grad_norm: float = 0.0  # 0 for no clipping
-    micro_batch_size: int | str = "auto"  # b dividing B: B/b accumulated micro-batches
-    on_oom: str = DEFAULTS["on_oom"]  # "accumulate": halve b, keep B; "prune": end the trial
+    loss: str = _key("", str, check=_loss)
+    max_grad_norm: float = _key(0.0, int, float, minimum=0)  # 0 for no clipping
+    # b dividing B: B/b accumulated micro-batches.
+    micro_batch_size: int | str = _key("auto", int, str, minimum=1, auto=True)
+    # "accumulate": halve b, keep B; "prune": end the trial.
+    on_oom: str = _key(DEFAULTS["on_oom"], str, choices=OOM_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -169,108 +298,15 @@ _SECTIONS = {
     "space": SpaceSection,
     "train": TrainSection,
 }
-# Sections whose unknown keys are options passed on (to the data set or the model factory).
-_OPEN_SECTIONS = ("data", "model")
 
-_INT, _NUM, _STR = (int,), (int, float), (str,)
-_PAIR = (list,)
-_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
-    "study": {
-        "name": _STR,
-        "n_trials": _INT,
-        "timeout": _NUM,
-        "sampler": _STR,
-        "pruner": _STR,
-        "seed": _INT,
-        "storage": _STR,
-        "n_startup_trials": _INT,
-        "pruner_warmup_epochs": _INT,
-        "pruner_startup_trials": _INT,
-        "checkpoint_dir": _STR,
-        "keep_best_checkpoint": (bool,),
-        "heartbeat_interval": _INT,
-        "max_retry": _INT,
-        "synchronous_commit": (bool,),
-        "objectives": _PAIR,
-    },
-    "data": {"name": _STR, "seed": _INT, "val_fraction": _NUM},
-    "model": {"name": _STR},
-    "space": {
-        "parameterisation": _STR,
-        "batch_size": _PAIR + _INT + _STR,
-        "noise_scale": _PAIR + _STR,
-        "momentum": _PAIR + _NUM,
-        "lr": _PAIR,
-        "reference_batch_size": _INT,
-        "alpha": _NUM,
-        "beta2": _NUM,
-        "eps": _NUM,
-        "weight_decay": _PAIR + _NUM,
-        "tau_epochs": _PAIR + _NUM,
-        "allow_sgd_rule_for_adam": (bool,),
-    },
-    "train": {
-        "max_epochs": _INT,
-        "patience": _INT,
-        "min_delta": _NUM,
-        "device": _STR,
-        "metric": _STR,
-        "optimizer": _STR,
-        "precision": _STR,
-        "channels_last": (bool,),
-        "compile": (bool,),
-        "augment": _STR,
-        "cudnn_benchmark": (bool,),
-        "schedule": _STR + _PAIR,
-        "milestones": _PAIR,
-        "factor": _NUM,
-        "warmup_epochs": _INT,
-        "warmup_per_step": (bool,),
-        "max_batch_size": _INT,
-        "loss": _STR,
-        "max_grad_norm": _NUM,
-        "micro_batch_size": _INT + _STR,
-        "on_oom": _STR,
-    },
-}
-_CHOICES = {
-    ("study", "sampler"): SAMPLERS,
-    ("study", "pruner"): PRUNERS,
-    ("train", "metric"): METRICS,
-    ("train", "optimizer"): OPTIMIZERS,
-    ("train", "precision"): PRECISIONS,
-    ("train", "augment"): AUGMENTATIONS,
-    ("train", "on_oom"): OOM_POLICIES,
-}
-# Keys that also take the user's own code as "package.module:name".
-_SPEC_KEYS = {("train", "optimizer"), ("data", "name"), ("model", "name"), ("train", "loss")}
-# Keys whose value may be None: TOML cannot write it, but config_to_dict does.
-_NULLABLE = {
-    ("study", "timeout"),
-    ("study", "storage"),
-    ("space", "alpha"),
-    ("space", "lr"),
-    ("space", "tau_epochs"),
-    ("train", "patience"),
-}
-# Keys that moved, with their new place: the old one is refused with a pointer.
-_MOVED = {("train", "weight_decay"): "[space] weight_decay (or tau_epochs)"}
-_MINIMUM = {
-    ("study", "n_trials"): 1,
-    ("study", "n_startup_trials"): 0,
-    ("study", "pruner_warmup_epochs"): 0,
-    ("study", "pruner_startup_trials"): 1,
-    ("study", "heartbeat_interval"): 0,
-    ("study", "max_retry"): 0,
-    ("train", "max_epochs"): 1,
-    ("train", "patience"): 0,  # 0 turns early stopping off
-    ("train", "min_delta"): 0,
-    ("train", "factor"): 1,
-    ("train", "warmup_epochs"): 0,
-    ("train", "max_batch_size"): 0,
-    ("train", "max_grad_norm"): 0,
-    ("train", "micro_batch_size"): 1,
-}
+
+def constraints(section: type) -> dict[str, Constraint]:
+    """Each key of a section class, and what it accepts."""
+    return {
+        f.name: f.metadata["constraint"]
+        for f in dataclasses.fields(section)
+        if "constraint" in f.metadata
+    }
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -357,116 +393,57 @@ def _searches_noise_scale(config: StudyConfig) -> bool:
     return rule is not None and rule.searches_noise_scale
 
 
-def _schedules(value: str | list, where: str) -> str | tuple[str, ...]:
-    names = [value] if isinstance(value, str) else value
-    bad = [n for n in names if n not in SCHEDULES]
-    if not names or bad:
-        raise ConfigError(
-            f"{where} must be one of {', '.join(map(repr, SCHEDULES))}, or a list of them to "
-            f"search, but got {value!r}{_hint(str(bad[0]) if bad else '', SCHEDULES, full=False)}"
-        )
-    return value if isinstance(value, str) else tuple(value)
-
-
-def _milestones(value: list, where: str) -> tuple[float, ...]:
-    if (
-        not value
-        or not all(_is_number(v) and 0 < v < 1 for v in value)
-        or sorted(value) != list(value)
-    ):
-        raise ConfigError(
-            f"{where} must be increasing fractions of max_epochs in (0, 1), such as "
-            f"[0.5, 0.75], but got {value!r}."
-        )
-    return tuple(float(v) for v in value)
-
-
-def _objectives(value: list, where: str) -> tuple[str, ...]:
-    allowed = tuple(metric_name(m) for m in METRICS)
-    if not value:
-        return ()
-    if (
-        not 1 <= len(value) <= 2
-        or value[0] not in allowed
-        or (len(value) == 2 and value[1] not in SECOND_OBJECTIVES)
-    ):
-        raise ConfigError(
-            f"{where} must be [metric] or [metric, cost] with metric one of "
-            f"{', '.join(map(repr, allowed))} and cost one of "
-            f"{', '.join(map(repr, SECOND_OBJECTIVES))}, but got {value!r}."
-        )
-    return tuple(value)
-
-
 def _section(section: str, values: dict[str, Any], source: str) -> Any:
-    types = _TYPES[section]
+    cls = _SECTIONS[section]
+    keys = constraints(cls)
+    open_section = any(f.metadata.get("options") for f in dataclasses.fields(cls))
     kwargs: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in values.items():
-        where = f"{source}: `{section}.{key}`"
-        if (section, key) in _MOVED:
-            raise ConfigError(f"{source}: `{section}.{key}` has moved to {_MOVED[section, key]}.")
-        if key not in types:
-            if section in _OPEN_SECTIONS and key != "options":
+        if key in getattr(cls, "moved", {}):
+            raise ConfigError(f"{source}: `{section}.{key}` has moved to {cls.moved[key]}.")
+        if key not in keys:
+            if open_section and key != "options":
                 options[key] = value
                 continue
-            raise ConfigError(f"{source}: unknown key `{section}.{key}`{_hint(key, types)}")
-        if value is None and (section, key) in _NULLABLE:
-            kwargs[key] = None
-            continue
-        allowed = types[key]
-        if isinstance(value, bool) is not (bool in allowed) or not isinstance(value, allowed):
-            names = " or ".join(_TYPE_NAMES[t] for t in allowed)
-            raise ConfigError(f"{where} must be {names}, but got {value!r}.")
-        if (section, key) == ("study", "objectives"):
-            value = _objectives(value, where)
-        elif (section, key) == ("train", "schedule"):
-            value = _schedules(value, where)
-        elif (section, key) == ("train", "milestones"):
-            value = _milestones(value, where)
-        elif (section, key) == ("train", "micro_batch_size") and isinstance(value, str):
-            if value != "auto":
-                raise ConfigError(f"{where} must be an integer >= 1 or 'auto', but got {value!r}.")
-        elif (section, key) == ("train", "loss") and value and not is_spec(value):
-            raise ConfigError(
-                f"{where} must be 'package.module:function' (or '' for the default), "
-                f"but got {value!r}."
-            )
-        elif (section, key) == ("space", "batch_size") and isinstance(value, str):
-            if value != "auto":
-                raise ConfigError(
-                    f"{where} must be [low, high], an integer or 'auto', but got {value!r}."
-                )
-        elif (section, key) == ("space", "noise_scale") and isinstance(value, str):
-            if value != "auto":
-                raise ConfigError(f"{where} must be [low, high] or 'auto', but got {value!r}.")
-        elif isinstance(value, list):
-            if len(value) != 2 or not all(_is_number(v) for v in value):
-                raise ConfigError(
-                    f"{where} must be a [low, high] pair of numbers, but got {value}."
-                )
-            value = tuple(value)
-        choices = _CHOICES.get((section, key))
-        if (section, key) in _SPEC_KEYS and is_spec(value):
-            choices = None
-        if choices and value not in choices:
-            raise ConfigError(
-                f"{where} must be one of {', '.join(map(repr, choices))}, but got {value!r}"
-                f"{_hint(value, choices, full=False)}"
-            )
-        minimum = _MINIMUM.get((section, key))
-        if minimum is not None and not isinstance(value, str) and not value >= minimum:
-            raise ConfigError(f"{where} must be >= {minimum}, but got {value!r}.")
-        if key == "timeout" and not value > 0:
-            raise ConfigError(f"{where} must be > 0 seconds, but got {value!r}.")
-        kwargs[key] = value
-    if section == "data" and not 0 < kwargs.get("val_fraction", 0.2) < 1:
-        raise ConfigError(
-            f"{source}: `data.val_fraction` must be in (0, 1), but got {kwargs['val_fraction']!r}."
-        )
+            raise ConfigError(f"{source}: unknown key `{section}.{key}`{_hint(key, keys)}")
+        kwargs[key] = _checked(value, keys[key], f"{source}: `{section}.{key}`")
     if options:
         kwargs["options"] = options
-    return _SECTIONS[section](**kwargs)
+    return cls(**kwargs)
+
+
+def _checked(value: Any, rule: Constraint, where: str) -> Any:
+    """``value`` as its key's :class:`Constraint` allows it, converted; else one ConfigError
+    naming the key, the value and what is allowed."""
+    if value is None and rule.nullable:
+        return None
+    allowed = rule.types
+    if isinstance(value, bool) is not (bool in allowed) or not isinstance(value, allowed):
+        names = " or ".join(_TYPE_NAMES[t] for t in allowed)
+        raise ConfigError(f"{where} must be {names}, but got {value!r}.")
+    if rule.check is not None:
+        return rule.check(value, where)
+    if rule.auto and isinstance(value, str):
+        if value != "auto":
+            least = "" if rule.minimum is None else f" >= {rule.minimum}"
+            others = ", ".join(
+                _TYPE_NAMES[t] + least * (t is int) for t in allowed if t is not str
+            )
+            raise ConfigError(f"{where} must be {others} or 'auto', but got {value!r}.")
+        return value
+    if isinstance(value, list):
+        if len(value) != 2 or not all(_is_number(v) for v in value):
+            raise ConfigError(f"{where} must be a [low, high] pair of numbers, but got {value}.")
+        value = tuple(value)
+    if rule.choices and value not in rule.choices and not (rule.code and is_spec(value)):
+        raise ConfigError(
+            f"{where} must be one of {', '.join(map(repr, rule.choices))}, but got {value!r}"
+            f"{_hint(value, rule.choices, full=False)}"
+        )
+    if rule.minimum is not None and not isinstance(value, str) and not value >= rule.minimum:
+        raise ConfigError(f"{where} must be >= {rule.minimum}, but got {value!r}.")
+    return value
 
 
 _TYPE_NAMES = {
@@ -476,18 +453,6 @@ _TYPE_NAMES = {
     list: "a [low, high] pair",
     bool: "true or false",
 }
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _hint(word: str, valid, *, full: bool = True) -> str:
-    close = difflib.get_close_matches(str(word), list(valid), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
-    if full:
-        hint += f" Allowed: {', '.join(valid)}."
-    return hint
 
 
 def config_to_dict(config: StudyConfig) -> dict[str, Any]:
