@@ -47,6 +47,7 @@ from optuna_bs import (
     load_config,
     load_data,
 )
+from optuna_bs.search.edges import RANGES_ATTR, WIDENINGS_ATTR
 from optuna_bs.study.plan import auto_noise_scales, fit_arguments, space_from_config
 from optuna_bs.study.runner import make_pruner, make_sampler
 from optuna_bs.vocabulary import DEFAULTS
@@ -420,6 +421,9 @@ def run_arm(job: Job, cache: dict | None = None) -> dict:
         "seed": job.seed,
         "seconds": time.perf_counter() - start,
         "trials": trials,
+        # What an "auto" range became (RangeWidening): its ranges, and each widening.
+        "ranges": study.user_attrs.get(RANGES_ATTR),
+        "widenings": study.user_attrs.get(WIDENINGS_ATTR, []),
     }
 
 

@@ -60,6 +60,9 @@ def best_g(results_dir: Path) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__)
+    p.add_argument(
+        "--figure", default="docs/range_test.png", help="where full mode draws the figure"
+    )
     args = p.parse_args(argv)
     m = mode(args)
     tasks = args.tasks or (["digits_mlp"] if m == "smoke" else list(SGD_TASKS))
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     path = write_json(args, "range_test", {"seeds": seeds, "rows": rows, "best_g": full})
     if m == "full":
-        plot(rows, curves, full, REPO / "docs" / "range_test.png")
+        plot(rows, curves, full, REPO / args.figure)
     return path
 
 

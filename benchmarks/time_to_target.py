@@ -34,6 +34,8 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (  # noqa: E402
     TASKS,
@@ -184,6 +186,31 @@ def study_totals(results: list[dict], task: str) -> dict:
     return out
 
 
+def final_errors(results: list[dict], task: str) -> dict:
+    """Each variant against the arm it varies (and each arm against the fair baseline): the
+    whole study's best error, seed by seed: the median difference (points of error; for a
+    loss task, of loss x 100) and a paired test."""
+    best = {}
+    for r in results:
+        if r["task"] == task:
+            best.setdefault(r["arm"], {})[r["seed"]] = best_so_far(r["trials"])[-1]
+    pairs = [(a, b) for a, b in VARIANT_OF.items() if a in best and b in best]
+    pairs += [(a, "independent-fixed-m") for a in best if a != "independent-fixed-m"]
+    out = {}
+    for arm, base in pairs:
+        if base not in best:
+            continue
+        seeds = sorted(set(best[arm]) & set(best[base]))
+        a = [best[arm][s] for s in seeds]
+        b = [best[base][s] for s in seeds]
+        diffs = [100 * (x - y) for x, y in zip(a, b, strict=True)]
+        out.setdefault(arm, {})[base] = {
+            "median_difference_points": float(np.median(diffs)) if diffs else math.nan,
+            "paired": paired_test(a, b),
+        }
+    return out
+
+
 def report(summary: dict) -> None:
     """Print the time-to-target table for every margin, the goal table and study totals."""
     rows, goals, totals = [], [], []
@@ -247,6 +274,19 @@ def report(summary: dict) -> None:
             ["task", "target", "arm", "against", "ratio", "per-seed ratio", "paired", "goal"],
             goals,
         )
+    finals = [
+        [task, arm, base, f"{c['median_difference_points']:+.2f}", fmt_paired(c["paired"])]
+        for task, s in summary.items()
+        for arm, bases in s.get("final_errors", {}).items()
+        for base, c in bases.items()
+    ]
+    if finals:
+        print_table(
+            "Whole studies' best error, arm against arm, seed by seed: median difference in "
+            "points (negative: the arm ends better), wins-ties-losses with Wilcoxon p",
+            ["task", "arm", "against", "median difference", "paired"],
+            finals,
+        )
     print_table(
         "P2 whole studies (until the target or the budget): median [IQR] over seeds",
         ["task", "arm", "seconds", "trials", "epochs", "pruned", "best val error %"],
@@ -275,6 +315,7 @@ def summarise(
                 if m >= stop_margin - 1e-9
             },
             "totals": study_totals(results, task),
+            "final_errors": final_errors(results, task),
         }
     return summary
 
