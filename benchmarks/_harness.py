@@ -273,13 +273,9 @@ def _objective(
     if dict(arm.space_options).get("noise_scale") == "auto" and arm.widen:
         # As the runner does: the range test's range widens where the best trials pile.
         widening = RangeWidening({"noise_scale": space.noise_scale})
-        fixed = {k: v for k, v in arm.space_options if k != "noise_scale"}
 
     def suggest(trial: optuna.Trial):
-        if widening is None:
-            return space.suggest(trial)
-        ranges = widening.ranges(trial.study)
-        return space_from_config(task.config, task.data.n_train, **fixed, **ranges).suggest(trial)
+        return space.suggest(trial) if widening is None else widening.suggest(space, trial)
 
     def cached(trial: optuna.Trial) -> float:
         hp = suggest(trial)

@@ -4,8 +4,8 @@ searched range, that edge moves out.
 A range chosen before the study (``noise_scale = "auto"``, from the range test; ``batch_size
 = "auto"``, from the critical batch size) is a guess about the task. When the best trials sit
 at one of its edges, the optimum may lie beyond it. :class:`RangeWidening` watches the study's
-trials (it is an Optuna callback), widens such an edge by half the range's width on a log
-scale, and stores the new ranges in the study, so that every worker draws from them, and a
+trials (it is an Optuna callback), widens such an edge by half the first range's width on a
+log scale, and stores the new ranges in the study, so that every worker draws from them, and a
 resumed study keeps them. :func:`edge_of` and :func:`pile_at_edge` are the one rule of what
 "at an edge" means: the ladder's search and the report use them too.
 
@@ -18,10 +18,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from optuna_bs.rules.formulas import Hyperparameters
+    from optuna_bs.search.space import BatchScalingSpace
 
 __all__ = [
     "EDGE_ZONE",
@@ -102,18 +106,19 @@ def widen(
     high: float,
     side: Side,
     *,
+    factor: float | None = None,
     limits: tuple[float, float] = (0.0, math.inf),
     powers_of_two: bool = False,
 ) -> tuple[float, float]:
-    """``[low, high]`` with ``side`` moved out by half its width on a log scale (at least a
-    factor of 2), within ``limits``; with ``powers_of_two`` the new edge is the power of two
-    that stays within them (an ``int``).
+    """``[low, high]`` with ``side`` moved out by ``factor`` (default: half the range's width on
+    a log scale; at least 2), within ``limits``; with ``powers_of_two`` the new edge is the
+    power of two that stays within them (an ``int``).
 
     Example:
         >>> widen(10.0, 1000.0, "lower")
         (1.0, 1000.0)
     """
-    factor = max(2.0, math.sqrt(high / low))
+    factor = max(2.0, math.sqrt(high / low) if factor is None else factor)
     if side == "lower":
         new = max(low / factor, limits[0])
         if powers_of_two:
@@ -170,11 +175,16 @@ class RangeWidening:
     new ones; a worker that reads them after another's widening judges its trials against the
     wider range, where the old edge is inside.
 
-    Example:
-        >>> widening = RangeWidening({"noise_scale": (10.0, 1000.0)})
-        >>> study = optuna.create_study()
-        >>> study.optimize(objective, n_trials=30, callbacks=[widening])  # doctest: +SKIP
-        >>> widening.ranges(study)  # the ranges trial N+1 draws from  # doctest: +SKIP
+    Example::
+
+        space = BatchScalingSpace(n_train=len(train), noise_scale=(30.0, 450.0))
+        widening = RangeWidening({"noise_scale": space.noise_scale})
+
+        def objective(trial):
+            hp = widening.suggest(space, trial)  # the space over the study's ranges now
+            ...
+
+        study.optimize(objective, n_trials=30, callbacks=[widening])
     """
 
     def __init__(
@@ -193,20 +203,29 @@ class RangeWidening:
         stored = study.user_attrs.get(RANGES_ATTR) or {}
         return {k: tuple(stored.get(k, v)) for k, v in self.initial.items()}
 
+    def suggest(self, space: BatchScalingSpace, trial: optuna.Trial) -> Hyperparameters:
+        """``space.suggest(trial)`` over the ranges the trial's study holds now."""
+        return space.with_ranges(**self.ranges(trial.study)).suggest(trial)
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """After each trial: widen each range whose best trials pile at an edge."""
         current = self.ranges(study)
         trials = study.get_trials(deepcopy=False, states=_FINISHED)
+        history = list(study.user_attrs.get(WIDENINGS_ATTR) or [])
         widened = {}
         for name, (low, high) in current.items():
             points = finished_points(trials, name, sign=_sign(study))
             side = pile_at_edge(points, low, high)
             if side is None:
                 continue
+            # Steps of one size: half the width of the range the study started with.
+            first = [h["from"] for h in history if h["name"] == name] or [(low, high)]
+            first_low, first_high = first[0]
             new = widen(
                 low,
                 high,
                 side,
+                factor=math.sqrt(first_high / first_low),
                 limits=self.limits.get(name, (0.0, math.inf)),
                 powers_of_two=name in self.powers_of_two,
             )
@@ -215,7 +234,6 @@ class RangeWidening:
         if not widened:
             return
         stored = dict(study.user_attrs.get(RANGES_ATTR) or {})
-        history = list(study.user_attrs.get(WIDENINGS_ATTR) or [])
         for name, (side, old, new) in widened.items():
             stored[name] = list(new)
             history.append(

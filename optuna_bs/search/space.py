@@ -24,6 +24,7 @@ and the space adds the weight decay, given as λ or searched as AdamW's timescal
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import numbers
@@ -195,6 +196,35 @@ class BatchScalingSpace:
         if self._log2_batch is None:
             return [int(self.batch_size)]
         return [2**k for k in range(self._log2_batch[0], self._log2_batch[1] + 1)]
+
+    def with_ranges(
+        self,
+        *,
+        batch_size: tuple[int, int] | None = None,
+        noise_scale: tuple[float, float] | None = None,
+    ) -> BatchScalingSpace:
+        """A copy of this space over other ranges of B or g (checked as the constructor checks
+        them): what a range that widens draws from (:class:`~optuna_bs.RangeWidening`).
+
+        Example:
+            >>> space = BatchScalingSpace(n_train=1000, noise_scale=(30.0, 450.0))
+            >>> space.with_ranges(noise_scale=(7.7, 450.0)).noise_scale
+            (7.7, 450.0)
+        """
+        other = copy.copy(self)
+        if batch_size is not None:
+            low, high = check_range("batch_size", batch_size, integer=True)
+            if high >= self.n_train:
+                raise ValueError(
+                    f"`batch_size` must lie in [1, n_train - 1] = [1, {self.n_train - 1}], "
+                    f"but got batch_size=({low}, {high})."
+                )
+            other.batch_size = (low, high)
+            other._log2_batch = (math.ceil(math.log2(low)), math.floor(math.log2(high)))
+        if noise_scale is not None:
+            other._noise_scale = check_range("noise_scale", noise_scale, positive=True)
+            other.noise_scale = tuple(noise_scale)
+        return other
 
     def suggest(self, trial: BaseTrial) -> Hyperparameters:
         """Sample one configuration and record its derived values as the trial's user attrs.

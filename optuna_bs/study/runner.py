@@ -139,7 +139,7 @@ class Prepared:
             return self.space
         ranges = self.widening.ranges(study)
         if any(tuple(getattr(self.space, k)) != tuple(v) for k, v in ranges.items()):
-            self.space = self.plan.space(**ranges)
+            self.space = self.space.with_ranges(**ranges)
         return self.space
 
     def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -18,11 +18,11 @@ G_STAR = LOW / 3
 
 
 def _synthetic_study(seed: int, sampler: str, *, widening: bool) -> tuple[optuna.Study, dict]:
-    ranges = RangeWidening({"noise_scale": (LOW, HIGH)})
+    space = BatchScalingSpace(n_train=3200, batch_size=(16, 256), noise_scale=(LOW, HIGH))
+    ranges = RangeWidening({"noise_scale": space.noise_scale})
 
     def objective(trial):
-        current = ranges.ranges(trial.study) if widening else {"noise_scale": (LOW, HIGH)}
-        hp = BatchScalingSpace(n_train=3200, batch_size=(16, 256), **current).suggest(trial)
+        hp = ranges.suggest(space, trial) if widening else space.suggest(trial)
         log_b = math.log2(hp.batch_size)
         return 0.1 + 0.02 * math.log(hp.noise_scale / G_STAR) ** 2 + 0.002 * abs(log_b - 6)
 
@@ -107,3 +107,14 @@ def test_the_edge_rule():
     assert widen(16, 256, "upper", limits=(1, 1000), powers_of_two=True) == (16, 512)
     assert widen(16, 256, "lower", limits=(1, 1000), powers_of_two=True) == (4, 256)
     assert widen(16, 256, "upper", limits=(1, 400), powers_of_two=True) == (16, 256)
+
+
+def test_a_space_over_other_ranges_is_checked_as_the_constructor_checks():
+    space = BatchScalingSpace(n_train=1000, batch_size=(16, 64), noise_scale=(30.0, 450.0))
+    wider = space.with_ranges(batch_size=(8, 256), noise_scale=(7.5, 450.0))
+    assert wider.batch_sizes == [8, 16, 32, 64, 128, 256] and wider.noise_scale == (7.5, 450.0)
+    assert space.batch_sizes == [16, 32, 64] and space.noise_scale == (30.0, 450.0)  # unchanged
+    with pytest.raises(ValueError, match="must lie in \\[1, n_train - 1\\]"):
+        space.with_ranges(batch_size=(16, 1024))
+    with pytest.raises(ValueError, match="noise_scale"):
+        space.with_ranges(noise_scale=(0.0, 10.0))
