@@ -200,7 +200,10 @@ class RangeWidening:
 
     def ranges(self, study: optuna.Study) -> dict[str, tuple[float, float]]:
         """The ranges the study's next trial draws from."""
-        stored = study.user_attrs.get(RANGES_ATTR) or {}
+        return self._ranges(study.user_attrs)
+
+    def _ranges(self, attrs: dict) -> dict[str, tuple[float, float]]:
+        stored = attrs.get(RANGES_ATTR) or {}
         return {k: tuple(stored.get(k, v)) for k, v in self.initial.items()}
 
     def suggest(self, space: BatchScalingSpace, trial: optuna.Trial) -> Hyperparameters:
@@ -209,9 +212,10 @@ class RangeWidening:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """After each trial: widen each range whose best trials pile at an edge."""
-        current = self.ranges(study)
+        attrs = study.user_attrs  # one read of the store
+        current = self._ranges(attrs)
         trials = study.get_trials(deepcopy=False, states=_FINISHED)
-        history = list(study.user_attrs.get(WIDENINGS_ATTR) or [])
+        history = list(attrs.get(WIDENINGS_ATTR) or [])
         widened = {}
         for name, (low, high) in current.items():
             points = finished_points(trials, name, sign=_sign(study))
@@ -233,7 +237,7 @@ class RangeWidening:
                 widened[name] = (side, (low, high), new)
         if not widened:
             return
-        stored = dict(study.user_attrs.get(RANGES_ATTR) or {})
+        stored = dict(attrs.get(RANGES_ATTR) or {})
         for name, (side, old, new) in widened.items():
             stored[name] = list(new)
             history.append(
