@@ -301,7 +301,7 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
             )
         title = f"Learning rate against batch size: {f.model}, slope {f.alpha:.2f} mid-range"
     elif info.reason:
-        _note(fig, f"No curve: {info.reason}", width=100, y=1.0, size=11)
+        _note(fig, f"No curve: {info.reason}", width=72, y=1.0, size=11)
     _layout(fig, title, "batch size B", "learning rate", log_x=True, log_y=True)
     ticks = [2**k for k in range(31)]  # B is a power of two: label each one
     fig.update_xaxes(tickvals=ticks, ticktext=[str(t) for t in ticks])
