@@ -34,9 +34,10 @@ PAIRS = (("default-auto", "default"), ("ladder-auto", "ladder"))
 
 
 def load(paths: list[str]) -> dict[str, dict[str, dict]]:
-    """task -> arm -> {"runs": [...] by seed, "source": file}; later files replace arms."""
+    """task -> arm -> {"runs": [...] by seed, "source": "run K"}, K the file's place in
+    ``paths``; a later file's arms replace an earlier one's."""
     tasks: dict[str, dict[str, dict]] = {}
-    for path in paths:
+    for number, path in enumerate(paths, 1):
         body = json.loads(Path(path).read_text())
         arms: dict[tuple[str, str], list] = {}
         for run in body["runs"]:
@@ -44,7 +45,7 @@ def load(paths: list[str]) -> dict[str, dict[str, dict]]:
         for (task, arm), runs in arms.items():
             tasks.setdefault(task, {})[arm] = {
                 "runs": sorted(runs, key=lambda r: r["seed"]),
-                "source": Path(path).name,
+                "source": f"run {number}",
             }
     return tasks
 
