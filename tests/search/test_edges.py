@@ -118,3 +118,19 @@ def test_a_space_over_other_ranges_is_checked_as_the_constructor_checks():
         space.with_ranges(batch_size=(16, 1024))
     with pytest.raises(ValueError, match="noise_scale"):
         space.with_ranges(noise_scale=(0.0, 10.0))
+
+
+@pytest.mark.parametrize("probe_edges", [True, False])
+def test_the_ladders_search_goes_on_while_its_best_piles_at_an_edge(probe_edges):
+    """Lower g is always better: after its 6 search trials the best pile at g's lower edge.
+    With ``probe_edges`` the ladder searches on (up to 12 trials) instead of climbing."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = BatchScalingSpace(n_train=3200, batch_size=(16, 256), noise_scale=(LOW, HIGH))
+    sampler = BatchLadderSampler(seed=0, probe_edges=probe_edges)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: math.log(space.suggest(t).noise_scale), n_trials=6)
+    assert pile_at_edge([(t.value, t.params["noise_scale"]) for t in study.trials], LOW, HIGH)
+    assert sampler.plan(study)["phase"] == ("search" if probe_edges else "climb")
+    study.optimize(lambda t: math.log(space.suggest(t).noise_scale), n_trials=8)
+    phases = [t.system_attrs["ladder"]["phase"] for t in study.trials]
+    assert phases.count("search") == (12 if probe_edges else 6)
