@@ -287,9 +287,10 @@ def prepare(
         ranges = auto_ranges(plan, space, store, name)
         space = plan.space(**ranges)
         _check_micro_batch(config, space)
+        micro = config.train.micro_batch_size  # B widens down to b at most: b divides B
         widening = RangeWidening(
             ranges,
-            limits={"batch_size": (1, data.n_train - 1)},
+            limits={"batch_size": (micro if isinstance(micro, int) else 1, data.n_train - 1)},
             powers_of_two=["batch_size"],
         )
     if store is None:
