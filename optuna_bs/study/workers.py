@@ -116,6 +116,10 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
                     ) from err
                 if not _is_outage(err):
                     raise
+                # A Ctrl-C can cut a call to the store and surface as a lost connection (an
+                # AssertionError of SQLAlchemy's, a connection error in its chain): the user
+                # asked to stop, so stop, instead of reconnecting.
+                interrupt.honour()
                 outage_since = outage_since or time.monotonic()
                 if time.monotonic() - outage_since > _RECONNECT_SECONDS:
                     raise StorageError(
