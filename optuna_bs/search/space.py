@@ -115,17 +115,7 @@ class BatchScalingSpace:
             check_int("batch_size", batch_size, 1, n_train - 1)
             self._log2_batch = None
         else:
-            low, high = check_range("batch_size", batch_size, integer=True)
-            if high >= n_train:
-                raise ValueError(
-                    f"`batch_size` must lie in [1, n_train - 1] = [1, {n_train - 1}], "
-                    f"but got batch_size=({low}, {high})."
-                )
-            self._log2_batch = (math.ceil(math.log2(low)), math.floor(math.log2(high)))
-            if self._log2_batch[0] > self._log2_batch[1]:
-                raise ValueError(
-                    f"`batch_size` must hold a power of two, but got batch_size=({low}, {high})."
-                )
+            self._log2_batch = _log2_range(batch_size, n_train)
         self._noise_scale = check_range("noise_scale", noise_scale, positive=True)
         if isinstance(momentum, numbers.Real) and not isinstance(momentum, bool):
             _check_momentum(momentum)
@@ -213,14 +203,8 @@ class BatchScalingSpace:
         """
         other = copy.copy(self)
         if batch_size is not None:
-            low, high = check_range("batch_size", batch_size, integer=True)
-            if high >= self.n_train:
-                raise ValueError(
-                    f"`batch_size` must lie in [1, n_train - 1] = [1, {self.n_train - 1}], "
-                    f"but got batch_size=({low}, {high})."
-                )
-            other.batch_size = (low, high)
-            other._log2_batch = (math.ceil(math.log2(low)), math.floor(math.log2(high)))
+            other._log2_batch = _log2_range(batch_size, self.n_train)
+            other.batch_size = tuple(batch_size)
         if noise_scale is not None:
             other._noise_scale = check_range("noise_scale", noise_scale, positive=True)
             other.noise_scale = tuple(noise_scale)
@@ -296,6 +280,23 @@ class BatchScalingSpace:
         }
         args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"BatchScalingSpace({self.parameterisation!r}, {args})"
+
+
+def _log2_range(batch_size: tuple[int, int], n_train: int) -> tuple[int, int]:
+    """The powers of two a ``(low, high)`` batch range holds, as log2 bounds; checked against
+    N (the constructor's and :meth:`BatchScalingSpace.with_ranges`' one check)."""
+    low, high = check_range("batch_size", batch_size, integer=True)
+    if high >= n_train:
+        raise ValueError(
+            f"`batch_size` must lie in [1, n_train - 1] = [1, {n_train - 1}], "
+            f"but got batch_size=({low}, {high})."
+        )
+    log2 = (math.ceil(math.log2(low)), math.floor(math.log2(high)))
+    if log2[0] > log2[1]:
+        raise ValueError(
+            f"`batch_size` must hold a power of two, but got batch_size=({low}, {high})."
+        )
+    return log2
 
 
 def _check_momentum(m: float) -> None:

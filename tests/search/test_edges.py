@@ -118,6 +118,8 @@ def test_a_space_over_other_ranges_is_checked_as_the_constructor_checks():
         space.with_ranges(batch_size=(16, 1024))
     with pytest.raises(ValueError, match="noise_scale"):
         space.with_ranges(noise_scale=(0.0, 10.0))
+    with pytest.raises(ValueError, match="must hold a power of two"):
+        space.with_ranges(batch_size=(17, 31))
 
 
 @pytest.mark.parametrize("probe_edges", [True, False])
