@@ -219,3 +219,19 @@ def test_n_over_10_has_one_home():
             if pattern.search(code) and '"' not in code and "'" not in code:
                 wrong.append(f"{path.relative_to(REPO)}:{number}")
     assert not wrong, wrong
+
+
+def test_no_module_is_over_500_lines_and_each_integration_is_a_thin_adapter():
+    """Rooms stay calm: no module over 500 lines, and each framework's callback under 200, the
+    end-of-epoch decision and the checkpoints being ``fit``'s own (``TrialMonitor.end_epoch``,
+    ``EpochTally``, ``StudyCheckpoints``)."""
+    sizes = {
+        path.relative_to(REPO).as_posix(): len(path.read_text().splitlines())
+        for path in (REPO / "optuna_bs").rglob("*.py")
+    }
+    assert {p: n for p, n in sizes.items() if n > 500} == {}
+    for name in ("lightning", "transformers"):
+        path = f"optuna_bs/integrations/{name}.py"
+        assert sizes[path] < 200, (path, sizes[path])
+        text = (REPO / path).read_text()
+        assert "EpochTally" in text and "end_epoch(" in text, path

@@ -104,3 +104,25 @@ def _check_eval_strategy(args: Any) -> None:
             )
             + ": set eval_strategy='epoch' in TrainingArguments."
         )
+
+
+def check_model(model: Any, accumulates: bool) -> bool | None:
+    """As the Trainer is built: whether it passes ``num_items_in_batch`` to ``model``'s loss
+    (``None``: no model), and, where the search ``accumulates`` (or runs on several
+    processes), a loss that ignores it refused, probed on the model's dummy inputs (where it
+    cannot be, the first trial probes a training batch instead)."""
+    if model is None:
+        return None
+    passes = _passes_item_count(model)
+    if not passes or not accumulates:
+        return passes
+    for batch in _dummy_batches(model):
+        try:
+            ignored = _loss_ignores_item_count(model, batch)
+        except Exception:  # labels of another shape: try the next, or leave it to training
+            continue
+        if ignored:
+            raise _scaled_gradient_error(model)
+        if ignored is not None:
+            break
+    return passes

@@ -33,6 +33,15 @@ class BatchPlan:
         """The effective batch B."""
         return self.per_device * self.accumulation * self.world_size
 
+    @property
+    def attrs(self) -> dict[str, int]:
+        """The plan as the user attrs a trial records."""
+        return {
+            "micro_batch_size": self.per_device,
+            "accumulation_steps": self.accumulation,
+            "world_size": self.world_size,
+        }
+
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -17,19 +17,16 @@ critical batch size. So it
    keeps g* in place (B ∝ 1/(1 − m)).
 
 The sampler keeps no state of its own: each trial's phase is derived from the study's trials
-(a trial records its phase in the system attr ``ladder``), so it works with the study's pruner,
-across many workers and when a study resumes. A trial is planned from the trials numbered
-before it (it waits the few milliseconds another worker may need to record one of them), so
-workers agree: a rung in flight counts as climbed, and the next worker takes the next one. Its
-proposals are values of the space's static distributions; only which value is proposed changes.
+(each records it in the system attr ``ladder``), so it works with the study's pruner, across
+workers and on resuming. A trial is planned from the trials numbered before it (waiting the
+milliseconds another worker may need to record one), so workers agree: a rung in flight counts
+as climbed. It proposes values of the space's static distributions. The plan is the study's,
+not that of whichever trial finished first:
 
-The plan is a function of the study, not of which trial happened to finish first:
-
-* g\\* is fixed once the whole search has finished (until then, extra workers refine), and
-  stored in the study (its system attr ``ladder``): every rung of the climb is at that g\\*.
-* A dead worker's trial, run again by the heartbeat's retry, keeps its place: a rung's retry is
-  that rung, at its B and g\\*, and a search trial's retry is that search trial. A rung whose
-  trials all failed (its worker died, or the run was stopped) is not a miss: it is tried again,
+* g\\* is fixed, and stored in the study, once the whole search has finished (until then extra
+  workers refine): every rung of the climb is at that g\\*.
+* A dead worker's trial, run again by the heartbeat's retry, keeps its place (a rung at its B
+  and g\\*, or a search trial). A rung whose trials all failed is not a miss: it is tried again,
   up to ``_RUNG_TRIES`` times.
 """
 
@@ -463,14 +460,9 @@ def _clip(value: float, distribution: BaseDistribution) -> float:
 
 
 def ladder_outcome(study: optuna.Study) -> str | None:
-    """What a ladder study found, in words, from its trials' records (``None`` if no
-    :class:`BatchLadderSampler` ran it): where it searched g, g*, and each rung's value.
-
-    It reads the climb as the sampler does: a rung by its first finished trial (a dead
-    worker's trial replaced by its retry), a rung in flight passed over.
-
-    Example (the words): "g searched at B=64 (6 trials); at g*=12.1: B=128 0.113, B=256
-    0.12, B=512 0.122; keeps the error (within 0.02 of 0.122) up to B=512".
+    """What a ladder study found, in words (``None`` if no :class:`BatchLadderSampler` ran
+    it), read as the sampler reads the climb: "g searched at B=64 (6 trials); at g*=12.1:
+    B=128 0.113, B=256 0.12, B=512 0.122; keeps the error (within 0.02 of 0.122) up to B=512".
     """
     trials = study.get_trials(deepcopy=False)
     search = _search_slots(trials)

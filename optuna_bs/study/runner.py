@@ -37,7 +37,7 @@ from optuna_bs.study.plan import (
 )
 from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storage
 from optuna_bs.study.workers import optimize_reconnecting
-from optuna_bs.train._checkpoints import checkpoint_file, resumable, retried_trials, study_folder
+from optuna_bs.train._checkpoints import StudyCheckpoints
 from optuna_bs.train.distributed import follow, lead, release, world
 from optuna_bs.train.sources import Datasets
 from optuna_bs.train.state import check_creatable
@@ -73,7 +73,7 @@ class Prepared:
     study_name: str
     seed: int
     #: This study's checkpoints (one folder per store and study), or ``None`` for none.
-    checkpoint_folder: Path | None = None
+    checkpoints: StudyCheckpoints | None = None
     #: Widens the ``"auto"`` ranges where the best trials pile at an edge; ``None`` without.
     widening: RangeWidening | None = None
 
@@ -142,45 +142,21 @@ class Prepared:
             self.space = self.space.with_ranges(**ranges)
         return self.space
 
-    def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Callback: the trial's end is committed, so its checkpoint and those of the dead
-        trials it retried can go (the best's stays with ``keep_best_checkpoint``)."""
-        keep = trial.state == TrialState.COMPLETE and self.config.study.keep_best_checkpoint
-        self._drop_checkpoints(trial, keep_own=keep)
-
-    def drop_orphan_checkpoints(self, study: optuna.Study) -> int:
-        """Delete the checkpoints an earlier run left of trials the store holds as finished
-        (a Ctrl-C, or a store failure, between a trial's end and its callbacks): a complete
-        or pruned trial's, and those of the dead trials a finished trial retried. A failed
-        trial's stays while a retry may still resume it. Returns how many went."""
-        if self.checkpoint_folder is None or not self.checkpoint_folder.is_dir():
+    def drop_finished_checkpoints(self, study: optuna.Study, _: FrozenTrial | None = None):
+        """Callback, and at the start of a run: delete the checkpoints of the trials the store
+        holds as finished, and of the dead trials they retried, once their ends are committed
+        (so a lost write leaves a retry its checkpoint). The best's stays with
+        ``keep_best_checkpoint``. Returns how many went."""
+        if self.checkpoints is None:
             return 0
         best = best_trial(study) if self.config.study.keep_best_checkpoint else None
-        done = (TrialState.COMPLETE, TrialState.PRUNED)
-        dropped = sum(
-            self._drop_checkpoints(t, keep_own=best is not None and t.number == best.number)
-            for t in study.get_trials(deepcopy=False, states=done)
-        )
-        if dropped:
+        dropped = self.checkpoints.drop_finished(study, keep=getattr(best, "number", None))
+        if dropped and _ is None:
             _logger.info(
                 "Removed %d checkpoint(s) of finished trials from %s.",
                 dropped,
-                self.checkpoint_folder,
+                self.checkpoints.folder,
             )
-        return dropped
-
-    def _drop_checkpoints(self, trial: FrozenTrial, *, keep_own: bool) -> int:
-        """Delete the checkpoints of the dead trials ``trial`` retried, and its own unless
-        ``keep_own``; return how many there were."""
-        folder = self.checkpoint_folder
-        if folder is None:
-            return 0
-        dropped = 0
-        for number in retried_trials(trial) + ([] if keep_own else [trial.number]):
-            path = checkpoint_file(folder, number)
-            if path.exists():
-                path.unlink(missing_ok=True)
-                dropped += 1
         return dropped
 
     def free_memory(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -199,24 +175,9 @@ class Prepared:
         """This trial's checkpoint file, and the dead trial it resumes with that trial's
         checkpoint (the newest one that is theirs:
         :func:`~optuna_bs.train._checkpoints.resumable`)."""
-        folder = self.checkpoint_folder
-        if folder is None or isinstance(trial, optuna.trial.FixedTrial):
+        if self.checkpoints is None or isinstance(trial, optuna.trial.FixedTrial):
             return None, None
-        return checkpoint_file(folder, trial.number), resumable(trial, folder)
-
-    def drop_checkpoints_but_best(self, study: optuna.Study, _: FrozenTrial) -> None:
-        """Callback: delete the checkpoints of complete trials other than the best."""
-        folder = self.checkpoint_folder
-        if folder is None:
-            return
-        best = best_trial(study)
-        if best is None:
-            return
-        best = best.number
-        done = optuna.trial.TrialState.COMPLETE
-        for t in study.get_trials(deepcopy=False, states=(done,)):
-            if t.number != best:
-                checkpoint_file(folder, t.number).unlink(missing_ok=True)
+        return self.checkpoints.path(trial.number), self.checkpoints.resumable(trial)
 
 
 #: The longest study name Optuna's RDB schema stores.
@@ -265,9 +226,9 @@ def prepare(
     checkpoints = None
     if config.study.checkpoint_dir:
         url_or_default = DEFAULT_STORAGE if url is None else url
-        checkpoints = study_folder(config.study.checkpoint_dir, name, url_or_default)
+        checkpoints = StudyCheckpoints.of(config.study.checkpoint_dir, name, url_or_default)
         try:  # before the first trial, and without creating anything
-            check_creatable(checkpoints, "--checkpoint-dir")
+            check_creatable(checkpoints.folder, "--checkpoint-dir")
         except ValueError as err:
             raise ConfigError(str(err)) from err
     # The space with the file's own ranges first: a bad batch range fails before measuring.
@@ -303,7 +264,7 @@ def prepare(
         storage=store,
         study_name=name,
         seed=config.study.seed if seed is None else seed,
-        checkpoint_folder=checkpoints,
+        checkpoints=checkpoints,
         widening=widening,
     )
 
@@ -470,12 +431,10 @@ def _run_study(prepared, objective, n_trials, timeout, max_trials, callbacks, sh
     # What the report reads the study by: its rule, and the optimizer family it is for.
     study.set_user_attr("parameterisation", prepared.space.parameterisation)
     study.set_user_attr("optimizer", prepared.space.optimizer)
-    prepared.drop_orphan_checkpoints(study)
+    prepared.drop_finished_checkpoints(study)  # what an earlier run left (a Ctrl-C, say)
     callbacks = [*callbacks, prepared.free_memory, prepared.drop_finished_checkpoints]
     if prepared.widening is not None:
         callbacks.append(prepared.widening)
-    if cfg.study.keep_best_checkpoint:
-        callbacks.append(prepared.drop_checkpoints_but_best)
     n_trials = cfg.study.n_trials if n_trials is None else n_trials
     if max_trials is not None:
         finished = len(study.get_trials(deepcopy=False, states=_FINISHED))

@@ -9,8 +9,9 @@ and its parameters), and a retry resumes a checkpoint only if that owner is the 
 retries (:func:`resumable`). Any other (a study of the same name in a new database, say) is
 left alone: the retry starts afresh, with one warning.
 
-:func:`optuna_bs.fit` (through the runner) and the Lightning callback both find, record and
-check checkpoints here.
+:class:`StudyCheckpoints` is one study's folder: where each trial saves, what a retry
+resumes, and what goes once a trial has ended. The runner (for :func:`optuna_bs.fit`) and the
+Lightning callback both keep their checkpoints through it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import math
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -29,6 +31,7 @@ from optuna_bs.train.distributed import world
 
 __all__ = [
     "OWNER_KEY",
+    "StudyCheckpoints",
     "retried_trials",
     "checkpoint_file",
     "owner_of",
@@ -64,6 +67,52 @@ def study_folder(root: str | Path, name: str, storage: str | None = None) -> Pat
     readable = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:_READABLE]
     key = f"{_store_identity(storage)}\n{name}".encode()
     return Path(root) / f"{readable}-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class StudyCheckpoints:
+    """One study's checkpoints: ``folder`` (:func:`study_folder`) holds ``trial_{n}{suffix}``."""
+
+    folder: Path
+    suffix: str = ".pt"
+
+    @classmethod
+    def of(
+        cls, root: str | Path | None, trial: object, storage: str | None = None, **kw
+    ) -> StudyCheckpoints | None:
+        """The checkpoints under ``root`` of ``trial``'s study (a study's name also does);
+        ``None`` without a root or a study."""
+        name = trial if isinstance(trial, str) else study_name(trial)
+        if root is None or name is None:
+            return None
+        return cls(study_folder(root, name, storage), **kw)
+
+    def path(self, number: int) -> Path:
+        """Trial ``number``'s checkpoint."""
+        return checkpoint_file(self.folder, number, self.suffix)
+
+    def resumable(self, trial: object) -> tuple[int, Path] | None:
+        """What ``trial`` resumes: see :func:`resumable`."""
+        return resumable(trial, self.folder, self.suffix)
+
+    def drop(self, trial: object, *, keep_own: bool = False) -> int:
+        """Delete the checkpoints of the dead trials ``trial`` retried, and its own unless
+        ``keep_own``; return how many there were."""
+        numbers = retried_trials(trial) + ([] if keep_own else [trial.number])
+        paths = [self.path(n) for n in numbers if self.path(n).exists()]
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
+
+    def drop_finished(self, study: optuna.Study, keep: int | None = None) -> int:
+        """Delete the checkpoints of the trials the store holds as complete or pruned, and
+        those of the dead trials they retried, but trial ``keep``'s; return how many went.
+        A failed trial's stays while a retry may still resume it."""
+        if not self.folder.is_dir():
+            return 0
+        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        trials = study.get_trials(deepcopy=False, states=done)
+        return sum(self.drop(t, keep_own=t.number == keep) for t in trials)
 
 
 def _store_identity(url: str | None) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "METRICS",
     "Metric",
     "Validator",
+    "constant_guess_error",
     "default_loss",
     "evaluate",
     "evaluate_split",
@@ -222,3 +223,35 @@ def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def _class_labels(dataset: Any) -> Any:
+    """The class ids of a dataset that shows them without a pass over it; else ``None``."""
+    from torch.utils.data import Subset, TensorDataset
+
+    if isinstance(dataset, Subset):
+        labels = _class_labels(dataset.dataset)
+        return None if labels is None else labels[torch.as_tensor(dataset.indices)]
+    if isinstance(dataset, TensorDataset):
+        labels = dataset.tensors[-1]
+    else:
+        labels = getattr(dataset, "targets", None)
+    if labels is None:
+        return None
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if labels.dim() != 1 or not labels.numel() or labels.is_floating_point():
+        return None
+    return labels
+
+
+def constant_guess_error(dataset: Any) -> float | None:
+    """The error of always guessing the commonest class of ``dataset``'s labels (1 − its
+    share), where the dataset shows them without a pass over it; else ``None``."""
+    labels = _class_labels(dataset)
+    if labels is None:
+        return None
+    counts = torch.unique(labels, return_counts=True)[1]
+    return 1.0 - counts.max().item() / labels.numel() if len(counts) > 1 else None

@@ -281,7 +281,7 @@ def test_under_ddp_on_two_processes_both_ranks_stop_at_the_pruned_epoch(tmp_path
 def test_a_loader_that_keeps_a_short_last_batch_is_warned_about():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from optuna_bs.integrations.lightning import _warn_partial_batches
+    from optuna_bs.integrations._lightning_batches import _warn_partial_batches
 
     data = TensorDataset(torch.zeros(100, 2))
     with pytest.warns(UserWarning, match="drop_last=True"):

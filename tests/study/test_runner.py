@@ -168,7 +168,7 @@ def test_a_checkpoint_outlives_a_failed_final_write_and_goes_once_committed(tmp_
 
     storage.set_trial_state_values = flaky
     study = run_study(prepared, n_trials=2)
-    folder = prepared.checkpoint_folder
+    folder = prepared.checkpoints.folder
     assert folder.parent == tmp_path / "ckpt"
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "COMPLETE", "COMPLETE"]  # nothing left RUNNING or WAITING
@@ -208,7 +208,7 @@ def test_a_finished_trials_orphaned_checkpoint_goes_at_the_next_run(tmp_path):
     prepared = prepare(config, storage=url)
     _lose_the_first_committed_end(prepared.storage)
     run_study(prepared, n_trials=1)
-    folder = prepared.checkpoint_folder
+    folder = prepared.checkpoints.folder
     assert [p.name for p in folder.glob("trial_*.pt")] == ["trial_0.pt"]  # the orphan
     (folder / "trial_9.pt").write_bytes(b"")  # no such trial: not ours to judge, kept
     study = run_study(prepare(config, storage=url), n_trials=1)
@@ -294,7 +294,7 @@ def test_a_same_name_study_in_a_new_database_does_not_resume_the_old_checkpoint(
     if store == "another file":
         assert lines == []  # another store, another folder: nothing to refuse
     else:
-        assert checkpoint.parent.name == prepared.checkpoint_folder.name  # the same folder
+        assert checkpoint.parent.name == prepared.checkpoints.folder.name  # the same folder
         (line,) = lines
         assert line.startswith("Trial 1 starts afresh: ") and str(checkpoint.name) in line
 

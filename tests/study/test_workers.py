@@ -536,8 +536,8 @@ def test_keep_best_checkpoint(tmp_path):
     )
     prepared = prepare(config, storage=f"sqlite:///{tmp_path / 's.db'}")
     study = run_study(prepared)
-    kept = sorted(prepared.checkpoint_folder.glob("*.pt"))
-    assert kept == [prepared.checkpoint_folder / f"trial_{best_trial(study).number}.pt"]
+    kept = sorted(prepared.checkpoints.folder.glob("*.pt"))
+    assert kept == [prepared.checkpoints.folder / f"trial_{best_trial(study).number}.pt"]
 
 
 def _command_lines() -> list[str]:
