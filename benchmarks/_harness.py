@@ -300,13 +300,12 @@ def _objective(
         trial_seed = 1000 * seed + trial.number
         model = _build(task, trial_seed)
         # The study file's [train] section, as the runner reads it; the arm's budget on top.
-        kwargs = {**fit_arguments(task.config, trial), "max_epochs": max_epochs}
+        kwargs = {**fit_arguments(task.config, trial, "cpu"), "max_epochs": max_epochs}
         result = fit(
             model,
             task.data,
             hp,
             trial=trial,
-            device="cpu",
             seed=trial_seed,
             **{**kwargs, "patience": patience},
         )

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from optuna_bs import Data, Hyperparameters, build_model, fit
+from optuna_bs import Data, DevicePath, Hyperparameters, build_model, fit
 
 HERE = Path(__file__).resolve().parent
 # Dense bf16 tensor-core peaks, in FLOP/s, by a word of the device name.
@@ -160,10 +160,7 @@ def main() -> None:
             data,
             hp,
             max_epochs=epochs,
-            device=device,
-            precision=precision,
-            channels_last=channels_last,
-            cudnn_benchmark=cuda,
+            device=DevicePath(device, precision, channels_last, cudnn_benchmark=cuda),
             seed=0,
         )
         rates["fit"].append(result.samples_per_second)

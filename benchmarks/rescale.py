@@ -157,10 +157,10 @@ def train_one(args: tuple) -> dict:
     task = h.load_task(name)
     hp = Hyperparameters(**hp_fields)
     model = h._build(task, 10_000 + seed)
-    kwargs = {**fit_arguments(task.config, None)}
+    kwargs = {**fit_arguments(task.config, None, "cpu")}
     if max_epochs:
         kwargs["max_epochs"] = max_epochs
-    result = fit(model, task.data, hp, device="cpu", seed=10_000 + seed, **kwargs)
+    result = fit(model, task.data, hp, seed=10_000 + seed, **kwargs)
     error = evaluate(model, task.data.x_test, task.data.y_test)
     return {"test": error, "val": result.best_value, "stop": result.stop_reason}
 

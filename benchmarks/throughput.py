@@ -48,7 +48,7 @@ from _harness import (  # noqa: E402
     write_json,
 )
 
-from optuna_bs import Hyperparameters, build_model, fit, load_data  # noqa: E402
+from optuna_bs import Hyperparameters, MemoryPolicy, build_model, fit, load_data  # noqa: E402
 
 LOOPS = ("fit", "tensors", "dataloader", "fit-dataset", "fit-micro")
 BATCH_SIZES = (16, 128, 1024)
@@ -78,7 +78,7 @@ def samples_per_second(
         hp = Hyperparameters(batch_size, LR, MOMENTUM, data.n_train)
         kwargs = {"max_epochs": epochs, "device": "cpu", "seed": seed}
         if loop == "fit-micro":
-            kwargs["micro_batch_size"] = batch_size // ACCUMULATION
+            kwargs["memory"] = MemoryPolicy(micro_batch_size=batch_size // ACCUMULATION)
         source = pair if loop == "fit-dataset" else data
         return fit(model, source, hp, **kwargs).samples_per_second
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)

@@ -71,7 +71,12 @@ SPACE_KEYS += ("beta2", "eps")
 
 
 def test_python_api_and_study_file_defaults_are_one_value_each():
-    fit = _defaults(optuna_bs.fit)
+    # fit's own keywords, and those of its groups (the device path, the memory policy).
+    fit = {
+        **_defaults(optuna_bs.fit),
+        **_defaults(optuna_bs.DevicePath),
+        **_defaults(optuna_bs.MemoryPolicy),
+    }
     space_ = _defaults(space.BatchScalingSpace.__init__)
     sections = {
         **{f.name: f.default for f in dataclasses.fields(config.SpaceSection)},

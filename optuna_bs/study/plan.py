@@ -32,6 +32,7 @@ from optuna_bs.search.edges import RANGES_ATTR
 from optuna_bs.search.ladder import middle_log2
 from optuna_bs.search.space import BatchScalingSpace
 from optuna_bs.study.config import StudyConfig
+from optuna_bs.train.policies import DevicePath, MemoryPolicy
 from optuna_bs.train.schedules import Schedule, make_schedule
 from optuna_bs.train.sources import Datasets
 from optuna_bs.train.trainer import resolve_device
@@ -81,9 +82,9 @@ class Plan:
             return self.build_model()
 
     def fit_keywords(self, trial: optuna.trial.BaseTrial | None) -> dict:
-        """``fit``'s keywords for one trial (:func:`fit_arguments`, with the user's code
-        imported once)."""
-        return _fit_keywords(self.config, trial, self.optimizer, self.loss)
+        """``fit``'s keywords for one trial on the plan's device (:func:`fit_arguments`,
+        with the user's code imported once)."""
+        return _fit_keywords(self.config, trial, self.optimizer, self.loss, self.device)
 
     def space(self, batch_size=None, **overrides) -> BatchScalingSpace:
         """The file's space over the data (:func:`space_from_config`)."""
@@ -156,11 +157,12 @@ def _load_data(config: StudyConfig) -> Data | Datasets:
         raise ConfigError(f"[data] {err}") from err
 
 
-def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial | None) -> dict:
-    """The keyword arguments of :func:`~optuna_bs.fit` that a study file sets, for one trial,
-    the user's optimizer and loss imported here (a :class:`Plan` imports them once).
-
-    The device, the seed and the checkpoints are the caller's.
+def fit_arguments(
+    config: StudyConfig, trial: optuna.trial.BaseTrial | None, device: object = "auto"
+) -> dict:
+    """The keyword arguments of :func:`~optuna_bs.fit` that a study file sets, for one trial
+    on ``device``, the user's optimizer and loss imported here (a :class:`Plan` imports them
+    once). The seed and the checkpoints are the caller's.
     """
     optimizer = config.train.optimizer
     if is_spec(optimizer):
@@ -168,10 +170,14 @@ def fit_arguments(config: StudyConfig, trial: optuna.trial.BaseTrial | None) -> 
     loss = None
     if config.train.loss:
         loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
-    return _fit_keywords(config, trial, optimizer, loss)
+    return _fit_keywords(config, trial, optimizer, loss, device)
 
 
-def _fit_keywords(config: StudyConfig, trial, optimizer, loss) -> dict:
+#: The [train] keys of fit's device path (DevicePath's fields but the device).
+_DEVICE_PATH = ("precision", "channels_last", "compile", "cudnn_benchmark")
+
+
+def _fit_keywords(config: StudyConfig, trial, optimizer, loss, device) -> dict:
     """The one place where a study file's ``[train]`` section becomes ``fit``'s arguments,
     so that no key is silently dropped."""
     train = config.train
@@ -181,16 +187,12 @@ def _fit_keywords(config: StudyConfig, trial, optimizer, loss) -> dict:
         "min_delta": train.min_delta,
         "metric": train.metric,
         "optimizer": optimizer,
-        "precision": train.precision,
-        "channels_last": train.channels_last,
-        "compile": train.compile,
         "augment": train.augment,
-        "cudnn_benchmark": train.cudnn_benchmark,
         "schedule": trial_schedule(config, trial),
         "loss_fn": loss,
         "max_grad_norm": train.max_grad_norm or None,
-        "micro_batch_size": train.micro_batch_size,
-        "on_oom": train.on_oom,
+        "device": DevicePath(device, **{k: getattr(train, k) for k in _DEVICE_PATH}),
+        "memory": MemoryPolicy(micro_batch_size=train.micro_batch_size, on_oom=train.on_oom),
     }
 
 

@@ -39,6 +39,7 @@ from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storag
 from optuna_bs.study.workers import optimize_reconnecting
 from optuna_bs.train._checkpoints import StudyCheckpoints
 from optuna_bs.train.distributed import follow, lead, release, world
+from optuna_bs.train.policies import CheckpointPolicy
 from optuna_bs.train.sources import Datasets
 from optuna_bs.train.state import check_creatable
 from optuna_bs.train.trainer import FitResult, evaluate_split, fit, place_data
@@ -123,10 +124,8 @@ class Prepared:
             self.data,
             hparams,
             trial=trial,
-            device=self.device,
             seed=seed,
-            checkpoint=own,
-            resume_from=None if resume is None else resume[1],
+            checkpoint=CheckpointPolicy(own, resume_from=None if resume is None else resume[1]),
             **self.plan.fit_keywords(trial),
         )
         return result, model

@@ -47,6 +47,7 @@ from optuna_bs.train.metrics import (
 )
 from optuna_bs.train.monitor import TrialMonitor
 from optuna_bs.train.optimizers import _make_optimizer, _weight_decay, optimizer_attrs
+from optuna_bs.train.policies import CheckpointPolicy, DevicePath, MemoryPolicy, grouped
 from optuna_bs.train.schedules import epoch_attrs
 from optuna_bs.train.sources import (
     DatasetSource,
@@ -63,7 +64,10 @@ if TYPE_CHECKING:
     from optuna_bs.train.sources import Datasets
 
 __all__ = [
+    "CheckpointPolicy",
+    "DevicePath",
     "FitResult",
+    "MemoryPolicy",
     "TrainingState",
     "fit",
     "evaluate",
@@ -164,25 +168,19 @@ def fit(
     max_epochs: int = DEFAULTS["max_epochs"],
     patience: int | None = DEFAULTS["patience"],
     min_delta: float = 0.0,
-    device: str | torch.device = "auto",
     metric: str | Metric = DEFAULTS["metric"],
     optimizer: str | Callable = DEFAULTS["optimizer"],
     weight_decay: float | None = None,
-    seed: int | None = None,
-    checkpoint: str | Path | None = None,
-    resume_from: str | Path | None = None,
-    precision: str = DEFAULTS["precision"],
-    channels_last: bool = False,
-    compile: bool = False,
-    augment: str = DEFAULTS["augment"],
-    cudnn_benchmark: bool = False,
     schedule: Schedule | None = None,
     loss_fn: Callable | None = None,
     batch_loss: Callable | None = None,
     max_grad_norm: float | None = None,
-    micro_batch_size: int | str = "auto",
-    on_oom: str = DEFAULTS["on_oom"],
-    eval_batch_size: int | None = None,
+    augment: str = DEFAULTS["augment"],
+    seed: int | None = None,
+    device: str | torch.device | DevicePath = "auto",
+    checkpoint: str | Path | CheckpointPolicy | None = None,
+    memory: MemoryPolicy | None = None,
+    **moved: object,
 ) -> FitResult:
     """Train ``model`` on ``data`` with ``hparams``, pruning and early-stopping on validation.
 
@@ -197,7 +195,6 @@ def fit(
         max_epochs: The most epochs to train.
         patience: Epochs without improvement before early stopping; ``None`` for never.
         min_delta: The smallest improvement of the validation value that counts.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         metric: ``"error"`` (classification error), ``"loss"`` (validation loss), or a
             :class:`~optuna_bs.Metric` of your own, which says whether lower is better.
         optimizer: ``"sgd"`` (with momentum), ``"adam"``, ``"adamw"``, or a callable
@@ -206,17 +203,6 @@ def fit(
             ``hparams.weight_decay``, else 0. The optimizer's real weight decay, betas and
             eps are recorded on the trial (``weight_decay``, ``tau_epochs``, ``beta2``,
             ``eps``), with its name as ``optimizer``.
-        seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
-        checkpoint: A file to save the whole :class:`TrainingState` to at the end of every
-            epoch, replaced atomically. With a trial, it records whose it is (the study, the
-            trial's number, start and parameters), which a retry checks before resuming it.
-        resume_from: A checkpoint (of this run, or of a dead worker's trial) to continue
-            from: training goes on at the epoch after the saved one.
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; a GradScaler for fp16).
-        channels_last: NHWC memory format for image models.
-        compile: ``torch.compile`` the model.
-        augment: ``"none"`` or ``"crop-flip"`` (random padded crop and flip, on the device).
-        cudnn_benchmark: let cuDNN choose convolution algorithms for the fixed shapes.
         schedule: What each epoch trains with (:mod:`optuna_bs.train.schedules`): epoch ``e``
             trains at ``schedule.at(e, hparams)``, and a per-step schedule (``Cosine``,
             ``Warmup(per_step=True)``) scales ϵ before every update. Each epoch's B, ϵ, m and
@@ -226,16 +212,21 @@ def fit(
         batch_loss: ``batch_loss(model, batch) -> scalar`` (the batch mean), for batches
             that are not ``(inputs, targets)`` pairs or target dicts; it replaces ``loss_fn``.
         max_grad_norm: Clip the gradient's total norm to this before each update.
-        micro_batch_size: ``"auto"`` (start at B; halve on out of memory) or a b that divides
-            B: each update then accumulates B/b micro-batches. BatchNorm layers see
-            micro-batch statistics. Under ``torch.distributed`` with K ranks, B is the global
-            batch, b is per rank and divides B/K (:mod:`optuna_bs.train.distributed`).
-        on_oom: ``"accumulate"``: on a CUDA out-of-memory error halve b and redo the update,
-            so the trial keeps its B; only a failure at b = 1 ends it with ``"oom"``.
-            ``"prune"``: end the trial with ``"oom"`` at once (and let ``OOMAwareSampler``
-            cap later batch sizes).
-        eval_batch_size: The validation batch (default 4096 for tensors, max(B, 256) for
-            Datasets, at most 2b with a set ``micro_batch_size``); halved on out of memory.
+        augment: ``"none"`` or ``"crop-flip"`` (random padded crop and flip, on the device).
+        seed: Seed of the shuffling; ``None`` draws one from torch's global generator.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or a
+            :class:`~optuna_bs.train.DevicePath` that adds precision, channels-last, compile
+            and cuDNN's benchmark.
+        checkpoint: A file to save the whole :class:`TrainingState` to at the end of every
+            epoch, or a :class:`~optuna_bs.train.CheckpointPolicy` that also names one to
+            resume from (of this run, or of a dead worker's trial).
+        memory: A :class:`~optuna_bs.train.MemoryPolicy`: the micro-batch that makes B, what
+            an out-of-memory error does, the validation batch. Default: b = B, halved on
+            out of memory, so the trial keeps its B.
+        **moved: The flat keywords of earlier releases (``precision``, ``channels_last``,
+            ``compile``, ``cudnn_benchmark``, ``resume_from``, ``micro_batch_size``,
+            ``on_oom``, ``eval_batch_size``), each taken into its group with a
+            ``FutureWarning``.
 
     Returns:
         A :class:`FitResult`; the model holds the weights of its ``best_epoch``.
@@ -248,12 +239,15 @@ def fit(
             non-callable loss, Dataset items that cannot be unpacked).
         ValueError: For a bad value.
     """
-    device = resolve_device(device)
+    path, saving, memory = grouped(device, checkpoint, memory, moved)
+    checkpoint, resume_from = saving.path, saving.resume_from
+    on_oom, eval_batch_size = memory.on_oom, memory.eval_batch_size
+    device = resolve_device(path.device)
     if isinstance(data, Data):
         data = place_data(data, device)
     source = as_source(data)
     weight_decay = _weight_decay(weight_decay, hparams)
-    _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom)
+    _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay)
     _check_callables(loss_fn, batch_loss, max_grad_norm)
     if isinstance(source, DatasetSource):  # unusable items fail here, in one line
         source.check(
@@ -274,8 +268,10 @@ def fit(
             "this process trains alone (call optuna_bs.train.distributed.init_from_env() first).",
             stacklevel=2,
         )
-    b = _check_micro_batch(micro_batch_size, hparams.batch_size // world_size)
-    accel = Accelerator(device, precision, channels_last, compile, augment, cudnn_benchmark)
+    b = _check_micro_batch(memory.micro_batch_size, hparams.batch_size // world_size)
+    accel = Accelerator(
+        device, path.precision, path.channels_last, path.compile, augment, path.cudnn_benchmark
+    )
     net = eval_net = accel.prepare(model)  # what runs forward; ``model`` holds the state
     if world_size > 1:  # also makes every rank start from rank 0's weights
         ids = None
@@ -389,12 +385,8 @@ def _chance_error(source, metric: Metric) -> float | None:
 
 
 def _check_micro_batch(value: int | str, batch_size: int) -> int | None:
-    if value == "auto":
+    if value == "auto":  # (its type and sign: MemoryPolicy's)
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`micro_batch_size` must be 'auto' or an integer >= 1, but got {value!r}."
-        )
     if batch_size % value:
         raise ValueError(
             f"`micro_batch_size` must divide batch_size={batch_size}, but got "
@@ -420,7 +412,7 @@ def _check_callables(loss_fn, batch_loss, max_grad_norm) -> None:
         )
 
 
-def _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom) -> None:
+def _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay) -> None:
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(
             f"`max_epochs` must be an integer >= 1, but got max_epochs={max_epochs!r}."
@@ -432,8 +424,6 @@ def _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay, on_oom
         )
     if not weight_decay >= 0:
         raise ValueError(f"`weight_decay` must be >= 0, but got weight_decay={weight_decay!r}.")
-    if on_oom not in OOM_POLICIES:
-        raise ValueError(f"`on_oom` must be one of {OOM_POLICIES}, but got on_oom={on_oom!r}.")
     if hparams.batch_size > source.n_train:
         raise ValueError(
             f"`batch_size` must be at most the {source.n_train} training samples, "

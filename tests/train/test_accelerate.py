@@ -17,6 +17,7 @@ from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.study.config import config_from_dict
 from optuna_bs.study.runner import prepare, run_study
 from optuna_bs.train._accelerate import Accelerator, crop_flip
+from optuna_bs.train.policies import DevicePath
 from optuna_bs.train.trainer import fit
 
 CUDA = torch.cuda.is_available()
@@ -40,7 +41,7 @@ def _hp(data, b=32):
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_on_the_cpu(data, precision):
     result = fit(
-        _mlp(data), data, _hp(data), max_epochs=3, precision=precision, seed=0, device="cpu"
+        _mlp(data), data, _hp(data), max_epochs=3, seed=0, device=DevicePath("cpu", precision)
     )
     assert result.best_value < 0.2
 
@@ -57,7 +58,7 @@ def test_bf16_autocast_really_computes_in_bf16():
 
 def test_unknown_precision_and_augment_are_rejected(data):
     with pytest.raises(ValueError, match="`precision` must be one of fp32, bf16, fp16"):
-        fit(_mlp(data), data, _hp(data), max_epochs=1, precision="fp8")
+        fit(_mlp(data), data, _hp(data), max_epochs=1, device=DevicePath(precision="fp8"))
     with pytest.raises(ValueError, match="`augment`"):
         fit(_mlp(data), data, _hp(data), max_epochs=1, augment="mixup")
 
@@ -104,9 +105,7 @@ def test_cifar10_reader_and_resnet18_on_a_fake_folder(tmp_path):
         Hyperparameters(16, 0.05, 0.9, data.n_train),
         max_epochs=1,
         augment="crop-flip",
-        channels_last=True,
-        precision="bf16",
-        device="cpu",
+        device=DevicePath("cpu", precision="bf16", channels_last=True),
     )
     assert result.epochs_run == 1 and 0 <= result.best_value <= 1
 
@@ -175,7 +174,7 @@ def test_out_of_memory_batch_sizes_are_never_proposed_again(tmp_path):
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_bf16_training(data):
-    result = fit(_mlp(data), data, _hp(data), max_epochs=3, precision="bf16", device="cuda")
+    result = fit(_mlp(data), data, _hp(data), max_epochs=3, device=DevicePath("cuda", "bf16"))
     assert result.best_value < 0.2
 
 
@@ -242,7 +241,13 @@ def test_compiled_model_trains_and_checkpoints_the_plain_one(data, tmp_path):
     model = _mlp(data)
     ckpt = tmp_path / "c.pt"
     result = fit(
-        model, data, _hp(data), max_epochs=2, compile=True, device="cpu", seed=0, checkpoint=ckpt
+        model,
+        data,
+        _hp(data),
+        max_epochs=2,
+        device=DevicePath("cpu", compile=True),
+        seed=0,
+        checkpoint=ckpt,
     )
     assert result.best_value < 0.3
     # The checkpoint holds the model's own keys, not torch.compile's wrapper's.

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from optuna_bs import Datasets, Hyperparameters, Metric, fit
+from optuna_bs import CheckpointPolicy, Datasets, Hyperparameters, Metric, fit
 from optuna_bs.cli import main
 from optuna_bs.data.models import build_model
 from optuna_bs.train import sources
@@ -258,7 +258,14 @@ def test_a_resumed_fit_with_loader_workers_and_dropout_replays_the_same_epochs(t
     full = fit(model(), ds, hp, max_epochs=4, **kwargs)
     fit(model(), ds, hp, max_epochs=2, checkpoint=tmp_path / "c.pt", **kwargs)
     torch.manual_seed(123)  # whatever the global generator holds by then
-    resumed = fit(model(), ds, hp, max_epochs=4, resume_from=tmp_path / "c.pt", **kwargs)
+    resumed = fit(
+        model(),
+        ds,
+        hp,
+        max_epochs=4,
+        **kwargs,
+        checkpoint=CheckpointPolicy(resume_from=tmp_path / "c.pt"),
+    )
     assert resumed.history == full.history
 
 

@@ -9,6 +9,7 @@ import torch
 from optuna_bs.data.datasets import load_data
 from optuna_bs.data.models import build_model
 from optuna_bs.rules.formulas import Hyperparameters
+from optuna_bs.train.policies import CheckpointPolicy, MemoryPolicy
 from optuna_bs.train.trainer import evaluate, fit, resolve_device
 
 ATTRS = {
@@ -150,7 +151,9 @@ def test_oom_under_the_prune_policy_is_recorded_and_the_study_goes_on(data):
         batch_size = trial.suggest_categorical("batch_size", [16, 64])
         model = _OOMAtLargeBatch(_model(data))
         hp = _hp(data, batch_size=batch_size)
-        return fit(model, data, hp, trial=trial, max_epochs=2, on_oom="prune").best_value
+        return fit(
+            model, data, hp, trial=trial, max_epochs=2, memory=MemoryPolicy(on_oom="prune")
+        ).best_value
 
     study.enqueue_trial({"batch_size": 64})
     study.enqueue_trial({"batch_size": 16})
@@ -231,7 +234,15 @@ def test_a_resumed_trial_records_the_epoch_it_resumed_from(data, tmp_path):
     fit(_model(data), data, hp, max_epochs=2, seed=1, checkpoint=ckpt)
     study = optuna.create_study()
     trial = study.ask()
-    result = fit(_model(data), data, hp, trial=trial, max_epochs=4, seed=1, resume_from=ckpt)
+    result = fit(
+        _model(data),
+        data,
+        hp,
+        trial=trial,
+        max_epochs=4,
+        seed=1,
+        checkpoint=CheckpointPolicy(resume_from=ckpt),
+    )
     assert result.resumed_from_epoch == 2 and result.epochs_run == 4
     assert trial.user_attrs["resumed_from_epoch"] == 2
     assert result.user_attrs()["resumed_from_epoch"] == 2
@@ -247,7 +258,14 @@ def test_resume_from_checkpoint_continues_exactly(data, tmp_path):
     ckpt = tmp_path / "trial.pt"
     cut = fit(_model(data), data, hp, max_epochs=3, seed=5, checkpoint=ckpt)
     assert cut.history == whole.history[:3]
-    resumed = fit(_model(data, seed=99), data, hp, max_epochs=6, seed=123, resume_from=ckpt)
+    resumed = fit(
+        _model(data, seed=99),
+        data,
+        hp,
+        max_epochs=6,
+        seed=123,
+        checkpoint=CheckpointPolicy(resume_from=ckpt),
+    )
     assert resumed.resumed_from_epoch == 3
     assert resumed.history == whole.history
     assert resumed.n_updates == whole.n_updates
@@ -260,7 +278,13 @@ def test_checkpoint_is_loaded_weights_only(data, tmp_path):
     state = torch.load(ckpt, weights_only=True)  # would raise on pickled code
     assert state["monitor"]["epoch"] == 1
     with pytest.raises(ValueError, match="resume_from"):
-        fit(_model(data), data, _hp(data), max_epochs=1, resume_from=tmp_path / "missing.pt")
+        fit(
+            _model(data),
+            data,
+            _hp(data),
+            max_epochs=1,
+            checkpoint=CheckpointPolicy(resume_from=tmp_path / "missing.pt"),
+        )
 
 
 def test_schedule_sets_each_epoch_and_is_recorded(data, tmp_path):
@@ -294,7 +318,15 @@ def test_schedule_sets_each_epoch_and_is_recorded(data, tmp_path):
     # A run cut after epoch 3 and resumed follows the same path and curve.
     ckpt = tmp_path / "c.pt"
     fit(_model(data), data, hp, max_epochs=3, schedule=ramp, seed=0, checkpoint=ckpt)
-    resumed = fit(_model(data), data, hp, max_epochs=4, schedule=ramp, seed=0, resume_from=ckpt)
+    resumed = fit(
+        _model(data),
+        data,
+        hp,
+        max_epochs=4,
+        schedule=ramp,
+        seed=0,
+        checkpoint=CheckpointPolicy(resume_from=ckpt),
+    )
     assert resumed.history == result.history
     assert resumed.n_updates == result.n_updates
 
@@ -316,7 +348,7 @@ def test_an_update_at_a_quarter_micro_batch_equals_the_update_at_b(data, source)
     for micro in ("auto", 16):
         model = _model(data, seed=3)
         result = fit(
-            model, src, _hp(data, batch_size=64), max_epochs=1, seed=5, micro_batch_size=micro
+            model, src, _hp(data, batch_size=64), max_epochs=1, seed=5, memory=MemoryPolicy(micro)
         )
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         assert (result.micro_batch_size, result.accumulation_steps) == (
@@ -365,7 +397,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_b(data, source):
             _hp(data, batch_size=128),
             trial=trial,
             max_epochs=2,
-            on_oom="prune",
+            memory=MemoryPolicy(on_oom="prune"),
         )
     assert trial.user_attrs["stop_reason"] == "oom"
 
@@ -468,7 +500,14 @@ def test_a_dataset_fit_resumes_from_its_checkpoint_exactly(data, tmp_path):
     full = fit(_model(data), src, _hp(data), max_epochs=4, seed=2)
     ckpt = tmp_path / "c.pt"
     fit(_model(data), src, _hp(data), max_epochs=2, seed=2, checkpoint=ckpt)
-    resumed = fit(_model(data), src, _hp(data), max_epochs=4, seed=2, resume_from=ckpt)
+    resumed = fit(
+        _model(data),
+        src,
+        _hp(data),
+        max_epochs=4,
+        seed=2,
+        checkpoint=CheckpointPolicy(resume_from=ckpt),
+    )
     assert resumed.resumed_from_epoch == 2
     assert resumed.history == pytest.approx(full.history, abs=1e-6)
     assert resumed.n_updates == full.n_updates
@@ -477,10 +516,8 @@ def test_a_dataset_fit_resumes_from_its_checkpoint_exactly(data, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"micro_batch_size": 3}, ValueError, "`micro_batch_size` must divide batch_size=32"),
-        ({"micro_batch_size": 0}, ValueError, "micro_batch_size"),
+        ({"memory": MemoryPolicy(3)}, ValueError, "`micro_batch_size` must divide batch_size=32"),
         ({"loss_fn": "cross_entropy"}, TypeError, "`loss_fn` must be callable"),
-        ({"on_oom": "halve"}, ValueError, "`on_oom` must be one of"),
         ({"max_grad_norm": -1.0}, ValueError, "max_grad_norm"),
         ({"optimizer": "lion"}, ValueError, "`optimizer` must be one of"),
         ({"optimizer": lambda p, hp: None}, TypeError, "must return a torch.optim.Optimizer"),
@@ -587,3 +624,33 @@ def test_out_of_memory_at_an_odd_micro_batch_goes_on_to_a_divisor_of_b(data):
         10,
     )
     assert result.n_updates == data.n_train // 100
+
+
+def test_fit_groups_its_keywords_and_the_flat_ones_still_work_with_a_warning(data, tmp_path):
+    """The device path, the checkpoint and the memory policy are groups; a flat keyword of an
+    earlier release goes into its group, with a FutureWarning naming it, and trains alike."""
+    hp = _hp(data, batch_size=64)
+    grouped = fit(
+        _model(data, seed=3),
+        data,
+        hp,
+        max_epochs=1,
+        seed=5,
+        memory=MemoryPolicy(micro_batch_size=16),
+        checkpoint=CheckpointPolicy(tmp_path / "a.pt"),
+    )
+    with pytest.warns(FutureWarning, match=r"fit\(micro_batch_size=...\) is deprecated.*memory="):
+        flat = fit(_model(data, seed=3), data, hp, max_epochs=1, seed=5, micro_batch_size=16)
+    assert (flat.micro_batch_size, flat.accumulation_steps) == (16, 4)
+    assert flat.history == grouped.history
+    with pytest.warns(FutureWarning, match="checkpoint=CheckpointPolicy"):
+        resumed = fit(_model(data), data, hp, max_epochs=2, seed=5, resume_from=tmp_path / "a.pt")
+    assert resumed.resumed_from_epoch == 1
+    with pytest.raises(TypeError, match="unexpected keyword argument 'micro_batch'"):
+        fit(_model(data), data, hp, max_epochs=1, micro_batch=16)
+    with pytest.raises(TypeError, match="`memory` must be a MemoryPolicy"):
+        fit(_model(data), data, hp, max_epochs=1, memory={"micro_batch_size": 16})
+    with pytest.raises(ValueError, match="`on_oom` must be one of accumulate, prune"):
+        MemoryPolicy(on_oom="retry")
+    with pytest.raises(ValueError, match="`micro_batch_size` must be 'auto' or an integer"):
+        MemoryPolicy(micro_batch_size=0)
