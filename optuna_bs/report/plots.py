@@ -448,10 +448,11 @@ def figures(
     fit, _ = _try(fit_scaling_rule, study, fit)
     adam = study_rule(study)[1] == "adam"
     first = plot_error_vs_lr(study) if adam else plot_noise_scale(study, fit=noise)
-    return {
-        ("error-vs-lr" if adam else "noise-scale"): first,
-        "lr-vs-batch-size": plot_lr_vs_batch_size(study, fit=fit),
-        "pareto-seconds": plot_pareto_front(study, "train_seconds"),
-        "pareto-updates": plot_pareto_front(study, "n_updates"),
-        "curves": plot_learning_curves(study),
-    }
+    built = (
+        first,
+        plot_lr_vs_batch_size(study, fit=fit),
+        plot_pareto_front(study, "train_seconds"),
+        plot_pareto_front(study, "n_updates"),
+        plot_learning_curves(study),
+    )
+    return dict(zip(ADAM_FIGURES if adam else FIGURES, built, strict=True))
