@@ -48,7 +48,8 @@ from optuna_bs import (
     load_data,
 )
 from optuna_bs.search.edges import RANGES_ATTR, WIDENINGS_ATTR
-from optuna_bs.study.plan import auto_noise_scales, fit_arguments, space_from_config
+from optuna_bs.study.auto import auto_noise_scales
+from optuna_bs.study.plan import fit_arguments, space_from_config
 from optuna_bs.study.runner import make_pruner, make_sampler
 from optuna_bs.vocabulary import DEFAULTS
 

@@ -30,7 +30,8 @@ from _harness import REPO, _build, load_task, mode, parser, print_table, write_j
 
 from optuna_bs.measure.range_test import recommend_noise_scales  # noqa: E402
 from optuna_bs.rules import lr_for_noise_scale  # noqa: E402
-from optuna_bs.study.plan import range_test, search_batch_size, space_from_config  # noqa: E402
+from optuna_bs.study.auto import range_test  # noqa: E402
+from optuna_bs.study.plan import search_batch_size, space_from_config  # noqa: E402
 from optuna_bs.vocabulary import DEFAULTS  # noqa: E402
 
 SGD_TASKS = ("mnist1d_mlp", "digits_mlp", "mnist1d_cnn")

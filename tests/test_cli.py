@@ -423,8 +423,9 @@ def test_a_ladder_on_auto_ranges_searches_within_the_range_test_and_stops_at_b_s
     """``batch_size = noise_scale = "auto"``: the ladder's top rung is the critical batch size's
     power of two, and g is searched in the range test's range."""
     from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
+    from optuna_bs.study.auto import default_probe_batch_sizes
     from optuna_bs.study.config import load_config
-    from optuna_bs.study.plan import default_probe_batch_sizes, make_plan
+    from optuna_bs.study.plan import make_plan
 
     monkeypatch.chdir(tmp_path)
     text = _tiny_with("study", 'sampler = "ladder"').replace(

@@ -219,7 +219,8 @@ def _report_command(args: argparse.Namespace) -> int:
 def _noise_scale(args: argparse.Namespace) -> int:
     from optuna_bs.data.datasets import Data
     from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
-    from optuna_bs.study.plan import default_probe_batch_sizes, make_plan
+    from optuna_bs.study.auto import default_probe_batch_sizes
+    from optuna_bs.study.plan import make_plan
 
     config = load_config(args.study_file) if args.study_file else StudyConfig()
     plan = make_plan(config, args.device)

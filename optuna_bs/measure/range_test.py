@@ -1,7 +1,8 @@
-"""The learning-rate range test that centres the range of SGD's noise scale g.
+"""The learning-rate range test that centres the range of SGD's noise scale g, or of Adam's lr.
 
 A short run of SGD whose noise scale g = ϵ(N/B − 1)/(1 − m) grows step by step; the range of g
-is centred on the task's own steepest descent (``[space] noise_scale = "auto"``)."""
+is centred on the task's own steepest descent (``[space] noise_scale = "auto"``). With Adam or
+AdamW the sweep is of the learning rate itself (``[space] lr = "auto"``)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from optuna_bs._validation import check_int, check_range, check_real
+from optuna_bs._validation import check_choice, check_int, check_range, check_real
 from optuna_bs.data.datasets import Data
 from optuna_bs.measure.noise import _LARGE_INPUT, _largest, _non_finite
 from optuna_bs.train.metrics import default_loss
 from optuna_bs.train.sources import Datasets, as_source, forward, to_device, unpack
 from optuna_bs.train.trainer import resolve_device
 
-__all__ = ["RangeTest", "lr_range_test", "recommend_noise_scales"]
+__all__ = ["RangeTest", "lr_range_test", "recommend_lrs", "recommend_noise_scales"]
 
 _logger = logging.getLogger(__name__)
 
@@ -33,10 +34,12 @@ _logger = logging.getLogger(__name__)
 class RangeTest:
     """The result of :func:`lr_range_test`.
 
-    ``noise_scales`` and ``losses`` are the sweep, step by step (the training loss of each
-    step, smoothed over a centred window); ``g_steep`` is the noise scale where that loss falls
-    fastest against log g, before its minimum. ``diverged`` says the sweep stopped early
-    because the loss blew up, which is what ends a sweep that reaches too far.
+    ``lrs`` and ``losses`` are the sweep, step by step (the training loss of each step,
+    smoothed over a centred window); ``lr_steep`` is the learning rate where that loss falls
+    fastest against log lr, before its minimum. For SGD the sweep is of g:
+    ``noise_scales`` and ``g_steep`` are the same points in units of g (for Adam, ``()`` and
+    NaN). ``diverged`` says the sweep stopped early because the loss blew up, which is what
+    ends a sweep that reaches too far.
     """
 
     noise_scales: tuple[float, ...]
@@ -46,6 +49,9 @@ class RangeTest:
     momentum: float
     n_train: int
     diverged: bool
+    optimizer: str = "sgd"
+    lrs: tuple[float, ...] = ()
+    lr_steep: float = math.nan
 
 
 def lr_range_test(
@@ -59,9 +65,12 @@ def lr_range_test(
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
     device: str | torch.device = "auto",
     seed: int = 0,
+    optimizer: str = "sgd",
+    lrs: tuple[float, float] = (1e-6, 1.0),
+    beta2: float = 0.999,
 ) -> RangeTest:
-    """Sweep the noise scale g of SGD upwards for a few steps, and find where the loss falls
-    fastest (Smith 2017's learning-rate range test, in units of g).
+    """Sweep the noise scale g of SGD (or the lr of Adam) upwards for a few steps, and find
+    where the loss falls fastest (Smith 2017's learning-rate range test, in units of g).
 
     One step per value, g growing geometrically from ``noise_scales[0]`` to
     ``noise_scales[1]`` over ``steps`` steps; each step's learning rate is ϵ = g(1 − m)/(N/B
@@ -74,6 +83,11 @@ def lr_range_test(
     trained, plainly: no micro-batches, clipping, augmentation or mixed precision.
     ``diverged`` False means the loss never blew up within the sweep: then g_steep may be
     limited by ``noise_scales[1]``.
+
+    With ``optimizer="adam"`` or ``"adamw"`` (no weight decay: the sweep is too short for it
+    to matter) the sweep is of the learning rate over ``lrs``, with β1 = ``momentum`` and
+    ``beta2``, and gives ``lr_steep``: Adam's step does not scale with N/B as SGD's does, so
+    there is no g to sweep.
 
     Args:
         model: The network, as ``fit`` takes it.
@@ -88,9 +102,12 @@ def lr_range_test(
             for classification and mean squared error for regression.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         seed: Seeds the batches and the model's own randomness.
+        optimizer: ``"sgd"`` (sweeps g), ``"adam"`` or ``"adamw"`` (sweep the lr).
+        lrs: ``(low, high)`` of an Adam sweep, 0 < low < high.
+        beta2: Adam's β2, in [0, 1).
 
     Returns:
-        The sweep and ``g_steep``.
+        The sweep, ``g_steep`` and ``lr_steep`` (SGD), or ``lr_steep`` (Adam).
 
     Raises:
         TypeError: If an argument has the wrong type.
@@ -117,9 +134,13 @@ def lr_range_test(
     if batch_size >= n:
         raise ValueError(f"`batch_size` must be < n_train = {n}, but got batch_size={batch_size}.")
     momentum = check_real("momentum", momentum, 0, 1, high_open=True)
-    low, high = check_range("noise_scales", noise_scales, positive=True)
+    check_choice("optimizer", optimizer, ("sgd", "adam", "adamw"))
+    swept = "noise_scales" if optimizer == "sgd" else "lrs"  # the sweep's own keyword
+    sweep = noise_scales if optimizer == "sgd" else lrs
+    low, high = check_range(swept, sweep, positive=True)
     if not low < high:
-        raise ValueError(f"`noise_scales` must have low < high, but got {noise_scales!r}.")
+        raise ValueError(f"`{swept}` must have low < high, but got {sweep!r}.")
+    beta2 = check_real("beta2", beta2, 0, 1, high_open=True)
     steps = check_int("steps", steps, low=10)
     seed = check_int("seed", seed, low=0)
     if loss is not None and not callable(loss):
@@ -131,8 +152,13 @@ def lr_range_test(
     if not params:
         raise ValueError("`model` has no parameter that requires a gradient.")
     scales = np.geomspace(low, high, steps)
-    to_lr = (1 - momentum) / (n / batch_size - 1)  # ϵ = g(1 − m)/(N/B − 1)
-    opt = torch.optim.SGD(params, lr=float(scales[0] * to_lr), momentum=momentum)
+    if optimizer == "sgd":
+        to_lr = (1 - momentum) / (n / batch_size - 1)  # ϵ = g(1 − m)/(N/B − 1)
+        opt = torch.optim.SGD(params, lr=float(scales[0] * to_lr), momentum=momentum)
+    else:
+        to_lr = 1.0
+        adam = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
+        opt = adam(params, lr=float(scales[0]), betas=(momentum, beta2), weight_decay=0.0)
     gen = torch.Generator(device=source.generator_device).manual_seed(seed)
     cuda = [device.index or 0] if device.type == "cuda" else []
     raw: list[float] = []
@@ -194,24 +220,28 @@ def lr_range_test(
     end = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf))) + 1
     if end < 3:
         became = "" if math.isfinite(raw[-1]) else f" and is {raw[-1]} at step {len(raw)}"
-        fix = "lower `noise_scales[0]`"
+        fix, unit = f"lower `{swept}[0]`", "g" if optimizer == "sgd" else "lr"
         if peak > _LARGE_INPUT:
             fix = f"its inputs reach |x| = {peak:.3g}: standardise them, or {fix}"
         raise ValueError(
-            f"The range test's loss rose from its first steps (g from {low:g}){became}: there "
-            f"is no descent to measure; {fix}."
+            f"The range test's loss rose from its first steps ({unit} from {low:g}){became}: "
+            f"there is no descent to measure; {fix}."
         )
     slope = np.gradient(losses[:end], np.log(scales[:end]))
-    g_steep = float(scales[int(np.argmin(slope))])
-    _logger.debug("range test: g_steep = %.3g over %d steps", g_steep, len(raw))
+    steep = float(scales[int(np.argmin(slope))])
+    _logger.debug("range test (%s): steepest at %.3g over %d steps", optimizer, steep, len(raw))
+    sgd = optimizer == "sgd"
     return RangeTest(
-        noise_scales=tuple(float(v) for v in scales),
+        noise_scales=tuple(float(v) for v in scales) if sgd else (),
         losses=tuple(float(v) for v in losses),
-        g_steep=g_steep,
+        g_steep=steep if sgd else math.nan,
         batch_size=batch_size,
         momentum=momentum,
         n_train=n,
         diverged=diverged,
+        optimizer=optimizer,
+        lrs=tuple(float(v * to_lr) for v in scales),
+        lr_steep=steep * to_lr,
     )
 
 
@@ -247,6 +277,33 @@ def recommend_noise_scales(
     below = check_real("below", below, 1, low_open=True)
     above = check_real("above", above, 1, low_open=True)
     return _round(g / below), _round(g * above)
+
+
+def recommend_lrs(
+    test: RangeTest | float, below: float = 3.0, above: float = 10.0
+) -> tuple[float, float]:
+    """The range of Adam's (reference) lr to search: ``lr_steep / below`` to
+    ``lr_steep * above``.
+
+    Lopsided upwards, as measured: full AdamW runs found their best lr 2.2× and 5× above the
+    sweep's steepest descent on the two tasks that chose the rule (0.19–3.5× on three that
+    checked it; BENCHMARKS.md, "AdamW's range test"). The defaults span 30×.
+
+    Example:
+        >>> recommend_lrs(0.002)
+        (0.000667, 0.02)
+    """
+    if isinstance(test, RangeTest):
+        lr = test.lr_steep
+    elif isinstance(test, numbers.Real) and not isinstance(test, bool):
+        lr = float(test)
+    else:
+        raise TypeError(f"`test` must be a RangeTest or a number, but got {test!r}.")
+    if not 0 < lr < math.inf:
+        raise ValueError(f"`lr_steep` must be a finite number > 0, but got {lr!r}.")
+    below = check_real("below", below, 1, low_open=True)
+    above = check_real("above", above, 1, low_open=True)
+    return _round(lr / below), _round(lr * above)
 
 
 def _round(value: float) -> float:

@@ -171,6 +171,8 @@ class RangeWidening:
         ranges: The ranges to start from, by name (``noise_scale``, ``batch_size``, ...).
         limits: How far each may widen, by name (default: ``(0, inf)``).
         powers_of_two: The names whose edges stay powers of two (``batch_size``).
+        params: The trial parameter (or user attr) that each range's values are read from,
+            where it is not the range's own name (``{"lr": "reference_lr"}``).
 
     The ranges live in the study's user attr :data:`RANGES_ATTR`; until a first widening
     they are ``ranges``. Two workers that widen at once from the same ranges write the same
@@ -195,10 +197,12 @@ class RangeWidening:
         *,
         limits: dict[str, tuple[float, float]] | None = None,
         powers_of_two: Sequence[str] = (),
+        params: dict[str, str] | None = None,
     ) -> None:
         self.initial = {k: (lo, hi) for k, (lo, hi) in ranges.items()}
         self.limits = dict(limits or {})
         self.powers_of_two = frozenset(powers_of_two)
+        self.params = dict(params or {})
 
     def ranges(self, study: optuna.Study) -> dict[str, tuple[float, float]]:
         """The ranges the study's next trial draws from."""
@@ -220,7 +224,7 @@ class RangeWidening:
         history = list(attrs.get(WIDENINGS_ATTR) or [])
         widened = {}
         for name, (low, high) in current.items():
-            points = finished_points(trials, name, sign=_sign(study))
+            points = finished_points(trials, self.params.get(name, name), sign=_sign(study))
             side = pile_at_edge(points, low, high)
             if side is None:
                 continue

@@ -192,9 +192,11 @@ class BatchScalingSpace:
         *,
         batch_size: tuple[int, int] | None = None,
         noise_scale: tuple[float, float] | None = None,
+        lr: tuple[float, float] | None = None,
     ) -> BatchScalingSpace:
-        """A copy of this space over other ranges of B or g (checked as the constructor checks
-        them): what a range that widens draws from (:class:`~optuna_bs.RangeWidening`).
+        """A copy of this space over other ranges of B, g or the (reference) lr, checked as the
+        constructor checks them: what a range that widens draws from
+        (:class:`~optuna_bs.RangeWidening`).
 
         Example:
             >>> space = BatchScalingSpace(n_train=1000, noise_scale=(30.0, 450.0))
@@ -208,6 +210,9 @@ class BatchScalingSpace:
         if noise_scale is not None:
             other._noise_scale = check_range("noise_scale", noise_scale, positive=True)
             other.noise_scale = tuple(noise_scale)
+        if lr is not None:
+            other._lr = check_range("lr", lr, positive=True)
+            other.lr = tuple(lr)
         return other
 
     def suggest(self, trial: BaseTrial) -> Hyperparameters:

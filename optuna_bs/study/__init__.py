@@ -16,5 +16,5 @@ __getattr__, __dir__, __all__ = attach(
         "mask_url": "storage",
         "launch_workers": "workers",
     },
-    submodules=["config", "runner", "storage", "workers"],
+    submodules=["auto", "config", "plan", "runner", "storage", "workers"],
 )

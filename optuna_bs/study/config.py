@@ -231,8 +231,10 @@ class SpaceSection:
     # "auto": centred by a range test; it widens where the best trials pile at an edge.
     noise_scale: tuple[float, float] | str = _key(DEFAULTS["noise_scale"], list, str, auto=True)
     momentum: tuple[float, float] | float = _key(DEFAULTS["momentum"], list, int, float)
-    # None: the optimizer family's LR_RANGES.
-    lr: tuple[float, float] | None = _key(DEFAULTS["lr"], list, nullable=True)
+    # None: the optimizer family's LR_RANGES. "auto" (Adam): centred by Adam's range test.
+    lr: tuple[float, float] | str | None = _key(
+        DEFAULTS["lr"], list, str, nullable=True, auto=True
+    )
     reference_batch_size: int = _key(DEFAULTS["reference_batch_size"], int)
     alpha: float | None = _key(None, int, float, nullable=True)
     beta2: float = _key(DEFAULTS["beta2"], int, float)  # Adam's, at reference_batch_size
@@ -374,6 +376,13 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             f"{source}: `space.noise_scale` 'auto' runs a range test of SGD's noise scale: it "
             "needs `space.parameterisation` 'noise-scale', but got "
             f"{config.space.parameterisation!r}."
+        )
+    optimizer = config.train.optimizer
+    if config.space.lr == "auto" and (_searches_noise_scale(config) or optimizer == "sgd"):
+        raise ConfigError(
+            f"{source}: `space.lr` 'auto' runs a range test of Adam's learning rate: it needs "
+            "`train.optimizer` 'adam' or 'adamw' and a rule that samples the lr ('adam-sqrt'), "
+            f"but got {optimizer!r} and {config.space.parameterisation!r}."
         )
     if len(objectives) > 1 and config.study.sampler == "cmaes":
         raise ConfigError(

@@ -3,8 +3,8 @@
 :func:`make_plan` loads the data, imports the user's model factory, optimizer and loss once,
 builds one model and one optimizer to check them, and resolves the device. The plan then gives
 each trial its model and ``fit``'s keywords, builds the space, and runs the probes that
-``"auto"`` ranges stand for (:func:`auto_ranges`, their one owner), for the runner and
-``optuna-bs noise-scale`` alike. Nothing here writes to a store.
+``"auto"`` ranges stand for (their one owner is :mod:`optuna_bs.study.auto`), for the runner
+and ``optuna-bs noise-scale`` alike. Nothing here writes to a store.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import numbers
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,11 +22,10 @@ from optuna_bs.data.datasets import Data, load_data
 from optuna_bs.data.models import build_model
 from optuna_bs.errors import ConfigError
 from optuna_bs.factories import import_object, is_spec
-from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
-from optuna_bs.measure.range_test import RangeTest, lr_range_test, recommend_noise_scales
+from optuna_bs.measure.range_test import (
+    RangeTest,
+)
 from optuna_bs.rules.formulas import Hyperparameters
-from optuna_bs.rules.registry import RULES
-from optuna_bs.search.edges import RANGES_ATTR
 from optuna_bs.search.ladder import middle_log2
 from optuna_bs.search.space import BatchScalingSpace
 from optuna_bs.study.config import StudyConfig
@@ -38,14 +35,9 @@ from optuna_bs.train.sources import Datasets
 from optuna_bs.train.trainer import resolve_device
 
 __all__ = [
-    "AUTO_RANGES_ATTR",
     "Plan",
-    "auto_noise_scales",
-    "auto_ranges",
-    "default_probe_batch_sizes",
     "fit_arguments",
     "make_plan",
-    "range_test",
     "search_batch_size",
     "space_from_config",
     "trial_schedule",
@@ -93,7 +85,10 @@ class Plan:
         )
 
     def range_test(self, space: BatchScalingSpace) -> RangeTest:
-        """The study's range test (:func:`range_test`) on :meth:`probe_model`."""
+        """The study's range test (:func:`~optuna_bs.study.auto.range_test`) on
+        :meth:`probe_model`."""
+        from optuna_bs.study.auto import range_test
+
         return range_test(
             self.config, self.data, self.probe_model(), space, device=self.device, loss=self.loss
         )
@@ -293,104 +288,12 @@ def space_from_config(
         raise ConfigError(f"[space] {err} (the data has n_train={n_train})") from err
 
 
-#: The study user attr that holds the ranges ``"auto"`` resolved to, as they widen
-#: (:class:`~optuna_bs.search.RangeWidening`), for every later worker.
-AUTO_RANGES_ATTR = RANGES_ATTR
-
-
-def auto_ranges(
-    plan: Plan,
-    space: BatchScalingSpace,
-    store: optuna.storages.BaseStorage | None,
-    name: str,
-) -> dict[str, tuple]:
-    """The ``batch_size`` and ``noise_scale`` that ``"auto"`` stands for: the study's own
-    (stored when it was created, or drawn from by its trials), else measured on the plan's
-    probe model. ``store`` is ``None`` for a store not created yet.
-
-    Raises:
-        ConfigError: If a probe fails: a gradient or loss that is NaN or inf, a gradient that
-            is zero, or a range test that finds no descent.
-    """
-    cfg = plan.config.space
-    stored = {} if store is None else _stored_ranges(store, name)
-    keys = [k for k in ("batch_size", "noise_scale") if getattr(cfg, k) == "auto"]
-    if all(k in stored for k in keys):
-        _logger.info(
-            "'auto' ranges kept from study %r: %s.",
-            name,
-            ", ".join(f"{k} = {stored[k]}" for k in keys),
-        )
-        return {k: stored[k] for k in keys}
-    out = {}
-    if cfg.batch_size == "auto":
-        # Bound the search by the critical batch size, measured on this model and data.
-        small, big = default_probe_batch_sizes(plan.data.n_train)
-        try:
-            estimate = estimate_noise_scale(
-                plan.probe_model(),
-                plan.data,
-                batch_sizes=(small, big),
-                seed=0,
-                device=plan.device,
-            )
-        except ValueError as err:
-            raise ConfigError(f"[space] batch_size = 'auto': {err}") from err
-        out["batch_size"] = recommend_batch_sizes(estimate)
-        _logger.info(
-            "batch_size = 'auto': B_simple = %.3g, so batch sizes %s.",
-            estimate.b_simple,
-            out["batch_size"],
-        )
-        space = plan.space(out["batch_size"], noise_scale=space.noise_scale)
-    if cfg.noise_scale == "auto":
-        out["noise_scale"] = auto_noise_scales(
-            plan.config,
-            plan.data,
-            plan.probe_model(),
-            space,
-            device=plan.device,
-            loss=plan.loss,
-        )
-    return out
-
-
-def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str, tuple]:
-    """The ranges the named study holds: those ``"auto"`` resolved to when it was created
-    (:data:`AUTO_RANGES_ATTR`), else those its trials were drawn from; empty for a new study."""
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return {}
-    saved = storage.get_study_user_attrs(study_id).get(AUTO_RANGES_ATTR)
-    if saved:
-        return {k: tuple(v) for k, v in saved.items()}
-    ranges = {}
-    for trial in storage.get_all_trials(study_id, deepcopy=False):
-        batch = trial.distributions.get("log2_batch_size")
-        if batch is not None and "batch_size" not in ranges:
-            ranges["batch_size"] = (2**batch.low, 2**batch.high)
-        scale = trial.distributions.get("noise_scale")
-        if scale is not None and "noise_scale" not in ranges:
-            ranges["noise_scale"] = (scale.low, scale.high)
-    return ranges
-
-
 def _check_micro_batch(config: StudyConfig, space: BatchScalingSpace) -> None:
     micro = config.train.micro_batch_size
     if isinstance(micro, int) and any(b % micro for b in space.batch_sizes):
         raise ConfigError(
             f"[train] `micro_batch_size` must divide every batch size of the space "
             f"{space.batch_sizes}, but got micro_batch_size={micro}."
-        )
-
-
-def _check_range_test(config: StudyConfig, optimizer: str) -> None:
-    if not RULES[config.space.parameterisation].searches_noise_scale or optimizer != "sgd":
-        raise ConfigError(
-            "[space] noise_scale = 'auto' runs a range test of SGD's noise scale: it needs "
-            "parameterisation 'noise-scale' and optimizer 'sgd', but got "
-            f"{config.space.parameterisation!r} and {optimizer!r}."
         )
 
 
@@ -427,74 +330,3 @@ def _user_data(config: StudyConfig) -> Data | Datasets:
         data.sample_batch()  # a Dataset whose items do not collate fails here, not mid-study
         data.task  # noqa: B018 (checks that the items unpack into inputs and targets)
     return data
-
-
-def auto_noise_scales(
-    config: StudyConfig,
-    data: Data | Datasets,
-    model: torch.nn.Module,
-    space: BatchScalingSpace,
-    *,
-    device: str | torch.device = "auto",
-    loss: Callable | None = None,
-) -> tuple[float, float]:
-    """``[space] noise_scale = "auto"``: the range of g centred on the task's own steepest
-    descent (:func:`range_test` and :func:`~optuna_bs.measure.recommend_noise_scales`).
-
-    The one place the study file's ``"auto"`` becomes a range, for the runner and the
-    benchmarks alike.
-
-    Raises:
-        ConfigError: If the range test finds no descent.
-    """
-    tic = time.perf_counter()
-    try:
-        test = range_test(config, data, model, space, device=device, loss=loss)
-    except ValueError as err:
-        raise ConfigError(
-            f"[space] noise_scale = 'auto': {err} Give noise_scale as [low, high]."
-        ) from err
-    scales = recommend_noise_scales(test)
-    _logger.info(
-        "noise_scale = 'auto': the range test (%d steps at B=%d, m=%g, %.1f s) falls fastest "
-        "at g=%.3g, so noise scales %s.",
-        len(test.losses),
-        test.batch_size,
-        test.momentum,
-        time.perf_counter() - tic,
-        test.g_steep,
-        scales,
-    )
-    return scales
-
-
-def range_test(
-    config: StudyConfig,
-    data: Data | Datasets,
-    model: torch.nn.Module,
-    space: BatchScalingSpace,
-    *,
-    device: str | torch.device = "auto",
-    loss: Callable | None = None,
-) -> RangeTest:
-    """The study's :func:`~optuna_bs.measure.lr_range_test`: at the space's
-    :func:`search_batch_size`, its momentum (0.9 where it is searched, within its range) and
-    the study's loss (``loss``, else the file's, imported here). It trains plainly: no
-    micro-batches, clipping or augmentation.
-    """
-    momentum = space.momentum
-    if not isinstance(momentum, numbers.Real):
-        momentum = min(max(0.9, momentum[0]), momentum[1])
-    if loss is None and config.train.loss:
-        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
-    batch = search_batch_size(space.batch_sizes)
-    return lr_range_test(
-        model, data, batch_size=batch, momentum=momentum, loss=loss, device=device, seed=0
-    )
-
-
-def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
-    """The two batch sizes of the noise-scale estimate: 32 and 512, or less for small N."""
-    big = min(512, 2 ** int(math.log2(max(2, n_train - 1))))
-    big = big if big < n_train else big // 2
-    return max(1, min(32, big // 4)), big

@@ -25,16 +25,15 @@ from optuna_bs.errors import ConfigError
 from optuna_bs.search.edges import RangeWidening
 from optuna_bs.search.ladder import BatchLadderSampler
 from optuna_bs.search.space import BatchScalingSpace, OOMAwareSampler
-from optuna_bs.study.config import StudyConfig, StudySection
-from optuna_bs.study.plan import (
+from optuna_bs.study.auto import (
     AUTO_RANGES_ATTR,
-    Plan,
-    _check_micro_batch,
     _check_range_test,
+    auto_keys,
     auto_ranges,
     default_probe_batch_sizes,
-    make_plan,
 )
+from optuna_bs.study.config import StudyConfig, StudySection
+from optuna_bs.study.plan import Plan, _check_micro_batch, make_plan
 from optuna_bs.study.storage import DEFAULT_STORAGE, file_to_create, make_storage
 from optuna_bs.study.workers import optimize_reconnecting
 from optuna_bs.train._checkpoints import StudyCheckpoints
@@ -231,12 +230,12 @@ def prepare(
         except ValueError as err:
             raise ConfigError(str(err)) from err
     # The space with the file's own ranges first: a bad batch range fails before measuring.
-    placeholder = {"noise_scale": DEFAULTS["noise_scale"]} if cfg.noise_scale == "auto" else {}
+    auto = auto_keys(config)
+    placeholder = {k: DEFAULTS[k] for k in ("noise_scale", "lr") if k in auto}
     batch_size = cfg.batch_size
     probe_batches = default_probe_batch_sizes(data.n_train) if batch_size == "auto" else None
     space = plan.space(probe_batches or batch_size, **placeholder)
     _check_micro_batch(config, space)
-    auto = "auto" in (batch_size, cfg.noise_scale)
     store = None
     # A store that would be a new file holds no ranges yet: measure first, and create it only
     # once the probes have passed, so that a failed probe leaves no empty database behind.
@@ -252,6 +251,7 @@ def prepare(
             ranges,
             limits={"batch_size": (micro if isinstance(micro, int) else 1, data.n_train - 1)},
             powers_of_two=["batch_size"],
+            params={"lr": space.rule.lr_param},  # a trial draws the reference lr
         )
     if store is None:
         store = _open_store(config, url)
@@ -375,7 +375,7 @@ def open_study(prepared: Prepared) -> optuna.Study:
         with warnings.catch_warnings():  # experimental in Optuna, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)
-    auto = [k for k in ("batch_size", "noise_scale") if getattr(cfg.space, k) == "auto"]
+    auto = auto_keys(cfg)
     if auto and AUTO_RANGES_ATTR not in study.user_attrs:
         # What "auto" measured, for every worker and resume after this one.
         space = prepared.space

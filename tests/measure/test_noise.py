@@ -427,7 +427,7 @@ def test_auto_noise_scale_centres_the_space_on_the_range_test_at_the_middle_batc
     other = prepare(config, storage=url, seed=1000)
     assert other.space.noise_scale == prepared.space.noise_scale
     # The study keeps what "auto" resolved to from its creation on: later workers read it.
-    from optuna_bs.study.plan import AUTO_RANGES_ATTR
+    from optuna_bs.study.auto import AUTO_RANGES_ATTR
     from optuna_bs.study.runner import open_study
 
     study = open_study(prepared)
@@ -454,7 +454,7 @@ def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_pat
     nothing, and its distributions match the study's."""
     import optuna
 
-    from optuna_bs.study import plan, runner
+    from optuna_bs.study import auto, runner
     from optuna_bs.study.config import load_config
 
     path = tmp_path / "s.toml"
@@ -475,8 +475,8 @@ def test_a_study_with_trials_keeps_the_ranges_its_trials_were_drawn_from(tmp_pat
     def no_probe(*args, **kwargs):  # pragma: no cover (fails the test if called)
         raise AssertionError("a study with trials must not be measured again")
 
-    monkeypatch.setattr(plan, "lr_range_test", no_probe)
-    monkeypatch.setattr(plan, "estimate_noise_scale", no_probe)
+    monkeypatch.setattr(auto, "lr_range_test", no_probe)
+    monkeypatch.setattr(auto, "estimate_noise_scale", no_probe)
     prepared = runner.prepare(load_config(path), storage=url)
     assert prepared.space.batch_size == (8, 64)
     assert prepared.space.noise_scale == (7.0, 99.0)

@@ -154,7 +154,7 @@ def test_a_missing_module_names_the_fix(tmp_path):
 def test_auto_noise_scale_on_your_own_datasets_and_loss(tmp_path, monkeypatch):
     """``noise_scale = "auto"`` runs the range test on the factory's Datasets, with the study
     file's own loss, and the study searches g in the range it recommends."""
-    from optuna_bs.study import plan
+    from optuna_bs.study import auto
     from optuna_bs.study.config import load_config
 
     study = (
@@ -165,13 +165,13 @@ def test_auto_noise_scale_on_your_own_datasets_and_loss(tmp_path, monkeypatch):
     study_file = _project(tmp_path, study)
     monkeypatch.syspath_prepend(str(study_file.parent))
     losses = []
-    real = plan.lr_range_test
+    real = auto.lr_range_test
 
     def spy(model, data, **kwargs):
         losses.append(kwargs["loss"].__name__)
         return real(model, data, **kwargs)
 
-    monkeypatch.setattr(plan, "lr_range_test", spy)
+    monkeypatch.setattr(auto, "lr_range_test", spy)
     assert main(["run", str(study_file), "-q", "--no-test"]) == 0
     assert losses == ["smooth_ce"]  # the study file's loss, on the Datasets
     trials = optuna.load_study(study_name="own", storage=f"sqlite:///{tmp_path / 'own.db'}").trials

@@ -7,6 +7,7 @@ import warnings
 import optuna
 import pytest
 
+from optuna_bs.errors import ConfigError
 from optuna_bs.report.summary import summarize
 from optuna_bs.study.config import config_from_dict
 from optuna_bs.study.runner import evaluate_best_on_test, open_study, prepare, run_study
@@ -381,7 +382,7 @@ def test_an_auto_range_that_shuts_out_the_optimum_widens_for_every_worker(tmp_pa
 
     monkeypatch.setattr("optuna_bs.study.runner.fit", fit)
     monkeypatch.setattr(
-        "optuna_bs.study.plan.recommend_noise_scales", lambda test: (100.0, 1500.0)
+        "optuna_bs.study.auto.recommend_noise_scales", lambda test: (100.0, 1500.0)
     )
     config = config_from_dict(
         {
@@ -406,3 +407,58 @@ def test_an_auto_range_that_shuts_out_the_optimum_widens_for_every_worker(tmp_pa
     words = [value for item, value in rows if item == "search range"]
     assert words[0].startswith("noise_scale widened at its lower edge after ")
     assert "[100, 1500] -> [25.82, 1500]" in words[0]
+
+
+def test_an_adam_lr_auto_runs_adams_range_test_and_widens_the_reference_lr(tmp_path, monkeypatch):
+    """``lr = "auto"`` on an Adam space: the range test of AdamW runs on the probe model at the
+    reference batch size and gives the range [lr_steep/3, 10·lr_steep], stored for later
+    workers. Where the best trials pile at its lower edge (the task's best reference lr is
+    set below it: a stand-in for ``fit``'s error), the range of the *reference* lr widens."""
+    import math
+    from types import SimpleNamespace
+
+    from optuna_bs.measure import lr_range_test, recommend_lrs
+    from optuna_bs.study.plan import make_plan
+
+    config = config_from_dict(
+        {
+            **TINY,
+            "study": {"name": "adam-auto", "n_trials": 20},
+            "space": {
+                "parameterisation": "adam-sqrt",
+                "batch_size": [16, 64],
+                "reference_batch_size": 32,
+                "lr": "auto",
+            },
+            "train": {"max_epochs": 3, "optimizer": "adamw"},
+        }
+    )
+    plan = make_plan(config, "cpu")
+    test = lr_range_test(
+        plan.probe_model(), plan.data, batch_size=32, optimizer="adamw", device="cpu", seed=0
+    )
+    expected = recommend_lrs(test)
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    prepared = prepare(config, storage=url)
+    assert prepared.space.lr == expected  # the range test's, at B_ref = 32
+    best = expected[0] / 4  # below the range: the best trials pile at its lower edge
+
+    def fit(model, data, hparams, **kwargs):
+        ref = hparams.lr * math.sqrt(32 / hparams.batch_size)  # back to B_ref (sqrt rule)
+        return SimpleNamespace(best_value=0.1 + 0.02 * math.log(ref / best) ** 2)
+
+    monkeypatch.setattr("optuna_bs.study.runner.fit", fit)
+    study = run_study(prepared)
+    lows = [t.distributions["reference_lr"].low for t in study.trials]
+    assert lows[0] == expected[0] and lows[-1] < expected[0]
+    assert study.user_attrs["range_widenings"][0]["name"] == "lr"
+    stored = study.user_attrs["auto_ranges"]["lr"]
+    assert stored[0] <= min(lows) and stored[1] == expected[1]
+    assert prepare(config, storage=url, seed=5).space.lr == tuple(stored)  # a second worker
+
+
+def test_lr_auto_needs_an_adam_rule():
+    with pytest.raises(ConfigError, match="`space.lr` 'auto' runs a range test of Adam"):
+        config_from_dict({**TINY, "space": {"parameterisation": "sqrt", "lr": "auto"}})
+    with pytest.raises(ConfigError, match="`space.lr` .auto. runs a range test of Adam"):
+        config_from_dict({**TINY, "space": {"lr": "auto"}, "train": {"optimizer": "adamw"}})
