@@ -119,7 +119,7 @@ def summarise(name: str, sweeps: list[dict], runs: list[dict], metric: str) -> d
         "lr_steep_seeds": [s["lr_steep"] for s in sweeps],
         "diverged": sum(s["diverged"] for s in sweeps),
         "seconds": float(np.median([s["seconds"] for s in sweeps])),
-        "medians": medians,
+        "medians": [[lr, v] for lr, v in medians.items()],  # (lr, median best value)
         "lr_star": best_lr,
         "best": best,
         "good": [min(good), max(good)],
@@ -218,8 +218,8 @@ def plot(rows: list[dict], sweeps: list[dict], path: Path) -> None:
         ax.axvspan(*row["good"], color="#c0392b", alpha=0.12, label="good lrs (full runs)")
         ax.axvline(row["lr_star"], color="#c0392b", ls="--", label=f"lr* {row['lr_star']:.2g}")
         twin = ax.twinx()
-        lrs = list(row["medians"])
-        twin.plot(lrs, list(row["medians"].values()), "o-", color="#c0392b", ms=3, lw=1)
+        lrs, values = zip(*row["medians"], strict=True)
+        twin.plot(lrs, values, "o-", color="#c0392b", ms=3, lw=1)
         twin.set_ylabel("best validation value (median)", fontsize=7)
         ax.set_title(f"{row['task']} ({row['role']}), B = {row['batch_size']}", fontsize=9)
         ax.set_xlabel("AdamW lr (one step each)")

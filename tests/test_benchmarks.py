@@ -35,6 +35,7 @@ BENCHMARKS = {
     "integrations.py": ("integrations_smoke.json", None, "integrations (1 repeats"),
     "import_time.py": ("import_time_smoke.json", None, "start-up time, 2 repeats"),
     "range_test.py": ("range_test_smoke.json", None, "Range test: g_steep"),
+    "adam_range_test.py": ("adam_range_test_smoke.json", None, "AdamW lr range test"),
 }
 
 
@@ -108,6 +109,14 @@ def test_benchmark_smoke_mode_runs(script, tmp_path):
         assert (row["task"], row["batch_size"], row["search"]) == ("digits_mlp", 32, True)
         assert len(row["g_steep"]) == 2 and 0.1 < row["median"] < 1e4
         assert row["iqr"][0] <= row["median"] <= row["iqr"][1]
+    elif script == "adam_range_test.py":
+        (row,) = result["rows"]  # digits at its search B, 1 seed, 4 lrs of 2 epochs
+        assert (row["task"], row["batch_size"], row["role"]) == ("digits_mlp", 32, "check")
+        assert 1e-6 < row["lr_steep"] < 1 and len(row["medians"]) == 4
+        lrs = [lr for lr, _ in row["medians"]]
+        assert row["lr_star"] in lrs and row["good"][0] <= row["lr_star"] <= row["good"][1]
+        low, high = row["range"]
+        assert high / low == pytest.approx(30, rel=0.01)  # [lr_steep/3, 10 lr_steep]
     elif script == "rescale.py":
         cell = result["summary"]["digits_mlp"]["2x"]
         arms = {"recommend", "recommend, unbent", "today's recommend", "keep", "sqrt", "linear"}
