@@ -266,17 +266,7 @@ def recommend_noise_scales(
         >>> recommend_noise_scales(60.0)
         (12.0, 180.0)
     """
-    if isinstance(test, RangeTest):
-        g = test.g_steep
-    elif isinstance(test, numbers.Real) and not isinstance(test, bool):
-        g = float(test)
-    else:
-        raise TypeError(f"`test` must be a RangeTest or a number, but got {test!r}.")
-    if not 0 < g < math.inf:
-        raise ValueError(f"`g_steep` must be a finite number > 0, but got {g!r}.")
-    below = check_real("below", below, 1, low_open=True)
-    above = check_real("above", above, 1, low_open=True)
-    return _round(g / below), _round(g * above)
+    return _around(test, "g_steep", below, above)
 
 
 def recommend_lrs(
@@ -293,17 +283,22 @@ def recommend_lrs(
         >>> recommend_lrs(0.002)
         (0.000667, 0.02)
     """
+    return _around(test, "lr_steep", below, above)
+
+
+def _around(test: RangeTest | float, steep: str, below: float, above: float):
+    """``(x / below, x * above)`` to three digits, x a range test's ``steep`` or a number."""
     if isinstance(test, RangeTest):
-        lr = test.lr_steep
+        x = getattr(test, steep)
     elif isinstance(test, numbers.Real) and not isinstance(test, bool):
-        lr = float(test)
+        x = float(test)
     else:
         raise TypeError(f"`test` must be a RangeTest or a number, but got {test!r}.")
-    if not 0 < lr < math.inf:
-        raise ValueError(f"`lr_steep` must be a finite number > 0, but got {lr!r}.")
+    if not 0 < x < math.inf:
+        raise ValueError(f"`{steep}` must be a finite number > 0, but got {x!r}.")
     below = check_real("below", below, 1, low_open=True)
     above = check_real("above", above, 1, low_open=True)
-    return _round(lr / below), _round(lr * above)
+    return _round(x / below), _round(x * above)
 
 
 def _round(value: float) -> float:

@@ -203,9 +203,7 @@ def auto_lrs(plan: Plan, space: BatchScalingSpace) -> tuple[float, float]:
     Raises:
         ConfigError: If the range test finds no descent.
     """
-    momentum = space.momentum
-    if not isinstance(momentum, numbers.Real):
-        momentum = min(max(0.9, momentum[0]), momentum[1])
+    momentum = _probe_momentum(space)
     if plan.optimizer_name not in ("adam", "adamw"):
         raise ConfigError(
             "[space] lr = 'auto' runs a range test of Adam's learning rate, but the study "
@@ -256,9 +254,7 @@ def range_test(
     the study's loss (``loss``, else the file's, imported here). It trains plainly: no
     micro-batches, clipping or augmentation.
     """
-    momentum = space.momentum
-    if not isinstance(momentum, numbers.Real):
-        momentum = min(max(0.9, momentum[0]), momentum[1])
+    momentum = _probe_momentum(space)
     if loss is None and config.train.loss:
         loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
     batch = search_batch_size(space.batch_sizes)
@@ -272,3 +268,11 @@ def default_probe_batch_sizes(n_train: int) -> tuple[int, int]:
     big = min(512, 2 ** int(math.log2(max(2, n_train - 1))))
     big = big if big < n_train else big // 2
     return max(1, min(32, big // 4)), big
+
+
+def _probe_momentum(space: BatchScalingSpace) -> float:
+    """The momentum (β1) a range test runs at: the space's, or 0.9 within a searched range."""
+    momentum = space.momentum
+    if isinstance(momentum, numbers.Real):
+        return float(momentum)
+    return min(max(0.9, momentum[0]), momentum[1])
