@@ -267,28 +267,36 @@ def _noise_scale(args: argparse.Namespace) -> int:
 
 
 def _range_test_rows(plan, recommended: tuple[int, int]) -> list:
-    """The range test's rows of ``noise-scale``, for a space that searches SGD's g: run as
-    ``noise_scale = "auto"`` runs it, at the middle of the batch range (the one printed when
-    the file says ``batch_size = "auto"``)."""
-    from optuna_bs.measure.range_test import recommend_noise_scales
+    """The range test's rows of ``noise-scale``: SGD's of g for a space that searches it, run
+    as ``noise_scale = "auto"`` runs it, at the middle of the batch range (the one printed
+    when the file says ``batch_size = "auto"``); Adam's of the lr, as ``lr = "auto"`` runs
+    it, at the reference batch size."""
+    from optuna_bs.measure.range_test import recommend_lrs, recommend_noise_scales
+    from optuna_bs.study.auto import adam_range_test
 
-    config = plan.config
-    if (
-        not RULES[config.space.parameterisation].searches_noise_scale
-        or plan.optimizer_name != "sgd"
-    ):
-        return []
+    config, name = plan.config, plan.optimizer_name
+    g = RULES[config.space.parameterisation].searches_noise_scale
     batch = recommended if config.space.batch_size == "auto" else None
-    test = plan.range_test(plan.space(batch, noise_scale=DEFAULTS["noise_scale"]))
-    low, high = recommend_noise_scales(test)
+    if g and name == "sgd":
+        test = plan.range_test(plan.space(batch, noise_scale=DEFAULTS["noise_scale"]))
+        low, high = recommend_noise_scales(test)
+        found = [("steepest descent g_steep", f"{test.g_steep:.3g}")]
+        found.append(("recommended noise_scale", f"[{low:g}, {high:g}]"))
+    elif not g and name in ("adam", "adamw"):
+        test = adam_range_test(plan, plan.space(batch, lr=DEFAULTS["lr"]))
+        low, high = recommend_lrs(test)
+        found = [(f"steepest descent lr_steep ({name})", f"{test.lr_steep:.3g}")]
+        found.append((f"recommended lr (at B = {test.batch_size})", f"[{low:g}, {high:g}]"))
+    else:
+        return []
     return [
         (
             "range test",
-            f"{len(test.losses)} steps at B = {test.batch_size}, m = {test.momentum:g}"
+            f"{len(test.losses)} steps at B = {test.batch_size}, "
+            + (f"m = {test.momentum:g}" if g else f"beta1 = {test.momentum:g}")
             + (", stopped where the loss blew up" if test.diverged else ""),
         ),
-        ("steepest descent g_steep", f"{test.g_steep:.3g}"),
-        ("recommended noise_scale", f"[{low:g}, {high:g}]"),
+        *found,
     ]
 
 

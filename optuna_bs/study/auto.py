@@ -39,6 +39,7 @@ from optuna_bs.train.sources import Datasets
 __all__ = [
     "AUTO_KEYS",
     "AUTO_RANGES_ATTR",
+    "adam_range_test",
     "auto_keys",
     "auto_lrs",
     "auto_noise_scales",
@@ -197,32 +198,20 @@ def auto_noise_scales(
 
 def auto_lrs(plan: Plan, space: BatchScalingSpace) -> tuple[float, float]:
     """``[space] lr = "auto"``: the range of Adam's reference lr, centred on the task's own
-    steepest descent (:func:`~optuna_bs.measure.lr_range_test` with the study's Adam, at the
-    reference batch size, β1 and β2; :func:`~optuna_bs.measure.recommend_lrs`).
+    steepest descent (:func:`adam_range_test`, :func:`~optuna_bs.measure.recommend_lrs`).
 
     Raises:
-        ConfigError: If the range test finds no descent.
+        ConfigError: If the study does not train with Adam, or the range test finds no
+            descent.
     """
-    momentum = _probe_momentum(space)
     if plan.optimizer_name not in ("adam", "adamw"):
         raise ConfigError(
             "[space] lr = 'auto' runs a range test of Adam's learning rate, but the study "
             f"trains with {plan.optimizer_name!r}: give lr as [low, high]."
         )
-    batch = min(space.reference_batch_size, plan.data.n_train - 1)
     tic = time.perf_counter()
     try:
-        test = lr_range_test(
-            plan.probe_model(),
-            plan.data,
-            batch_size=batch,
-            momentum=momentum,
-            optimizer=plan.optimizer_name,
-            beta2=space.beta2,
-            loss=plan.loss,
-            device=plan.device,
-            seed=0,
-        )
+        test = adam_range_test(plan, space)
     except ValueError as err:
         raise ConfigError(f"[space] lr = 'auto': {err} Give lr as [low, high].") from err
     lrs = recommend_lrs(test)
@@ -230,14 +219,31 @@ def auto_lrs(plan: Plan, space: BatchScalingSpace) -> tuple[float, float]:
         "lr = 'auto': Adam's range test (%d steps at B=%d, β1=%g, %.1f s) falls fastest at "
         "lr=%.3g, so learning rates %s at B=%d.",
         len(test.losses),
-        batch,
-        momentum,
+        test.batch_size,
+        test.momentum,
         time.perf_counter() - tic,
         test.lr_steep,
         lrs,
-        batch,
+        test.batch_size,
     )
     return lrs
+
+
+def adam_range_test(plan: Plan, space: BatchScalingSpace) -> RangeTest:
+    """The study's Adam range test (:func:`~optuna_bs.measure.lr_range_test`) on the plan's
+    probe model: with its Adam or AdamW, at the space's reference batch size (where its lr
+    range is), β1 and β2, and its loss."""
+    return lr_range_test(
+        plan.probe_model(),
+        plan.data,
+        batch_size=min(space.reference_batch_size, plan.data.n_train - 1),
+        momentum=_probe_momentum(space),
+        optimizer=plan.optimizer_name if plan.optimizer_name == "adam" else "adamw",
+        beta2=space.beta2,
+        loss=plan.loss,
+        device=plan.device,
+        seed=0,
+    )
 
 
 def range_test(

@@ -640,3 +640,26 @@ def test_auto_on_nan_data_is_one_line_exit_2_and_writes_no_database(
     optuna.create_study(study_name="other", storage=url)
     assert main(["run", str(path), "-q", "--storage", url]) == 2
     assert optuna.get_all_study_names(url) == ["other"]
+
+
+def test_noise_scale_command_prints_adams_range_test_for_an_adam_study(tmp_path, capsys):
+    """An Adam study file: ``noise-scale`` prints the lr range test ``lr = "auto"`` runs, at
+    the reference batch size, and the reference lr range it gives."""
+    from optuna_bs.cli import main
+    from optuna_bs.measure import recommend_lrs
+
+    path = tmp_path / "s.toml"
+    study = AUTO_G_STUDY.replace(
+        'noise_scale = "auto"', 'parameterisation = "adam-sqrt"\nlr = "auto"'
+    )
+    path.write_text(study + 'reference_batch_size = 16\n[train]\noptimizer = "adamw"\n')
+    assert main(["noise-scale", str(path), "--n-batches", "10"]) == 0
+    out = capsys.readouterr().out
+    rows = dict(line.split("  ", 1) for line in out.splitlines() if "  " in line)
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    lr_steep = float(rows["steepest descent lr_steep (adamw)"])
+    low, high = (float(v) for v in rows["recommended lr (at B = 16)"].strip("[]").split(","))
+    assert (low, high) == recommend_lrs(lr_steep)
+    assert re.fullmatch(
+        r"\d+ steps at B = 16, beta1 = 0\.9(, stopped where .*)?", rows["range test"]
+    )
