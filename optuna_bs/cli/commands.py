@@ -232,7 +232,7 @@ def _noise_scale(args: argparse.Namespace) -> int:
         )
     batch_sizes = args.batch_sizes or default_probe_batch_sizes(data.n_train)
     estimate = estimate_noise_scale(
-        plan.build_model(),
+        plan.probe_model(),  # seeded: the model "auto" measures, the same every run
         data,
         batch_sizes=batch_sizes,
         n_batches=args.n_batches,
