@@ -27,6 +27,7 @@ from pathlib import Path
 import optuna
 
 from optuna_bs.errors import StorageError, first_line
+from optuna_bs.study._interrupt import Interrupt
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -312,15 +313,31 @@ def serve_proxy(url: str | None, *, host: str = "127.0.0.1", port: int = 13000) 
     """
     storage = make_storage(url, heartbeat_interval=None)
     pool = ThreadPoolExecutor(max_workers=10, thread_name_prefix="grpc-proxy")
-    try:
-        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port, thread_pool=pool)
-    except ImportError as err:
-        raise StorageError("the gRPC proxy needs grpcio: pip install 'optuna-bs[grpc]'.") from err
-    except KeyboardInterrupt:
-        # Ctrl-C must stop the proxy. Exit joins the pool's threads, and one still inside a
-        # database call would hold the process; after 5 s it is ended regardless.
-        pool.shutdown(wait=False, cancel_futures=True)
-        watchdog = threading.Timer(5.0, os._exit, args=(130,))
-        watchdog.daemon = True
-        watchdog.start()
-        raise
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            optuna.storages.run_grpc_proxy_server(storage, host=host, port=port, thread_pool=pool)
+        except BaseException as err:  # handed to the main thread
+            failed.append(err)
+
+    server = threading.Thread(target=serve, name="grpc-proxy-server", daemon=True)
+    # The server runs in a thread; the main thread waits for Ctrl-C, held by Interrupt so
+    # that one landing in a finalizer (a collected SQLAlchemy object) still stops the proxy.
+    with Interrupt() as interrupt:
+        server.start()
+        while server.is_alive() and not interrupt.seen:
+            server.join(0.2)
+    if failed:
+        if isinstance(failed[0], ImportError):
+            raise StorageError(
+                "the gRPC proxy needs grpcio: pip install 'optuna-bs[grpc]'."
+            ) from failed[0]
+        raise failed[0]
+    # Ctrl-C must stop the proxy. Exit joins the pool's threads, and one still inside a
+    # database call would hold the process; after 5 s it is ended regardless.
+    pool.shutdown(wait=False, cancel_futures=True)
+    watchdog = threading.Timer(5.0, os._exit, args=(130,))
+    watchdog.daemon = True
+    watchdog.start()
+    raise KeyboardInterrupt

@@ -8,14 +8,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ from optuna_bs.errors import (
     first_line,
     in_chain,
 )
+from optuna_bs.study._interrupt import Interrupt
 
 __all__ = ["WORKER_ENV", "launch_workers", "optimize_reconnecting", "split_trials"]
 
@@ -90,7 +89,7 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
         outage_since = None
         interrupt.honour()
 
-    with _Interrupt() as interrupt:
+    with Interrupt() as interrupt:
         while finished < n_trials:
             left = None if timeout is None else timeout - (time.monotonic() - start)
             if left is not None and left <= 0:
@@ -129,61 +128,6 @@ def optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_p
                 _logger.warning("Lost the study store (%s); reconnecting.", type(err).__name__)
                 time.sleep(_RECONNECT_PAUSE)
                 interrupt.honour()
-
-
-class _Interrupt:
-    """A SIGINT handler that remembers the signal, and raises ``KeyboardInterrupt`` only
-    while :meth:`armed` (a trial's training), where Optuna fails the trial cleanly.
-
-    A signal can land while Python runs a finalizer (a garbage-collected SQLAlchemy object,
-    say), where a raised exception is not propagated but printed as "Exception ignored in".
-    Such a ``KeyboardInterrupt`` is kept off the output; the signal is remembered, and the
-    worker stops when the trial ends.
-    """
-
-    def __init__(self) -> None:
-        self.seen = False
-        self._armed = False
-        self._previous = None
-        self._hook = None
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            sys.unraisablehook = self._hook
-
-    def _handle(self, signum, frame) -> None:
-        self.seen = True
-        if self._armed:
-            self._armed = False  # one KeyboardInterrupt per trial; Optuna then tells FAIL
-            raise KeyboardInterrupt
-
-    def _unraisable(self, unraisable) -> None:
-        # A KeyboardInterrupt a finalizer swallowed is remembered (``seen``) and honoured
-        # when the trial ends; Python's "Exception ignored in" traceback is left out.
-        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
-            self._hook(unraisable)
-
-    @contextlib.contextmanager
-    def armed(self):
-        """Within it, SIGINT raises at once; a signal that came before it is raised on entry."""
-        self.honour()
-        self._armed = True
-        try:
-            yield
-        finally:
-            self._armed = False
-
-    def honour(self) -> None:
-        """Raise ``KeyboardInterrupt`` if a SIGINT came (held back, or perhaps swallowed)."""
-        if self.seen:
-            raise KeyboardInterrupt
 
 
 def _record_worker(trial: optuna.Trial) -> None:
@@ -340,16 +284,8 @@ def launch_workers(
     codes: list[int | None] = [None] * len(procs)
     deaths: list[str] = []
     try:
-        while None in codes:
-            for i, proc in enumerate(procs):
-                if codes[i] is not None or proc.poll() is None:
-                    continue
-                codes[i] = proc.returncode
-                if proc.returncode != 0 and study is not None:
-                    death = _bury(study, f"{tag}/{i}", i, proc)
-                    if death:
-                        deaths.append(death)
-            time.sleep(_POLL_SECONDS)
+        with Interrupt() as interrupt:  # a Ctrl-C that lands in a finalizer is not lost
+            _wait_for_workers(procs, codes, deaths, study, tag, interrupt)
     except KeyboardInterrupt:
         for proc in procs:
             if proc.poll() is None:
@@ -427,3 +363,19 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _wait_for_workers(procs, codes, deaths, study, tag, interrupt: Interrupt) -> None:
+    """Poll the workers until each has ended, burying those that die; a Ctrl-C seen by
+    ``interrupt`` raises ``KeyboardInterrupt`` here."""
+    while None in codes:
+        interrupt.honour()
+        for i, proc in enumerate(procs):
+            if codes[i] is not None or proc.poll() is None:
+                continue
+            codes[i] = proc.returncode
+            if proc.returncode != 0 and study is not None:
+                death = _bury(study, f"{tag}/{i}", i, proc)
+                if death:
+                    deaths.append(death)
+        time.sleep(_POLL_SECONDS)

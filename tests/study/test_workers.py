@@ -878,3 +878,72 @@ def test_a_worker_back_from_an_outage_runs_the_retry_of_its_cut_trial(
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert trials[1].system_attrs["failed_trial"] == 0  # the retry ran, and nothing waits
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_launch(monkeypatch, capsys):
+    """``launch`` waits for its workers under the same held Ctrl-C as the workers: a signal
+    whose KeyboardInterrupt Python drops in a finalizer still reaches every worker, and launch
+    returns 130 at once (CI saw launch run on for 120 s after Ctrl-C)."""
+    import time as time_module
+
+    from optuna_bs.study import workers
+
+    class SignalsOnCollection:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler's KeyboardInterrupt is dropped here
+
+    real_sleep, fired = time_module.sleep, []
+
+    def sleep(seconds):
+        if not fired:
+            fired.append(True)
+            SignalsOnCollection()  # collected at once, in launch's polling loop
+        real_sleep(seconds)
+
+    monkeypatch.setattr(workers.time, "sleep", sleep)
+    previous = signal.getsignal(signal.SIGINT)
+    worker = [sys.executable, "-c", "import time; time.sleep(60)"]
+    start = time_module.monotonic()
+    assert workers.launch_workers([worker, worker], out=lambda line: None) == 130
+    assert time_module.monotonic() - start < 30  # the workers got the signal; none slept on
+    assert signal.getsignal(signal.SIGINT) is previous
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
+PROXY_LOSES_A_CTRL_C = """
+import os, signal, sys, threading, time
+from optuna_bs.study.storage import serve_proxy
+
+class SignalsOnCollection:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt would be dropped here
+
+real_join = threading.Thread.join
+
+def join(self, timeout=None):  # the proxy's main thread, waiting: a finalizer runs there
+    if self.name == "grpc-proxy-server" and not getattr(join, "fired", False):
+        join.fired = True
+        time.sleep(1.0)
+        SignalsOnCollection()
+    return real_join(self, timeout)
+
+threading.Thread.join = join
+serve_proxy(sys.argv[1], port=int(sys.argv[2]))
+"""
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_storage_proxy(tmp_path):
+    """The proxy holds Ctrl-C the same way: one that lands in a finalizer stops it (CI saw a
+    proxy run on for 30 s after its SIGINT)."""
+    pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'optuna-bs[grpc]'")
+    script = tmp_path / "proxy.py"
+    script.write_text(PROXY_LOSES_A_CTRL_C)
+    run = subprocess.run(
+        [sys.executable, str(script), f"sqlite:///{tmp_path / 'p.db'}", str(_free_port())],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr  # stopped by the signal
+    assert "Exception ignored" not in run.stderr
