@@ -902,7 +902,9 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_launch(monkeypatch, capsys):
 
     monkeypatch.setattr(workers.time, "sleep", sleep)
     previous = signal.getsignal(signal.SIGINT)
-    worker = [sys.executable, "-c", "import time; time.sleep(60)"]
+    # A worker that stops on SIGINT whatever it inherited (as optuna-bs run does).
+    code = "import signal, sys, time; signal.signal(2, lambda *a: sys.exit(130)); time.sleep(60)"
+    worker = [sys.executable, "-c", code]
     start = time_module.monotonic()
     assert workers.launch_workers([worker, worker], out=lambda line: None) == 130
     assert time_module.monotonic() - start < 30  # the workers got the signal; none slept on
@@ -947,3 +949,28 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_storage_proxy(tmp_path):
     )
     assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr  # stopped by the signal
     assert "Exception ignored" not in run.stderr
+
+
+def test_a_storage_proxy_started_with_sigint_ignored_still_stops_on_it(tmp_path):
+    """A process started in the background by a shell without job control inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt for it: the proxy (and launch) set
+    their own handler, so a SIGINT still stops them (two CI runs started that way saw the proxy
+    and launch run on after SIGINT; ``run`` always set its own and stopped)."""
+    pytest.importorskip("grpc", reason="grpcio is not installed: pip install 'optuna-bs[grpc]'")
+    port = _free_port()
+    proxy = subprocess.Popen(
+        [*cli_command(), "storage-proxy", "--storage", f"sqlite:///{tmp_path / 'p.db'}"]
+        + ["--port", str(port)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        _wait_for(lambda: _port_open(port), what="the gRPC proxy")
+        proxy.send_signal(signal.SIGINT)
+        out, _ = proxy.communicate(timeout=30)
+    finally:
+        proxy.kill()
+    assert proxy.returncode == 130 and "interrupted" in out
