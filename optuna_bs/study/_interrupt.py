@@ -1,9 +1,11 @@
 """A Ctrl-C that is never lost: a SIGINT handler that remembers the signal.
 
-Python raises ``KeyboardInterrupt`` wherever the main thread is when SIGINT lands, and where
-that is a finalizer (a garbage-collected SQLAlchemy object, say) the exception is printed as
-"Exception ignored in" and dropped: the process runs on. The workers, ``launch`` and the
-storage proxy each hold the signal here instead and act on it at a point of their choosing.
+Python's own SIGINT handling fails a long-running process two ways. It raises
+``KeyboardInterrupt`` wherever the main thread is, and where that is a finalizer (a
+garbage-collected SQLAlchemy object, say) the exception is printed as "Exception ignored in"
+and dropped. And a process started with SIGINT ignored (in the background by a shell without
+job control) gets no handler at all. The workers, ``launch`` and the storage proxy each set
+this one and act on the signal at a point of their choosing.
 """
 
 from __future__ import annotations
