@@ -140,16 +140,23 @@ class Prepared:
             self.space = self.space.with_ranges(**ranges)
         return self.space
 
-    def drop_finished_checkpoints(self, study: optuna.Study, _: FrozenTrial | None = None):
-        """Callback, and at the start of a run: delete the checkpoints of the trials the store
-        holds as finished, and of the dead trials they retried, once their ends are committed
-        (so a lost write leaves a retry its checkpoint). The best's stays with
-        ``keep_best_checkpoint``. Returns how many went."""
+    def drop_finished_checkpoints(self, study: optuna.Study, trial: FrozenTrial | None = None):
+        """Callback, once a trial's end is committed (so a lost write leaves a retry its
+        checkpoint): delete its checkpoint and those of the dead trials it retried. At the
+        start of a run (no ``trial``): those of every trial the store holds as finished. With
+        ``keep_best_checkpoint`` the best trial's stays, and each time the best changes the
+        others go. Returns how many went."""
         if self.checkpoints is None:
             return 0
-        best = best_trial(study) if self.config.study.keep_best_checkpoint else None
-        dropped = self.checkpoints.drop_finished(study, keep=getattr(best, "number", None))
-        if dropped and _ is None:
+        keep_best = self.config.study.keep_best_checkpoint
+        keep = getattr(best_trial(study), "number", None) if keep_best else None
+        dropped = 0
+        if trial is not None:  # this trial's (and its dead trials'), whatever its state
+            dropped = self.checkpoints.drop(trial, keep_own=trial.number == keep)
+            if not keep_best:  # the usual case: no walk over every trial
+                return dropped
+        dropped += self.checkpoints.drop_finished(study, keep=keep)
+        if dropped and trial is None:
             _logger.info(
                 "Removed %d checkpoint(s) of finished trials from %s.",
                 dropped,

@@ -426,7 +426,8 @@ def test_a_rule_added_through_the_registry_works_everywhere():
     try:
         assert "quarter" in RULES
         space = BatchScalingSpace("quarter", n_train=50_000, batch_size=(16, 256), lr=(0.01, 0.1))
-        study = optuna.create_study()
+        # Seeded: an unseeded draw put 6 trials on 2 batch sizes once in CI (the fit needs 3).
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         for _ in range(6):
             trial = study.ask()
             hp = space.suggest(trial)
