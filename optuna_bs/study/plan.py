@@ -13,7 +13,7 @@ import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import optuna
 import torch
@@ -169,7 +169,7 @@ def fit_arguments(
 
 
 #: The [train] keys of fit's device path (DevicePath's fields but the device).
-_DEVICE_PATH = ("precision", "channels_last", "compile", "cudnn_benchmark")
+_DEVICE_PATH = tuple(f.name for f in fields(DevicePath) if f.name != "device")
 
 
 def _fit_keywords(config: StudyConfig, trial, optimizer, loss, device) -> dict:
