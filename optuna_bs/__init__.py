@@ -25,77 +25,29 @@ from optuna_bs._lazy import attach, keep_old_paths
 
 __version__ = "0.1.0"
 
-#: Each public name and the room (or module) it lives in.
+#: Each room (or module) and the public names it gives.
 _EXPORTS = {
-    "BatchLadderSampler": "search",
-    "BatchRamp": "train",
-    "BatchScalingSpace": "search",
-    "build_model": "data",
-    "CheckpointPolicy": "train",
-    "Compose": "train",
-    "ConfigError": "errors",
-    "Constant": "train",
-    "Cosine": "train",
-    "Data": "data",
-    "DATASETS": "data",
-    "DevicePath": "train",
-    "Datasets": "train",
-    "evaluate": "train",
-    "fit": "train",
-    "fit_noise_scale": "report",
-    "fit_scaling_rule": "report",
-    "FitResult": "train",
-    "Hyperparameters": "rules",
-    "load_config": "study",
-    "load_data": "data",
-    "lr_for_noise_scale": "rules",
-    "LrDecay": "train",
-    "make_storage": "study",
-    "MemoryPolicy": "train",
-    "mask_url": "study",
-    "Metric": "train",
-    "MODELS": "data",
-    "MomentumRamp": "train",
-    "noise_scale": "rules",
-    "NotEnoughTrialsError": "errors",
-    "OptunaBSError": "errors",
-    "pareto_front": "report",
-    "RangeWidening": "search",
-    "recommend": "report",
-    "register_rule": "rules",
-    "rescale": "rules",
-    "Rule": "rules",
-    "RULES": "rules",
-    "save_to_dashboard": "report",
-    "Schedule": "train",
-    "SCHEDULES": "train",
-    "STOP_REASONS": "train",
-    "StorageError": "errors",
-    "StudyConfig": "study",
-    "summarize": "report",
-    "TrainingState": "train",
-    "TrialMonitor": "train",
-    "transfer": "report",
-    "Warmup": "train",
-    "weight_decay_for_timescale": "rules",
-    "weight_decay_timescale": "rules",
-    "write_report": "report",
+    "data": "build_model Data DATASETS load_data MODELS",
+    "errors": "ConfigError NotEnoughTrialsError OptunaBSError StorageError",
+    "report": (
+        "fit_noise_scale fit_scaling_rule pareto_front recommend save_to_dashboard summarize "
+        "transfer write_report"
+    ),
+    "rules": (
+        "Hyperparameters lr_for_noise_scale noise_scale register_rule rescale Rule RULES "
+        "weight_decay_for_timescale weight_decay_timescale"
+    ),
+    "search": "BatchLadderSampler BatchScalingSpace RangeWidening",
+    "study": "load_config make_storage mask_url StudyConfig",
+    "train": (
+        "BatchRamp CheckpointPolicy Compose Constant Cosine Datasets DevicePath evaluate fit "
+        "FitResult LrDecay MemoryPolicy Metric MomentumRamp Schedule SCHEDULES STOP_REASONS "
+        "TrainingState TrialMonitor Warmup"
+    ),
 }
 
-#: The rooms, and the modules beside them, that ``optuna_bs.<name>`` gives without an import.
-_SUBMODULES = (
-    "cli",
-    "data",
-    "errors",
-    "integrations",
-    "measure",
-    "report",
-    "rules",
-    "search",
-    "study",
-    "train",
-    "vocabulary",
-)
+#: The rooms and modules beyond those, that ``optuna_bs.<name>`` gives without an import.
+_SUBMODULES = ("cli", "integrations", "measure", "vocabulary")
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, _SUBMODULES)
 

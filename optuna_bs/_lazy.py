@@ -25,14 +25,16 @@ def attach(
 
     Args:
         package: The package's ``__name__``.
-        exports: Each public name, and the module it lives in, relative to ``package``.
-        submodules: Modules that ``package.<name>`` gives without an import of their own.
+        exports: Each module, relative to ``package``, and its public names, split by spaces.
+        submodules: More modules that ``package.<name>`` gives without an import of their own
+            (each module of ``exports`` does).
     """
-    submodules = frozenset(submodules)
+    home = {name: module for module, names in exports.items() for name in names.split()}
+    submodules = frozenset(submodules) | exports.keys()
     namespace = sys.modules[package].__dict__
 
     def __getattr__(name: str) -> Any:
-        module = exports.get(name)
+        module = home.get(name)
         if module is not None:
             value = getattr(importlib.import_module(f"{package}.{module}"), name)
         elif name in submodules:
@@ -43,9 +45,9 @@ def attach(
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*namespace, *exports, *submodules})
+        return sorted({*namespace, *home, *submodules})
 
-    return __getattr__, __dir__, sorted(exports)
+    return __getattr__, __dir__, sorted(home)
 
 
 class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -6,12 +6,7 @@ from optuna_bs._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "DATASETS": "datasets",
-        "TASKS": "datasets",
-        "Data": "datasets",
-        "load_data": "datasets",
-        "MODELS": "models",
-        "build_model": "models",
+        "datasets": "DATASETS TASKS Data load_data",
+        "models": "MODELS build_model",
     },
-    submodules=["datasets", "models"],
 )

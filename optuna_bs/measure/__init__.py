@@ -7,13 +7,7 @@ from optuna_bs._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "NoiseScaleEstimate": "noise",
-        "RangeTest": "range_test",
-        "estimate_noise_scale": "noise",
-        "lr_range_test": "range_test",
-        "recommend_batch_sizes": "noise",
-        "recommend_lrs": "range_test",
-        "recommend_noise_scales": "range_test",
+        "noise": "NoiseScaleEstimate estimate_noise_scale recommend_batch_sizes",
+        "range_test": "RangeTest lr_range_test recommend_lrs recommend_noise_scales",
     },
-    submodules=["noise", "range_test"],
 )

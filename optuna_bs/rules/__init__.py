@@ -10,29 +10,12 @@ from optuna_bs._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "ADAM_DEFAULTS": "formulas",
-        "BETA2_RANGE": "formulas",
-        "OPTIMIZER_FAMILIES": "formulas",
-        "Hyperparameters": "formulas",
-        "beta2_for_half_life": "formulas",
-        "lr_for_noise_scale": "formulas",
-        "mccandlish": "formulas",
-        "noise_scale": "formulas",
-        "optimizer_family": "formulas",
-        "surge": "formulas",
-        "weight_decay_for_timescale": "formulas",
-        "weight_decay_timescale": "formulas",
-        "RULES": "registry",
-        "Rule": "registry",
-        "column_label": "registry",
-        "format_value": "registry",
-        "get_rule": "registry",
-        "register_rule": "registry",
-        "rescale": "registry",
-        "BatchPlan": "batch",
-        "check_effective_batch": "batch",
-        "largest_divisor_at_most": "batch",
-        "plan_batch": "batch",
+        "formulas": (
+            "ADAM_DEFAULTS BETA2_RANGE OPTIMIZER_FAMILIES Hyperparameters beta2_for_half_life "
+            "lr_for_noise_scale mccandlish noise_scale optimizer_family surge "
+            "weight_decay_for_timescale weight_decay_timescale"
+        ),
+        "registry": "RULES Rule column_label format_value get_rule register_rule rescale",
+        "batch": "BatchPlan check_effective_batch largest_divisor_at_most plan_batch",
     },
-    submodules=["batch", "formulas", "registry"],
 )

@@ -7,11 +7,8 @@ from optuna_bs._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "BatchScalingSpace": "space",
-        "OOMAwareSampler": "space",
-        "BatchLadderSampler": "ladder",
-        "ladder_outcome": "ladder",
-        "RangeWidening": "edges",
+        "space": "BatchScalingSpace OOMAwareSampler",
+        "ladder": "BatchLadderSampler ladder_outcome",
+        "edges": "RangeWidening",
     },
-    submodules=["edges", "ladder", "space"],
 )

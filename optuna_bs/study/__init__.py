@@ -7,14 +7,10 @@ from optuna_bs._lazy import attach
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
-        "StudyConfig": "config",
-        "load_config": "config",
-        "prepare": "runner",
-        "run_study": "runner",
-        "DEFAULT_STORAGE": "storage",
-        "make_storage": "storage",
-        "mask_url": "storage",
-        "launch_workers": "workers",
+        "config": "StudyConfig load_config",
+        "runner": "prepare run_study",
+        "storage": "DEFAULT_STORAGE make_storage mask_url",
+        "workers": "launch_workers",
     },
-    submodules=["auto", "config", "plan", "runner", "storage", "workers"],
+    submodules=["auto", "plan"],
 )
