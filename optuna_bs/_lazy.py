@@ -15,8 +15,6 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["attach", "keep_old_paths"]
-
 
 def attach(
     package: str, exports: dict[str, str], submodules: Iterable[str] = ()

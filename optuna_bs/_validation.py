@@ -11,8 +11,6 @@ import math
 import numbers
 from collections.abc import Sequence
 
-__all__ = ["check_int", "check_real", "check_positive", "check_fraction", "check_choice"]
-
 
 def _bounds(low, high, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None and math.isfinite(high):

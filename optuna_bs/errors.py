@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import errno
 
-__all__ = [
-    "OptunaBSError",
-    "ConfigError",
-    "StorageError",
-    "NotEnoughTrialsError",
-    "WorkerDiedError",
-    "DiskFullError",
-    "in_chain",
-    "disk_full",
-    "first_line",
-]
-
 
 class OptunaBSError(Exception):
     """Base class of every error of optuna-bs's own.

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_spec", "import_object", "call_mismatch"]
-
 _logger = logging.getLogger(__name__)
 
 

@@ -14,7 +14,7 @@ import optuna_bs
 from optuna_bs import vocabulary
 from optuna_bs.search import space
 from optuna_bs.study import config
-from optuna_bs.train import _accelerate, metrics, monitor, schedules, trainer
+from optuna_bs.train import _accelerate, metrics, monitor, policies, schedules, trainer
 from optuna_bs.vocabulary import DEFAULTS, OPTIMIZERS, metric_name
 
 from .conftest import cli_command
@@ -23,7 +23,7 @@ from .conftest import cli_command
 SHARED = {
     "METRICS": (metrics, trainer),
     "OPTIMIZERS": (trainer,),
-    "PRECISIONS": (_accelerate,),
+    "PRECISIONS": (policies, config),
     "AUGMENTATIONS": (_accelerate,),
     "SCHEDULES": (schedules, config, optuna_bs),
     "SAMPLERS": (config,),

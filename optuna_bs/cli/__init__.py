@@ -24,9 +24,7 @@ from optuna_bs.errors import (
 from optuna_bs.rules.registry import RULES
 from optuna_bs.study.storage import DEFAULT_STORAGE
 
-__all__ = [
-    "main",
-]
+__all__ = ["main"]
 
 _logger = logging.getLogger(__name__)
 

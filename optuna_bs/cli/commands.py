@@ -22,8 +22,6 @@ from optuna_bs.study.config import StudyConfig, load_config
 from optuna_bs.study.storage import DEFAULT_STORAGE, is_sqlite, mask_url
 from optuna_bs.vocabulary import DEFAULTS, metric_name
 
-__all__ = ["COMMANDS", "format_table", "study_config"]
-
 
 def _run(args: argparse.Namespace) -> int:
     from optuna_bs.study.runner import evaluate_best_on_test, run_study

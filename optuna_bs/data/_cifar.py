@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_cifar10", "CIFAR10_FILES"]
-
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 _ALLOWED = {
     ("numpy", "ndarray"),

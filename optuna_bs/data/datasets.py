@@ -22,11 +22,8 @@ from optuna_bs.data._cifar import read_cifar10
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["DATASETS", "TASKS", "Data", "load_data"]
-
 DATASETS = ("mnist1d", "digits", "synthetic", "cifar10")
 TASKS = ("classification", "regression")
-_TASKS = TASKS
 _SPLITS = ("train", "val", "test")
 _OPTIONS = {
     "mnist1d": ("data_seed",),
@@ -58,8 +55,8 @@ class Data:
     name: str
 
     def __post_init__(self) -> None:
-        if self.task not in _TASKS:
-            raise ValueError(f"`task` must be one of {_TASKS}, but got task={self.task!r}.")
+        if self.task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS}, but got task={self.task!r}.")
         sizes = [(len(getattr(self, f"x_{s}")), len(getattr(self, f"y_{s}"))) for s in _SPLITS]
         if any(n_x != n_y for n_x, n_y in sizes):
             raise ValueError(f"`x_*` and `y_*` must have equal lengths, but got {sizes}.")
@@ -161,14 +158,13 @@ def load_data(
                 f"n_samples), but got num_samples={num_samples!r} for {name!r}."
             )
         check_int("num_samples", num_samples, low=100)
+    n_outputs, task = 10, "classification"  # all but "synthetic"
     if name == "mnist1d":
         data_seed = options.get("data_seed", 42)
         check_int("data_seed", data_seed, low=0)
         x, y, x_test, y_test = _mnist1d_arrays(num_samples or 5000, data_seed)
-        n_outputs, task = 10, "classification"
     elif name == "digits":
         x, y, x_test, y_test = _digits_arrays(options.get("image", False))
-        n_outputs, task = 10, "classification"
     elif name == "cifar10":
         if "root" not in options:
             raise ValueError(
@@ -176,7 +172,6 @@ def load_data(
                 "batches (nothing is downloaded)."
             )
         x, y, x_test, y_test = _cifar10_arrays(str(options["root"]))
-        n_outputs, task = 10, "classification"
     else:
         x, y, x_test, y_test, n_outputs, task = _synthetic_arrays(**options)
 
@@ -284,9 +279,9 @@ def _synthetic_arrays(
     check_int("n_classes", n_classes, low=2)
     check_int("n_targets", n_targets, low=1)
     check_int("data_seed", data_seed, low=0)
-    if task not in _TASKS:
+    if task not in TASKS:
         raise ValueError(
-            f"`task` must be one of {_TASKS}, but got task={task!r}.{_hint(str(task), _TASKS)}"
+            f"`task` must be one of {TASKS}, but got task={task!r}.{_hint(str(task), TASKS)}"
         )
     if task == "classification":
         from sklearn.datasets import make_classification

@@ -6,7 +6,6 @@ logits (or regression outputs). The models use torch only, never torchvision.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import math
@@ -17,11 +16,10 @@ import torch
 from torch import nn
 
 from optuna_bs._validation import check_int
+from optuna_bs.data.datasets import _hint
 from optuna_bs.factories import call_mismatch, import_object
 
 _logger = logging.getLogger(__name__)
-
-__all__ = ["MODELS", "build_model", "cnn1d", "mlp"]
 
 MODELS = ("mlp", "cnn1d", "resnet18")
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -75,8 +73,6 @@ def build_model(
         if factory is None:
             factory = import_object(name, "Model", folder=folder)
         return _user_model(factory, name, input_shape, n_outputs, kwargs)
-    input_shape = _check_shape(input_shape)
-    check_int("n_outputs", n_outputs, low=1)
     if name not in MODELS:
         choices = ", ".join(repr(m) for m in MODELS)
         raise ValueError(
@@ -302,11 +298,6 @@ def _n_params(model: nn.Module) -> int:
     # A lazy layer (nn.LazyLinear) has no size until its first forward pass.
     params = model.parameters()
     return sum(p.numel() for p in params if not isinstance(p, nn.UninitializedParameter))
-
-
-def _hint(value: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(value.lower(), choices, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _check_shape(input_shape: object) -> tuple[int, ...]:

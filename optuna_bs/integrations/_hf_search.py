@@ -141,14 +141,6 @@ def training_args(
     return retrain
 
 
-def _ignore_report(value: float, step: int) -> None:
-    """The Trainer's own report, at its global step: dropped (see the module docstring)."""
-
-
-def _never_prune() -> bool:
-    return False
-
-
 class _EpochTrial:
     """The real trial, as the monitor sees it while the Trainer's calls are ignored."""
 
@@ -170,7 +162,7 @@ class _EpochTrial:
 def mute(trial: optuna.trial.Trial) -> _EpochTrial:
     """Ignore the Trainer's own ``trial.report`` and ``trial.should_prune`` (at its global
     step); the trial returned reaches the real ones, for the callback's epoch reports."""
-    trial.report, trial.should_prune = _ignore_report, _never_prune
+    trial.report, trial.should_prune = (lambda value, step: None), (lambda: False)
     return _EpochTrial(trial)
 
 

@@ -33,12 +33,6 @@ from optuna_bs.train.trainer import resolve_device
 
 _logger = logging.getLogger(__name__)
 
-__all__ = [
-    "NoiseScaleEstimate",
-    "estimate_noise_scale",
-    "recommend_batch_sizes",
-]
-
 
 @dataclass(frozen=True)
 class NoiseScaleEstimate:

@@ -25,8 +25,6 @@ from optuna_bs.train.metrics import default_loss
 from optuna_bs.train.sources import Datasets, as_source, forward, to_device, unpack
 from optuna_bs.train.trainer import resolve_device
 
-__all__ = ["RangeTest", "lr_range_test", "recommend_lrs", "recommend_noise_scales"]
-
 _logger = logging.getLogger(__name__)
 
 

@@ -58,9 +58,11 @@ def batch_size_colors(study: optuna.Study) -> dict[int, str]:
 
 
 def _note(fig, text: str, *, width: int = 70, y: float = 0.5, size: int = 13) -> None:
-    """Words on the figure, centred, wrapped at ``width`` characters: what it lacks, and why."""
+    """Words on the figure, centred, wrapped at ``width`` characters: what it lacks, and why.
+
+    A name is never split at its hyphens (a study name, ``lr-decay``)."""
     fig.add_annotation(
-        text="<br>".join(textwrap.wrap(text, width)),
+        text="<br>".join(textwrap.wrap(text, width, break_on_hyphens=False)),
         **{"xref": "paper", "yref": "paper", "x": 0.5, "y": y, "showarrow": False},
         font={"size": size},
     )

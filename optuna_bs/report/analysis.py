@@ -27,18 +27,6 @@ from optuna_bs.rules.formulas import Hyperparameters, noise_scale, optimizer_fam
 from optuna_bs.rules.registry import RULES, Rule, get_rule
 from optuna_bs.vocabulary import SECOND_OBJECTIVES
 
-__all__ = [
-    "ParetoPoint",
-    "TrialPoint",
-    "PARETO_COSTS",
-    "complete_points",
-    "objective_name",
-    "why_no_points",
-    "pareto_front",
-    "rule_for",
-    "study_rule",
-]
-
 _logger = logging.getLogger(__name__)
 
 #: The costs a Pareto front is drawn over: the second objectives of the vocabulary.

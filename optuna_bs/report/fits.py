@@ -23,13 +23,6 @@ from optuna_bs.report.optima import MIN_TRIALS, TOLERANCE, BatchOptimum, batch_o
 from optuna_bs.rules.formulas import Hyperparameters, mccandlish, surge
 from optuna_bs.rules.registry import Rule
 
-__all__ = [
-    "NoiseScaleFit",
-    "ScalingFit",
-    "fit_noise_scale",
-    "fit_scaling_rule",
-]
-
 _logger = logging.getLogger(__name__)
 
 

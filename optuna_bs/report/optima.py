@@ -17,9 +17,6 @@ from optuna_bs._validation import check_real
 from optuna_bs.report.analysis import TrialPoint, complete_points
 from optuna_bs.rules.formulas import Hyperparameters, weight_decay_for_timescale
 
-__all__ = ["BatchOptimum", "batch_optima", "error_limit"]
-
-
 #: g* needs this many usable complete trials.
 MIN_TRIALS = 3
 

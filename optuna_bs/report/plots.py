@@ -44,17 +44,6 @@ from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fi
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = [
-    "ADAM_FIGURES",
-    "FIGURES",
-    "figures",
-    "plot_error_vs_lr",
-    "plot_learning_curves",
-    "plot_lr_vs_batch_size",
-    "plot_noise_scale",
-    "plot_pareto_front",
-]
-
 _logger = logging.getLogger(__name__)
 
 FIGURES = ("noise-scale", "lr-vs-batch-size", "pareto-seconds", "pareto-updates", "curves")

@@ -36,12 +36,6 @@ from optuna_bs.report.optima import TOLERANCE, batch_optima, error_limit
 from optuna_bs.rules.formulas import Hyperparameters
 from optuna_bs.rules.registry import Rule, rescale
 
-__all__ = [
-    "Transfer",
-    "recommend",
-    "transfer",
-]
-
 _logger = logging.getLogger(__name__)
 
 

@@ -42,8 +42,6 @@ from optuna_bs.rules.registry import column_label, format_value
 from optuna_bs.search.edges import best_at_edges
 from optuna_bs.search.ladder import ladder_outcome
 
-__all__ = ["Summary", "summarize", "write_report", "save_to_dashboard"]
-
 _logger = logging.getLogger(__name__)
 
 

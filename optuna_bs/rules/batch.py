@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BatchPlan", "check_effective_batch", "largest_divisor_at_most", "plan_batch"]
-
 
 @dataclass(frozen=True)
 class BatchPlan:
@@ -105,15 +103,13 @@ def check_effective_batch(
     """
     plan = BatchPlan(per_device, accumulation, world_size)
     if plan.batch_size != batch_size:
-        fix = None
+        hint = ""
         if batch_size % world_size == 0:
             fix = plan_batch(batch_size, per_device, world_size)
-        hint = (
-            f"; for B={batch_size} use per-device batch {fix.per_device} with accumulation "
-            f"{fix.accumulation}"
-            if fix is not None
-            else ""
-        )
+            hint = (
+                f"; for B={batch_size} use per-device batch {fix.per_device} with accumulation "
+                f"{fix.accumulation}"
+            )
         if world_size > 1:
             hint += f" (plan_batch(..., world_size={world_size}))"
         raise ValueError(

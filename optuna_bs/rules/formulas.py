@@ -16,22 +16,6 @@ from dataclasses import dataclass, field
 from optuna_bs._validation import check_int, check_positive, check_real
 from optuna_bs.vocabulary import DEFAULTS
 
-__all__ = [
-    "ADAM_DEFAULTS",
-    "BETA2_RANGE",
-    "OPTIMIZER_FAMILIES",
-    "Hyperparameters",
-    "beta2_for_half_life",
-    "largest_valid_batch",
-    "lr_for_noise_scale",
-    "mccandlish",
-    "noise_scale",
-    "optimizer_family",
-    "surge",
-    "weight_decay_for_timescale",
-    "weight_decay_timescale",
-]
-
 #: Optimizer families. A name of :func:`optuna_bs.fit` (or an optimizer's class name, any
 #: case) maps to its family; the rules say which families they are valid for.
 OPTIMIZER_FAMILIES = {
@@ -78,25 +62,21 @@ def _check_beta(name: str, value: object) -> float:
     return check_real(name, value, 0.0, 1.0, high_open=True)
 
 
-def _check_n_train(n_train: object) -> int:
-    return check_int("n_train", n_train, low=2)
-
-
-def _check_batch_size(batch_size: object, n_train: int) -> int:
-    """Check ``batch_size`` against an already checked ``n_train``."""
+def _check_sizes(batch_size: object, n_train: object) -> tuple[int, int]:
+    """``(B, N)``: ``n_train`` checked (>= 2), then ``batch_size`` against it."""
+    n = check_int("n_train", n_train, low=2)
     b = check_int("batch_size", batch_size)
-    if not 1 <= b <= n_train - 1:
+    if not 1 <= b <= n - 1:
         raise ValueError(
-            f"`batch_size` must be an integer in [1, n_train - 1] = [1, {n_train - 1}], "
+            f"`batch_size` must be an integer in [1, n_train - 1] = [1, {n - 1}], "
             f"but got batch_size={batch_size!r}."
         )
-    return b
+    return b, n
 
 
 def _noise_factor(batch_size: object, n_train: object, momentum: object) -> float:
     """Check B, N and m and return (N/B − 1) / (1 − m), so that g = ϵ · factor."""
-    n = _check_n_train(n_train)
-    b = _check_batch_size(batch_size, n)
+    b, n = _check_sizes(batch_size, n_train)
     m = _check_beta("momentum", momentum)
     # Smith, Kindermans, Ying & Le 2018, eq. 2; (N - B) / B is N/B - 1 without cancellation.
     return (n - b) / b / (1.0 - m)
@@ -179,10 +159,10 @@ class Hyperparameters:
     weight_decay: float | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        n = _check_n_train(self.n_train)
+        b, n = _check_sizes(self.batch_size, self.n_train)
         checked = {
             "n_train": n,
-            "batch_size": _check_batch_size(self.batch_size, n),
+            "batch_size": b,
             "lr": check_positive("lr", self.lr),
             "momentum": _check_beta("momentum", self.momentum),
         }
@@ -247,8 +227,7 @@ def weight_decay_timescale(lr: float, weight_decay: float, batch_size: int, n_tr
         >>> round(weight_decay_timescale(1e-3, 0.1, batch_size=100, n_train=10_000), 6)
         100.0
     """
-    n = _check_n_train(n_train)
-    b = _check_batch_size(batch_size, n)
+    b, n = _check_sizes(batch_size, n_train)
     return b / (check_positive("lr", lr) * check_positive("weight_decay", weight_decay) * n)
 
 
@@ -262,8 +241,7 @@ def weight_decay_for_timescale(
         >>> round(weight_decay_for_timescale(100.0, 1e-3, batch_size=100, n_train=10_000), 6)
         0.1
     """
-    n = _check_n_train(n_train)
-    b = _check_batch_size(batch_size, n)
+    b, n = _check_sizes(batch_size, n_train)
     return b / (check_positive("lr", lr) * check_positive("tau_epochs", tau_epochs) * n)
 
 

@@ -22,7 +22,7 @@ from optuna_bs.rules.formulas import (
     MAX_ONE_MINUS_BETA1,
     Hyperparameters,
     _beta_median,
-    _check_batch_size,
+    _check_sizes,
     _log_median,
     _scale_beta,
     _type_error,
@@ -35,16 +35,6 @@ from optuna_bs.rules.formulas import (
 )
 
 _logger = logging.getLogger(__name__)
-
-__all__ = [
-    "RULES",
-    "Rule",
-    "column_label",
-    "format_value",
-    "get_rule",
-    "register_rule",
-    "rescale",
-]
 
 
 class Rule:
@@ -341,16 +331,12 @@ class PowerRule(Rule):
 
 
 @register_rule
-class AdamSqrtRule(Rule):
+class AdamSqrtRule(SqrtRule):
     """Malladi et al. 2022 for Adam-family optimizers: ϵ' = √κ ϵ, 1 − β' = κ(1 − β) for β1
     and β2, eps' = eps/√κ. A missing β2 or eps is torch's Adam default."""
 
     name = "adam-sqrt"
     optimizers = ("adam",)
-    exponent = 0.5
-
-    def lr_curve(self, batch_size, noise_batch_size):
-        return surge(batch_size, noise_batch_size)
 
     def move_lr(self, hp, batch_size):
         kappa = batch_size / hp.batch_size
@@ -483,7 +469,7 @@ def rescale(
         raise _type_error("hparams", "a Hyperparameters", hparams)
     rule = get_rule(rule, alpha)
     n, old_b = hparams.n_train, hparams.batch_size
-    new_b = _check_batch_size(batch_size, n)
+    new_b, _ = _check_sizes(batch_size, n)
     if new_b > largest_valid_batch(n):
         warnings.warn(
             f"batch_size={new_b} is above n_train / 10 = {largest_valid_batch(n):g}: scaling "

@@ -27,19 +27,6 @@ if TYPE_CHECKING:
     from optuna_bs.rules.formulas import Hyperparameters
     from optuna_bs.search.space import BatchScalingSpace
 
-__all__ = [
-    "EDGE_ZONE",
-    "MIN_TRIALS",
-    "RANGES_ATTR",
-    "WIDENINGS_ATTR",
-    "RangeWidening",
-    "best_at_edges",
-    "edge_of",
-    "finished_points",
-    "pile_at_edge",
-    "widen",
-]
-
 _logger = logging.getLogger(__name__)
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -123,20 +110,9 @@ def widen(
     factor = max(2.0, math.sqrt(high / low) if factor is None else factor)
     if side == "lower":
         new = max(low / factor, limits[0])
-        if powers_of_two:
-            return 2 ** math.ceil(math.log2(new)), high
-        return new, high
+        return (2 ** math.ceil(math.log2(new)) if powers_of_two else new), high
     new = min(high * factor, limits[1])
-    if powers_of_two:
-        return low, 2 ** math.floor(math.log2(new))
-    return low, new
-
-
-def _value(trial: FrozenTrial, name: str) -> float | None:
-    """The trial's value of ``name``: its parameter, else the user attr of that name (the
-    space records ``batch_size`` so, beside the searched ``log2_batch_size``)."""
-    value = trial.params.get(name, trial.user_attrs.get(name))
-    return None if value is None else float(value)
+    return low, (2 ** math.floor(math.log2(new)) if powers_of_two else new)
 
 
 def finished_points(
@@ -148,14 +124,15 @@ def finished_points(
     ranks them."""
     out = []
     for trial in trials:
-        x = _value(trial, name)
+        # Its parameter, else its user attr: the space records ``batch_size`` so.
+        x = trial.params.get(name, trial.user_attrs.get(name))
         if x is None:
             continue
         if trial.state == TrialState.COMPLETE and trial.values:
-            out.append((sign * trial.values[0], x))
+            out.append((sign * trial.values[0], float(x)))
         elif trial.state == TrialState.PRUNED:
             steps = trial.intermediate_values
-            out.append((sign * steps[max(steps)] if steps else math.nan, x))
+            out.append((sign * steps[max(steps)] if steps else math.nan, float(x)))
     return out
 
 

@@ -45,8 +45,6 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_bs._validation import check_int, check_real
 from optuna_bs.search.edges import finished_points, pile_at_edge
 
-__all__ = ["BatchLadderSampler", "ladder_outcome", "middle_log2"]
-
 _logger = logging.getLogger(__name__)
 
 # The system attr holding a trial's phase (and its rung's batch), and the study's g*.
@@ -166,11 +164,9 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         if number is not None:
             trials = [t for t in trials if _origin(t) < number]
         search = _search_slots(trials)
-        batch = _distribution(trials, self.batch_param)
-        if batch is None:  # the first trials: the range is not known yet
-            return {"phase": _SEARCH, self.batch_param: None, "index": len(search)}
-        k_search = self._search_log2(batch)
-        if len(search) < self.n_search or self._probes_edge(search):
+        batch = _distribution(trials, self.batch_param)  # None: the first trials, no range yet
+        k_search = None if batch is None else self._search_log2(batch)
+        if batch is None or len(search) < self.n_search or self._probes_edge(search):
             return {"phase": _SEARCH, self.batch_param: k_search, "index": len(search)}
         g_star = self._fixed_g_star(study, search)
         if g_star is None:  # the search is still running (many workers): nothing to climb on
@@ -455,8 +451,7 @@ def _distribution(trials: Sequence[FrozenTrial], name: str):
 
 
 def _clip(value: float, distribution: BaseDistribution) -> float:
-    low, high = distribution.low, distribution.high
-    return min(max(value, low), high)
+    return min(max(value, distribution.low), distribution.high)
 
 
 def ladder_outcome(study: optuna.Study) -> str | None:

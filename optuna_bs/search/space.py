@@ -41,8 +41,6 @@ from optuna_bs.vocabulary import DEFAULTS, LR_RANGES
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-__all__ = ["BatchScalingSpace", "OOMAwareSampler"]
-
 _logger = logging.getLogger(__name__)
 
 
@@ -117,11 +115,10 @@ class BatchScalingSpace:
         else:
             self._log2_batch = _log2_range(batch_size, n_train)
         self._noise_scale = check_range("noise_scale", noise_scale, positive=True)
-        if isinstance(momentum, numbers.Real) and not isinstance(momentum, bool):
-            _check_momentum(momentum)
-        else:
-            for m in check_range("momentum", momentum):
-                _check_momentum(m)
+        real = isinstance(momentum, numbers.Real) and not isinstance(momentum, bool)
+        for m in (momentum,) if real else check_range("momentum", momentum):
+            if not 0 <= m < 1:
+                raise ValueError(f"`momentum` must be in [0, 1), but got momentum={m!r}.")
         self.rule = get_rule(parameterisation, alpha)
         if self.rule.uses_reference_batch:
             check_int("reference_batch_size", reference_batch_size, 1, n_train - 1)
@@ -141,9 +138,9 @@ class BatchScalingSpace:
                     f"optimizers, and optimizer {optimizer!r} is {self.family.upper()}: use one "
                     f"of {', '.join(valid)}."
                 )
+        self._adam = self.family == "adam" or "sgd" not in self.rule.optimizers
         if lr is None:
-            adam = self.family == "adam" or "sgd" not in self.rule.optimizers
-            lr = LR_RANGES["adam" if adam else "sgd"]
+            lr = LR_RANGES["adam" if self._adam else "sgd"]
         self._lr = check_range("lr", lr, positive=True)
         if not 0 <= check_real("beta2", beta2) < 1:
             raise ValueError(f"`beta2` must be in [0, 1), but got beta2={beta2!r}.")
@@ -234,15 +231,14 @@ class BatchScalingSpace:
             momentum = trial.suggest_float("momentum", *self.momentum)
 
         hp = self.rule.suggest_lr(trial, self, batch_size, momentum)
-        adam = self.family == "adam" or "sgd" not in self.rule.optimizers
-        if adam:
+        if self._adam:
             beta2 = self.beta2 if hp.beta2 is None else hp.beta2
             hp = replace(hp, beta2=beta2, eps=self.eps if hp.eps is None else hp.eps)
         else:  # SGD, or an optimizer not named: no Adam values to record
             hp = replace(hp, beta2=None, eps=None)
         hp = replace(hp, weight_decay=self._suggest_weight_decay(trial, hp))
         attrs = hp.user_attrs()
-        if adam:  # SGD's noise scale g means nothing for Adam (docs/design.md §3)
+        if self._adam:  # SGD's noise scale g means nothing for Adam (docs/design.md §3)
             del attrs["noise_scale"]
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -264,26 +260,21 @@ class BatchScalingSpace:
         return trial.suggest_float("weight_decay", *self.weight_decay, log=True)
 
     def __repr__(self) -> str:
-        fields = {
-            "batch_size": self.batch_size,
-            "momentum": self.momentum,
-            **(
-                {"noise_scale": self.noise_scale}
-                if self.rule.searches_noise_scale
-                else {"lr": self.lr}
-            ),
-            **(
-                {"reference_batch_size": self.reference_batch_size}
-                if self.rule.uses_reference_batch
-                else {}
-            ),
-            **({"beta2": self.beta2, "eps": self.eps} if self.family == "adam" else {}),
-            **({"weight_decay": self.weight_decay} if self.weight_decay else {}),
-            **({"tau_epochs": self.tau_epochs} if self.tau_epochs is not None else {}),
-            **({"optimizer": self.optimizer} if self.optimizer is not None else {}),
-            "n_train": self.n_train,
+        adam, g = self.family == "adam", self.rule.searches_noise_scale
+        shown = {
+            "batch_size": True,
+            "momentum": True,
+            "noise_scale": g,
+            "lr": not g,
+            "reference_batch_size": self.rule.uses_reference_batch,
+            "beta2": adam,
+            "eps": adam,
+            "weight_decay": bool(self.weight_decay),
+            "tau_epochs": self.tau_epochs is not None,
+            "optimizer": self.optimizer is not None,
+            "n_train": True,
         }
-        args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k, show in shown.items() if show)
         return f"BatchScalingSpace({self.parameterisation!r}, {args})"
 
 
@@ -302,11 +293,6 @@ def _log2_range(batch_size: tuple[int, int], n_train: int) -> tuple[int, int]:
             f"`batch_size` must hold a power of two, but got batch_size=({low}, {high})."
         )
     return log2
-
-
-def _check_momentum(m: float) -> None:
-    if not 0 <= m < 1:
-        raise ValueError(f"`momentum` must be in [0, 1), but got momentum={m!r}.")
 
 
 class OOMAwareSampler(optuna.samplers.BaseSampler):

@@ -15,8 +15,6 @@ import signal
 import sys
 import threading
 
-__all__ = ["Interrupt"]
-
 
 class Interrupt:
     """A SIGINT handler that remembers the signal, and raises ``KeyboardInterrupt`` only

@@ -36,18 +36,6 @@ from optuna_bs.study.config import StudyConfig
 from optuna_bs.study.plan import Plan, search_batch_size
 from optuna_bs.train.sources import Datasets
 
-__all__ = [
-    "AUTO_KEYS",
-    "AUTO_RANGES_ATTR",
-    "adam_range_test",
-    "auto_keys",
-    "auto_lrs",
-    "auto_noise_scales",
-    "auto_ranges",
-    "default_probe_batch_sizes",
-    "range_test",
-]
-
 _logger = logging.getLogger(__name__)
 
 

@@ -54,18 +54,6 @@ from optuna_bs.vocabulary import (
     metric_name,
 )
 
-__all__ = [
-    "StudyConfig",
-    "StudySection",
-    "DataSection",
-    "ModelSection",
-    "SpaceSection",
-    "TrainSection",
-    "load_config",
-    "SAMPLERS",
-    "PRUNERS",
-]
-
 _logger = logging.getLogger(__name__)
 
 

@@ -34,15 +34,6 @@ from optuna_bs.train.schedules import Schedule, make_schedule
 from optuna_bs.train.sources import Datasets
 from optuna_bs.train.trainer import resolve_device
 
-__all__ = [
-    "Plan",
-    "fit_arguments",
-    "make_plan",
-    "search_batch_size",
-    "space_from_config",
-    "trial_schedule",
-]
-
 _logger = logging.getLogger(__name__)
 
 

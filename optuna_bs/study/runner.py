@@ -44,17 +44,6 @@ from optuna_bs.train.state import check_creatable
 from optuna_bs.train.trainer import FitResult, evaluate_split, fit, place_data
 from optuna_bs.vocabulary import DEFAULTS, SAMPLERS, metric_name
 
-__all__ = [
-    "Prepared",
-    "prepare",
-    "run_study",
-    "open_study",
-    "best_trial",
-    "make_sampler",
-    "make_pruner",
-    "evaluate_best_on_test",
-]
-
 _logger = logging.getLogger(__name__)
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

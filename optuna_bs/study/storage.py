@@ -29,16 +29,6 @@ import optuna
 from optuna_bs.errors import StorageError, first_line
 from optuna_bs.study._interrupt import Interrupt
 
-__all__ = [
-    "DEFAULT_STORAGE",
-    "HEARTBEAT_INTERVAL",
-    "make_storage",
-    "mask_url",
-    "is_sqlite",
-    "file_to_create",
-    "serve_proxy",
-]
-
 _logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///optuna_bs.db"

@@ -32,8 +32,6 @@ from optuna_bs.errors import (
 )
 from optuna_bs.study._interrupt import Interrupt
 
-__all__ = ["WORKER_ENV", "launch_workers", "optimize_reconnecting", "split_trials"]
-
 _logger = logging.getLogger(__name__)
 
 # What a database restart looks like from a worker; the trial it cut is then failed or retried.

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from optuna_bs.vocabulary import AUGMENTATIONS, PRECISIONS
-
-__all__ = ["Accelerator", "PRECISIONS", "AUGMENTATIONS", "crop_flip"]
+from optuna_bs._validation import check_choice
+from optuna_bs.vocabulary import AUGMENTATIONS
 
 _logger = logging.getLogger(__name__)
 
@@ -24,18 +23,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class Accelerator:
-    """The per-fit settings of the device path, checked once.
-
-    Args:
-        device: Where the model and the batches live.
-        precision: ``"fp32"``, or autocast to ``"bf16"`` or ``"fp16"`` (with a GradScaler).
-        channels_last: NHWC memory format for 4-D inputs and the model (faster convolutions
-            on tensor cores).
-        compile: ``torch.compile`` the model.
-        augment: ``"crop-flip"``: random 4-pixel-padded crop and horizontal flip of image
-            batches, done on the device (no PIL, no DataLoader workers).
-        cudnn_benchmark: let cuDNN pick the fastest convolution algorithms for fixed shapes.
-    """
+    """The per-fit device path: a :class:`~optuna_bs.train.DevicePath` (its ``device``
+    resolved) and ``fit``'s ``augment`` (``"crop-flip"``: :func:`crop_flip`, on the device)."""
 
     device: torch.device
     precision: str = "fp32"
@@ -46,16 +35,7 @@ class Accelerator:
     scaler: torch.amp.GradScaler | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"`precision` must be one of {', '.join(PRECISIONS)}, "
-                f"but got precision={self.precision!r}."
-            )
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(
-                f"`augment` must be one of {', '.join(AUGMENTATIONS)}, "
-                f"but got augment={self.augment!r}."
-            )
+        check_choice("augment", self.augment, AUGMENTATIONS)  # precision: DevicePath checks it
         if self.precision == "fp16":
             # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
             self.scaler = torch.amp.GradScaler(self.device.type)
@@ -68,9 +48,7 @@ class Accelerator:
             model.to(self.device, memory_format=torch.channels_last)
         else:
             model.to(self.device)
-        if self.compile:
-            return torch.compile(model)
-        return model
+        return torch.compile(model) if self.compile else model
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The forward pass's precision context."""
@@ -105,16 +83,15 @@ class Accelerator:
         self, opt: torch.optim.Optimizer, params=(), max_grad_norm: float | None = None
     ) -> None:
         """The optimizer step on the accumulated gradients, clipped to ``max_grad_norm``."""
-        if self.scaler is None:
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            return
         if max_grad_norm is not None:
-            self.scaler.unscale_(opt)  # clip the true gradient, not the scaled one
+            if self.scaler is not None:
+                self.scaler.unscale_(opt)  # clip the true gradient, not the scaled one
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        self.scaler.step(opt)
-        self.scaler.update()
+        if self.scaler is None:
+            opt.step()
+        else:
+            self.scaler.step(opt)
+            self.scaler.update()
 
     def state_dict(self) -> dict:
         """The loss scaler's state, for a checkpoint (empty without fp16)."""

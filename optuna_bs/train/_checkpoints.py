@@ -29,19 +29,6 @@ import torch
 
 from optuna_bs.train.distributed import world
 
-__all__ = [
-    "OWNER_KEY",
-    "StudyCheckpoints",
-    "retried_trials",
-    "checkpoint_file",
-    "owner_of",
-    "read_owner",
-    "resumable",
-    "retried_owners",
-    "study_folder",
-    "study_name",
-]
-
 _logger = logging.getLogger(__name__)
 
 #: The key of a checkpoint's owner, in fit's checkpoints and in Lightning's.
@@ -89,7 +76,7 @@ class StudyCheckpoints:
 
     def path(self, number: int) -> Path:
         """Trial ``number``'s checkpoint."""
-        return checkpoint_file(self.folder, number, self.suffix)
+        return self.folder / f"trial_{number}{self.suffix}"
 
     def resumable(self, trial: object) -> tuple[int, Path] | None:
         """What ``trial`` resumes: see :func:`resumable`."""
@@ -136,11 +123,6 @@ def _store_identity(url: str | None) -> str:
     return f"{parsed.get_backend_name()}://{parsed.host or ''}:{port or ''}/{database}"
 
 
-def checkpoint_file(folder: Path, number: int, suffix: str = ".pt") -> Path:
-    """Trial ``number``'s checkpoint in its study's ``folder``."""
-    return folder / f"trial_{number}{suffix}"
-
-
 def study_name(trial: object) -> str | None:
     """The name of ``trial``'s study; ``None`` for a trial without one (``FixedTrial``).
 
@@ -162,16 +144,13 @@ def owner_of(trial: object) -> dict | None:
     return _fingerprint(name, trial)
 
 
-def retried_owners(trial: object) -> dict[int, dict]:
-    """The owners of the dead trials that ``trial`` retries, by number, as the store
-    holds them."""
-    return _retried_owners(trial, retried_trials(trial))
-
-
-def _retried_owners(trial: object, numbers: list[int]) -> dict[int, dict]:
+def retried_owners(trial: object, numbers: list[int] | None = None) -> dict[int, dict]:
+    """The owners of the dead trials that ``trial`` retries (``numbers``, by default
+    :func:`retried_trials`), by number, as the store holds them."""
     shared = getattr(trial, "retried_owners", None)
     if shared is not None:
         return shared
+    numbers = retried_trials(trial) if numbers is None else numbers
     name = study_name(trial)
     if not numbers or name is None:
         return {}
@@ -199,11 +178,11 @@ def resumable(trial: object, folder: Path, suffix: str = ".pt") -> tuple[int, Pa
     numbers = retried_trials(trial)
     if not numbers:  # a fresh trial: nothing to read
         return None
-    expected = _retried_owners(trial, numbers)
+    expected = retried_owners(trial, numbers)
     refused: list[tuple[Path, dict | None, int]] = []
     found = None
     for number in reversed(numbers):
-        path = checkpoint_file(folder, number, suffix)
+        path = StudyCheckpoints(folder, suffix).path(number)
         if not path.exists():
             continue
         recorded = read_owner(path)

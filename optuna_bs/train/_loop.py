@@ -24,8 +24,6 @@ from optuna_bs.train.metrics import free_memory
 from optuna_bs.train.schedules import epoch_attrs
 from optuna_bs.train.sources import batch_len, forward, split, to_device, unpack
 
-__all__ = ["EpochLoop"]
-
 _logger = logging.getLogger(__name__)
 
 
@@ -63,8 +61,7 @@ class EpochLoop:
         self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
         self.path: list[Hyperparameters] = []
         self.batch_size = hparams.batch_size  # the epoch's B
-        local = self.local_batch
-        self.micro_batch_size = local if state.micro_cap is None else state.micro_cap
+        self.micro_batch_size = state.micro_cap or self.local_batch
         self.on_gpu = self.accel.device.type != "cpu"
 
     @property
@@ -101,10 +98,9 @@ class EpochLoop:
         batch_size = self.batch_size = setting.batch_size
         steps = self.source.n_train // batch_size  # full batches: B is what g assumes
         local = self.local_batch
-        cap = local if state.micro_cap is None else state.micro_cap
-        self.micro_batch_size = largest_divisor_at_most(local, cap)
+        self.micro_batch_size = largest_divisor_at_most(local, state.micro_cap or local)
         if self.schedule is not None:
-            _set_hyperparameters(state.optimizer, setting, self.hparams, state.lr_base)
+            self._set_hyperparameters(setting)
         tic = time.perf_counter()
         train_loss, updates = self.train_epoch(epoch, setting, steps)
         seconds = time.perf_counter() - tic
@@ -149,13 +145,9 @@ class EpochLoop:
         per_step = self.schedule is not None and self.schedule.per_step
         loss_sum = torch.zeros((), device=self.accel.device)  # float32: add_ casts a bf16 loss
         for i, batch in enumerate(batches):
-            if per_step:
-                # The update's midpoint in time: no update at a factor of exactly 0.
+            if per_step:  # the update's midpoint in time: no update at a factor of exactly 0
                 factor = self.schedule.lr_factor(epoch + (i + 0.5) / steps)
-                for group, base in zip(
-                    self.state.optimizer.param_groups, self.state.lr_base, strict=True
-                ):
-                    group["lr"] = base * setting.lr / self.hparams.lr * factor
+                self._set_hyperparameters(setting, factor)
             loss = self.update_with_retry(batch, self.local_batch)
             if loss is None:
                 return None, i
@@ -226,14 +218,12 @@ class EpochLoop:
         inputs = self.accel.inputs(inputs, train=True, generator=self.state.aug_generator)
         return self.loss_fn(forward(self.net, inputs), targets)
 
-
-def _set_hyperparameters(
-    opt: torch.optim.Optimizer, setting: Hyperparameters, base: Hyperparameters, lr_base
-) -> None:
-    """Give the optimizer the epoch's lr (each group's own lr scaled alike) and momentum."""
-    for group, lr in zip(opt.param_groups, lr_base, strict=True):
-        group["lr"] = lr * setting.lr / base.lr
-        if "momentum" in group:
-            group["momentum"] = setting.momentum
-        elif "betas" in group:
-            group["betas"] = (setting.momentum, group["betas"][1])
+    def _set_hyperparameters(self, setting: Hyperparameters, factor: float = 1.0) -> None:
+        """Give the optimizer the epoch's lr (each group's own lr scaled alike, times a per-step
+        schedule's ``factor``) and momentum."""
+        for group, lr in zip(self.state.optimizer.param_groups, self.state.lr_base, strict=True):
+            group["lr"] = lr * setting.lr / self.hparams.lr * factor
+            if "momentum" in group:
+                group["momentum"] = setting.momentum
+            elif "betas" in group:
+                group["betas"] = (setting.momentum, group["betas"][1])

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from optuna_bs.train.monitor import TrialMonitor
 
-__all__ = ["EpochTally"]
-
 
 class EpochTally:
     """The training loss, samples, updates and busy seconds of ``monitor``'s run since its

@@ -40,20 +40,6 @@ if TYPE_CHECKING:
     from optuna.study import Study
     from optuna.trial import BaseTrial, FrozenTrial
 
-__all__ = [
-    "world",
-    "broadcast",
-    "distributed_trial",
-    "is_distributed_trial",
-    "init_from_env",
-    "leave_at_exit",
-    "lead",
-    "follow",
-    "release",
-    "optimize",
-    "INSTALL_HINT",
-]
-
 _logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "optuna-bs[distributed]"'
@@ -83,16 +69,6 @@ def broadcast(value: Any) -> Any:
     return box[0]
 
 
-def _trial_class():
-    try:
-        from optuna_integration import TorchDistributedTrial
-    except ImportError as err:
-        raise ImportError(
-            f"One trial across several processes needs optuna-integration: {INSTALL_HINT}"
-        ) from err
-    return TorchDistributedTrial
-
-
 def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
     """``trial`` (on rank 0; ``None`` on the others) as one trial shared by every rank.
 
@@ -109,9 +85,15 @@ def distributed_trial(trial: BaseTrial | None) -> BaseTrial:
 
     from optuna_bs.train._checkpoints import retried_owners, retried_trials, study_name
 
+    try:
+        from optuna_integration import TorchDistributedTrial
+    except ImportError as err:
+        raise ImportError(
+            f"One trial across several processes needs optuna-integration: {INSTALL_HINT}"
+        ) from err
     with warnings.catch_warnings():  # TorchDistributedTrial is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        shared = _trial_class()(trial)
+        shared = TorchDistributedTrial(trial)
     shared.retries = broadcast(None if trial is None else retried_trials(trial))
     shared.study_name = broadcast(None if trial is None else study_name(trial))
     shared.retried_owners = broadcast(None if trial is None else retried_owners(trial))

@@ -12,11 +12,13 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from optuna_bs.train import sources
 from optuna_bs.train._accelerate import Accelerator
 from optuna_bs.train.sources import as_source, batch_len, forward, logits, to_device, unpack
 from optuna_bs.vocabulary import METRICS, metric_name
@@ -25,21 +27,7 @@ if TYPE_CHECKING:
     from optuna_bs.data.datasets import Data
     from optuna_bs.train.sources import Datasets
 
-__all__ = [
-    "METRICS",
-    "Metric",
-    "Validator",
-    "constant_guess_error",
-    "default_loss",
-    "evaluate",
-    "evaluate_split",
-    "free_memory",
-    "resolve_metric",
-]
-
 _logger = logging.getLogger(__name__)
-
-#: The built-in validation metrics, by name.
 
 
 @dataclass(frozen=True)
@@ -162,18 +150,11 @@ def evaluate_split(
     return Validator(source, m, None, Accelerator(device), batch_size, split_name)(model)
 
 
-class _Tensors:
-    """One split of tensors, as a source's evaluation batches."""
+class _Tensors(sources.TensorSource):
+    """One split of tensors, as a source's evaluation batches (its ``"test"`` split)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def eval_batches(self, split: str, batch_size: int, pin: bool = False):
-        for i in range(0, len(self.x), batch_size):
-            yield self.x[i : i + batch_size], self.y[i : i + batch_size]
-
-    def split_size(self, split: str) -> int:
-        return len(self.x)
+        self.data = SimpleNamespace(x_test=x, y_test=y)
 
 
 class Validator:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import time
 import warnings
 from collections.abc import Callable
@@ -29,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from optuna_bs._validation import check_int, check_real
 from optuna_bs.vocabulary import DIRECTIONS, RUN_ATTRS, STOP_REASONS
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
+#: With the names of the flat layout's ``optuna_bs.monitor``, which still imports as this module.
 __all__ = ["TrialMonitor", "STOP_REASONS", "RUN_ATTRS", "DIRECTIONS"]
 
 _logger = logging.getLogger(__name__)
@@ -111,35 +112,15 @@ class TrialMonitor:
         chance_value: float | None = None,
     ) -> None:
         if patience is not None:
-            if isinstance(patience, bool) or not isinstance(patience, int):
-                raise TypeError(f"`patience` must be an integer or None, but got {patience!r}.")
-            if patience < 1:
-                raise ValueError(f"`patience` must be >= 1 or None, but got patience={patience}.")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real):
-            raise TypeError(f"`min_delta` must be a number, but got min_delta={min_delta!r}.")
-        if not min_delta >= 0:  # also rejects NaN
-            raise ValueError(
-                f"`min_delta` must be a number >= 0, but got min_delta={min_delta!r}."
-            )
+            check_int("patience", patience, low=1)
+        self.min_delta = check_real("min_delta", min_delta, 0.0)
         if direction not in DIRECTIONS:
             raise ValueError(
                 f"`direction` must be one of {DIRECTIONS}, but got direction={direction!r}."
             )
-        if max_epochs is not None and (
-            isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1
-        ):
-            raise ValueError(
-                f"`max_epochs` must be an integer >= 1 or None, but got {max_epochs!r}."
-            )
-        if (
-            isinstance(collapse_factor, bool)
-            or not isinstance(collapse_factor, numbers.Real)
-            or (not collapse_factor > 1)
-        ):
-            raise ValueError(
-                f"`collapse_factor` must be a number > 1, but got {collapse_factor!r}."
-            )
-        self.collapse_factor = float(collapse_factor)
+        if max_epochs is not None:
+            check_int("max_epochs", max_epochs, low=1)
+        self.collapse_factor = check_real("collapse_factor", collapse_factor, 1.0, low_open=True)
         self.chance_value = None if chance_value is None else float(chance_value)
         self.trial = trial
         # Optuna cannot report intermediate values of a multi-objective trial, nor prune it.
@@ -151,7 +132,6 @@ class TrialMonitor:
                 f"{study.directions[0].name.lower()!r}: {metric} would be pruned the wrong way."
             )
         self.patience = patience
-        self.min_delta = float(min_delta)
         self.metric = metric
         self.direction = direction
         self.max_epochs = max_epochs

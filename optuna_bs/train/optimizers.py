@@ -34,9 +34,8 @@ def optimizer_attrs(opt: torch.optim.Optimizer, hp: Hyperparameters) -> dict[str
     """
     groups = [g for g in opt.param_groups if math.isclose(g["lr"], hp.lr)] or opt.param_groups
     group = max(groups, key=lambda g: g.get("weight_decay", 0.0))
-    attrs: dict[str, object] = {"optimizer": type(opt).__name__.lower()}
     wd = float(group.get("weight_decay", 0.0))
-    attrs["weight_decay"] = wd
+    attrs: dict[str, object] = {"optimizer": type(opt).__name__.lower(), "weight_decay": wd}
     if wd > 0:
         attrs["tau_epochs"] = replace(hp, weight_decay=wd).tau_epochs
     if "betas" in group:
@@ -67,11 +66,9 @@ def _make_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=weight_decay)
     beta2 = DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
-    adam_kwargs = {"betas": (hp.momentum, beta2)}
-    if hp.eps is not None:
-        adam_kwargs["eps"] = hp.eps
-    cls = _ADAM_FAMILY[name]
-    return cls(params, lr=hp.lr, weight_decay=weight_decay, **adam_kwargs)
+    eps = {} if hp.eps is None else {"eps": hp.eps}
+    betas = (hp.momentum, beta2)
+    return _ADAM_FAMILY[name](params, lr=hp.lr, betas=betas, weight_decay=weight_decay, **eps)
 
 
 #: How each Adam-family name of vocabulary.OPTIMIZERS is built (β1 from the momentum).

@@ -24,8 +24,6 @@ from typing import Any
 from optuna_bs._validation import check_choice, check_int
 from optuna_bs.vocabulary import DEFAULTS, OOM_POLICIES, PRECISIONS
 
-__all__ = ["CheckpointPolicy", "DevicePath", "MemoryPolicy"]
-
 
 @dataclass(frozen=True)
 class DevicePath:
@@ -107,7 +105,6 @@ _MOVED = {
     "resume_from": "checkpoint",
     **dict.fromkeys(("micro_batch_size", "on_oom", "eval_batch_size"), "memory"),
 }
-_GROUPS = {"device": DevicePath, "checkpoint": CheckpointPolicy, "memory": MemoryPolicy}
 
 
 def grouped(
@@ -136,7 +133,7 @@ def grouped(
         group = _MOVED[key]
         warnings.warn(
             f"fit({key}=...) is deprecated and goes in the next release: give "
-            f"{group}={_GROUPS[group].__name__}(..., {key}=...).",
+            f"{group}={type(groups[group]).__name__}(..., {key}=...).",
             FutureWarning,
             stacklevel=3,
         )

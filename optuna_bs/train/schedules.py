@@ -29,21 +29,6 @@ from optuna_bs.vocabulary import SCHEDULES
 
 _logger = logging.getLogger(__name__)
 
-__all__ = [
-    "SCHEDULES",
-    "BatchRamp",
-    "Compose",
-    "Constant",
-    "Cosine",
-    "LrDecay",
-    "MomentumRamp",
-    "Schedule",
-    "Warmup",
-    "count_updates",
-    "epoch_attrs",
-    "make_schedule",
-]
-
 
 class Schedule(abc.ABC):
     """What each epoch trains with: a rule from an epoch and the base hyperparameters.
@@ -307,9 +292,7 @@ class Warmup(Schedule):
             warnings.warn(f"{msg}, so ϵ never reaches its value: use fewer epochs.", stacklevel=2)
 
     def __repr__(self) -> str:
-        return (
-            f"Warmup({self.epochs}, per_step=True)" if self.per_step else f"Warmup({self.epochs})"
-        )
+        return f"Warmup({self.epochs}{', per_step=True' if self.per_step else ''})"
 
 
 class Cosine(Schedule):

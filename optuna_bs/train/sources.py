@@ -27,9 +27,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from torch.utils.data.dataloader import default_collate
 
+from optuna_bs._validation import check_int
 from optuna_bs.data.datasets import TASKS, Data
-
-__all__ = ["Datasets", "TARGET_KEYS", "as_source", "split", "unpack", "to_device"]
 
 _logger = logging.getLogger(__name__)
 
@@ -82,21 +81,15 @@ class Datasets:
         name: str = "datasets",
     ) -> None:
         for arg, ds in (("train", train), ("val", val), ("test", test)):
-            if ds is None and arg == "test":
-                continue
-            _check_dataset(arg, ds)
+            if ds is not None or arg != "test":
+                _check_dataset(arg, ds)
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"`collate_fn` must be callable or None, but got {collate_fn!r}.")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(
-                f"`num_workers` must be an integer >= 0, but got num_workers={num_workers!r}."
-            )
+        check_int("num_workers", num_workers, low=0)
         if task is not None and task not in TASKS:
             raise ValueError(f"`task` must be one of {TASKS} or None, but got task={task!r}.")
-        if n_outputs is not None and (
-            isinstance(n_outputs, bool) or not isinstance(n_outputs, int) or n_outputs < 1
-        ):
-            raise ValueError(f"`n_outputs` must be an integer >= 1, but got {n_outputs!r}.")
+        if n_outputs is not None:
+            check_int("n_outputs", n_outputs, low=1)
         self.train, self.val, self.test = train, val, test
         self.collate_fn = collate_fn or default_collate
         self.num_workers = num_workers
@@ -323,7 +316,6 @@ class TensorSource:
         self.data = data
         self.n_train = data.n_train
         self.task = data.task
-        self.name = data.name
         self.generator_device = data.x_train.device
 
     def train_batches(
@@ -357,9 +349,6 @@ class TensorSource:
     def split_size(self, split: str) -> int:
         return len(getattr(self.data, f"x_{split}"))
 
-    def check(self) -> None:
-        """Tensors are checked when the ``Data`` is built."""
-
 
 class _EpochSampler(Sampler[int]):
     """The indices of one epoch, set by the source before the loader is iterated."""
@@ -380,7 +369,6 @@ class DatasetSource:
     def __init__(self, datasets: Datasets) -> None:
         self.datasets = datasets
         self.n_train = datasets.n_train
-        self.name = datasets.name
         self.generator_device = torch.device("cpu")
         self._sampler = _EpochSampler()
         # Seeds each epoch's workers from fit's checkpointed shuffle generator, never from

@@ -1,8 +1,4 @@
-"""The state of one training run: what a checkpoint saves and restores, in one schema.
-
-:func:`optuna_bs.fit` builds one :class:`TrainingState` per call, saves it at the end of every
-epoch and loads it to resume (its own run, or a dead worker's trial that a retry picks up).
-"""
+"""The state of one training run (:class:`TrainingState`): what a checkpoint saves and restores."""
 
 from __future__ import annotations
 
@@ -16,8 +12,6 @@ from optuna_bs.errors import DiskFullError, disk_full
 from optuna_bs.train._accelerate import Accelerator
 from optuna_bs.train._checkpoints import OWNER_KEY
 from optuna_bs.train.monitor import TrialMonitor
-
-__all__ = ["TrainingState", "check_writable"]
 
 
 @dataclass

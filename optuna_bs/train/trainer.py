@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from optuna_bs._validation import check_int, check_real
 from optuna_bs.data.datasets import Data
 from optuna_bs.rules.batch import plan_batch
 from optuna_bs.rules.formulas import Hyperparameters
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from optuna_bs.train.schedules import Schedule
     from optuna_bs.train.sources import Datasets
 
+#: Also the names of the flat layout's ``optuna_bs.trainer``, which still imports as this module.
 __all__ = [
     "CheckpointPolicy",
     "DevicePath",
@@ -401,22 +403,12 @@ def _check_callables(loss_fn, batch_loss, max_grad_norm) -> None:
             raise TypeError(f"`{arg}` must be callable or None, but got {arg}={fn!r}.")
     if loss_fn is not None and batch_loss is not None:
         raise ValueError("Give `loss_fn` or `batch_loss`, not both: batch_loss replaces it.")
-    if max_grad_norm is not None and (
-        isinstance(max_grad_norm, bool)
-        or not isinstance(max_grad_norm, (int, float))
-        or not max_grad_norm > 0
-    ):
-        raise ValueError(
-            "`max_grad_norm` must be a number > 0 or None, "
-            f"but got max_grad_norm={max_grad_norm!r}."
-        )
+    if max_grad_norm is not None:
+        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
 
 
 def _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay) -> None:
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(
-            f"`max_epochs` must be an integer >= 1, but got max_epochs={max_epochs!r}."
-        )
+    check_int("max_epochs", max_epochs, low=1)
     if not callable(optimizer) and optimizer not in OPTIMIZERS:
         raise ValueError(
             f"`optimizer` must be one of {OPTIMIZERS} or a callable (params, hparams) -> "
