@@ -44,10 +44,8 @@ def import_object(spec: str, what: str, *, folder: str | Path | None = None) -> 
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr or ":" in attr:
         raise ValueError(f"{what} must be 'package.module:name', but got name={spec!r}.")
-    searched = []
     if folder is not None:
         folder = str(Path(folder).resolve())
-        searched.append(folder)
         if folder not in sys.path:
             sys.path.insert(0, folder)
     try:
@@ -55,8 +53,8 @@ def import_object(spec: str, what: str, *, folder: str | Path | None = None) -> 
     except ModuleNotFoundError as err:
         if err.name is not None and module_name.startswith(err.name):
             where = " (searched sys.path"
-            if searched:
-                where = f" (searched the study file's folder {searched[0]}, then sys.path"
+            if folder is not None:
+                where = f" (searched the study file's folder {folder}, then sys.path"
             raise ValueError(
                 f"{what} {spec!r}: {err}{where}). "
                 "Put the module next to the study file, install its package, or add its "

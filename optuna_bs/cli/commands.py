@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,15 +25,16 @@ from optuna_bs.vocabulary import DEFAULTS, metric_name
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optuna_bs.study.runner import evaluate_best_on_test, run_study
+    from optuna_bs.study.runner import evaluate_best_on_test, prepare, run_study
     from optuna_bs.train.distributed import init_from_env
 
     rank, world_size = init_from_env()  # under torchrun: one trial on every rank
     if rank != 0:
         args.quiet = True
     _set_threads(args.threads)
-    config, prepared = _prepare(args)
-    url = _store(config)
+    config = study_config(args)
+    prepared = prepare(config)
+    url = config.study.storage or DEFAULT_STORAGE
     ranks = f" x {world_size} processes per trial" if world_size > 1 else ""
     _say(
         args,
@@ -74,7 +76,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from optuna_bs.study.runner import evaluate_best_on_test, open_study
+    from optuna_bs.study.runner import evaluate_best_on_test, open_study, prepare
     from optuna_bs.study.workers import launch_workers, split_trials
 
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
@@ -91,17 +93,16 @@ def _launch(args: argparse.Namespace) -> int:
         )
     workers = len(groups) if groups else (args.workers or 1)
     config = study_config(args)
-    url = _store(config)
+    url = config.study.storage or DEFAULT_STORAGE
     if workers > 1 and is_sqlite(url):
         raise _UsageError(
             f"SQLite cannot be shared by {workers} workers: use PostgreSQL "
             "(--storage postgresql+psycopg://user@host/db), MySQL "
             "(--storage mysql+pymysql://user@host/db) or a journal file (--storage study.log)."
         )
-    config, prepared = _prepare(args, config)
+    prepared = prepare(config)
     study = open_study(prepared)  # created once here, so the workers only join it
     n_trials = args.n_trials or config.study.n_trials
-    seed = prepared.seed
     commands, envs = [], []
     forwarded = _forwarded_run_options(args)
     for i, n in enumerate(split_trials(n_trials, workers)):
@@ -114,7 +115,7 @@ def _launch(args: argparse.Namespace) -> int:
         command += ["optuna_bs.cli", "run"]
         command += [args.study_file] if args.study_file else []
         command += ["--study-name", prepared.study_name, "--n-trials", str(n)]
-        command += ["--seed", str(seed + 1000 * i), "--no-test", "-q"]
+        command += ["--seed", str(prepared.seed + 1000 * i), "--no-test", "-q"]
         command += forwarded
         commands.append(command)
         # The store goes through the environment: a password on a command line shows in `ps`.
@@ -136,10 +137,7 @@ def _launch(args: argparse.Namespace) -> int:
     except WorkerDiedError:  # one line on stderr (main), after what the other workers did
         _report(args, study, config.train.metric, None)
         raise
-    if status == 0 and not args.no_test:
-        test_value = evaluate_best_on_test(prepared, study)
-    else:
-        test_value = None
+    test_value = None if status or args.no_test else evaluate_best_on_test(prepared, study)
     _report(args, study, config.train.metric, test_value)
     return status
 
@@ -185,10 +183,9 @@ def _report_command(args: argparse.Namespace) -> int:
         study = optuna.load_study(study_name=args.study_name, storage=storage)
     except KeyError as err:
         names = optuna.get_all_study_names(storage)
-        known = ", ".join(names) if names else "none"
-        where = mask_url(url)
         raise _UsageError(
-            f"`--study-name` {args.study_name!r} is not in {where}; its studies: {known}."
+            f"`--study-name` {args.study_name!r} is not in {mask_url(url)}; its studies: "
+            f"{', '.join(names) if names else 'none'}."
         ) from err
     try:  # before any work: an unwritable folder is one line, not a traceback at the end
         check_writable(Path(args.out) / "report.probe", "--out")
@@ -337,18 +334,6 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
     )
 
 
-def _store(config: StudyConfig) -> str:
-    """The study's store URL: the option's, else the study file's, else the default."""
-    return config.study.storage or DEFAULT_STORAGE
-
-
-def _prepare(args: argparse.Namespace, config: StudyConfig | None = None):
-    from optuna_bs.study.runner import prepare
-
-    config = study_config(args) if config is None else config
-    return config, prepare(config)
-
-
 def _report(args, study: optuna.Study, metric: str, test_value: float | None) -> None:
     from optuna_bs.study.runner import best_trial
 
@@ -356,10 +341,7 @@ def _report(args, study: optuna.Study, metric: str, test_value: float | None) ->
     states = optuna.trial.TrialState
     complete = [t for t in trials if t.state == states.COMPLETE]
     pruned = [t for t in trials if t.state == states.PRUNED]
-    reasons = {}
-    for t in pruned:
-        reason = t.user_attrs.get("stop_reason", "pruned")
-        reasons[reason] = reasons.get(reason, 0) + 1
+    reasons = Counter(t.user_attrs.get("stop_reason", "pruned") for t in pruned)
     detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
     if set(reasons) == {"pruned"}:
         detail = ""
@@ -401,10 +383,7 @@ def format_table(
     rows = [head]
     for t in trials:
         a = t.user_attrs
-        values = []
-        for c in columns:
-            value = a.get(c)
-            values.append("" if value is None else format_value(c, value))
+        values = ["" if a.get(c) is None else format_value(c, a[c]) for c in columns]
         rows.append(
             (
                 f"#{t.number}",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from optuna_bs._validation import check_int
+from optuna_bs._validation import check_int, check_positive, check_range
 from optuna_bs.data.datasets import Data
 from optuna_bs.rules.formulas import largest_valid_batch
 from optuna_bs.train.trainer import resolve_device
@@ -111,14 +111,16 @@ def estimate_noise_scale(
         raise TypeError(f"`model` must be a torch.nn.Module, but got {type(model).__name__}.")
     x, y, task = _unpack(data)
     n = len(x)
-    small, big = _check_batch_sizes(batch_sizes, n)
+    small, big = map(int, check_range("batch_sizes", batch_sizes, integer=True))
+    if not small < big < n:
+        raise ValueError(
+            f"`batch_sizes` must be (small, big) with 1 <= small < big < n_train = {n}, "
+            f"but got batch_sizes={tuple(batch_sizes)!r}."
+        )
     n_batches = check_int("n_batches", n_batches, low=2)
     warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0)
     seed = check_int("seed", seed, low=0)
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"`lr` must be a real number, but got lr={lr!r}.")
-    if not 0 < lr < math.inf:
-        raise ValueError(f"`lr` must be a finite number > 0, but got lr={lr!r}.")
+    lr = check_positive("lr", lr)
     device = resolve_device(device)
     net = copy.deepcopy(model).to(device).train()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -129,7 +131,7 @@ def estimate_noise_scale(
     with torch.random.fork_rng(devices=cuda):  # the caller's random state stays as it was
         torch.manual_seed(seed)
         if warmup_epochs:
-            _warm_up(net, params, x, y, task, small, warmup_epochs, float(lr), gen, device)
+            _warm_up(net, params, x, y, task, small, warmup_epochs, lr, gen, device)
         small_sq, big_sq = _measure(net, params, x, y, task, small, big, n_batches, gen, device)
     if not (np.isfinite(small_sq).all() and np.isfinite(big_sq).all()):
         # A NaN would give B_simple = inf, i.e. "no limit", and a range up to N/10.
@@ -231,23 +233,6 @@ def _unpack(data: object) -> tuple[torch.Tensor, torch.Tensor, str]:
     return x, y, "regression" if y.is_floating_point() else "classification"
 
 
-def _check_batch_sizes(batch_sizes: object, n: int) -> tuple[int, int]:
-    ints = isinstance(batch_sizes, tuple | list) and len(batch_sizes) == 2
-    if not ints or any(
-        isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in batch_sizes
-    ):
-        raise TypeError(
-            f"`batch_sizes` must be a (small, big) pair of integers, but got {batch_sizes!r}."
-        )
-    small, big = map(int, batch_sizes)
-    if not 1 <= small < big < n:
-        raise ValueError(
-            f"`batch_sizes` must be (small, big) with 1 <= small < big < n_train = {n}, "
-            f"but got batch_sizes={tuple(batch_sizes)!r}."
-        )
-    return small, big
-
-
 def _loss(net, x, y, task: str, device: torch.device) -> torch.Tensor:
     out = net(x.to(device, non_blocking=True))
     y = y.to(device, non_blocking=True)
@@ -264,9 +249,7 @@ def _warm_up(net, params, x, y, task, batch, epochs, lr, gen, device) -> None:
             loss.backward()
             opt.step()
         if not math.isfinite(loss.item()):
-            fix = f"lower `lr` (lr={lr})."
-            if _non_finite(x) or _non_finite(y):
-                fix = _why_not_finite(x, y)
+            fix = _why_not_finite(x, y) if _non_finite((x, y)) else f"lower `lr` (lr={lr})."
             raise ValueError(f"The warm-up diverged in epoch {epoch} (loss {loss.item()}): {fix}")
 
 
@@ -294,27 +277,25 @@ def _measure(net, params, x, y, task, small, big, n_batches, gen, device):
 _LARGE_INPUT = 100.0
 
 
-def _non_finite(values: Any) -> int:
-    """How many NaN or inf values the floating-point tensors of ``values`` hold (a tensor,
-    or a tuple, list or dict of them)."""
+def _floats(values: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of ``values``: a tensor, or a tuple, list or dict of them."""
     if torch.is_tensor(values):
-        return int((~torch.isfinite(values)).sum()) if values.is_floating_point() else 0
+        return [values] if values.is_floating_point() else []
     if isinstance(values, Mapping):
         values = list(values.values())
     if isinstance(values, tuple | list):
-        return sum(_non_finite(v) for v in values)
-    return 0
+        return [t for v in values for t in _floats(v)]
+    return []
+
+
+def _non_finite(values: Any) -> int:
+    """How many NaN or inf values the floating-point tensors of ``values`` hold."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in _floats(values))
 
 
 def _largest(values: Any) -> float:
     """The largest absolute value among the floating-point tensors of ``values`` (0 if none)."""
-    if torch.is_tensor(values):
-        return float(values.abs().max()) if values.is_floating_point() and values.numel() else 0.0
-    if isinstance(values, Mapping):
-        values = list(values.values())
-    if isinstance(values, tuple | list):
-        return max((_largest(v) for v in values), default=0.0)
-    return 0.0
+    return max((float(t.abs().max()) for t in _floats(values) if t.numel()), default=0.0)
 
 
 def _why_not_finite(inputs: Any, targets: Any) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from optuna_bs._validation import check_choice, check_int, check_range, check_real
+from optuna_bs._validation import check_choice, check_int, check_positive, check_range, check_real
 from optuna_bs.data.datasets import Data
 from optuna_bs.measure.noise import _LARGE_INPUT, _largest, _non_finite
 from optuna_bs.train.metrics import default_loss
@@ -286,22 +285,10 @@ def recommend_lrs(
 
 def _around(test: RangeTest | float, steep: str, below: float, above: float):
     """``(x / below, x * above)`` to three digits, x a range test's ``steep`` or a number."""
-    if isinstance(test, RangeTest):
-        x = getattr(test, steep)
-    elif isinstance(test, numbers.Real) and not isinstance(test, bool):
-        x = float(test)
-    else:
-        raise TypeError(f"`test` must be a RangeTest or a number, but got {test!r}.")
-    if not 0 < x < math.inf:
-        raise ValueError(f"`{steep}` must be a finite number > 0, but got {x!r}.")
+    x = check_positive(steep, getattr(test, steep) if isinstance(test, RangeTest) else test)
     below = check_real("below", below, 1, low_open=True)
     above = check_real("above", above, 1, low_open=True)
-    return _round(x / below), _round(x * above)
-
-
-def _round(value: float) -> float:
-    """Three significant digits: a range that reads well and that every worker agrees on."""
-    return float(f"{value:.3g}")
+    return float(f"{x / below:.3g}"), float(f"{x * above:.3g}")  # every worker agrees on it
 
 
 def _centred_mean(values: np.ndarray, window: int) -> np.ndarray:

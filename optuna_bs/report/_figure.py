@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import TYPE_CHECKING
 
 import optuna
 
 from optuna_bs.report.analysis import (
     why_no_points,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 INSTALL_HINT = "pip install 'optuna-bs[dashboard]'"
 
@@ -101,7 +96,6 @@ def _layout(fig, title: str, x: str, y: str, *, log_x: bool = False, log_y: bool
     )
     fig.update_xaxes(title=x, **(_log_axis(fig, "x") if log_x else {}))
     fig.update_yaxes(title=y, **(_log_axis(fig, "y") if log_y else {}))
-    return fig
 
 
 #: Mantissas of log-axis ticks, tried in turn: 1-2-5; decades on a wide range; finer steps

@@ -12,6 +12,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import optuna
@@ -87,12 +88,8 @@ def _noise_grid(x: np.ndarray) -> np.ndarray:
     return np.linspace(x.min() - math.log(64), x.max() + math.log(64), 241)
 
 
-def _mccandlish(x, log_bn):  # the shape of rules.mccandlish in log B
-    return np.log(mccandlish(np.exp(x), np.exp(log_bn)))
-
-
-def _surge(x, log_bn):  # the shape of rules.surge in log B
-    return np.log(surge(np.exp(x), np.exp(log_bn)))
+def _in_log_b(curve, x, log_bn):  # the shape of rules.mccandlish or rules.surge in log B
+    return np.log(curve(np.exp(x), np.exp(log_bn)))
 
 
 def _rule_curve(rule: Rule, reference: Hyperparameters) -> _Curve:
@@ -110,22 +107,13 @@ def _rule_curve(rule: Rule, reference: Hyperparameters) -> _Curve:
 
 def _curves(rule: Rule, family: str | None, reference: Hyperparameters) -> list[_Curve]:
     """The candidate forms for a study: its rule, a power law, the saturating curve(s)."""
-    power = _Curve(
-        "power", lambda x, alpha: alpha * x, alpha_bounds=ALPHA_BOUNDS.get(family, (-0.5, 1.0))
-    )
+    power = _Curve("power", lambda x, alpha: alpha * x, alpha_bounds=ALPHA_BOUNDS[family])
     curves = [_rule_curve(rule, reference), power]
     if family != "adam":
-        curves.append(_Curve("mccandlish", _mccandlish, _noise_grid))
+        curves.append(_Curve("mccandlish", partial(_in_log_b, mccandlish), _noise_grid))
     if family != "sgd":
-        curves.append(_Curve("surge", _surge, _noise_grid))
+        curves.append(_Curve("surge", partial(_in_log_b, surge), _noise_grid))
     return curves
-
-
-def _arrays(optima: list[BatchOptimum]):
-    x = np.log([o.batch_size for o in optima])
-    y = np.log([o.lr for o in optima])
-    w = np.array([o.weight for o in optima])
-    return x, y, w
 
 
 def _leave_one_out(curve: _Curve, x, y, w) -> np.ndarray:
@@ -186,10 +174,6 @@ class ScalingFit:
     @property
     def batch_sizes(self) -> tuple[int, ...]:
         return tuple(o.batch_size for o in self.counted)
-
-    @property
-    def best_lrs(self) -> tuple[float, ...]:
-        return tuple(o.lr for o in self.counted)
 
     @property
     def noise_batch_size(self) -> float | None:
@@ -310,7 +294,9 @@ def fit_scaling_rule(
                 f"`models` must name at least one of the candidates for this study, but got "
                 f"models={models!r}."
             )
-    x, y, w = _arrays(counted)
+    x = np.log([o.batch_size for o in counted])
+    y = np.log([o.lr for o in counted])
+    w = np.array([o.weight for o in counted])
     curve, scores = _choose(curves, x, y, w)
     # The interval: refit to the fitted values plus resampled leave-one-out errors, the
     # honest (out-of-sample) scatter of a batch size's best lr about the curve.
@@ -377,11 +363,9 @@ class NoiseScaleFit:
         )
 
 
-def _g_star(optima: list[BatchOptimum]) -> float | None:
-    """The weighted median log g of the counted optima; None if none counts."""
+def _g_star(optima: list[BatchOptimum]) -> float:
+    """The weighted median log g of the counted optima (the best error always counts)."""
     counted = [o for o in optima if o.counted]
-    if not counted:
-        return None
     log_g = np.log([o.hparams().noise_scale for o in counted])
     w = np.array([o.weight for o in counted])
     order = np.argsort(log_g)

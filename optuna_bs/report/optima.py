@@ -56,11 +56,10 @@ class BatchOptimum:
     def hparams(self) -> Hyperparameters:
         """Its best trial's hyperparameters at the estimated best lr, AdamW's τ kept."""
         hp = self.best.hparams()
-        new = replace(hp, lr=self.lr)
-        if hp.weight_decay:
-            lam = weight_decay_for_timescale(hp.tau_epochs, self.lr, hp.batch_size, hp.n_train)
-            new = replace(new, weight_decay=lam)
-        return new
+        if not hp.weight_decay:
+            return replace(hp, lr=self.lr)
+        lam = weight_decay_for_timescale(hp.tau_epochs, self.lr, hp.batch_size, hp.n_train)
+        return replace(hp, lr=self.lr, weight_decay=lam)
 
 
 def _optimum_lr(points: list[TrialPoint]) -> tuple[float, str]:

@@ -15,7 +15,6 @@ A batch size keeps one colour in every figure of a study (:func:`batch_size_colo
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,8 +42,6 @@ from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fi
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
-
-_logger = logging.getLogger(__name__)
 
 FIGURES = ("noise-scale", "lr-vs-batch-size", "pareto-seconds", "pareto-updates", "curves")
 #: An Adam-family study's figures: g means nothing for Adam, so error against lr instead.
@@ -434,7 +431,6 @@ def figures(
 ) -> dict[str, go.Figure]:
     """Every figure of the report, by id (:data:`FIGURES`, or :data:`ADAM_FIGURES` for an
     Adam-family study); fits given are not redone."""
-    fit, _ = _try(fit_scaling_rule, study, fit)
     adam = study_rule(study)[1] == "adam"
     first = plot_error_vs_lr(study) if adam else plot_noise_scale(study, fit=noise)
     built = (

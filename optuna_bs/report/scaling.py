@@ -3,11 +3,7 @@
 docs/design.md §3. The error moves more between batch sizes than a 2× lr miss costs, so the
 evidence is read per batch size and never pooled across them:
 
-* ``optima.py``: for each explored B, its best lr and best error; a batch size counts only if
-  its best trial beats the study's median trial, so a trial at chance never counts.
-* ``fits.py``: ϵ*(B) fitted to the counted optima (the study's rule, a power law, or
-  McCandlish's or Li et al.'s saturating curve, chosen by leave-one-batch-size-out error),
-  with a prediction interval from those errors; and g*, the median g of the optima.
+* ``optima.py`` and ``fits.py``: each B's best lr, and ϵ*(B) and g* fitted to them.
 * :func:`transfer` and :func:`recommend`: the configuration at a new batch size, from the
   fitted curve up to :data:`FIT_REACH` times beyond the explored batch sizes, else from the
   study's rule; with which model, the interval, and how far it extrapolates.
@@ -163,23 +159,22 @@ def transfer(
             edge_hp = replace(anchor.hparams(), batch_size=round(edge), lr=fit.lr_at(edge))
             lr = rescale(edge_hp, target, rule, keep_tau=False).lr
             moved_by_rule = edge != target
+            model = f"{fit.model}, then the {rule.name!r} rule" if moved_by_rule else fit.model
             interval = None if moved_by_rule else fit.interval_at(target)
         else:
             lr = rescale(anchor.hparams(), target, rule, noise_batch_size=noise_batch_size).lr
-            moved_by_rule, interval = True, None
+            model, interval = rule.name, None
         hp = rule.transfer(anchor.hparams(), target, lr, family)
     result = Transfer(
         hparams=hp,
         source="rule" if fit is None else "fit",
-        model=rule.name if fit is None else fit.model,
+        model=model,
         anchor_batch_size=anchor.batch_size,
         lr_interval=interval,
         extrapolation=reach,
         reason=reason,
         prediction_error=None if fit is None else fit.scores[fit.model],
     )
-    if fit is not None and moved_by_rule:
-        result = replace(result, model=f"{fit.model}, then the {rule.name!r} rule")
     if not low <= target <= high:
         warnings.warn(
             f"batch_size={target} is outside the batch sizes study {study.study_name!r} "
@@ -187,11 +182,8 @@ def transfer(
             UserWarning,
             stacklevel=2,
         )
-    seen = set()
-    for w in caught:
-        if str(w.message) not in seen:
-            seen.add(str(w.message))
-            warnings.warn(w.message, w.category, stacklevel=2)
+    for w in {str(w.message): w for w in caught}.values():  # each once, in order
+        warnings.warn(w.message, w.category, stacklevel=2)
     _logger.info("study %r at B=%d: %s", study.study_name, target, result.describe())
     return result
 

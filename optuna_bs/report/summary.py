@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import re
 import statistics
 import warnings
@@ -133,13 +132,11 @@ class Summary:
 
     def describe(self, hp: Hyperparameters) -> str:
         """``hp``'s values in this study's columns, e.g. "lr=0.01, beta1=0.9, ..."."""
-        parts = []
-        for column in self.columns:
-            value = getattr(hp, column)
-            if value is not None:
-                label = column_label(column, self.family)
-                parts.append(f"{label}={format_value(column, value, 4)}")
-        return ", ".join(parts)
+        return ", ".join(
+            f"{column_label(c, self.family)}={format_value(c, v, 4)}"
+            for c in self.columns
+            if (v := getattr(hp, c)) is not None
+        )
 
     def pareto_rows(self, cost: str) -> list[tuple[str, ...]]:
         """Header and rows of the Pareto front over ``cost`` (one of :data:`PARETO_COSTS`)."""
@@ -228,14 +225,11 @@ def summarize(
                 fit=fits["fit"][0],
                 **{k: v for k, v in fit_options.items() if k == "tolerance"},
             )
-        per_b: dict[int, float] = {}
-        for p in points:
-            per_b[p.batch_size] = min(p.error, per_b.get(p.batch_size, math.inf))
         # A best of 0 has no 5% of its own: the margin is then 5% of the median trial's.
         scale = abs(best.error) or statistics.median(p.error for p in points)
         limit = best.error + tolerance * scale
         top = largest_valid_batch(best.n_train)
-        good = sorted(b for b, e in per_b.items() if e <= limit and b <= top)
+        good = sorted({p.batch_size for p in points if p.error <= limit and p.batch_size <= top})
     return Summary(
         study_name=study.study_name,
         metric=objective_name(study),
@@ -279,10 +273,10 @@ padding:3px 8px;text-align:left}th{background:#f3f3f3}
 @media (max-width:1100px){.figures{grid-template-columns:minmax(0,1fr)}}"""
 
 
-def _html_table(rows, *, header: bool) -> str:
+def _html_table(rows) -> str:
     cells = []
     for i, row in enumerate(rows):
-        tag = "th" if header and i == 0 else "td"
+        tag = "th" if i == 0 else "td"
         cells.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>")
     return "<table>" + "".join(cells) + "</table>"
 
@@ -309,12 +303,11 @@ def write_report(
     """
     summary = summary or summarize(study, batch_size)
     figs = figures(study, fit=summary.fit, noise=summary.noise)
-    tables = [f"<div>{_html_table([('item', 'value'), *summary.rows()], header=True)}</div>"]
-    for cost in ("train_seconds", "n_updates"):
+    tables = [f"<div>{_html_table([('item', 'value'), *summary.rows()])}</div>"]
+    for cost in PARETO_COSTS:
         title = f"Pareto front, {summary.metric} vs {cost}"
         tables.append(
-            f"<div><h2>{html.escape(title)}</h2>"
-            f"{_html_table(summary.pareto_rows(cost), header=True)}</div>"
+            f"<div><h2>{html.escape(title)}</h2>{_html_table(summary.pareto_rows(cost))}</div>"
         )
     divs = [
         fig.to_html(
@@ -381,13 +374,10 @@ def save_to_dashboard(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(names)
     summary = summary or summarize(study, batch_size)
-    ids = []
-    for name, fig in figures(study, fit=summary.fit, noise=summary.noise).items():
-        ids.append(
-            optuna_dashboard.save_plotly_graph_object(
-                study, fig, graph_object_id=f"optuna-bs-{name}"
-            )
-        )
+    ids = [
+        optuna_dashboard.save_plotly_graph_object(study, fig, graph_object_id=f"optuna-bs-{name}")
+        for name, fig in figures(study, fit=summary.fit, noise=summary.noise).items()
+    ]
     optuna_dashboard.save_note(study, summary.to_markdown())
     _logger.info("saved %d figures and a note into study %r", len(ids), study.study_name)
     return ids

@@ -20,10 +20,8 @@ class Interrupt:
     """A SIGINT handler that remembers the signal, and raises ``KeyboardInterrupt`` only
     while :meth:`armed` (a trial's training), where Optuna fails the trial cleanly.
 
-    A signal can land while Python runs a finalizer (a garbage-collected SQLAlchemy object,
-    say), where a raised exception is not propagated but printed as "Exception ignored in".
-    Such a ``KeyboardInterrupt`` is kept off the output; the signal is remembered, and the
-    worker stops when the trial ends.
+    A ``KeyboardInterrupt`` that a finalizer drops is kept off the output (no "Exception
+    ignored in"); the signal is remembered, and the worker stops when the trial ends.
     """
 
     def __init__(self) -> None:

@@ -122,17 +122,13 @@ def _stored_ranges(storage: optuna.storages.BaseStorage, name: str) -> dict[str,
     saved = storage.get_study_user_attrs(study_id).get(AUTO_RANGES_ATTR)
     if saved:
         return {k: tuple(v) for k, v in saved.items()}
+    params = {"batch_size": "log2_batch_size", "noise_scale": "noise_scale", "lr": "reference_lr"}
     ranges = {}
     for trial in storage.get_all_trials(study_id, deepcopy=False):
-        batch = trial.distributions.get("log2_batch_size")
-        if batch is not None and "batch_size" not in ranges:
-            ranges["batch_size"] = (2**batch.low, 2**batch.high)
-        scale = trial.distributions.get("noise_scale")
-        if scale is not None and "noise_scale" not in ranges:
-            ranges["noise_scale"] = (scale.low, scale.high)
-        lr = trial.distributions.get("reference_lr")
-        if lr is not None and "lr" not in ranges:
-            ranges["lr"] = (lr.low, lr.high)
+        for key, param in params.items():
+            d = trial.distributions.get(param)
+            if d is not None and key not in ranges:
+                ranges[key] = (2**d.low, 2**d.high) if key == "batch_size" else (d.low, d.high)
     return ranges
 
 

@@ -281,12 +281,9 @@ class StudyConfig:
     folder: str | None = field(default=None, compare=False)
 
 
+#: Each section's name and class, in the file's order.
 _SECTIONS = {
-    "study": StudySection,
-    "data": DataSection,
-    "model": ModelSection,
-    "space": SpaceSection,
-    "train": TrainSection,
+    f.name: f.default_factory for f in dataclasses.fields(StudyConfig) if f.name != "folder"
 }
 
 
@@ -350,23 +347,25 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             f"but got {list(objectives)}."
         )
     rule = RULES.get(config.space.parameterisation)
+    g = rule is not None and rule.searches_noise_scale
     if config.study.sampler == "ladder" and (
         (rule is not None and not rule.couples_batch) or isinstance(config.space.batch_size, int)
     ):
+        scale = "noise scale" if g else "reference lr"
         raise ConfigError(
-            f"{source}: `study.sampler` 'ladder' climbs B at a fixed {_scale(config)}: it needs "
+            f"{source}: `study.sampler` 'ladder' climbs B at a fixed {scale}: it needs "
             "a batch-size range and a coupled `space.parameterisation` (not 'independent'), "
             f"but got parameterisation={config.space.parameterisation!r} and "
             f"batch_size={config.space.batch_size!r}."
         )
-    if config.space.noise_scale == "auto" and not _searches_noise_scale(config):
+    if config.space.noise_scale == "auto" and not g:
         raise ConfigError(
             f"{source}: `space.noise_scale` 'auto' runs a range test of SGD's noise scale: it "
             "needs `space.parameterisation` 'noise-scale', but got "
             f"{config.space.parameterisation!r}."
         )
     optimizer = config.train.optimizer
-    if config.space.lr == "auto" and (_searches_noise_scale(config) or optimizer == "sgd"):
+    if config.space.lr == "auto" and (g or optimizer == "sgd"):
         raise ConfigError(
             f"{source}: `space.lr` 'auto' runs a range test of Adam's learning rate: it needs "
             "`train.optimizer` 'adam' or 'adamw' and a rule that samples the lr ('adam-sqrt'), "
@@ -378,16 +377,6 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "study config") -> St
             "use 'tpe', 'gp' or 'random'."
         )
     return config
-
-
-def _scale(config: StudyConfig) -> str:
-    return "noise scale" if _searches_noise_scale(config) else "reference lr"
-
-
-def _searches_noise_scale(config: StudyConfig) -> bool:
-    """Whether the file's rule samples SGD's noise scale g (a trait of the rule)."""
-    rule = RULES.get(config.space.parameterisation)
-    return rule is not None and rule.searches_noise_scale
 
 
 def _section(section: str, values: dict[str, Any], source: str) -> Any:

@@ -94,12 +94,11 @@ def make_plan(config: StudyConfig, device: str | None = None) -> Plan:
             device is unknown; each names its section.
     """
     data = _load_data(config)
-    optimizer, loss = config.train.optimizer, None
+    optimizer = config.train.optimizer
     factory = _imported(config, config.model.name, "Model", "[model] ")
-    if is_spec(optimizer):
+    if is_spec(optimizer):  # else a built-in name such as "sgd"
         optimizer = _imported(config, optimizer, "[train] optimizer")
-    if is_spec(config.train.loss):
-        loss = _imported(config, config.train.loss, "[train] loss")
+    loss = _imported(config, config.train.loss, "[train] loss")
     try:
         _build_model(config, data, factory)  # one model, to check [model] now
     except (TypeError, ValueError) as err:

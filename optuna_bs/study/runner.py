@@ -77,8 +77,7 @@ class Prepared:
     @property
     def memory_key(self) -> str:
         """What shares a GPU memory limit: trials that ran out of memory cap later ones."""
-        train = self.config.train
-        return f"{self.config.model.name}|{train.precision}|{self.device.type}"
+        return f"{self.config.model.name}|{self.config.train.precision}|{self.device.type}"
 
     def objective(self, trial: optuna.trial.BaseTrial) -> float | tuple[float, float]:
         """Train one trial's configuration; its best epoch's validation value (and cost)."""
@@ -228,9 +227,8 @@ def prepare(
     # The space with the file's own ranges first: a bad batch range fails before measuring.
     auto = auto_keys(config)
     placeholder = {k: DEFAULTS[k] for k in ("noise_scale", "lr") if k in auto}
-    batch_size = cfg.batch_size
-    probe_batches = default_probe_batch_sizes(data.n_train) if batch_size == "auto" else None
-    space = plan.space(probe_batches or batch_size, **placeholder)
+    probe_batches = default_probe_batch_sizes(data.n_train) if cfg.batch_size == "auto" else None
+    space = plan.space(probe_batches or cfg.batch_size, **placeholder)
     _check_micro_batch(config, space)
     store = None
     # A store that would be a new file holds no ranges yet: measure first, and create it only
@@ -411,37 +409,33 @@ def run_study(
         return None
     objective = prepared.objective if size == 1 else lead(prepared.objective)
     try:
-        return _run_study(
-            prepared, objective, n_trials, timeout, max_trials, callbacks, show_progress_bar
-        )
+        cfg = prepared.config
+        study = open_study(prepared)
+        study.set_user_attr("space", repr(prepared.space))
+        # What the report reads the study by: its rule, and the optimizer family it is for.
+        study.set_user_attr("parameterisation", prepared.space.parameterisation)
+        study.set_user_attr("optimizer", prepared.space.optimizer)
+        prepared.drop_finished_checkpoints(study)  # what an earlier run left (a Ctrl-C, say)
+        callbacks = [*callbacks, prepared.free_memory, prepared.drop_finished_checkpoints]
+        if prepared.widening is not None:
+            callbacks.append(prepared.widening)
+        n_trials = cfg.study.n_trials if n_trials is None else n_trials
+        if max_trials is not None:
+            finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
+            if finished >= max_trials:
+                _logger.info(
+                    "The study holds %d finished trials of %d: nothing to do.",
+                    finished,
+                    max_trials,
+                )
+                return study
+            callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
+        timeout = cfg.study.timeout if timeout is None else timeout
+        optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar)
+        return study
     finally:
         if size > 1:
             release()
-
-
-def _run_study(prepared, objective, n_trials, timeout, max_trials, callbacks, show_progress_bar):
-    cfg = prepared.config
-    study = open_study(prepared)
-    study.set_user_attr("space", repr(prepared.space))
-    # What the report reads the study by: its rule, and the optimizer family it is for.
-    study.set_user_attr("parameterisation", prepared.space.parameterisation)
-    study.set_user_attr("optimizer", prepared.space.optimizer)
-    prepared.drop_finished_checkpoints(study)  # what an earlier run left (a Ctrl-C, say)
-    callbacks = [*callbacks, prepared.free_memory, prepared.drop_finished_checkpoints]
-    if prepared.widening is not None:
-        callbacks.append(prepared.widening)
-    n_trials = cfg.study.n_trials if n_trials is None else n_trials
-    if max_trials is not None:
-        finished = len(study.get_trials(deepcopy=False, states=_FINISHED))
-        if finished >= max_trials:
-            _logger.info(
-                "The study holds %d finished trials of %d: nothing to do.", finished, max_trials
-            )
-            return study
-        callbacks.append(MaxTrialsCallback(max_trials, states=_FINISHED))
-    timeout = cfg.study.timeout if timeout is None else timeout
-    optimize_reconnecting(study, objective, n_trials, timeout, callbacks, show_progress_bar)
-    return study
 
 
 def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | None:

@@ -74,10 +74,8 @@ def mask_url(url: str) -> str:
         has_password = make_url(url).password is not None
     except (sqlalchemy.exc.ArgumentError, ValueError):  # a scheme it cannot read, a bad port
         has_password = True  # cannot tell: mask what could be one
-    if not has_password:
-        return f"{scheme}{sep}{_mask_query(rest)}"
     before, at, after = rest.rpartition("@")
-    if not at:
+    if not (has_password and at):
         return f"{scheme}{sep}{_mask_query(rest)}"
     user = re.match(r"[^:/@]*:", before)  # SQLAlchemy's user ends at the first ':'
     return f"{scheme}{sep}{user[0] if user else ''}***@{_mask_query(after)}"
@@ -124,7 +122,7 @@ def file_to_create(url: str | None) -> Path | None:
         return None
     if path.exists():
         return None
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise StorageError(
             f"cannot open storage {mask_url(url)!r}: the folder {str(folder)!r} does not exist."

@@ -161,12 +161,8 @@ def _settle_cut_trials(study: optuna.Study, numbers: list[int]) -> None:
     its place, and the retry would be left WAITING once every worker's budget is spent.
     """
     mine = set(numbers)
-    running = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.number in mine
-    ]
-    _fail_and_retry(study, running)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    _fail_and_retry(study, [t for t in running if t.number in mine])
     if _retry_callback(study) is None:
         return  # no store-side retries: a failed trial is run again as a fresh one
     deadline = time.monotonic() + _RETRY_WAIT
@@ -253,7 +249,14 @@ def launch_workers(
             and its trial.
     """
     tag = f"{socket.gethostname()}:{os.getpid()}"  # this launch: its workers' trials say so
-    procs = []
+    lock = threading.Lock()
+
+    def pump(i: int, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            with lock:
+                out(f"[worker {i}] {line.rstrip()}")
+
+    procs, threads = [], []
     for i, command in enumerate(commands):
         env = {**os.environ, **(envs[i] if envs else {})}
         if study is not None:
@@ -267,18 +270,8 @@ def launch_workers(
             start_new_session=True,
         )
         procs.append(proc)
-    lock = threading.Lock()
-
-    def pump(i: int, proc: subprocess.Popen) -> None:
-        for line in proc.stdout:
-            with lock:
-                out(f"[worker {i}] {line.rstrip()}")
-
-    threads = [
-        threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)
-    ]
-    for thread in threads:
-        thread.start()
+        threads.append(threading.Thread(target=pump, args=(i, proc), daemon=True))
+        threads[-1].start()
     codes: list[int | None] = [None] * len(procs)
     deaths: list[str] = []
     try:
@@ -309,10 +302,7 @@ def _bury(study: optuna.Study, worker: str, index: int, proc: subprocess.Popen) 
     store retries dead trials, and say so in one sentence (``None`` if the worker ended with
     an error of its own and left nothing running: its error says what happened)."""
     code = proc.returncode
-    if code < 0:
-        how = f"was killed by {_signal_name(-code)}"
-    else:
-        how = f"ended with status {code}"
+    how = f"was killed by {_signal_name(-code)}" if code < 0 else f"ended with status {code}"
     try:
         numbers, retried = _release_trials(study, worker)
     except Exception as err:
@@ -324,10 +314,8 @@ def _bury(study: optuna.Study, worker: str, index: int, proc: subprocess.Popen) 
             f"worker {index} (pid {proc.pid}) {how}; the store is out of reach "
             f"({type(err).__name__}): its trial is left to the heartbeat"
         )
-    if not numbers and code >= 0:
-        return None
     if not numbers:
-        return f"worker {index} (pid {proc.pid}) {how} between trials"
+        return None if code >= 0 else f"worker {index} (pid {proc.pid}) {how} between trials"
     which = ", ".join(map(str, numbers))
     trials = f"trial {which}" if len(numbers) == 1 else f"trials {which}"
     then = "failed and queued again" if retried else "failed"
