@@ -256,20 +256,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from optuna_bs.cli.commands import COMMANDS
 
         return COMMANDS[args.command](args)
-    except (OptunaBSError, ValueError, TypeError) as err:
-        if verbose:
-            traceback.print_exc()
-        print(f"optuna-bs: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("optuna-bs: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # a full disk, wherever it struck (the store, say), in one line
-        if not disk_full(err):
+    except Exception as err:
+        if isinstance(err, OptunaBSError | ValueError | TypeError):
+            message = str(err)
+        elif disk_full(err):  # a full disk, wherever it struck (the store, say), in one line
+            message = f"no space left on a device ({first_line(err)})"
+        else:
             raise
         if verbose:
             traceback.print_exc()
-        print(f"optuna-bs: error: no space left on a device ({first_line(err)})", file=sys.stderr)
+        print(f"optuna-bs: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -192,9 +192,8 @@ def load_data(
 def _cifar10_arrays(root: str) -> tuple[np.ndarray, ...]:
     x, y, x_test, y_test = read_cifar10(root)
     # Per-channel statistics of the training images, applied to both splits.
-    mean = x.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
-    std = x.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    mean = x.mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
+    std = x.std(axis=(0, 2, 3), keepdims=True, dtype=np.float64).astype(np.float32)
     return (x.astype(np.float32) - mean) / std, y, (x_test.astype(np.float32) - mean) / std, y_test
 
 

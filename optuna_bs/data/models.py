@@ -80,7 +80,7 @@ def build_model(
             f"but got name={name!r}.{_hint(name, MODELS)}"
         )
     factory = _BUILTINS[name]
-    allowed = [p for p in inspect.signature(factory).parameters if p not in _SHAPE_ARGS]
+    allowed = list(inspect.signature(factory).parameters)[2:]  # after input_shape, n_outputs
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise TypeError(
@@ -258,7 +258,6 @@ def resnet18(input_shape: Sequence[int], n_outputs: int, *, width: int = 64) -> 
 
 
 _BUILTINS = {"mlp": mlp, "cnn1d": cnn1d, "resnet18": resnet18}
-_SHAPE_ARGS = ("input_shape", "n_outputs")
 
 
 def _user_model(

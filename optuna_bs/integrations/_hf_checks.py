@@ -95,14 +95,11 @@ def _check_eval_strategy(args: Any) -> None:
     epoch, so that a pruner compares trials after the same data, whatever their B."""
     strategy = getattr(args.eval_strategy, "value", args.eval_strategy)
     if strategy != "epoch":
+        why = " (every eval_steps updates: fewer samples at a small B than at a large one)"
+        why = why if strategy == "steps" else ""
         raise ValueError(
             f"TrialCallback compares trials epoch by epoch, but got eval_strategy={strategy!r}"
-            + (
-                " (every eval_steps updates: fewer samples at a small B than at a large one)"
-                if strategy == "steps"
-                else ""
-            )
-            + ": set eval_strategy='epoch' in TrainingArguments."
+            f"{why}: set eval_strategy='epoch' in TrainingArguments."
         )
 
 

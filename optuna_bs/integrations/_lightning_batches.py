@@ -58,21 +58,16 @@ def check_batches(trainer: Any, batch_size: int) -> BatchPlan:
     plan = check_effective_batch(
         batch_size, per_device, trainer.accumulate_grad_batches, trainer.world_size
     )
-    _check_whole_updates(trainer.num_training_batches, plan.accumulation)
+    micro, accumulation = trainer.num_training_batches, plan.accumulation
+    if math.isfinite(micro) and micro % accumulation:
+        whole = int(micro) // accumulation * accumulation
+        raise ValueError(
+            f"Each epoch has {int(micro)} micro-batches per device, not a multiple of "
+            f"accumulate_grad_batches={accumulation}: its last update would be "
+            f"{int(micro) - whole} micro-batch(es), not B; give the Trainer "
+            f"limit_train_batches={whole} (batch_settings(...)['limit_train_batches'])."
+        )
     return plan
-
-
-def _check_whole_updates(micro_batches: float, accumulation: int) -> None:
-    """Refuse an epoch whose micro-batches do not make whole updates of B."""
-    if not math.isfinite(micro_batches) or micro_batches % accumulation == 0:
-        return
-    whole = int(micro_batches) // accumulation * accumulation
-    raise ValueError(
-        f"Each epoch has {int(micro_batches)} micro-batches per device, not a multiple of "
-        f"accumulate_grad_batches={accumulation}: its last update would be "
-        f"{int(micro_batches) - whole} micro-batch(es), not B; give the Trainer "
-        f"limit_train_batches={whole} (batch_settings(...)['limit_train_batches'])."
-    )
 
 
 def _warn_partial_batches(loader: Any, per_device: int, world_size: int) -> None:

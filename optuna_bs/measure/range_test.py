@@ -132,8 +132,8 @@ def lr_range_test(
         raise ValueError(f"`batch_size` must be < n_train = {n}, but got batch_size={batch_size}.")
     momentum = check_real("momentum", momentum, 0, 1, high_open=True)
     check_choice("optimizer", optimizer, ("sgd", "adam", "adamw"))
-    swept = "noise_scales" if optimizer == "sgd" else "lrs"  # the sweep's own keyword
-    sweep = noise_scales if optimizer == "sgd" else lrs
+    sgd = optimizer == "sgd"
+    swept, sweep = ("noise_scales", noise_scales) if sgd else ("lrs", lrs)  # its own keyword
     low, high = check_range(swept, sweep, positive=True)
     if not low < high:
         raise ValueError(f"`{swept}` must have low < high, but got {sweep!r}.")
@@ -149,11 +149,10 @@ def lr_range_test(
     if not params:
         raise ValueError("`model` has no parameter that requires a gradient.")
     scales = np.geomspace(low, high, steps)
-    if optimizer == "sgd":
-        to_lr = (1 - momentum) / (n / batch_size - 1)  # ϵ = g(1 − m)/(N/B − 1)
+    to_lr = (1 - momentum) / (n / batch_size - 1) if sgd else 1.0  # ϵ = g(1 − m)/(N/B − 1)
+    if sgd:
         opt = torch.optim.SGD(params, lr=float(scales[0] * to_lr), momentum=momentum)
     else:
-        to_lr = 1.0
         adam = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
         opt = adam(params, lr=float(scales[0]), betas=(momentum, beta2), weight_decay=0.0)
     gen = torch.Generator(device=source.generator_device).manual_seed(seed)
@@ -212,12 +211,15 @@ def lr_range_test(
             "depend on the model's parameters (outputs that ignore them, or a detached "
             "tensor), so there is nothing to train."
         )
-    losses = _centred_mean(np.array(raw, dtype=float), max(3, steps // 10 | 1))
+    # A moving mean centred on each step (shorter at the ends): a NaN or inf spreads to every
+    # window that holds it, and is masked below.
+    half, values = max(3, steps // 10 | 1) // 2, np.array(raw, dtype=float)
+    losses = np.array([values[max(0, i - half) : i + half + 1].mean() for i in range(len(raw))])
     scales = scales[: len(losses)]
     end = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf))) + 1
     if end < 3:
         became = "" if math.isfinite(raw[-1]) else f" and is {raw[-1]} at step {len(raw)}"
-        fix, unit = f"lower `{swept}[0]`", "g" if optimizer == "sgd" else "lr"
+        fix, unit = f"lower `{swept}[0]`", "g" if sgd else "lr"
         if peak > _LARGE_INPUT:
             fix = f"its inputs reach |x| = {peak:.3g}: standardise them, or {fix}"
         raise ValueError(
@@ -227,7 +229,6 @@ def lr_range_test(
     slope = np.gradient(losses[:end], np.log(scales[:end]))
     steep = float(scales[int(np.argmin(slope))])
     _logger.debug("range test (%s): steepest at %.3g over %d steps", optimizer, steep, len(raw))
-    sgd = optimizer == "sgd"
     return RangeTest(
         noise_scales=tuple(float(v) for v in scales) if sgd else (),
         losses=tuple(float(v) for v in losses),
@@ -289,13 +290,3 @@ def _around(test: RangeTest | float, steep: str, below: float, above: float):
     below = check_real("below", below, 1, low_open=True)
     above = check_real("above", above, 1, low_open=True)
     return float(f"{x / below:.3g}"), float(f"{x * above:.3g}")  # every worker agrees on it
-
-
-def _centred_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """A moving mean centred on each point (shorter at the ends); a NaN or inf spreads to
-    every window that holds it (the caller masks those)."""
-    half = window // 2
-    out = np.empty_like(values)
-    for i in range(len(values)):
-        out[i] = values[max(0, i - half) : i + half + 1].mean()
-    return out

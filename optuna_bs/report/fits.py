@@ -238,12 +238,14 @@ def _resamples(points: list[TrialPoint], n: int, seed: int):
         yield [g[i] for g in groups.values() for i in rng.integers(0, len(g), len(g))]
 
 
-def _checked(study, tolerance, n_bootstrap, confidence, seed) -> list[TrialPoint]:
+def _optima(study, tolerance, n_bootstrap, confidence, seed):
+    """The arguments checked; the study's trials, and each batch size's optimum among them."""
     check_real("tolerance", tolerance, low=0.0)
     check_fraction("confidence", confidence, closed=False)
     check_int("n_bootstrap", n_bootstrap, low=1)
     check_int("seed", seed, low=0)
-    return complete_points(study)
+    points = complete_points(study)
+    return points, batch_optima(points, error_limit(study, tolerance))
 
 
 def fit_scaling_rule(
@@ -278,15 +280,11 @@ def fit_scaling_rule(
             message names what the study lacks.
         ValueError: If ``models`` leaves no candidate.
     """
-    points = _checked(study, tolerance, n_bootstrap, confidence, seed)
-    limit = error_limit(study, tolerance)
-    optima = batch_optima(points, limit)
+    points, optima = _optima(study, tolerance, n_bootstrap, confidence, seed)
     counted = [o for o in optima if o.counted]
     if len(counted) < MIN_FIT_SIZES:
         raise NotEnoughTrialsError(_why_no_fit(study, points, optima))
-    rule = rule_for(study)
-    family = study_rule(study)[1]
-    curves = _curves(rule, family, counted[0].hparams())
+    curves = _curves(rule_for(study), study_rule(study)[1], counted[0].hparams())
     if models is not None:
         curves = [c for c in curves if (c.kind or c.name) in models]
         if not curves:
@@ -387,15 +385,13 @@ def fit_noise_scale(
     Raises:
         NotEnoughTrialsError: With fewer than :data:`MIN_TRIALS` usable complete trials.
     """
-    points = _checked(study, tolerance, n_bootstrap, confidence, seed)
+    points, optima = _optima(study, tolerance, n_bootstrap, confidence, seed)
     if len(points) < MIN_TRIALS:
         raise NotEnoughTrialsError(
             f"cannot find g*: study {study.study_name!r} has {len(points)} usable complete "
             f"trials, and g* needs {MIN_TRIALS}. Run more trials."
         )
-    limit = error_limit(study, tolerance)
-    optima = batch_optima(points, limit)
-    sizes = {o.batch_size for o in optima if o.counted}
+    sizes = tuple(o.batch_size for o in optima if o.counted)
     evidence = [p for p in points if p.batch_size in sizes]
     boot = [_g_star(batch_optima(r)) for r in _resamples(evidence, n_bootstrap, seed)]
     low, high = _interval(boot, confidence)
@@ -404,7 +400,7 @@ def fit_noise_scale(
         low=math.exp(low),
         high=math.exp(high),
         n_trials=len(points),
-        batch_sizes=tuple(o.batch_size for o in optima if o.counted),
+        batch_sizes=sizes,
         confidence=confidence,
     )
     _logger.info("study %r: %s", study.study_name, result.describe())

@@ -7,10 +7,10 @@ that returns a ``plotly.graph_objects.Figure``. plotly and optuna-dashboard are 
 * :func:`plot_noise_scale`: validation error against noise scale, coloured by B, g* marked.
 * :func:`plot_lr_vs_batch_size`: lr against B, log-log: the trials, each batch size's best
   lr, the fitted ϵ*(B) with its interval, and the linear and square-root rules beside it.
-
-A batch size keeps one colour in every figure of a study (:func:`batch_size_colors`).
 * :func:`plot_pareto_front`: error against training seconds or parameter updates.
 * :func:`plot_learning_curves`: validation value per epoch, pruned trials dimmed.
+
+A batch size keeps one colour in every figure of a study (:func:`batch_size_colors`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ FIGURES = ("noise-scale", "lr-vs-batch-size", "pareto-seconds", "pareto-updates"
 ADAM_FIGURES = ("error-vs-lr", *FIGURES[1:])
 
 
-def _try(function, study: optuna.Study, given):
+def _try(function, study: optuna.Study, given=None):
     """``(given, None)``, else ``(function(study), None)``, else ``(None, why not)``."""
     if given is not None:
         return given, None
@@ -91,6 +91,15 @@ def _noise_scale_info(
     )
 
 
+def _band(fig, x, y, name: str) -> None:
+    """A shaded area: a fit's interval."""
+    fig.add_trace(
+        _go().Scatter(
+            x=x, y=y, fill="toself", mode="none", fillcolor="rgba(214,39,40,0.12)", name=name
+        )
+    )
+
+
 def _by_batch_size(fig, xs, info) -> None:
     """One marker trace per batch size: ``xs`` against the error."""
     go = _go()
@@ -113,10 +122,9 @@ def _by_batch_size(fig, xs, info) -> None:
 def plot_error_vs_lr(study: optuna.Study) -> go.Figure:
     """Validation error against the learning rate (log x), one colour per batch size: the
     first figure of an Adam-family study, for which the SGD noise scale means nothing."""
-    info = _noise_scale_info(study, None, fit_g=False)
-    lrs = tuple(p.lr for p in complete_points(study))
+    info = _noise_scale_info(study, fit_g=False)
     fig = _go().Figure()
-    _by_batch_size(fig, lrs, info)
+    _by_batch_size(fig, tuple(p.lr for p in complete_points(study)), info)
     _layout(fig, f"{info.metric} against learning rate", "learning rate", info.metric, log_x=True)
     return _say_why_empty(fig, study)
 
@@ -130,16 +138,7 @@ def plot_noise_scale(study: optuna.Study, *, fit: NoiseScaleFit | None = None) -
     title = f"{info.metric} against noise scale g: g* not fitted (too few trials)"
     if info.best_noise_scale is not None and info.errors:
         (low, high), y = info.interval, (min(info.errors), max(info.errors))
-        fig.add_trace(
-            go.Scatter(
-                x=[low, high, high, low, low],
-                y=[y[0], y[0], y[1], y[1], y[0]],
-                fill="toself",
-                mode="none",
-                fillcolor="rgba(214,39,40,0.12)",
-                name="g* interval",
-            )
-        )
+        _band(fig, [low, high, high, low, low], [y[0], y[0], y[1], y[1], y[0]], "g* interval")
         fig.add_trace(
             go.Scatter(
                 x=[info.best_noise_scale] * 2,
@@ -181,21 +180,20 @@ class LrInfo:
 def _lr_info(study: optuna.Study, fit: ScalingFit | None = None) -> LrInfo:
     points = complete_points(study)
     fit, reason = _try(fit_scaling_rule, study, fit)
+    sizes = tuple(p.batch_size for p in points)
     line: tuple[float, ...] = ()
     fitted = low = high = linear = sqrt = ()
     if fit is not None:
-        bs = [p.batch_size for p in points]
-        line = tuple(float(b) for b in np.geomspace(min(bs), max(bs), 25))
+        line = tuple(float(b) for b in np.geomspace(min(sizes), max(sizes), 25))
         fitted = tuple(fit.lr_at(b) for b in line)
-        bands = [fit.interval_at(b) for b in line]
-        low, high = tuple(lo for lo, _ in bands), tuple(hi for _, hi in bands)
+        low, high = zip(*(fit.interval_at(b) for b in line), strict=True)
         b0 = math.sqrt(fit.batch_sizes[0] * fit.batch_sizes[-1])
         lr0 = fit.lr_at(b0)
         linear = tuple(lr0 * (b / b0) for b in line)  # Goyal et al. 2017
         sqrt = tuple(lr0 * math.sqrt(b / b0) for b in line)  # Hoffer et al. 2017
     return LrInfo(
         numbers=tuple(p.number for p in points),
-        batch_sizes=tuple(p.batch_size for p in points),
+        batch_sizes=sizes,
         lrs=tuple(p.lr for p in points),
         errors=tuple(p.error for p in points),
         colors=batch_size_colors(study),
@@ -219,18 +217,9 @@ def plot_lr_vs_batch_size(study: optuna.Study, *, fit: ScalingFit | None = None)
     go = _go()
     fig = go.Figure()
     if info.fit is not None:
-        pct = round(100 * info.fit.confidence)
-        xs = info.line_batch_sizes
-        fig.add_trace(
-            go.Scatter(
-                x=xs + xs[::-1],
-                y=info.band_high + info.band_low[::-1],
-                fill="toself",
-                mode="none",
-                fillcolor="rgba(214,39,40,0.12)",
-                name=f"{pct}% interval of a batch size's best lr",
-            )
-        )
+        xs, pct = info.line_batch_sizes, round(100 * info.fit.confidence)
+        ys = info.band_high + info.band_low[::-1]
+        _band(fig, xs + xs[::-1], ys, f"{pct}% interval of a batch size's best lr")
     fig.add_trace(
         go.Scatter(
             x=info.batch_sizes,
@@ -432,9 +421,8 @@ def figures(
     """Every figure of the report, by id (:data:`FIGURES`, or :data:`ADAM_FIGURES` for an
     Adam-family study); fits given are not redone."""
     adam = study_rule(study)[1] == "adam"
-    first = plot_error_vs_lr(study) if adam else plot_noise_scale(study, fit=noise)
     built = (
-        first,
+        plot_error_vs_lr(study) if adam else plot_noise_scale(study, fit=noise),
         plot_lr_vs_batch_size(study, fit=fit),
         plot_pareto_front(study, "train_seconds"),
         plot_pareto_front(study, "n_updates"),

@@ -35,7 +35,6 @@ from optuna_bs.rules.registry import Rule, rescale
 _logger = logging.getLogger(__name__)
 
 
-# -- the answer at a new batch size ----------------------------------------------------------
 @dataclass(frozen=True)
 class Transfer:
     """A configuration at a new batch size, and how far to trust it.

@@ -15,12 +15,12 @@ import re
 import statistics
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import optuna
 
 from optuna_bs._validation import check_fraction
-from optuna_bs.errors import NotEnoughTrialsError
 from optuna_bs.report._figure import INSTALL_HINT
 from optuna_bs.report.analysis import (
     PARETO_COSTS,
@@ -34,7 +34,7 @@ from optuna_bs.report.analysis import (
     why_no_points,
 )
 from optuna_bs.report.fits import NoiseScaleFit, ScalingFit, fit_noise_scale, fit_scaling_rule
-from optuna_bs.report.plots import figures
+from optuna_bs.report.plots import _try, figures
 from optuna_bs.report.scaling import Transfer, transfer
 from optuna_bs.rules.formulas import Hyperparameters, largest_valid_batch
 from optuna_bs.rules.registry import column_label, format_value
@@ -204,12 +204,8 @@ def summarize(
     points = complete_points(study)
     family = study_rule(study)[1]
     rule_obj = rule_for(study, rule)  # an unknown --rule is one clear error
-    fits: dict[str, tuple[object, str | None]] = {}
-    for name, function in {"fit": fit_scaling_rule, "noise": fit_noise_scale}.items():
-        try:
-            fits[name] = function(study, **fit_options), None
-        except NotEnoughTrialsError as err:
-            fits[name] = None, str(err)
+    fit, fit_reason = _try(partial(fit_scaling_rule, **fit_options), study)
+    noise, noise_reason = _try(partial(fit_noise_scale, **fit_options), study)
     best = min(points, key=lambda p: p.error) if points else None
     moved, caught = None, []
     good: list[int] = []
@@ -222,7 +218,7 @@ def summarize(
                 rule,
                 extrapolate=extrapolate,
                 noise_batch_size=noise_batch_size,
-                fit=fits["fit"][0],
+                fit=fit,
                 **{k: v for k, v in fit_options.items() if k == "tolerance"},
             )
         # A best of 0 has no 5% of its own: the margin is then 5% of the median trial's.
@@ -239,10 +235,10 @@ def summarize(
         n_trials=len(trials),
         n_complete=sum(t.state == state.COMPLETE for t in trials),
         n_pruned=sum(t.state == state.PRUNED for t in trials),
-        fit=fits["fit"][0],
-        fit_reason=fits["fit"][1],
-        noise=fits["noise"][0],
-        noise_reason=fits["noise"][1],
+        fit=fit,
+        fit_reason=fit_reason,
+        noise=noise,
+        noise_reason=noise_reason,
         best=best,
         good_batch_sizes=tuple(good),
         tolerance=tolerance,

@@ -199,21 +199,18 @@ class Hyperparameters:
             >>> sorted(hp.user_attrs())
             ['batch_size', 'lr', 'momentum', 'n_train', 'noise_scale']
         """
-        attrs: dict[str, float | int] = {
+        attrs = {
             "batch_size": self.batch_size,
             "lr": self.lr,
             "momentum": self.momentum,
             "noise_scale": self.noise_scale,
             "n_train": self.n_train,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "tau_epochs": self.tau_epochs,
         }
-        extra = (
-            ("beta2", self.beta2),
-            ("eps", self.eps),
-            ("weight_decay", self.weight_decay),
-            ("tau_epochs", self.tau_epochs),
-        )
-        attrs.update((k, v) for k, v in extra if v is not None)
-        return attrs
+        return {k: v for k, v in attrs.items() if v is not None}
 
 
 def weight_decay_timescale(lr: float, weight_decay: float, batch_size: int, n_train: int) -> float:

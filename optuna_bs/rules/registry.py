@@ -362,25 +362,24 @@ class AdamSqrtRule(SqrtRule):
         )
 
     def check_space(self, space) -> None:
-        kappa = space.batch_sizes[-1] / space.reference_batch_size
+        top, ref = space.batch_sizes[-1], space.reference_batch_size
+        kappa = top / ref
+        where = f"at batch_size={top} (κ = {kappa:g} from reference_batch_size={ref})"
         # 1 − β → κ(1 − β): the lowest β1 of a range is the first to cross 0.
         m = space.momentum
         m_low = m if isinstance(m, numbers.Real) else m[0]
         for name, beta in (("momentum", m_low), ("beta2", space.beta2)):
             if kappa * (1 - beta) > 1:
                 raise ValueError(
-                    f"'adam-sqrt' would push {name} = {beta} below 0 at batch_size="
-                    f"{space.batch_sizes[-1]} (κ = {kappa:g} from reference_batch_size="
-                    f"{space.reference_batch_size}): the rule does not apply; lower the batch "
-                    "range or raise reference_batch_size."
+                    f"'adam-sqrt' would push {name} = {beta} below 0 {where}: the rule does not "
+                    "apply; lower the batch range or raise reference_batch_size."
                 )
         if kappa * (1 - m_low) > MAX_ONE_MINUS_BETA1:
             warnings.warn(
-                f"'adam-sqrt' moves β1 to {1 - kappa * (1 - m_low):.3g} at batch_size="
-                f"{space.batch_sizes[-1]} (κ = {kappa:g} from reference_batch_size="
-                f"{space.reference_batch_size}): far outside the small-(1 - β) regime the rule "
-                "is derived in; benchmark P8 lost 18+ points there. Narrow the batch range "
-                "around reference_batch_size, or use 'sqrt', which keeps β1.",
+                f"'adam-sqrt' moves β1 to {1 - kappa * (1 - m_low):.3g} {where}: far outside "
+                "the small-(1 - β) regime the rule is derived in; benchmark P8 lost 18+ points "
+                "there. Narrow the batch range around reference_batch_size, or use 'sqrt', which "
+                "keeps β1.",
                 UserWarning,
                 stacklevel=3,  # the user's BatchScalingSpace(...)
             )

@@ -83,9 +83,7 @@ def pile_at_edge(
     top = [p for p in ranked[: max(3, len(points) // 5)] if math.isfinite(p[0])]
     if not top:
         return None
-    side = edge_of(top[0][1], low, high, log=log)
-    if side is None:
-        return None
+    side = edge_of(top[0][1], low, high, log=log)  # None: the best lies inside
     at = sum(edge_of(x, low, high, log=log) == side for _, x in top)
     return side if 2 * at > max(3, len(points) // 5) else None
 
@@ -199,7 +197,7 @@ class RangeWidening:
         current = self._ranges(attrs)
         trials = study.get_trials(deepcopy=False, states=_FINISHED)
         history = list(attrs.get(WIDENINGS_ATTR) or [])
-        widened = {}
+        stored, n_before = dict(attrs.get(RANGES_ATTR) or {}), len(history)
         for name, (low, high) in current.items():
             points = finished_points(trials, self.params.get(name, name), sign=_sign(study))
             side = pile_at_edge(points, low, high)
@@ -216,18 +214,14 @@ class RangeWidening:
                 limits=self.limits.get(name, (0.0, math.inf)),
                 powers_of_two=name in self.powers_of_two,
             )
-            if new != (low, high):
-                widened[name] = (side, (low, high), new)
-        if not widened:
-            return
-        stored = dict(attrs.get(RANGES_ATTR) or {})
-        for name, (side, old, new) in widened.items():
+            if new == (low, high):
+                continue
             stored[name] = list(new)
             history.append(
                 {
                     "name": name,
                     "side": side,
-                    "from": list(old),
+                    "from": [low, high],
                     "to": list(new),
                     "after": len(trials),
                 }
@@ -237,11 +231,13 @@ class RangeWidening:
                 "[%.4g, %.4g].",
                 name,
                 side,
-                *old,
+                low,
+                high,
                 *new,
             )
-        study.set_user_attr(RANGES_ATTR, stored)
-        study.set_user_attr(WIDENINGS_ATTR, history)
+        if len(history) > n_before:
+            study.set_user_attr(RANGES_ATTR, stored)
+            study.set_user_attr(WIDENINGS_ATTR, history)
 
 
 def best_at_edges(study: optuna.Study) -> list[str]:
@@ -253,13 +249,12 @@ def best_at_edges(study: optuna.Study) -> list[str]:
     """
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     points = [t for t in trials if t.values and math.isfinite(t.values[0])]
-    words = []
-    for change in study.user_attrs.get(WIDENINGS_ATTR) or []:
-        words.append(
-            f"{change['name']} widened at its {change['side']} edge after {change['after']} "
-            f"finished trials: [{change['from'][0]:.4g}, {change['from'][1]:.4g}] -> "
-            f"[{change['to'][0]:.4g}, {change['to'][1]:.4g}]"
-        )
+    words = [
+        f"{change['name']} widened at its {change['side']} edge after {change['after']} "
+        f"finished trials: [{change['from'][0]:.4g}, {change['from'][1]:.4g}] -> "
+        f"[{change['to'][0]:.4g}, {change['to'][1]:.4g}]"
+        for change in study.user_attrs.get(WIDENINGS_ATTR) or []
+    ]
     if not points:
         return words
     best = min(points, key=lambda t: _sign(study) * t.values[0])

@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -43,7 +44,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from optuna_bs._validation import check_int, check_real
-from optuna_bs.search.edges import finished_points, pile_at_edge
+from optuna_bs.search.edges import _FINISHED, finished_points, pile_at_edge
 
 _logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ _WAIT_SECONDS = 2.0
 #: How many trials of one rung may fail before the climb counts it as a miss.
 _RUNG_TRIES = 3
 _IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def middle_log2(low: int, high: int) -> int:
@@ -194,7 +194,10 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
         done = [t for t in attempts if t.state == TrialState.COMPLETE and t.values]
         if not done or any(t.state in _IN_FLIGHT for t in attempts):
             return None
-        storage.set_study_system_attr(study_id, _ATTR, {"g_star": self._g_star(done)})
+        ranked = sorted(done, key=lambda t: t.values[0])
+        top = ranked[: max(1, round(self.top_fraction * len(ranked)))]
+        g_star = math.exp(statistics.median(math.log(t.params[self.scale_param]) for t in top))
+        storage.set_study_system_attr(study_id, _ATTR, {"g_star": g_star})
         return storage.get_study_system_attrs(study_id)[_ATTR]["g_star"]
 
     def _probes_edge(self, search: dict[int, list[FrozenTrial]]) -> bool:
@@ -215,14 +218,6 @@ class BatchLadderSampler(optuna.samplers.BaseSampler):
             return middle_log2(batch.low, batch.high)
         k = round(math.log2(self.search_batch_size))
         return min(max(k, batch.low), batch.high)
-
-    def _g_star(self, done: Sequence[FrozenTrial]) -> float:
-        ranked = sorted(done, key=lambda t: t.values[0])
-        top = ranked[: max(1, round(self.top_fraction * len(ranked)))]
-        logs = sorted(math.log(t.params[self.scale_param]) for t in top)
-        mid = len(logs) // 2
-        centre = logs[mid] if len(logs) % 2 else (logs[mid - 1] + logs[mid]) / 2
-        return math.exp(centre)
 
     # --- Optuna's sampler interface ----------------------------------------------------------
 
@@ -433,21 +428,14 @@ def _climb(
             if not _holds(finished[0], best, tolerance):
                 return None, held
             held = k
-        elif any(t.state in _IN_FLIGHT for t in attempts):
-            continue
-        elif len(attempts) < _RUNG_TRIES:
-            return k, held
-        else:
-            return None, held
+        elif not any(t.state in _IN_FLIGHT for t in attempts):
+            return (k if len(attempts) < _RUNG_TRIES else None), held
     return None, held
 
 
 def _distribution(trials: Sequence[FrozenTrial], name: str):
     """The distribution of ``name`` in the study's trials (static: any trial's will do)."""
-    for trial in trials:
-        if name in trial.distributions:
-            return trial.distributions[name]
-    return None
+    return next((t.distributions[name] for t in trials if name in t.distributions), None)
 
 
 def _clip(value: float, distribution: BaseDistribution) -> float:

@@ -114,7 +114,7 @@ class BatchScalingSpace:
             self._log2_batch = None
         else:
             self._log2_batch = _log2_range(batch_size, n_train)
-        self._noise_scale = check_range("noise_scale", noise_scale, positive=True)
+        check_range("noise_scale", noise_scale, positive=True)
         real = isinstance(momentum, numbers.Real) and not isinstance(momentum, bool)
         for m in (momentum,) if real else check_range("momentum", momentum):
             if not 0 <= m < 1:
@@ -141,7 +141,7 @@ class BatchScalingSpace:
         self._adam = self.family == "adam" or "sgd" not in self.rule.optimizers
         if lr is None:
             lr = LR_RANGES["adam" if self._adam else "sgd"]
-        self._lr = check_range("lr", lr, positive=True)
+        check_range("lr", lr, positive=True)
         if not 0 <= check_real("beta2", beta2) < 1:
             raise ValueError(f"`beta2` must be in [0, 1), but got beta2={beta2!r}.")
         if check_real("eps", eps) <= 0:
@@ -204,12 +204,10 @@ class BatchScalingSpace:
         if batch_size is not None:
             other._log2_batch = _log2_range(batch_size, self.n_train)
             other.batch_size = tuple(batch_size)
-        if noise_scale is not None:
-            other._noise_scale = check_range("noise_scale", noise_scale, positive=True)
-            other.noise_scale = tuple(noise_scale)
-        if lr is not None:
-            other._lr = check_range("lr", lr, positive=True)
-            other.lr = tuple(lr)
+        for name, value in (("noise_scale", noise_scale), ("lr", lr)):
+            if value is not None:
+                check_range(name, value, positive=True)
+                setattr(other, name, tuple(value))
         return other
 
     def suggest(self, trial: BaseTrial) -> Hyperparameters:
@@ -225,10 +223,7 @@ class BatchScalingSpace:
             batch_size = int(self.batch_size)
         else:
             batch_size = 2 ** trial.suggest_int("log2_batch_size", *self._log2_batch)
-        if isinstance(self.momentum, numbers.Real):
-            momentum = float(self.momentum)
-        else:
-            momentum = trial.suggest_float("momentum", *self.momentum)
+        momentum = _fixed_or_drawn(trial, "momentum", self.momentum)
 
         hp = self.rule.suggest_lr(trial, self, batch_size, momentum)
         if self._adam:
@@ -236,7 +231,12 @@ class BatchScalingSpace:
             hp = replace(hp, beta2=beta2, eps=self.eps if hp.eps is None else hp.eps)
         else:  # SGD, or an optimizer not named: no Adam values to record
             hp = replace(hp, beta2=None, eps=None)
-        hp = replace(hp, weight_decay=self._suggest_weight_decay(trial, hp))
+        if self.tau_epochs is None:
+            decay = _fixed_or_drawn(trial, "weight_decay", self.weight_decay, log=True)
+        else:
+            tau = _fixed_or_drawn(trial, "tau_epochs", self.tau_epochs, log=True)
+            decay = weight_decay_for_timescale(tau, hp.lr, hp.batch_size, self.n_train)
+        hp = replace(hp, weight_decay=decay)
         attrs = hp.user_attrs()
         if self._adam:  # SGD's noise scale g means nothing for Adam (docs/design.md §3)
             del attrs["noise_scale"]
@@ -248,16 +248,6 @@ class BatchScalingSpace:
         if self.optimizer is not None:
             trial.set_user_attr("optimizer", self.optimizer)
         return hp
-
-    def _suggest_weight_decay(self, trial: BaseTrial, hp: Hyperparameters) -> float:
-        tau = self.tau_epochs
-        if tau is not None:
-            if not isinstance(tau, numbers.Real):
-                tau = trial.suggest_float("tau_epochs", *tau, log=True)
-            return weight_decay_for_timescale(tau, hp.lr, hp.batch_size, self.n_train)
-        if isinstance(self.weight_decay, numbers.Real):
-            return float(self.weight_decay)
-        return trial.suggest_float("weight_decay", *self.weight_decay, log=True)
 
     def __repr__(self) -> str:
         adam, g = self.family == "adam", self.rule.searches_noise_scale
@@ -276,6 +266,13 @@ class BatchScalingSpace:
         }
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k, show in shown.items() if show)
         return f"BatchScalingSpace({self.parameterisation!r}, {args})"
+
+
+def _fixed_or_drawn(trial: BaseTrial, name: str, value, log: bool = False) -> float:
+    """A fixed ``value``, or one drawn from its ``(low, high)`` range as parameter ``name``."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return trial.suggest_float(name, *value, log=log)
 
 
 def _log2_range(batch_size: tuple[int, int], n_train: int) -> tuple[int, int]:

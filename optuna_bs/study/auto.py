@@ -80,12 +80,11 @@ def auto_ranges(
     out = {}
     if cfg.batch_size == "auto":
         # Bound the search by the critical batch size, measured on this model and data.
-        small, big = default_probe_batch_sizes(plan.data.n_train)
         try:
             estimate = estimate_noise_scale(
                 plan.probe_model(),
                 plan.data,
-                batch_sizes=(small, big),
+                batch_sizes=default_probe_batch_sizes(plan.data.n_train),
                 seed=0,
                 device=plan.device,
             )

@@ -94,11 +94,8 @@ def make_plan(config: StudyConfig, device: str | None = None) -> Plan:
             device is unknown; each names its section.
     """
     data = _load_data(config)
-    optimizer = config.train.optimizer
     factory = _imported(config, config.model.name, "Model", "[model] ")
-    if is_spec(optimizer):  # else a built-in name such as "sgd"
-        optimizer = _imported(config, optimizer, "[train] optimizer")
-    loss = _imported(config, config.train.loss, "[train] loss")
+    optimizer, loss = _user_code(config)
     try:
         _build_model(config, data, factory)  # one model, to check [model] now
     except (TypeError, ValueError) as err:
@@ -125,6 +122,14 @@ def _imported(config: StudyConfig, spec: str, what: str, prefix: str = "") -> Ca
         raise ConfigError(f"{prefix}{err}") from err
 
 
+def _user_code(config: StudyConfig) -> tuple[str | Callable, Callable | None]:
+    """The optimizer (its name, or the user's factory) and the user's loss (or ``None``)."""
+    optimizer = config.train.optimizer
+    if is_spec(optimizer):  # else a built-in name such as "sgd"
+        optimizer = _imported(config, optimizer, "[train] optimizer")
+    return optimizer, _imported(config, config.train.loss, "[train] loss")
+
+
 def _load_data(config: StudyConfig) -> Data | Datasets:
     """The study's data. ``[data] name = "package.module:factory"`` calls
     ``factory(**options)``, which returns a ``Data``, a ``Datasets`` or a ``(train, val)``
@@ -149,13 +154,7 @@ def fit_arguments(
     on ``device``, the user's optimizer and loss imported here (a :class:`Plan` imports them
     once). The seed and the checkpoints are the caller's.
     """
-    optimizer = config.train.optimizer
-    if is_spec(optimizer):
-        optimizer = import_object(optimizer, "[train] optimizer", folder=config.folder)
-    loss = None
-    if config.train.loss:
-        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
-    return _fit_keywords(config, trial, optimizer, loss, device)
+    return _fit_keywords(config, trial, *_user_code(config), device)
 
 
 #: The [train] keys of fit's device path (DevicePath's fields but the device).
@@ -256,22 +255,11 @@ def space_from_config(
         ConfigError: For a space the data cannot hold, in one line.
     """
     cfg = config.space
-    kwargs = {
-        "n_train": n_train,
-        "batch_size": cfg.batch_size if batch_size is None else batch_size,
-        "noise_scale": cfg.noise_scale,
-        "momentum": cfg.momentum,
-        "lr": cfg.lr,
-        "reference_batch_size": cfg.reference_batch_size,
-        "alpha": cfg.alpha,
-        "beta2": cfg.beta2,
-        "eps": cfg.eps,
-        "weight_decay": cfg.weight_decay,
-        "tau_epochs": cfg.tau_epochs,
-        "optimizer": optimizer or config.train.optimizer,
-        "allow_sgd_rule_for_adam": cfg.allow_sgd_rule_for_adam,
-        **overrides,
-    }
+    # Each [space] key is BatchScalingSpace's argument of that name (parameterisation first).
+    kwargs = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "parameterisation"}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    kwargs.update(n_train=n_train, optimizer=optimizer or config.train.optimizer, **overrides)
     try:
         return BatchScalingSpace(cfg.parameterisation, **kwargs)
     except (TypeError, ValueError) as err:

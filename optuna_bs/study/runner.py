@@ -231,8 +231,6 @@ def prepare(
     space = plan.space(probe_batches or cfg.batch_size, **placeholder)
     _check_micro_batch(config, space)
     store = None
-    # A store that would be a new file holds no ranges yet: measure first, and create it only
-    # once the probes have passed, so that a failed probe leaves no empty database behind.
     if not (auto and file_to_create(url) is not None):
         store = _open_store(config, url)
     widening = None
@@ -286,20 +284,16 @@ def make_sampler(
     ``probe_edges`` makes its search go on while its best trials pile at an edge of a range
     that widens (``"auto"``).
     """
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
-    if name == "ladder":
-        base = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-        return BatchLadderSampler(
-            base, seed=seed, scale_param=scale_param, probe_edges=probe_edges
-        )
-    raise ValueError(f"`sampler` must be one of {', '.join(SAMPLERS)}, but got {name!r}.")
+    s = optuna.samplers  # the others take n_startup_trials; the ladder climbs over TPE
+    kinds = dict(tpe=s.TPESampler, gp=s.GPSampler, cmaes=s.CmaEsSampler, ladder=s.TPESampler)
+    if name not in kinds:
+        raise ValueError(f"`sampler` must be one of {', '.join(SAMPLERS)}, but got {name!r}.")
+    sampler = kinds[name](seed=seed, n_startup_trials=n_startup_trials)
+    if name != "ladder":
+        return sampler
+    return BatchLadderSampler(sampler, seed=seed, scale_param=scale_param, probe_edges=probe_edges)
 
 
 def make_pruner(
@@ -462,8 +456,7 @@ def evaluate_best_on_test(prepared: Prepared, study: optuna.Study) -> float | No
             best.values[0],
         )
     metric = prepared.config.train.metric
-    loss = prepared.plan.loss  # the study's own loss, if any
-    value = evaluate_split(model, prepared.data, "test", metric=metric, loss_fn=loss)
+    value = evaluate_split(model, prepared.data, "test", metric=metric, loss_fn=prepared.plan.loss)
     if value is None:
         _logger.info("The data has no test split: trial %d is not evaluated.", best.number)
         return None

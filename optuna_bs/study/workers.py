@@ -323,12 +323,8 @@ def _bury(study: optuna.Study, worker: str, index: int, proc: subprocess.Popen) 
 
 
 def _release_trials(study: optuna.Study, worker: str) -> tuple[list[int], bool]:
-    """Fail the trials that ``worker`` left RUNNING, and queue each again with the store's
-    retry callback (``RetryHeartbeatStaleTrialCallback``, as the heartbeat does).
-
-    Returns:
-        The numbers of the trials failed, and whether each was queued again.
-    """
+    """The numbers of the trials ``worker`` left RUNNING, failed and queued again
+    (:func:`_fail_and_retry`), and whether each was queued again."""
     dead = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         mark = trial.system_attrs.get(_WORKER_ATTR) or {}

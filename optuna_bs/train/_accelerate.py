@@ -79,9 +79,7 @@ class Accelerator:
         else:
             self.scaler.scale(loss).backward()
 
-    def step(
-        self, opt: torch.optim.Optimizer, params=(), max_grad_norm: float | None = None
-    ) -> None:
+    def step(self, opt: torch.optim.Optimizer, params, max_grad_norm: float | None) -> None:
         """The optimizer step on the accumulated gradients, clipped to ``max_grad_norm``."""
         if max_grad_norm is not None:
             if self.scaler is not None:

@@ -139,9 +139,7 @@ def owner_of(trial: object) -> dict | None:
     """What ``trial``'s checkpoints record as their owner: its study's name, its number,
     when it started and its parameters; ``None`` for a trial without a study."""
     name = study_name(trial)
-    if name is None:
-        return None
-    return _fingerprint(name, trial)
+    return None if name is None else _fingerprint(name, trial)
 
 
 def retried_owners(trial: object, numbers: list[int] | None = None) -> dict[int, dict]:

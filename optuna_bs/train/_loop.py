@@ -18,7 +18,6 @@ import torch
 
 from optuna_bs.rules.batch import largest_divisor_at_most
 from optuna_bs.rules.formulas import Hyperparameters
-from optuna_bs.train._accelerate import Accelerator
 from optuna_bs.train.distributed import broadcast
 from optuna_bs.train.metrics import free_memory
 from optuna_bs.train.schedules import epoch_attrs
@@ -49,15 +48,14 @@ class EpochLoop:
         on_oom,
         validate,
         *,
-        eval_net=None,
-        shard: tuple[int, int] = (0, 1),
+        eval_net,
+        shard: tuple[int, int],
     ):
         self.state, self.net, self.source, self.hparams = state, net, source, hparams
         self.schedule, self.loss_fn, self.batch_loss = schedule, loss_fn, batch_loss
         self.clip, self.on_oom, self.validate = clip, on_oom, validate
-        self.eval_net = net if eval_net is None else eval_net
-        self.shard = shard
-        self.accel: Accelerator = state.accelerator
+        self.eval_net, self.shard = eval_net, shard
+        self.accel = state.accelerator
         self.params = [p for g in state.optimizer.param_groups for p in g["params"]]
         self.path: list[Hyperparameters] = []
         self.batch_size = hparams.batch_size  # the epoch's B
@@ -170,7 +168,6 @@ class EpochLoop:
             b = self.micro_batch_size
             if self.on_oom == "prune" or b == 1:
                 return None
-            # The largest b' <= b/2 that divides this rank's batch.
             smaller = largest_divisor_at_most(batch_size, b // 2)
             self.micro_batch_size = self.state.micro_cap = smaller
             _logger.info(

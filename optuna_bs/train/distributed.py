@@ -146,7 +146,6 @@ def leave_at_exit() -> None:
 
 
 def _leave() -> None:
-    """What :func:`leave_at_exit` registers."""
     import torch.distributed as dist
 
     gc.collect()  # a last trial's DistributedDataParallel, before the group it uses
@@ -242,6 +241,7 @@ def optimize(
             ``torch.distributed`` is not initialized.
     """
     rank, size = world()
+    kw = {"n_trials": n_trials, "timeout": timeout, "callbacks": callbacks, "catch": catch}
     if size == 1:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun, but not joined
             raise RuntimeError(
@@ -251,10 +251,7 @@ def optimize(
             )
         if study is None:
             raise ValueError("`study` must be the study: this is the only process.")
-        # One process (a plain ``python script.py``): the study, trial by trial, as usual.
-        study.optimize(
-            objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks, catch=catch
-        )
+        study.optimize(objective, **kw)
         return
     if (rank == 0) != (study is not None):
         raise ValueError(
@@ -266,14 +263,7 @@ def optimize(
             follow(objective, catch)
             return
         try:
-            study.optimize(
-                lead(objective),
-                n_trials=n_trials,
-                timeout=timeout,
-                callbacks=callbacks,
-                catch=catch,
-                gc_after_trial=True,
-            )
+            study.optimize(lead(objective), gc_after_trial=True, **kw)
         finally:
             release()
     finally:

@@ -190,13 +190,10 @@ class Validator:
                     continue
                 inputs, targets = unpack(batch)
                 out = forward(net, self.accel.inputs(inputs, train=False))
-            total += self.metric.batch_total(_float(out), targets, n).to(total.device)
+            out = out.float() if torch.is_tensor(out) else out
+            total += self.metric.batch_total(out, targets, n).to(total.device)
         net.train(was_training)
         return total.item() / self.source.split_size(self.split)
-
-
-def _float(out: Any) -> Any:
-    return out.float() if torch.is_tensor(out) else out
 
 
 def free_memory(device: torch.device) -> None:

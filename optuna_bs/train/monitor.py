@@ -280,10 +280,8 @@ class TrialMonitor:
         self.history_.append(value)
         self.train_losses_.append(None if train_loss is None else float(train_loss))
         self.count(updates=updates, samples=samples, step_seconds=step_seconds)
-        signed = self._sign * value
-        self.improved_ = math.isfinite(value) and signed < self._sign * self.best_value_ - (
-            self.min_delta
-        )
+        bar = self._sign * self.best_value_ - self.min_delta
+        self.improved_ = math.isfinite(value) and self._sign * value < bar
         if self.improved_:
             self.best_value_, self.best_epoch_, self.misses_ = value, self.epoch_, 0
         else:

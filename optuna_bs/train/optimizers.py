@@ -65,9 +65,8 @@ def _make_optimizer(
     params = model.parameters()
     if name == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=weight_decay)
-    beta2 = DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2
+    betas = (hp.momentum, DEFAULTS["beta2"] if hp.beta2 is None else hp.beta2)
     eps = {} if hp.eps is None else {"eps": hp.eps}
-    betas = (hp.momentum, beta2)
     return _ADAM_FAMILY[name](params, lr=hp.lr, betas=betas, weight_decay=weight_decay, **eps)
 
 

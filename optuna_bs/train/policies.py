@@ -116,13 +116,11 @@ def grouped(
     Raises:
         TypeError: For a keyword ``fit`` never had, or a group of the wrong type.
     """
+    if not isinstance(checkpoint, CheckpointPolicy):
+        checkpoint = CheckpointPolicy(checkpoint)
     groups = {
         "device": device if isinstance(device, DevicePath) else DevicePath(device),
-        "checkpoint": (
-            checkpoint
-            if isinstance(checkpoint, CheckpointPolicy)
-            else CheckpointPolicy(checkpoint)
-        ),
+        "checkpoint": checkpoint,
         "memory": MemoryPolicy() if memory is None else memory,
     }
     if not isinstance(groups["memory"], MemoryPolicy):

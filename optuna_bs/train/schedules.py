@@ -283,7 +283,6 @@ class Warmup(Schedule):
     def _apply(self, epoch: int, setting: Hyperparameters) -> Hyperparameters:
         if epoch >= self.epochs or self.per_step:
             return setting
-        # Goyal et al. 2017, §2.2: gradual warm-up, linear in time
         return replace(setting, lr=setting.lr * (epoch + 1) / (self.epochs + 1))
 
     def on_fit_start(self, base: Hyperparameters, max_epochs: int) -> None:

@@ -283,10 +283,9 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
         return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list):
-        return [to_device(v, device) for v in batch]
-    if isinstance(batch, tuple):
-        return tuple(to_device(v, device) for v in batch)
+    if isinstance(batch, (tuple, list)):
+        moved = [to_device(v, device) for v in batch]
+        return moved if isinstance(batch, list) else tuple(moved)
     return batch
 
 

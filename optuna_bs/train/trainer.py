@@ -251,13 +251,10 @@ def fit(
     weight_decay = _weight_decay(weight_decay, hparams)
     _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay)
     _check_callables(loss_fn, batch_loss, max_grad_norm)
-    if isinstance(source, DatasetSource):  # unusable items fail here, in one line
-        source.check(
-            needs_targets=batch_loss is None or metric != "loss",
-            has_batch_loss=batch_loss is not None,
-        )
     # With a batch_loss and a validation loss, the items need not unpack (nor have a task).
     own_loss = batch_loss is not None and metric == "loss"
+    if isinstance(source, DatasetSource):  # unusable items fail here, in one line
+        source.check(needs_targets=not own_loss, has_batch_loss=batch_loss is not None)
     task = "regression" if own_loss else source.task
     loss_fn = loss_fn or default_loss(task)
     metric = resolve_metric(metric, task, loss_fn)
@@ -294,16 +291,14 @@ def fit(
     state = TrainingState(
         model=model,
         optimizer=opt,
-        generator=torch.Generator(device=source.generator_device),
-        aug_generator=torch.Generator(device=device),
+        generator=torch.Generator(device=source.generator_device).manual_seed(seed),
+        aug_generator=torch.Generator(device=device).manual_seed(seed + 1),
         accelerator=accel,
         monitor=monitor,
         micro_cap=b,
         lr_base=[g["lr"] for g in opt.param_groups],
         owner=owner_of(trial),
     )
-    state.generator.manual_seed(seed)
-    state.aug_generator.manual_seed(seed + 1)
     if checkpoint is not None and rank == 0:  # rank 0 alone writes it
         check_writable(checkpoint)  # before an epoch of training, not after it
     resumed_from_epoch = 0
@@ -331,8 +326,7 @@ def fit(
         eval_net=eval_net,
         shard=(rank, world_size),
     )
-    monitor.attrs["resumed_from_epoch"] = resumed_from_epoch
-    monitor.attrs["world_size"] = world_size
+    monitor.attrs.update(resumed_from_epoch=resumed_from_epoch, world_size=world_size)
     monitor.attrs.update(optimizer_attrs(opt, hparams))
     try:
         loop.run(max_epochs, checkpoint, resuming=resume_from is not None)
@@ -379,10 +373,8 @@ def _chance_error(source, metric: Metric) -> float | None:
     """The error of guessing, 1 − 1/C, where the metric is the error and C is known."""
     if metric.name != "val_error":
         return None
-    if isinstance(source, TensorSource):
-        classes = source.data.n_outputs
-    else:
-        classes = source.datasets.known_n_outputs()
+    tensors = isinstance(source, TensorSource)
+    classes = source.data.n_outputs if tensors else source.datasets.known_n_outputs()
     return 1 - 1 / classes if classes and classes > 1 else None
 
 
