@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna_bs
 
@@ -30,6 +32,19 @@ def test_public_names_exist_and_are_listed():
     assert {"BatchScalingSpace", "fit", "TrialMonitor", "rescale", "noise_scale"} <= set(
         optuna_bs.__all__
     )
+
+
+def test_what_type_checkers_see_is_what_resolves():
+    """The names ``__init__`` imports under ``TYPE_CHECKING`` (for IDEs) are ``__all__``, each
+    from the module it resolves from: the two lists cannot drift apart."""
+    tree = ast.parse(Path(optuna_bs.__file__).read_text(encoding="utf-8"))
+    (block,) = [
+        n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"
+    ]
+    typed = {a.name: node.module for node in block.body for a in node.names}
+    assert sorted(typed) == optuna_bs.__all__
+    for name, module in typed.items():
+        assert getattr(importlib.import_module(module), name) is getattr(optuna_bs, name), name
 
 
 def test_import_works_without_any_extra():
@@ -60,6 +75,7 @@ def test_each_integration_without_its_framework_names_the_extra_that_fixes_it():
     ):
         code = f"""
 import sys
+from pathlib import Path
 sys.modules[{blocked!r}] = None  # as if it were not installed
 sys.modules[{blocked!r} + '.pytorch'] = None
 try:
