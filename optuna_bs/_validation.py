@@ -49,8 +49,10 @@ def check_real(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    finite: bool = True,
 ) -> float:
-    """``value`` as a finite ``float`` between ``low`` and ``high`` (closed unless open).
+    """``value`` as a ``float`` between ``low`` and ``high`` (closed unless open); finite unless
+    ``finite=False``, which lets ±inf through to the bounds (never NaN).
 
     Example:
         >>> check_real("momentum", 1.0, 0, 1, high_open=True)
@@ -60,7 +62,7 @@ def check_real(
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number, but got {name}={value!r}.")
-    if not math.isfinite(value):
+    if math.isnan(value) or (finite and math.isinf(value)):
         raise ValueError(f"`{name}` must be a finite real number, but got {name}={value!r}.")
     below = low is not None and (value <= low if low_open else value < low)
     above = high is not None and (value >= high if high_open else value > high)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -286,6 +287,8 @@ def recommend_lrs(
 
 def _around(test: RangeTest | float, steep: str, below: float, above: float):
     """``(x / below, x * above)`` to three digits, x a range test's ``steep`` or a number."""
+    if not isinstance(test, RangeTest | numbers.Real) or isinstance(test, bool):
+        raise TypeError(f"`test` must be a RangeTest or a number, but got {test!r}.")
     x = check_positive(steep, getattr(test, steep) if isinstance(test, RangeTest) else test)
     below = check_real("below", below, 1, low_open=True)
     above = check_real("above", above, 1, low_open=True)

@@ -51,6 +51,11 @@ class TrialPoint:
     eps: float | None = None
     weight_decay: float | None = None
 
+    @property
+    def tau_epochs(self) -> float | None:
+        """AdamW's weight-decay timescale B/(ϵλN); ``None`` without weight decay."""
+        return self.hparams().tau_epochs
+
     def hparams(self) -> Hyperparameters:
         """The trial's hyperparameters."""
         return Hyperparameters(

@@ -176,6 +176,10 @@ class ScalingFit:
         return tuple(o.batch_size for o in self.counted)
 
     @property
+    def best_lrs(self) -> tuple[float, ...]:
+        return tuple(o.lr for o in self.counted)
+
+    @property
     def noise_batch_size(self) -> float | None:
         """B_noise of a saturating curve (McCandlish or surge); None for the others."""
         return math.exp(self.params[1]) if self.curve.grid is not None else None

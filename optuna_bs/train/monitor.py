@@ -86,10 +86,11 @@ class TrialMonitor:
             classes). When given, a collapse must also sit within 5% of it.
 
     Raises:
-        TypeError: If ``patience`` is not an integer or ``None``, or ``min_delta`` not a
-            number.
-        ValueError: If ``patience`` < 1, ``min_delta`` < 0, ``direction`` is unknown or
-            differs from the study's.
+        TypeError: If ``patience`` or ``max_epochs`` is not an integer or ``None``, or
+            ``min_delta`` or ``collapse_factor`` not a number.
+        ValueError: If ``patience`` or ``max_epochs`` < 1, ``min_delta`` < 0 or NaN,
+            ``collapse_factor`` <= 1 or NaN, or ``direction`` is unknown or differs from the
+            study's.
 
     Example:
         >>> monitor = TrialMonitor(None, patience=2)
@@ -113,14 +114,16 @@ class TrialMonitor:
     ) -> None:
         if patience is not None:
             check_int("patience", patience, low=1)
-        self.min_delta = check_real("min_delta", min_delta, 0.0)
+        self.min_delta = check_real("min_delta", min_delta, 0.0, finite=False)
         if direction not in DIRECTIONS:
             raise ValueError(
                 f"`direction` must be one of {DIRECTIONS}, but got direction={direction!r}."
             )
         if max_epochs is not None:
             check_int("max_epochs", max_epochs, low=1)
-        self.collapse_factor = check_real("collapse_factor", collapse_factor, 1.0, low_open=True)
+        self.collapse_factor = check_real(
+            "collapse_factor", collapse_factor, 1.0, low_open=True, finite=False
+        )
         self.chance_value = None if chance_value is None else float(chance_value)
         self.trial = trial
         # Optuna cannot report intermediate values of a multi-objective trial, nor prune it.

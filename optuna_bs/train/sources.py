@@ -57,8 +57,10 @@ class Datasets:
         name: What the report and the logs call this data.
 
     Raises:
-        TypeError: If a split is not a map-style Dataset, or ``collate_fn`` is not callable.
-        ValueError: If ``num_workers`` < 0, ``task`` is unknown, or a split is empty.
+        TypeError: If a split is not a map-style Dataset, ``collate_fn`` is not callable, or
+            ``num_workers`` or ``n_outputs`` is not an integer.
+        ValueError: If ``num_workers`` < 0, ``n_outputs`` < 1, ``task`` is unknown, or a split
+            is empty.
 
     Example:
         >>> from torch.utils.data import TensorDataset

@@ -396,7 +396,7 @@ def _check_callables(loss_fn, batch_loss, max_grad_norm) -> None:
     if loss_fn is not None and batch_loss is not None:
         raise ValueError("Give `loss_fn` or `batch_loss`, not both: batch_loss replaces it.")
     if max_grad_norm is not None:
-        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
+        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True, finite=False)
 
 
 def _check_fit_args(source, hparams, max_epochs, optimizer, weight_decay) -> None:

@@ -199,11 +199,23 @@ def test_stop_for_oom_records_reason() -> None:
         (dict(min_delta=math.nan), ValueError, "`min_delta`"),
         (dict(min_delta="0.1"), TypeError, "`min_delta`"),
         (dict(min_delta=True), TypeError, "`min_delta`"),
+        (dict(collapse_factor=1.0), ValueError, "`collapse_factor`"),
+        (dict(collapse_factor=math.nan), ValueError, "`collapse_factor`"),
+        (dict(collapse_factor="3"), TypeError, "`collapse_factor`"),
+        (dict(max_epochs=0), ValueError, "`max_epochs`"),
+        (dict(max_epochs=2.5), TypeError, "`max_epochs`"),
     ],
 )
 def test_bad_arguments(kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         TrialMonitor(None, **kwargs)
+
+
+def test_an_infinite_collapse_factor_or_min_delta_is_accepted() -> None:
+    # inf is a setting (never a collapse; never an improvement), not a typo to refuse.
+    monitor = TrialMonitor(None, collapse_factor=math.inf, min_delta=math.inf, patience=1)
+    assert monitor.collapse_factor == monitor.min_delta == math.inf
+    assert run(monitor, [1.0, 0.1]) == 1  # nothing improves by inf: patience 1 ends it at once
 
 
 def test_numpy_min_delta_is_accepted() -> None:

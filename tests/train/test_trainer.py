@@ -495,6 +495,14 @@ def test_gradient_clipping_bounds_the_step(data):
     assert (before - _params(model)).norm() <= 2e-3 + 1e-6
 
 
+def test_an_infinite_max_grad_norm_is_no_clipping(data):
+    # inf is a setting a study file may hold (TOML has inf), not a value to refuse.
+    hp = _hp(data, batch_size=128, lr=1.0, momentum=0.0)
+    plain = fit(_model(data), data, hp, max_epochs=1, seed=0)
+    unclipped = fit(_model(data), data, hp, max_epochs=1, seed=0, max_grad_norm=math.inf)
+    assert unclipped.history == plain.history
+
+
 def test_a_dataset_fit_resumes_from_its_checkpoint_exactly(data, tmp_path):
     src = _datasets(data)
     full = fit(_model(data), src, _hp(data), max_epochs=4, seed=2)
