@@ -21,7 +21,6 @@ import torch
 
 from optuna_bs.data.datasets import Data
 from optuna_bs.errors import ConfigError
-from optuna_bs.factories import import_object
 from optuna_bs.measure.noise import estimate_noise_scale, recommend_batch_sizes
 from optuna_bs.measure.range_test import (
     RangeTest,
@@ -33,7 +32,7 @@ from optuna_bs.rules.registry import RULES
 from optuna_bs.search.edges import RANGES_ATTR
 from optuna_bs.search.space import BatchScalingSpace
 from optuna_bs.study.config import StudyConfig
-from optuna_bs.study.plan import Plan, search_batch_size
+from optuna_bs.study.plan import Plan, _imported, search_batch_size
 from optuna_bs.train.sources import Datasets
 
 _logger = logging.getLogger(__name__)
@@ -244,8 +243,8 @@ def range_test(
     micro-batches, clipping or augmentation.
     """
     momentum = _probe_momentum(space)
-    if loss is None and config.train.loss:
-        loss = import_object(config.train.loss, "[train] loss", folder=config.folder)
+    if loss is None:
+        loss = _imported(config, config.train.loss, "[train] loss")
     batch = search_batch_size(space.batch_sizes)
     return lr_range_test(
         model, data, batch_size=batch, momentum=momentum, loss=loss, device=device, seed=0

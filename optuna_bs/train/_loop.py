@@ -145,7 +145,7 @@ class EpochLoop:
         for i, batch in enumerate(batches):
             if per_step:  # the update's midpoint in time: no update at a factor of exactly 0
                 factor = self.schedule.lr_factor(epoch + (i + 0.5) / steps)
-                self._set_hyperparameters(setting, factor)
+                self._set_lr(setting, factor)
             loss = self.update_with_retry(batch, self.local_batch)
             if loss is None:
                 return None, i
@@ -215,11 +215,16 @@ class EpochLoop:
         inputs = self.accel.inputs(inputs, train=True, generator=self.state.aug_generator)
         return self.loss_fn(forward(self.net, inputs), targets)
 
-    def _set_hyperparameters(self, setting: Hyperparameters, factor: float = 1.0) -> None:
-        """Give the optimizer the epoch's lr (each group's own lr scaled alike, times a per-step
-        schedule's ``factor``) and momentum."""
+    def _set_lr(self, setting: Hyperparameters, factor: float = 1.0) -> None:
+        """Each group's own lr scaled to the setting's, times a per-step schedule's ``factor``:
+        all a step changes."""
         for group, lr in zip(self.state.optimizer.param_groups, self.state.lr_base, strict=True):
             group["lr"] = lr * setting.lr / self.hparams.lr * factor
+
+    def _set_hyperparameters(self, setting: Hyperparameters) -> None:
+        """Give the optimizer the epoch's lr and momentum (Adam's β1)."""
+        self._set_lr(setting)
+        for group in self.state.optimizer.param_groups:
             if "momentum" in group:
                 group["momentum"] = setting.momentum
             elif "betas" in group:

@@ -512,15 +512,19 @@ def test_auto_noise_scale_refuses_adam_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "s.db").exists()  # refused before the store is opened
 
 
+def _rows(out: str) -> dict[str, str]:
+    """The ``noise-scale`` command's table: each row's label and its value."""
+    pairs = (line.split("  ", 1) for line in out.splitlines() if "  " in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def test_noise_scale_command_prints_the_range_test_too(tmp_path, capsys):
     from optuna_bs.cli import main
 
     path = tmp_path / "s.toml"
     path.write_text(AUTO_G_STUDY)
     assert main(["noise-scale", str(path), "--n-batches", "10"]) == 0
-    out = capsys.readouterr().out
-    rows = dict(line.split("  ", 1) for line in out.splitlines() if "  " in line)
-    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    rows = _rows(capsys.readouterr().out)
     g_steep = float(rows["steepest descent g_steep"])
     low, high = (float(v) for v in rows["recommended noise_scale"].strip("[]").split(","))
     assert (low, high) == recommend_noise_scales(g_steep)
@@ -654,9 +658,7 @@ def test_noise_scale_command_prints_adams_range_test_for_an_adam_study(tmp_path,
     )
     path.write_text(study + 'reference_batch_size = 16\n[train]\noptimizer = "adamw"\n')
     assert main(["noise-scale", str(path), "--n-batches", "10"]) == 0
-    out = capsys.readouterr().out
-    rows = dict(line.split("  ", 1) for line in out.splitlines() if "  " in line)
-    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    rows = _rows(capsys.readouterr().out)
     lr_steep = float(rows["steepest descent lr_steep (adamw)"])
     low, high = (float(v) for v in rows["recommended lr (at B = 16)"].strip("[]").split(","))
     assert (low, high) == recommend_lrs(lr_steep)
